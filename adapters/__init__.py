@@ -1,0 +1,1 @@
+"""The built-in adapter plugins, installed as the ``decathlon_adapters`` package."""

@@ -1,0 +1,94 @@
+"""The plugin manager: finds adapter plugins and holds the registered adapters."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Dict, Iterable, Optional
+
+import pluggy
+
+from decathlon import hookspecs
+from decathlon.contract import Adapter
+from decathlon.errors import PluginError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Registry:
+    """The adapters registered by all plugins of one plugin manager."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self.adapters: Dict[str, Adapter] = {}
+        self.origin: Dict[str, str] = {}
+
+    def _register(self, plugin_name: str, adapter: Adapter) -> None:
+        if not isinstance(adapter, Adapter):
+            raise PluginError(
+                f"plugin '{plugin_name}' registered {adapter!r}, not a decathlon.contract.Adapter"
+            )
+        if not _NAME.match(adapter.name):
+            raise PluginError(
+                f"plugin '{plugin_name}': adapter name '{adapter.name}' must be lowercase letters,"
+                " digits and underscores, starting with a letter"
+            )
+        if ":" not in adapter.run:
+            raise PluginError(
+                f"plugin '{plugin_name}': adapter '{adapter.name}' has run={adapter.run!r};"
+                " expected 'package.module:function'"
+            )
+        if adapter.name in self.adapters:
+            raise PluginError(
+                f"adapter '{adapter.name}' is registered by both plugin"
+                f" '{self.origin[adapter.name]}' and plugin '{plugin_name}'"
+            )
+        self.adapters[adapter.name] = adapter
+        self.origin[adapter.name] = plugin_name
+
+    def get(self, name: str) -> Adapter:
+        try:
+            return self.adapters[name]
+        except KeyError:
+            known = ", ".join(sorted(self.adapters)) or "none"
+            raise PluginError(
+                f"unknown adapter '{name}'.{did_you_mean(name, self.adapters)} Known: {known}"
+            ) from None
+
+
+def make_plugin_manager(
+    extra_plugins: Iterable[object] = (), *, entry_points: bool = True
+) -> Registry:
+    """A fresh plugin manager with every plugin registered, and the adapters they provide.
+
+    ``entry_points=False`` skips the ``decathlon`` entry-point group (then only
+    ``extra_plugins`` count), which tests use to get a clean manager.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if entry_points:
+        pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+    for plugin in extra_plugins:
+        pm.register(plugin)
+    registry = Registry(pm)
+    for impl in pm.hook.decathlon_register_adapters.get_hookimpls():
+        name = impl.plugin_name
+
+        def register(adapter: Adapter, _name: str = name) -> None:
+            registry._register(_name, adapter)
+
+        try:
+            impl.function(register=register)
+        except PluginError:
+            raise
+        except Exception as exc:  # a third-party plugin's bug: name it
+            raise PluginError(
+                f"plugin '{name}' failed in decathlon_register_adapters: {exc}"
+            ) from exc
+    return registry
+
+
+def find_adapter(name: str, registry: Optional[Registry] = None) -> Adapter:
+    return (registry or make_plugin_manager()).get(name)
