@@ -1,0 +1,150 @@
+"""The downloader and ``ensure_file``'s download paths, against a real local HTTP server."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import TinyData, make_medmnist_npz
+
+from decathlon.datasets import Catalog, dataset_file, ensure_file, file_md5, load
+from decathlon.download import download
+from decathlon.errors import DataError, DownloadError
+
+BREAST_MD5 = "750601b1f35ba3300ea97c75c52ff8f6"
+
+
+@pytest.fixture
+def served_breast(http_server: tuple[str, Path], real_data_dir: Path) -> tuple[str, Path]:
+    """The HTTP server with the real breastmnist.npz in its folder."""
+    base, served = http_server
+    shutil.copyfile(real_data_dir / "breastmnist.npz", served / "breastmnist.npz")
+    return base, served
+
+
+def _left(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.realdata
+def test_good_checksum(served_breast: tuple[str, Path], tmp_path: Path) -> None:
+    base, served = served_breast
+    dest = tmp_path / "data" / "breastmnist.npz"
+    assert download(f"{base}/breastmnist.npz", dest, md5=BREAST_MD5, progress=True) == dest
+    assert dest.read_bytes() == (served / "breastmnist.npz").read_bytes()
+    assert _left(dest.parent) == ["breastmnist.npz"]  # no temporary file left over
+
+
+@pytest.mark.realdata
+def test_bad_checksum_leaves_nothing(served_breast: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = served_breast
+    dest = tmp_path / "data" / "breastmnist.npz"
+    with pytest.raises(DownloadError) as err:
+        download(f"{base}/breastmnist.npz", dest, md5="0" * 32, progress=False)
+    assert str(err.value) == (
+        f"downloaded breastmnist.npz has MD5 {BREAST_MD5}, expected {'0' * 32} (corrupt or"
+        " truncated transfer); try again or use --mirror"
+    )
+    assert _left(dest.parent) == []
+
+
+@pytest.mark.realdata
+def test_truncated_body(served_breast: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = served_breast
+    dest = tmp_path / "data" / "breastmnist.npz"
+    with pytest.raises(DownloadError, match="was truncated: received 279790 of 559580 bytes"):
+        download(f"{base}/truncated/breastmnist.npz", dest, md5=None, progress=False)
+    assert _left(dest.parent) == []
+
+
+def test_http_404(http_server: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = http_server
+    dest = tmp_path / "breastmnist.npz"
+    with pytest.raises(DownloadError, match="HTTP 404") as err:
+        download(f"{base}/breastmnist.npz", dest, md5=None, progress=False)
+    assert "\n" not in str(err.value) and not dest.exists()
+    assert _left(tmp_path) == ["served"]
+
+
+def test_server_down(tmp_path: Path) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now: connection refused
+    url = f"http://127.0.0.1:{port}/breastmnist.npz"
+    dest = tmp_path / "data" / "breastmnist.npz"
+    with pytest.raises(DownloadError) as err:
+        download(url, dest, md5=None, progress=False, timeout=5)
+    message = str(err.value)
+    assert message.startswith(f"could not download breastmnist.npz from {url}: ")
+    assert message.endswith(f"Download it by hand and put it at {dest}, or pass --mirror URL")
+    assert "refused" in message.lower() and "\n" not in message
+    assert _left(dest.parent) == []
+
+
+def test_unreachable_published_url_names_the_mirror_option(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    # The tiny catalog's URLs point at a closed local port.
+    with pytest.raises(DownloadError, match="or pass --mirror URL$"):
+        ensure_file(tiny_catalog.catalog, "breastmnist", tmp_path, progress=False)
+    assert _left(tmp_path) == []
+
+
+@pytest.mark.realdata
+def test_ensure_file_uses_the_mirror(served_breast: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = served_breast
+    catalog = Catalog.load()  # the published metadata: the real MD5, the Zenodo URL
+    data_dir = tmp_path / "data"
+    path, verified = ensure_file(catalog, "breastmnist", data_dir, mirror=base + "/")
+    assert (path, verified) == (data_dir / "breastmnist.npz", True)
+    assert file_md5(path) == BREAST_MD5
+    assert (data_dir / "breastmnist.npz.md5ok").read_text().split()[2] == BREAST_MD5
+    data = load(catalog, "breastmnist", data_dir, download=False)
+    assert data.arrays["train_images"].shape == (546, 28, 28)
+
+
+@pytest.mark.realdata
+def test_ensure_file_truncated_mirror_leaves_nothing(
+    served_breast: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, _ = served_breast
+    with pytest.raises(DownloadError, match="truncated"):
+        ensure_file(Catalog.load(), "breastmnist", tmp_path / "d", mirror=f"{base}/truncated")
+    assert _left(tmp_path / "d") == []
+
+
+def test_redownload_replaces_a_bad_file(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, served = http_server
+    catalog = tiny_catalog.catalog
+    shutil.copyfile(dataset_file(tiny_catalog.data_dir, "dermamnist"), served / "dermamnist.npz")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "dermamnist.npz").write_bytes(b"not the file")
+    with pytest.raises(DataError, match="pass --redownload"):
+        ensure_file(catalog, "dermamnist", data_dir, mirror=base, progress=False)
+    path, verified = ensure_file(
+        catalog, "dermamnist", data_dir, mirror=base, redownload=True, progress=False
+    )
+    assert verified and file_md5(path) == catalog.info("dermamnist").md5
+
+
+def test_mismatched_download(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A mirror serving other bytes: refused, or kept unverified with allow_unverified."""
+    base, served = http_server
+    info = tiny_catalog.catalog.info("octmnist")
+    make_medmnist_npz(
+        served / "octmnist.npz", "octmnist", info.task, 1, info.n_classes, info.n_samples, seed=99
+    )
+    data_dir = tmp_path / "data"
+    with pytest.raises(DownloadError, match="downloaded octmnist.npz has MD5"):
+        ensure_file(tiny_catalog.catalog, "octmnist", data_dir, mirror=base, progress=False)
+    assert _left(data_dir) == []
+    data = load(tiny_catalog.catalog, "octmnist", data_dir, mirror=base, allow_unverified=True)
+    assert data.verified is False and data.md5 == file_md5(served / "octmnist.npz")
