@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
@@ -37,8 +37,8 @@ class Environment:
     """
 
     python: str
-    requirements: Tuple[str, ...] = ()
-    pip_args: Tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    pip_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class Adapter:
     run: str
     description: str = ""
     environment: Optional[Environment] = None
-    default_budgets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    options: Dict[str, Any] = field(default_factory=dict)
+    default_budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
     uses_gpu: bool = False
     version: str = ""
 
@@ -75,8 +75,8 @@ class DatasetInfo:
     task: str
     n_channels: int
     n_classes: int
-    labels: Dict[str, str]
-    n_samples: Dict[str, int]
+    labels: dict[str, str]
+    n_samples: dict[str, int]
     url: str = ""
     md5: str = ""
     license: str = ""
@@ -122,7 +122,7 @@ class Budget:
             parts.append(f"{self.epochs} epochs")
         if self.node_hours is not None:
             parts.append(f"{self.node_hours:g} node h")
-        return " x ".join(parts) or "none"
+        return " x ".join(parts) or f"limit {self.hard_limit_seconds:g}s"
 
 
 @dataclass
@@ -152,7 +152,7 @@ class Task:
     device: str = "cpu"
     n_jobs: int = 1
     deadline: float = float("inf")
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,4 +169,4 @@ class Predictions:
     val: np.ndarray
     test: np.ndarray
     train: Optional[np.ndarray] = None
-    info: Dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)

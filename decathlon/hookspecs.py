@@ -10,7 +10,7 @@ This module runs inside adapter environments too (Python 3.9, numpy and pluggy o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable
 
 import pluggy
 
@@ -32,7 +32,7 @@ def decathlon_register_adapters(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def decathlon_task_finished(rows: List[Dict[str, Any]], task_dir: Path) -> None:
+def decathlon_task_finished(rows: list[dict[str, Any]], task_dir: Path) -> None:
     """Called in the harness process each time a task (adapter, dataset, seed) has ended.
 
     ``rows`` are the task's leaderboard rows (one per split, columns as in

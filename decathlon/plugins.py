@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Dict, Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 import pluggy
 
@@ -22,8 +23,8 @@ class Registry:
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
-        self.adapters: Dict[str, Adapter] = {}
-        self.origin: Dict[str, str] = {}
+        self.adapters: dict[str, Adapter] = {}
+        self.origin: dict[str, str] = {}
 
     def _register(self, plugin_name: str, adapter: Adapter) -> None:
         if not isinstance(adapter, Adapter):

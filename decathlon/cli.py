@@ -1,0 +1,426 @@
+"""The command line: ``python -m decathlon run | setup | list | plan | show | compare``.
+
+Expected problems (typed :class:`~decathlon.errors.DecathlonError`) print one line and exit 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from decathlon import budgets as budgets_module
+from decathlon import datasets, environments, leaderboard
+from decathlon.errors import DecathlonError
+from decathlon.plugins import make_plugin_manager
+from decathlon.runner import PlannedTask, RunConfig, Runner
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _csv_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be whole numbers, got '{text}'") from None
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got '{text}'")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _add_budget_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapter", help="adapter name (see `list`)")
+    parser.add_argument("--profile", default="paper", help="budget profile (default: paper)")
+    parser.add_argument(
+        "--datasets", type=_csv_list, help="comma-separated subset (default: all ten)"
+    )
+    parser.add_argument(
+        "--seeds", type=_seed_list, help="comma-separated seeds (default: the profile's)"
+    )
+    parser.add_argument(
+        "--scale-factor", type=float, default=1.0, help="multiply every time budget"
+    )
+    parser.add_argument("--budgets", type=Path, help="budgets file (default: ./budgets.toml)")
+    parser.add_argument("--memory-mb", type=int, help="memory cap of each task's process tree")
+    parser.add_argument(
+        "--option",
+        type=_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="adapter option (repeatable); the same for every dataset",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m decathlon",
+        description="MedMNIST Classification Decathlon: run AutoML adapters on the ten MedMNIST "
+        "datasets under the published budgets and score them as the MedMNIST papers do.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run an adapter on the datasets and write a leaderboard")
+    _add_budget_args(run)
+    run.add_argument(
+        "--data-dir", type=Path, help="MedMNIST files (default: $DECATHLON_DATA_DIR or ~/.medmnist)"
+    )
+    run.add_argument("--mirror", help="base URL to download <flag>.npz from instead of Zenodo")
+    run.add_argument(
+        "--no-download", action="store_true", help="never download; fail if a file is missing"
+    )
+    run.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="use files whose MD5 differs from the published one (recorded in the leaderboard)",
+    )
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--jobs", type=int, help="CPU cores given to each task (default: all)")
+    run.add_argument(
+        "--run-dir", type=Path, help="where to write (default: runs/ADAPTER-PROFILE-TIME)"
+    )
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
+    run.add_argument("--no-progress", action="store_true", help="no progress display")
+
+    setup = commands.add_parser("setup", help="build an adapter's environment")
+    setup.add_argument("adapters", nargs="+", help="adapter names, or 'all'")
+    setup.add_argument("--python", help="interpreter to build the environment from")
+    setup.add_argument("--force", action="store_true", help="rebuild even if ready")
+
+    commands.add_parser(
+        "list", help="adapters (environment ready or not) and datasets (cached or not)"
+    )
+
+    plan = commands.add_parser("plan", help="each dataset's budget and the worst-case total")
+    _add_budget_args(plan)
+
+    show = commands.add_parser("show", help="print one run's results")
+    show.add_argument("run", type=Path, help="a run directory or leaderboard.csv")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except DecathlonError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: finished tasks are kept; finish with `run --resume RUN_DIR`"
+        )
+        return 130
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    if not args.adapter:
+        raise DecathlonError("--adapter is required (see `python -m decathlon list`)")
+    config = RunConfig(
+        adapter=args.adapter,
+        profile=args.profile,
+        datasets=args.datasets,
+        seeds=args.seeds,
+        scale_factor=args.scale_factor,
+        budgets_path=str(args.budgets) if args.budgets else None,
+        memory_mb=args.memory_mb,
+        options=dict(args.option),
+    )
+    for name in ("data_dir", "mirror"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(config, name, str(value))
+    if getattr(args, "no_download", False):
+        config.download = False
+    if getattr(args, "allow_unverified", False):
+        config.allow_unverified = True
+    if getattr(args, "device", None):
+        config.device = args.device
+    if getattr(args, "jobs", None):
+        config.n_jobs = args.jobs
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    registry = make_plugin_manager()
+    if args.resume:
+        record = _read_config(args.resume)
+        config = RunConfig.from_json(record["config"])
+        run_dir, resume = args.resume, True
+    else:
+        config = _config(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = args.run_dir or Path("runs") / f"{config.adapter}-{config.profile}-{stamp}"
+        resume = False
+    reporter = None if args.no_progress or not console.is_terminal else RichReporter(console)
+    runner = Runner(config, registry, reporter=reporter or PlainReporter())
+    path = runner.run(run_dir, resume=resume)
+    console.print(results_table(leaderboard.read(path), title=str(path)))
+    for row in leaderboard.read(path):
+        if row["dataset"] == leaderboard.SUMMARY_DATASET:
+            if row["status"] == "ok":
+                console.print(
+                    f"decathlon mean ({row['adapter']}, seed {row['seed']}): "
+                    f"AUC {float(row['auc']):.3f}  ACC {float(row['acc']):.3f}"
+                )
+            else:
+                console.print(
+                    f"decathlon mean ({row['adapter']}, seed {row['seed']}): "
+                    f"incomplete, {row['reason']}"
+                )
+    console.print(f"leaderboard: {path}")
+    return 0
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)") from None
+    except ValueError as exc:
+        raise DecathlonError(f"{path}: not valid JSON ({exc})") from None
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    registry = make_plugin_manager()
+    names = sorted(registry.adapters) if args.adapters == ["all"] else args.adapters
+    for name in names:
+        adapter = registry.get(name)
+        if adapter.environment is None:
+            console.print(f"{name}: runs in the harness's environment; nothing to build")
+            continue
+        python = environments.build(
+            adapter, python=args.python, force=args.force, on_step=console.print
+        )
+        console.print(f"{name}: ready ({python})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registry = make_plugin_manager()
+    table = Table(title="Adapters")
+    for column in ("adapter", "environment", "plugin", "description"):
+        table.add_column(column)
+    for name in sorted(registry.adapters):
+        adapter = registry.adapters[name]
+        table.add_row(
+            name, environments.describe(adapter), registry.origin[name], adapter.description
+        )
+    console.print(table)
+    catalog = datasets.Catalog.load()
+    data_dir = datasets.default_data_dir()
+    table = Table(title=f"Datasets in {data_dir}")
+    for column in ("dataset", "task", "channels", "classes", "images", "cached"):
+        table.add_column(column)
+    for flag in catalog.flags:
+        info = catalog.info(flag)
+        cached = "yes" if datasets.is_cached(catalog, flag, data_dir) else "no"
+        table.add_row(
+            flag, info.task, str(info.n_channels), str(info.n_classes), f"{info.scale:,}", cached
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    runner = Runner(_config(args), make_plugin_manager())
+    tasks = runner.plan()
+    table = Table(
+        title=f"{runner.adapter.name}, profile '{runner.config.profile}'"
+        f" (scale factor {runner.config.scale_factor:g}) from {runner.budgets.path}"
+    )
+    for column in ("dataset", "seed", "images", "tier", "budget", "hard limit"):
+        table.add_column(column, justify="right" if column in ("images", "tier") else "left")
+    for task in tasks:
+        table.add_row(
+            task.dataset.flag,
+            str(task.seed),
+            f"{task.dataset.scale:,}",
+            ("small", "medium", "large")[task.budget.tier],
+            task.budget.describe(),
+            _duration(task.budget.hard_limit_seconds),
+        )
+    console.print(table)
+    worst = budgets_module.worst_case_seconds(t.budget for t in tasks)
+    console.print(
+        f"{len(tasks)} tasks; worst case (every task at its hard limit): {_duration(worst)}"
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    path = args.run / "leaderboard.csv" if args.run.is_dir() else args.run
+    if not path.is_file():
+        raise DecathlonError(f"{args.run}: no leaderboard.csv there")
+    console.print(results_table(leaderboard.read(path), title=str(path)))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "setup": cmd_setup,
+    "list": cmd_list,
+    "plan": cmd_plan,
+    "show": cmd_show,
+}
+
+
+# ---------------------------------------------------------------------------- display
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
+    table = Table(title=title)
+    for column in (
+        "adapter",
+        "dataset",
+        "seed",
+        "split",
+        "status",
+        "AUC",
+        "ACC",
+        "elapsed",
+        "reason",
+    ):
+        table.add_column(column)
+    for row in rows:
+        if row["split"] != "test":
+            continue
+        fmt = lambda v: f"{float(v):.3f}" if v not in ("", None) else ""
+        elapsed = _duration(float(row["elapsed_s"])) if row.get("elapsed_s") else ""
+        table.add_row(
+            row["adapter"],
+            row["dataset"],
+            str(row["seed"]),
+            row["split"],
+            row["status"],
+            fmt(row["auc"]),
+            fmt(row["acc"]),
+            elapsed,
+            row.get("reason") or "",
+        )
+    return table
+
+
+class PlainReporter:
+    """One line per finished task, for logs and pipes."""
+
+    def run_started(self, tasks: Sequence[PlannedTask], done: int) -> None:
+        console.print(f"{len(tasks)} tasks, {done} already done")
+
+    def message(self, text: str) -> None:
+        console.print(text)
+
+    def task_started(self, task: PlannedTask) -> None:
+        pass
+
+    def task_tick(self, task: PlannedTask, elapsed: float) -> None:
+        pass
+
+    def task_finished(self, task: PlannedTask, rows: list[dict[str, Any]]) -> None:
+        test = next((r for r in rows if r["split"] == "test"), rows[0])
+        score = (
+            f" AUC {test['auc']:.3f} ACC {test['acc']:.3f}" if test.get("auc") is not None else ""
+        )
+        console.print(
+            f"{task.key}: {test['status']}{score} in {_duration(test.get('elapsed_s') or 0)}"
+            + (f" ({test['reason']})" if test.get("reason") else "")
+        )
+
+    def run_finished(self) -> None:
+        pass
+
+
+class RichReporter(PlainReporter):
+    """A live display: the current dataset, its elapsed time against its budget, the run's ETA."""
+
+    def __init__(self, out: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=out,
+        )
+        self.overall = None
+        self.current = None
+        self.remaining: dict[str, float] = {}
+        self.done_seconds = 0.0
+
+    @staticmethod
+    def _expected(task: PlannedTask) -> float:
+        budget = task.budget
+        return budget.time_seconds + 60 if budget.time_seconds else budget.hard_limit_seconds
+
+    def run_started(self, tasks: Sequence[PlannedTask], done: int) -> None:
+        self.progress.start()
+        self.remaining = {t.key: self._expected(t) for t in tasks}
+        self.overall = self.progress.add_task("run", total=len(tasks), completed=done, detail="")
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text)
+
+    def task_started(self, task: PlannedTask) -> None:
+        self.current = self.progress.add_task(
+            f"{task.key}",
+            total=task.budget.hard_limit_seconds,
+            detail=f"budget {task.budget.describe()}",
+        )
+
+    def task_tick(self, task: PlannedTask, elapsed: float) -> None:
+        rest = sum(v for k, v in self.remaining.items() if k != task.key)
+        eta = max(0.0, self._expected(task) - elapsed) + rest
+        self.progress.update(
+            self.current,
+            completed=elapsed,
+            detail=f"{_duration(elapsed)} / {_duration(task.budget.hard_limit_seconds)} limit;"
+            f" run ETA at most ~{_duration(eta)}",
+        )
+
+    def task_finished(self, task: PlannedTask, rows: list[dict[str, Any]]) -> None:
+        self.remaining.pop(task.key, None)
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+        self.progress.advance(self.overall)
+        super().task_finished(task, rows)
+
+    def run_finished(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,1179 @@
+"""Compare leaderboards with each other and with the published results.
+
+What ``python -m decathlon compare`` and ``python -m decathlon show`` call. The inputs are
+leaderboard CSVs in the project format (or run directories holding one): one row per (adapter,
+dataset, seed, split), plus derived ``decathlon`` summary rows that this module reads past and
+recomputes itself.
+
+The comparison table follows Table 2 of the 2021 decathlon paper: one row per method, the test
+AUC and ACC of each dataset, the decathlon means and the mean ranks.
+
+* A *method* is ``run_id/adapter``. When it holds several seeds, each dataset's value is the mean
+  over the seeds, and only when every seed is ``ok`` on that dataset.
+* A method missing a dataset is marked incomplete: its dataset cells stay, its means and ranks
+  are left empty (never averaged over fewer datasets).
+* Ranks: on each dataset, the complete methods are ranked by test AUC (and, separately, by test
+  ACC), 1 = best, ties sharing the mean rank; ``rank_auc`` / ``rank_acc`` are the averages of
+  those ranks over the ten datasets. Incomplete methods are not ranked.
+* The best value of each column (at the printed precision, ties included) is marked: bold in
+  Markdown and HTML, bold and ``*`` in the terminal.
+
+Statistics compare the complete matrix of test scores (datasets x methods): two methods get a
+Wilcoxon signed-rank test over the datasets, three or more go to ``autorank`` (Friedman with a
+Nemenyi post-hoc test, or repeated-measures ANOVA with Tukey's test when its normality and
+homoscedasticity checks pass) with a critical-difference diagram. Both need at least five
+datasets and no missing cell; when that fails the output says why in one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import json
+import logging
+import math
+import shutil
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from decathlon.errors import DecathlonError, LeaderboardError, did_you_mean
+
+logger = logging.getLogger(__name__)
+
+#: The leaderboard CSV's columns, in order (the same list as ``decathlon.leaderboard.COLUMNS``).
+COLUMNS = [
+    "run_id",
+    "adapter",
+    "dataset",
+    "seed",
+    "split",
+    "status",
+    "auc",
+    "acc",
+    "task",
+    "n_images",
+    "profile",
+    "budget",
+    "hard_limit_s",
+    "elapsed_s",
+    "data_verified",
+    "device",
+    "adapter_version",
+    "harness_version",
+    "python",
+    "finished_at",
+    "reason",
+    "notes",
+]
+#: The ten decathlon datasets, in the papers' order.
+DATASETS = (
+    "pathmnist",
+    "chestmnist",
+    "dermamnist",
+    "octmnist",
+    "pneumoniamnist",
+    "retinamnist",
+    "breastmnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
+)
+#: The 2021 paper's names for the organ datasets.
+V1_FLAGS = {
+    "organmnist_axial": "organamnist",
+    "organmnist_coronal": "organcmnist",
+    "organmnist_sagittal": "organsmnist",
+}
+SUMMARY_DATASET = "decathlon"
+SPLITS = ("train", "val", "test")
+STATUSES = ("ok", "timeout", "error", "invalid")
+SUMMARY_STATUSES = ("ok", "incomplete")
+METRICS = ("auc", "acc")
+
+#: The folder of reference leaderboards, and the names ``--reference`` accepts.
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "leaderboards"
+REFERENCES = {"v1": "medmnist_v1_isbi2021.csv", "v2": "medmnist_v2_scidata2023.csv"}
+#: Short names of the reference run_ids in method labels (``paper_v1/resnet18_28``).
+REFERENCE_LABELS = {"medmnist_v1_isbi2021": "paper_v1", "medmnist_v2_scidata2023": "paper_v2"}
+
+#: File names that ``compare --format`` writes in the output folder.
+FORMAT_FILES = {"md": "table.md", "html": "table.html", "csv": "table.csv"}
+FORMAT_ALIASES = {"markdown": "md", "htm": "html"}
+
+#: Columns of ``table.csv``, in order.
+TABLE_COLUMNS = [
+    "method",
+    "run_id",
+    "adapter",
+    "seeds",
+    "profile",
+    "complete",
+    *[f"{d}_{m}" for d in DATASETS for m in METRICS],
+    "decathlon_auc",
+    "decathlon_acc",
+    "rank_auc",
+    "rank_acc",
+    "notes",
+]
+#: Columns of ``bootstrap_ci.csv``, in order.
+CI_COLUMNS = ["method", "dataset", "auc", "ci_low", "ci_high", "n_boot", "note"]
+
+ALPHA = 0.05
+MIN_DATASETS = 5
+_KEY = ["run_id", "adapter", "dataset", "seed", "split"]
+_SHORT = {d: d.removesuffix("mnist") for d in DATASETS}
+
+LabelsFn = Callable[[str], "np.ndarray | None"]
+MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Leaderboard:
+    """One validated leaderboard file.
+
+    ``rows`` holds the per-dataset rows (summary rows dropped) with ``seed`` as int and ``auc`` /
+    ``acc`` as float (NaN when empty). ``run_dir`` is the run directory when the file sits in one
+    (where ``tasks/<dataset>/seed<k>/predictions/`` may hold scores); ``profile`` is its one
+    profile.
+    """
+
+    path: Path
+    rows: pd.DataFrame
+    run_dir: Path | None
+    profile: str
+
+
+def read_leaderboard(path: Path) -> Leaderboard:
+    """Read and check a leaderboard CSV, or the ``leaderboard.csv`` of a run directory.
+
+    Raises :class:`LeaderboardError` with one line naming the file for anything that is not a
+    well-formed leaderboard: unreadable or empty file, missing columns, unknown dataset, split or
+    status, non-numeric or out-of-range scores, an ``ok`` test row without scores, duplicate
+    (run_id, adapter, dataset, seed, split) rows, several profiles in one file, no test rows.
+    """
+    path = Path(path)
+    run_dir: Path | None = None
+    if path.is_dir():
+        run_dir, path = path, path / "leaderboard.csv"
+        if not path.is_file():
+            raise LeaderboardError(f"{run_dir}: not a run directory (no leaderboard.csv in it)")
+    elif not path.is_file():
+        raise LeaderboardError(f"{path}: no such leaderboard file or run directory")
+    elif (path.parent / "tasks").is_dir():
+        run_dir = path.parent
+
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise LeaderboardError(f"{path}: empty file, not a leaderboard") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LeaderboardError(f"{path}: not a leaderboard CSV ({first})") from None
+
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if len(missing) == len(COLUMNS) or {"run_id", "dataset", "split"} <= set(missing):
+        found = ", ".join(list(df.columns)[:6])
+        raise LeaderboardError(
+            f"{path}: not a decathlon leaderboard (columns found: {found}; "
+            f"expected {', '.join(COLUMNS[:8])}, ...)"
+        )
+    if missing:
+        raise LeaderboardError(f"{path}: missing column(s) {', '.join(missing)}")
+    if df.empty:
+        raise LeaderboardError(f"{path}: no rows, nothing to compare")
+    df = df[COLUMNS].apply(lambda s: s.str.strip())
+
+    def fail(i: int, problem: str) -> LeaderboardError:
+        # i is the frame's 0-based row; line 1 is the header.
+        return LeaderboardError(f"{path}: line {i + 2}: {problem}")
+
+    for i, row in df.iterrows():
+        assert isinstance(i, int)
+        dataset, split, status = row["dataset"], row["split"], row["status"]
+        if dataset not in DATASETS and dataset != SUMMARY_DATASET:
+            hint = (
+                f" (the current medmnist flag is '{V1_FLAGS[dataset]}')"
+                if dataset in V1_FLAGS
+                else "." + did_you_mean(dataset, DATASETS)
+            )
+            raise fail(i, f"unknown dataset '{dataset}'{hint}")
+        if split not in SPLITS:
+            raise fail(i, f"unknown split '{split}' (expected train, val or test)")
+        allowed = SUMMARY_STATUSES if dataset == SUMMARY_DATASET else STATUSES
+        if status not in allowed:
+            raise fail(i, f"unknown status '{status}' (expected {', '.join(allowed)})")
+        if dataset == SUMMARY_DATASET and split != "test":
+            raise fail(i, f"a '{SUMMARY_DATASET}' summary row must have split test, not '{split}'")
+        try:
+            int(row["seed"])
+        except ValueError:
+            raise fail(i, f"seed '{row['seed']}' is not an integer") from None
+        for metric in METRICS:
+            text = row[metric]
+            if text == "":
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                raise fail(i, f"{metric} '{text}' is not a number") from None
+            if not (0.0 <= value <= 1.0):
+                raise fail(i, f"{metric} {text} is outside [0, 1]")
+        if dataset != SUMMARY_DATASET and status == "ok" and split != "train":
+            empty = [m for m in METRICS if row[m] == ""]
+            if empty:
+                raise fail(i, f"status ok but no {' or '.join(empty)} for the {split} split")
+
+    dup = df.duplicated(_KEY, keep=False)
+    if dup.any():
+        lines = [i + 2 for i in df.index[dup][:2]]
+        key = ", ".join(f"{k}={df.loc[df.index[dup][0], k]}" for k in _KEY)
+        raise LeaderboardError(f"{path}: duplicate rows ({key}) on lines {lines[0]} and {lines[1]}")
+
+    profiles = sorted(set(df["profile"]))
+    if len(profiles) > 1:
+        raise LeaderboardError(
+            f"{path}: mixed profiles {', '.join(repr(p) for p in profiles)}; a leaderboard holds "
+            "one profile (split it and compare the files)"
+        )
+    rows = df[df["dataset"] != SUMMARY_DATASET].copy()
+    if not (rows["split"] == "test").any():
+        found = ", ".join(sorted(set(rows["split"]))) or "none"
+        raise LeaderboardError(f"{path}: no test rows (splits found: {found}); nothing to compare")
+
+    rows["seed"] = rows["seed"].astype(int)
+    for metric in METRICS:
+        values = pd.to_numeric(rows[metric].replace("", np.nan), errors="coerce")
+        # Scores of a failed row are not results, whatever the file says.
+        rows[metric] = values.where(rows["status"] == "ok")
+    rows = rows.reset_index(drop=True)
+    _check_summary_rows(path, df, rows)
+    return Leaderboard(path=path, rows=rows, run_dir=run_dir, profile=profiles[0])
+
+
+def _check_summary_rows(path: Path, df: pd.DataFrame, rows: pd.DataFrame) -> None:
+    """Log a warning where a file's own ``decathlon`` row disagrees with the recomputed mean."""
+    summary = df[(df["dataset"] == SUMMARY_DATASET) & (df["status"] == "ok")]
+    for _, srow in summary.iterrows():
+        test = rows[
+            (rows["run_id"] == srow["run_id"])
+            & (rows["adapter"] == srow["adapter"])
+            & (rows["seed"] == int(srow["seed"]))
+            & (rows["split"] == "test")
+            & (rows["status"] == "ok")
+        ]
+        for metric in METRICS:
+            if srow[metric] == "" or len(test) != len(DATASETS):
+                continue
+            if abs(float(srow[metric]) - float(test[metric].mean())) > 5e-4:
+                logger.warning(
+                    "%s: the decathlon %s of %s/%s seed %s is %s, the ten test rows give %.4f",
+                    path,
+                    metric,
+                    srow["run_id"],
+                    srow["adapter"],
+                    srow["seed"],
+                    srow[metric],
+                    test[metric].mean(),
+                )
+
+
+def reference_path(name: str) -> Path:
+    """The reference leaderboard for ``--reference NAME`` (``v1`` or ``v2``)."""
+    if name not in REFERENCES:
+        raise LeaderboardError(
+            f"unknown reference '{name}' (choose {' or '.join(REFERENCES)})"
+            + did_you_mean(name, REFERENCES)
+        )
+    path = REFERENCE_DIR / REFERENCES[name]
+    if not path.is_file():
+        raise LeaderboardError(f"{path}: reference leaderboard missing from this installation")
+    return path
+
+
+# --------------------------------------------------------------------------------- methods
+
+
+@dataclass
+class Method:
+    """One compared method (``run_id/adapter``), its seeds averaged.
+
+    ``scores[(dataset, split)] = (auc, acc)`` holds the mean over seeds where every seed is ok
+    (auc may be NaN for train splits without scores). ``missing[dataset]`` says why a test cell
+    is empty: a status (``timeout``), ``not run``, or ``1/3 seeds ok``.
+    """
+
+    run_id: str
+    adapter: str
+    seeds: tuple[int, ...]
+    profile: str
+    source: Path
+    run_dir: Path | None
+    scores: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{REFERENCE_LABELS.get(self.run_id, self.run_id)}/{self.adapter}"
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def test(self, dataset: str, metric: str) -> float:
+        """The test score of one dataset, NaN when missing."""
+        pair = self.scores.get((dataset, "test"))
+        if pair is None:
+            return math.nan
+        return pair[METRICS.index(metric)]
+
+    def mean(self, metric: str) -> float:
+        """The decathlon mean of one metric, NaN unless all ten datasets are present."""
+        if not self.complete:
+            return math.nan
+        return float(np.mean([self.test(d, metric) for d in DATASETS]))
+
+    def has_splits(self) -> bool:
+        """Whether the method has train or val results (for the Figure 2 view)."""
+        return any(split != "test" for _, split in self.scores)
+
+    def missing_note(self) -> str:
+        ok = len(DATASETS) - len(self.missing)
+        listed = ", ".join(f"{d} ({why})" for d, why in self.missing.items())
+        return f"{ok}/{len(DATASETS)} datasets ok; missing: {listed}"
+
+
+def methods_of(board: Leaderboard) -> list[Method]:
+    """The methods of a leaderboard, in file order."""
+    out = []
+    rows = board.rows
+    for (run_id, adapter), group in rows.groupby(["run_id", "adapter"], sort=False):
+        seeds = tuple(sorted(int(s) for s in set(group["seed"])))
+        method = Method(
+            run_id=str(run_id),
+            adapter=str(adapter),
+            seeds=seeds,
+            profile=board.profile,
+            source=board.path,
+            run_dir=board.run_dir,
+        )
+        for dataset in DATASETS:
+            for split in SPLITS:
+                cell = group[(group["dataset"] == dataset) & (group["split"] == split)]
+                ok = cell[cell["status"] == "ok"]
+                if len(ok) == len(seeds):
+                    method.scores[(dataset, split)] = (
+                        float(ok["auc"].mean()),
+                        float(ok["acc"].mean()),
+                    )
+                elif split == "test":
+                    method.missing[dataset] = _why_missing(cell, len(seeds))
+        out.append(method)
+    return out
+
+
+def _why_missing(cell: pd.DataFrame, n_seeds: int) -> str:
+    if cell.empty:
+        return "not run"
+    n_ok = int((cell["status"] == "ok").sum())
+    if n_seeds > 1 and n_ok:
+        return f"{n_ok}/{n_seeds} seeds ok"
+    statuses = sorted(set(cell["status"]) - {"ok"})
+    return "/".join(statuses) if statuses else "not run"
+
+
+def collect(paths: Sequence[Path], reference: str | None = None) -> list[Method]:
+    """Read every input (plus the reference leaderboard) and return the methods to compare.
+
+    Refuses the same method (``run_id/adapter``) coming from two files.
+    """
+    sources = [Path(p) for p in paths]
+    if reference:
+        sources.append(reference_path(reference))
+    if not sources:
+        raise LeaderboardError(
+            "nothing to compare: give leaderboard files, run directories or --reference"
+        )
+    methods: list[Method] = []
+    seen: dict[str, Path] = {}
+    for source in sources:
+        board = read_leaderboard(source)
+        for method in methods_of(board):
+            if method.label in seen:
+                raise LeaderboardError(
+                    f"{board.path}: duplicate rows: method {method.label} is also in "
+                    f"{seen[method.label]}"
+                )
+            seen[method.label] = board.path
+            methods.append(method)
+    return methods
+
+
+# --------------------------------------------------------------------------------- the table
+
+
+def comparison_table(methods: Sequence[Method]) -> pd.DataFrame:
+    """The Table-2 view as a frame with :data:`TABLE_COLUMNS` (one row per method)."""
+    records = []
+    for m in methods:
+        notes = []
+        if len(m.seeds) > 1:
+            notes.append(f"mean over seeds {', '.join(map(str, m.seeds))}")
+        if not m.complete:
+            notes.append(m.missing_note())
+        record: dict[str, Any] = {
+            "method": m.label,
+            "run_id": m.run_id,
+            "adapter": m.adapter,
+            "seeds": " ".join(map(str, m.seeds)),
+            "profile": m.profile,
+            "complete": m.complete,
+        }
+        for d in DATASETS:
+            for metric in METRICS:
+                record[f"{d}_{metric}"] = m.test(d, metric)
+        record["decathlon_auc"] = m.mean("auc")
+        record["decathlon_acc"] = m.mean("acc")
+        record["notes"] = "; ".join(notes)
+        records.append(record)
+    table = pd.DataFrame.from_records(records, columns=TABLE_COLUMNS)
+    for metric in METRICS:
+        table[f"rank_{metric}"] = _mean_ranks(table, metric)
+    return table[TABLE_COLUMNS]
+
+
+def _mean_ranks(table: pd.DataFrame, metric: str) -> pd.Series:
+    from scipy.stats import rankdata
+
+    ranks = pd.Series(np.nan, index=table.index, dtype=float)
+    complete = table[table["complete"]]
+    if complete.empty:
+        return ranks
+    values = complete[[f"{d}_{metric}" for d in DATASETS]].to_numpy(dtype=float)
+    # Rank within each dataset (column), higher score = rank 1, ties share the mean rank.
+    per_dataset = np.column_stack([rankdata(-values[:, j]) for j in range(values.shape[1])])
+    ranks.loc[complete.index] = per_dataset.mean(axis=1)
+    return ranks
+
+
+def _value_columns() -> list[str]:
+    cols = [f"{d}_{m}" for d in DATASETS for m in METRICS]
+    return [*cols, "decathlon_auc", "decathlon_acc", "rank_auc", "rank_acc"]
+
+
+def _fmt(column: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.2f}" if column.startswith("rank_") else f"{value:.3f}"
+
+
+def best_cells(table: pd.DataFrame) -> dict[str, set[int]]:
+    """Per value column, the row positions holding its best value at the printed precision."""
+    best: dict[str, set[int]] = {}
+    for column in _value_columns():
+        shown = [_fmt(column, v) for v in table[column]]
+        numbers = [(i, float(s)) for i, s in enumerate(shown) if s]
+        if not numbers:
+            best[column] = set()
+            continue
+        pick = min if column.startswith("rank_") else max
+        target = pick(v for _, v in numbers)
+        best[column] = {i for i, v in numbers if v == target}
+    return best
+
+
+def _cell(table: pd.DataFrame, i: int, column: str, methods: Sequence[Method]) -> str:
+    """A cell as text: the score, else why it is missing (only in dataset columns)."""
+    text = _fmt(column, table[column].iloc[i])
+    if text:
+        return text
+    dataset = column.rsplit("_", 1)[0]
+    if dataset in DATASETS:
+        return methods[i].missing.get(dataset, "—")
+    return "—"
+
+
+def _table_notes(table: pd.DataFrame, methods: Sequence[Method]) -> list[str]:
+    notes = []
+    for i, m in enumerate(methods):
+        if table["notes"].iloc[i]:
+            mark = " †" if not m.complete else ""
+            notes.append(f"{m.label}{mark}: {table['notes'].iloc[i]}")
+    notes.append(
+        "Means are over all ten datasets; † = incomplete (no mean, no rank). Rank = average over "
+        "the datasets of the per-dataset rank (1 = best, ties share) among complete methods."
+    )
+    profiles = sorted({m.profile for m in methods})
+    if len(profiles) > 1:
+        notes.append(
+            f"Profiles differ ({', '.join(profiles)}): the budgets are not the same, so the "
+            "comparison is not like for like."
+        )
+    return notes
+
+
+def to_markdown(table: pd.DataFrame, methods: Sequence[Method]) -> str:
+    """The Table-2 view as a Markdown table (best per column in bold), with its notes."""
+    best = best_cells(table)
+    header = ["method"]
+    for d in DATASETS:
+        header += [f"{d} AUC", f"{d} ACC"]
+    header += ["mean AUC", "mean ACC", "rank AUC", "rank ACC"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, m in enumerate(methods):
+        cells = [m.label + ("" if m.complete else " †")]
+        for column in _value_columns():
+            text = _cell(table, i, column, methods)
+            cells.append(f"**{text}**" if i in best[column] else text)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines.append("")
+    lines += [f"- {note}" for note in _table_notes(table, methods)]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: pd.DataFrame, methods: Sequence[Method]) -> str:
+    """The Table-2 view as a standalone HTML page (two header rows, best per column in bold)."""
+    best = best_cells(table)
+    esc = html.escape
+    head1 = ['<th rowspan="2">method</th>']
+    head1 += [f'<th colspan="2">{esc(d)}</th>' for d in DATASETS]
+    head1 += ['<th colspan="2">decathlon mean</th>', '<th colspan="2">mean rank</th>']
+    head2 = ["<th>AUC</th><th>ACC</th>"] * (len(DATASETS) + 2)
+    body = []
+    for i, m in enumerate(methods):
+        cells = [f"<td>{esc(m.label)}{'' if m.complete else ' †'}</td>"]
+        for column in _value_columns():
+            text = esc(_cell(table, i, column, methods))
+            cells.append(f"<td><b>{text}</b></td>" if i in best[column] else f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    notes = "".join(f"<li>{esc(n)}</li>" for n in _table_notes(table, methods))
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>decathlon comparison</title>\n"
+        "<style>table{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
+        "td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}"
+        "td:first-child{text-align:left}</style></head><body>\n"
+        f"<table>\n<tr>{''.join(head1)}</tr>\n<tr>{''.join(head2)}</tr>\n"
+        + "\n".join(body)
+        + f"\n</table>\n<ul>{notes}</ul>\n</body></html>\n"
+    )
+
+
+def to_csv(table: pd.DataFrame) -> str:
+    """The Table-2 view as CSV with :data:`TABLE_COLUMNS` (full precision, empty when missing)."""
+    return table[TABLE_COLUMNS].to_csv(index=False, lineterminator="\n", float_format="%.6g")
+
+
+def render_terminal(
+    table: pd.DataFrame, methods: Sequence[Method], *, width: int | None = None, color: bool = False
+) -> str:
+    """The Table-2 view for the terminal: a test-AUC table and a test-ACC table, as text.
+
+    The best value per column is marked ``*`` (and bold when ``color``).
+    """
+    from rich.table import Table
+
+    best = best_cells(table)
+    console = _console(width, color)
+    for metric in METRICS:
+        columns = [f"{d}_{metric}" for d in DATASETS] + [f"decathlon_{metric}", f"rank_{metric}"]
+        rich_table = Table(title=f"Test {metric.upper()}", title_justify="left")
+        rich_table.add_column("method", overflow="fold")
+        for column in columns:
+            name = column.rsplit("_", 1)[0]
+            header = {"decathlon": "mean", "rank": "rank"}.get(name, _SHORT.get(name, name))
+            rich_table.add_column(header, justify="right")
+        for i, m in enumerate(methods):
+            cells = [m.label + ("" if m.complete else " †")]
+            for column in columns:
+                text = _cell(table, i, column, methods)
+                cells.append(f"[bold]{text}*[/bold]" if i in best[column] else text)
+            rich_table.add_row(*cells)
+        console.print(rich_table)
+    for note in _table_notes(table, methods):
+        console.print(f"  {note}", markup=False, highlight=False)
+    console.print("  * best in column", markup=False, highlight=False)
+    return console.export_text(styles=color)
+
+
+def _console(width: int | None, color: bool) -> Any:
+    from rich.console import Console
+
+    if width is None:
+        width = max(shutil.get_terminal_size((140, 24)).columns, 100)
+    return Console(
+        record=True,
+        file=io.StringIO(),
+        width=width,
+        force_terminal=color,
+        color_system="standard" if color else None,
+        highlight=False,
+    )
+
+
+# --------------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class Significance:
+    """The outcome of one significance analysis on one metric.
+
+    ``test`` names what ran (``"wilcoxon"``, ``"friedman + nemenyi"``, ...), or is ``None`` when
+    the assumptions were not met; ``lines`` explain the result (or why nothing ran) in plain
+    words. ``result`` is autorank's ``RankResult`` for three or more methods.
+    """
+
+    metric: str
+    test: str | None
+    lines: list[str]
+    pvalue: float = math.nan
+    result: Any = None
+
+
+def score_matrix(methods: Sequence[Method], metric: str) -> pd.DataFrame:
+    """Test scores as a frame: one row per dataset, one column per method (NaN when missing)."""
+    data = {m.label: [m.test(d, metric) for d in DATASETS] for m in methods}
+    return pd.DataFrame(data, index=list(DATASETS))
+
+
+def check_assumptions(matrix: pd.DataFrame) -> str | None:
+    """``None`` when a test over datasets may run, else one line saying why it may not."""
+    if matrix.shape[1] < 2:
+        return "Statistics need at least two methods."
+    holes = [(d, m) for d in matrix.index for m in matrix.columns if pd.isna(matrix.loc[d, m])]
+    if holes:
+        cells = ", ".join(f"{m} on {d}" for d, m in holes[:4])
+        more = f" and {len(holes) - 4} more" if len(holes) > 4 else ""
+        return (
+            f"Statistics not run: tests over datasets need every method on every dataset, and "
+            f"{len(holes)} cell(s) are missing ({cells}{more})."
+        )
+    if matrix.shape[0] < MIN_DATASETS:
+        return f"Statistics not run: {matrix.shape[0]} dataset(s), the tests need {MIN_DATASETS}."
+    return None
+
+
+def significance(methods: Sequence[Method], metric: str = "auc") -> Significance:
+    """Test whether the methods' test scores differ over the datasets (see the module doc)."""
+    matrix = score_matrix(methods, metric)
+    problem = check_assumptions(matrix)
+    if problem:
+        return Significance(metric, None, [problem])
+    if matrix.shape[1] == 2:
+        return _wilcoxon(matrix, metric)
+    return _autorank(matrix, metric)
+
+
+def _wilcoxon(matrix: pd.DataFrame, metric: str) -> Significance:
+    from scipy.stats import wilcoxon
+
+    a, b = matrix.columns
+    diff = (matrix[a] - matrix[b]).to_numpy()
+    name = metric.upper()
+    if np.allclose(diff, 0.0):
+        return Significance(
+            metric,
+            None,
+            [f"{a} and {b} have the same test {name} on every dataset; no test to run."],
+        )
+    res = wilcoxon(matrix[a], matrix[b], zero_method="wilcox")
+    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    verdict = "significant" if res.pvalue < ALPHA else "not significant"
+    lines = [
+        f"Wilcoxon signed-rank test on test {name} over {len(diff)} datasets, {a} vs {b}: "
+        f"W = {res.statistic:g}, p = {res.pvalue:.3g} ({verdict} at alpha = {ALPHA}).",
+        f"{a} is higher on {wins}, lower on {losses}, equal on {len(diff) - wins - losses} "
+        f"dataset(s); median difference {np.median(diff):+.3f}.",
+    ]
+    return Significance(metric, "wilcoxon", lines, pvalue=float(res.pvalue))
+
+
+def _autorank(matrix: pd.DataFrame, metric: str) -> Significance:
+    from autorank import autorank
+
+    # autorank 1.3 prints a frame even with verbose=False.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            result = autorank(matrix, alpha=ALPHA, verbose=False, order="descending")
+        except (ValueError, ZeroDivisionError) as exc:
+            return Significance(metric, None, [f"Statistics not run: autorank failed ({exc})."])
+    name = metric.upper()
+    test = f"{result.omnibus} + {result.posthoc}"
+    verdict = "differ significantly" if result.pvalue < ALPHA else "do not differ significantly"
+    why = (
+        "normal, equal variances"
+        if result.all_normal and result.homoscedastic
+        else "not all normal"
+        if not result.all_normal
+        else "unequal variances"
+    )
+    omnibus = _OMNIBUS.get(result.omnibus, result.omnibus)
+    lines = [
+        f"{omnibus} on test {name} over {len(matrix)} datasets and {matrix.shape[1]} methods "
+        f"({why}): p = {result.pvalue:.3g}; the methods {verdict} at alpha = {ALPHA}.",
+    ]
+    if result.cd is not None and not (isinstance(result.cd, float) and math.isnan(result.cd)):
+        lines.append(
+            f"{result.posthoc} post-hoc: critical difference {float(result.cd):.2f} in mean rank."
+        )
+    else:
+        lines.append(f"{result.posthoc} post-hoc test; see the diagram for the groups.")
+    if result.omnibus == "anova":
+        ranked = result.rankdf.sort_values("mean", ascending=False)
+        order = ", ".join(f"{idx} ({row['mean']:.3f})" for idx, row in ranked.iterrows())
+        lines.append(f"Order by mean {name}: {order}.")
+    else:
+        ranked = result.rankdf.sort_values("meanrank")
+        order = ", ".join(f"{idx} ({row['meanrank']:.2f})" for idx, row in ranked.iterrows())
+        lines.append(f"Order by mean rank: {order}.")
+    return Significance(metric, test, lines, pvalue=float(result.pvalue), result=result)
+
+
+_OMNIBUS = {"friedman": "Friedman test", "anova": "Repeated-measures ANOVA"}
+
+
+# --------------------------------------------------------------------------------- bootstrap
+
+
+def bootstrap_ci(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    metric_fn: MetricFn,
+    *,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, int]:
+    """Percentile bootstrap interval of ``metric_fn(y_true, y_score)``, resampling images.
+
+    Rows of ``y_true`` and ``y_score`` are drawn together with replacement ``n_boot`` times.
+    Resamples on which the metric is undefined (a class absent: ``ValueError``, or NaN) are
+    skipped. Returns ``(low, high, n_used)``; ``(nan, nan, 0)`` when no resample worked.
+    """
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score)
+    if len(y_true) != len(y_score):
+        raise ValueError(f"{len(y_true)} labels but {len(y_score)} score rows")
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                v = float(metric_fn(y_true[idx], y_score[idx]))
+        except ValueError:
+            continue
+        if not math.isnan(v):
+            values.append(v)
+    if not values:
+        return math.nan, math.nan, 0
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high), len(values)
+
+
+def medmnist_auc(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """AUC as the MedMNIST evaluator computes it (fallback for ``decathlon.metrics.auc``).
+
+    Binary: AUC of the last column. Multi-label: mean of the per-label AUCs. Multi-class and
+    ordinal: mean of the one-vs-rest AUCs of each class.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score, dtype=float)
+    if task == "multi-label, binary-class":
+        return float(
+            np.mean([roc_auc_score(y_true[:, i], y_score[:, i]) for i in range(y_true.shape[1])])
+        )
+    labels = y_true.reshape(-1)
+    if task == "binary-class":
+        return float(roc_auc_score(labels, y_score[:, -1]))
+    return float(
+        np.mean([roc_auc_score(labels == i, y_score[:, i]) for i in range(y_score.shape[1])])
+    )
+
+
+def _auc_fn(task: str) -> MetricFn:
+    try:
+        from decathlon import metrics
+
+        fn = metrics.auc
+    except (ImportError, AttributeError):
+        fn = medmnist_auc
+    return lambda y_true, y_score: fn(task, y_true, y_score)
+
+
+def _seed_mean(metric_fn: MetricFn) -> MetricFn:
+    # Scores of several seeds stacked as (N, seeds, C): the same images resampled for every seed.
+    return lambda y_true, y_score: float(
+        np.mean([metric_fn(y_true, y_score[:, k]) for k in range(y_score.shape[1])])
+    )
+
+
+def catalog_labels(data_dir: Path | None) -> LabelsFn:
+    """Test labels from the dataset catalog (``decathlon.datasets``); ``None`` where unavailable."""
+
+    def labels(flag: str) -> np.ndarray | None:
+        try:
+            from decathlon import datasets
+
+            catalog = datasets.Catalog.load()
+            loaded = datasets.load(catalog, flag, data_dir)
+            return np.asarray(loaded.arrays["test_labels"])
+        except (ImportError, AttributeError, KeyError, TypeError, OSError, DecathlonError) as exc:
+            logger.info("no test labels for %s: %s", flag, exc)
+            return None
+
+    return labels
+
+
+def _task_types() -> dict[str, str]:
+    info = json.loads((Path(__file__).parent / "medmnist_info.json").read_text())
+    return {flag: entry["task"] for flag, entry in info["datasets"].items()}
+
+
+def bootstrap_table(
+    methods: Sequence[Method],
+    labels_fn: LabelsFn | None = None,
+    *,
+    n_boot: int = 1000,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Bootstrap 95% intervals of each test AUC that has saved predictions and known labels.
+
+    Returns a frame with :data:`CI_COLUMNS` and notes on what was skipped. ``labels_fn`` maps a
+    dataset flag to its test labels; by default the catalog, with the run's ``config.json``
+    ``data_dir`` when it names one.
+    """
+    records: list[dict[str, Any]] = []
+    notes: list[str] = []
+    tasks = _task_types()
+    label_cache: dict[tuple[str | None, str], np.ndarray | None] = {}
+    for m in methods:
+        if m.run_dir is None:
+            continue
+        fn = labels_fn or catalog_labels(_data_dir(m.run_dir))
+        skipped: list[str] = []
+        for dataset in DATASETS:
+            if (dataset, "test") not in m.scores:
+                continue
+            files = [
+                m.run_dir / "tasks" / dataset / f"seed{s}" / "predictions" / "test.npy"
+                for s in m.seeds
+            ]
+            if not all(f.is_file() for f in files):
+                skipped.append(f"{dataset} (no predictions)")
+                continue
+            key = (str(m.run_dir) if labels_fn is None else None, dataset)
+            if key not in label_cache:
+                label_cache[key] = fn(dataset)
+            y_true = label_cache[key]
+            if y_true is None:
+                skipped.append(f"{dataset} (no labels)")
+                continue
+            scores = [np.load(f) for f in files]
+            if any(len(s) != len(y_true) for s in scores):
+                skipped.append(f"{dataset} (predictions do not match the labels' length)")
+                continue
+            metric = _seed_mean(_auc_fn(tasks[dataset]))
+            stacked = np.stack(scores, axis=1)
+            low, high, used = bootstrap_ci(y_true, stacked, metric, n_boot=n_boot)
+            records.append(
+                {
+                    "method": m.label,
+                    "dataset": dataset,
+                    "auc": m.test(dataset, "auc"),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_boot": used,
+                    "note": "" if used == n_boot else f"{n_boot - used} resamples undefined",
+                }
+            )
+        if skipped:
+            notes.append(f"Bootstrap CI skipped for {m.label}: {', '.join(skipped)}.")
+    return pd.DataFrame.from_records(records, columns=CI_COLUMNS), notes
+
+
+def _data_dir(run_dir: Path) -> Path | None:
+    config = run_dir / "config.json"
+    try:
+        value = json.loads(config.read_text()).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(value) if value else None
+
+
+def render_ci(ci: pd.DataFrame) -> str:
+    """Bootstrap intervals as text lines, one per method."""
+    lines = []
+    for method, group in ci.groupby("method", sort=False):
+        cells = ", ".join(
+            f"{_SHORT[r.dataset]} {r.auc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+            for r in group.itertuples()
+        )
+        lines.append(f"  {method}: {cells}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- plots
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def plot_bars(methods: Sequence[Method], path: Path) -> Path:
+    """Grouped bars of each dataset's test AUC (top) and ACC (bottom), one colour per method."""
+    n = len(methods)
+    fig = _figure(max(10.0, 1.2 * len(DATASETS) * max(1.0, n / 5)), 7.5)
+    axes = fig.subplots(2, 1, sharex=True)
+    x = np.arange(len(DATASETS))
+    width = 0.8 / n
+    colors = _colors(n)
+    for ax, metric in zip(axes, METRICS):
+        lows = []
+        for k, m in enumerate(methods):
+            values = np.array([m.test(d, metric) for d in DATASETS])
+            lows += list(values[~np.isnan(values)])
+            offset = (k - (n - 1) / 2) * width
+            ax.bar(x + offset, np.nan_to_num(values), width, color=colors[k], label=m.label)
+            for j in np.flatnonzero(np.isnan(values)):
+                ax.text(x[j] + offset, 0.0, "×", ha="center", va="bottom", fontsize=8, color="0.3")
+        bottom = max(0.0, math.floor((min(lows) if lows else 0.0) * 10) / 10 - 0.05)
+        ax.set_ylim(bottom, 1.0)
+        ax.set_ylabel(f"test {metric.upper()}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[-1].set_xticks(x, [_SHORT[d] for d in DATASETS], rotation=30, ha="right")
+    axes[0].set_title("Test scores per dataset (× = missing)")
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=min(n, 3),
+        fontsize=8,
+        frameon=False,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def plot_splits(methods: Sequence[Method], path: Path, metric: str = "auc") -> Path | None:
+    """The 2021 paper's Figure 2 view: train / val / test score of each method on each dataset.
+
+    One panel per dataset; each method a column of three markers joined by a line, so a high
+    train score over a low test score shows over-fitting. Only methods with train or val rows
+    are drawn; ``None`` (nothing written) when there are none.
+    """
+    shown = [m for m in methods if m.has_splits()]
+    if not shown:
+        return None
+    colors = _colors(len(shown))
+    fig = _figure(max(11.0, 0.45 * len(shown) * 5 + 4), 6.5)
+    axes = fig.subplots(2, 5, sharey=True).ravel()
+    markers = {"train": "^", "val": "s", "test": "o"}
+    fills = {"train": "none", "val": "none", "test": None}
+    x = np.arange(len(shown))
+    lowest = 1.0
+    for ax, dataset in zip(axes, DATASETS):
+        for k, m in enumerate(shown):
+            ys = {
+                split: m.scores[(dataset, split)][METRICS.index(metric)]
+                for split in SPLITS
+                if (dataset, split) in m.scores
+                and not math.isnan(m.scores[(dataset, split)][METRICS.index(metric)])
+            }
+            if not ys:
+                continue
+            lowest = min(lowest, *ys.values())
+            ax.plot([x[k]] * len(ys), list(ys.values()), color=colors[k], lw=1, alpha=0.6)
+            for split, y in ys.items():
+                face = fills[split] or colors[k]
+                ax.scatter(x[k], y, marker=markers[split], s=28, color=colors[k], facecolors=face)
+        ax.set_title(_SHORT[dataset], fontsize=10)
+        ax.set_xticks(x, [str(k + 1) for k in range(len(shown))], fontsize=8)
+        ax.set_xlim(-0.6, len(shown) - 0.4)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylim(max(0.0, math.floor(lowest * 10) / 10 - 0.02), 1.01)
+    axes[0].set_ylabel(metric.upper())
+    axes[5].set_ylabel(metric.upper())
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], ls="", marker=markers[s], color="0.2", mfc="none" if fills[s] else "0.2")
+        for s in SPLITS
+    ]
+    handles += [Line2D([], [], color=colors[k], lw=3) for k in range(len(shown))]
+    labels = list(SPLITS) + [f"{k + 1}: {m.label}" for k, m in enumerate(shown)]
+    fig.suptitle(f"{metric.upper()} on the train, val and test splits (gap = over-fitting)")
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def plot_cd(sig: Significance, path: Path) -> Path | None:
+    """autorank's critical-difference diagram (or interval plot) for a 3+-method analysis."""
+    if sig.result is None:
+        return None
+    from autorank import plot_stats
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, max(2.5, 0.35 * len(sig.result.rankdf) + 1.2)), dpi=110)
+    ax = fig.add_subplot()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plot_stats(sig.result, allow_insignificant=True, ax=ax)
+    ax.set_title(f"test {sig.metric.upper()}: {sig.test}", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # autorank places the labels outside the axes: keep them in the picture.
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.2)
+    return path
+
+
+# --------------------------------------------------------------------------------- commands
+
+
+def compare_command(
+    paths: Sequence[Path],
+    reference: str | None = None,
+    out: Path | None = None,
+    formats: Iterable[str] = (),
+    plots: bool = False,
+    *,
+    bootstrap: int = 1000,
+    labels_fn: LabelsFn | None = None,
+    width: int | None = None,
+    color: bool = False,
+) -> str:
+    """``decathlon compare``: the table, the statistics and the bootstrap intervals, as text.
+
+    ``paths`` are leaderboard CSVs or run directories; ``reference`` (``v1``/``v2``) adds a
+    published table. With ``formats`` (``md``, ``html``, ``csv``) or ``plots`` the files go to
+    ``out`` (default ``./comparison``): table.md / table.html / table.csv (and bootstrap_ci.csv),
+    bars.png, splits_auc.png / splits_acc.png, cd_auc.png / cd_acc.png. ``bootstrap`` is the
+    number of resamples (0 turns the intervals off). Returns the text for the CLI to print.
+    """
+    wanted = _formats(formats)
+    methods = collect(list(paths), reference)
+    table = comparison_table(methods)
+    parts = [render_terminal(table, methods, width=width, color=color).rstrip()]
+
+    sigs = [significance(methods, metric) for metric in METRICS]
+    parts.append("Statistics:\n" + "\n".join(f"  {line}" for s in sigs for line in s.lines))
+
+    ci = pd.DataFrame(columns=CI_COLUMNS)
+    if bootstrap > 0:
+        ci, notes = bootstrap_table(methods, labels_fn, n_boot=bootstrap)
+        lines = []
+        if not ci.empty:
+            lines.append("Bootstrap 95% CI of test AUC (images resampled):\n" + render_ci(ci))
+        lines += [f"  {n}" for n in notes]
+        if lines:
+            parts.append("\n".join(lines))
+
+    written: list[Path] = []
+    if wanted or plots:
+        folder = Path(out) if out is not None else Path("comparison")
+        folder.mkdir(parents=True, exist_ok=True)
+        for fmt in wanted:
+            target = folder / FORMAT_FILES[fmt]
+            text = {"md": to_markdown, "html": to_html}.get(fmt)
+            target.write_text(text(table, methods) if text else to_csv(table))
+            written.append(target)
+            if fmt == "csv" and not ci.empty:
+                ci_path = folder / "bootstrap_ci.csv"
+                ci.to_csv(ci_path, index=False, lineterminator="\n", float_format="%.6g")
+                written.append(ci_path)
+        if plots:
+            written.append(plot_bars(methods, folder / "bars.png"))
+            for metric in METRICS:
+                made = plot_splits(methods, folder / f"splits_{metric}.png", metric)
+                if made:
+                    written.append(made)
+            for sig in sigs:
+                made = plot_cd(sig, folder / f"cd_{sig.metric}.png")
+                if made:
+                    written.append(made)
+    if written:
+        parts.append("Wrote:\n" + "\n".join(f"  {p}" for p in written))
+    return "\n\n".join(parts) + "\n"
+
+
+def show_command(run: Path, *, width: int | None = None, color: bool = False) -> str:
+    """``decathlon show RUN``: one run's Table-2 view, then every row by split with its status."""
+    board = read_leaderboard(Path(run))
+    methods = methods_of(board)
+    table = comparison_table(methods)
+    parts = [render_terminal(table, methods, width=width, color=color).rstrip()]
+    parts.append(_render_rows(board, width=width, color=color).rstrip())
+    return "\n\n".join(parts) + "\n"
+
+
+def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
+    from rich.table import Table
+
+    console = _console(width, color)
+    table = Table(title=f"{board.path} (profile {board.profile})", title_justify="left")
+    for name in ("adapter", "seed", "dataset", "status"):
+        table.add_column(name)
+    for split in SPLITS:
+        table.add_column(f"{split} AUC", justify="right")
+    for split in SPLITS:
+        table.add_column(f"{split} ACC", justify="right")
+    table.add_column("elapsed s", justify="right")
+    table.add_column("reason", overflow="fold")
+    rows = board.rows
+    for (_, adapter, seed), group in rows.groupby(["run_id", "adapter", "seed"], sort=False):
+        for dataset in DATASETS:
+            cell = group[group["dataset"] == dataset].set_index("split")
+            if cell.empty:
+                table.add_row(str(adapter), str(seed), dataset, "not run")
+                continue
+            status = cell.loc["test", "status"] if "test" in cell.index else "no test row"
+            values = [
+                _fmt(metric, cell.loc[split, metric]) if split in cell.index else ""
+                for metric in METRICS
+                for split in SPLITS
+            ]
+            elapsed = cell.loc["test", "elapsed_s"] if "test" in cell.index else ""
+            reasons = sorted({r for r in cell["reason"] if r})
+            table.add_row(
+                str(adapter), str(seed), dataset, status, *values, elapsed, "; ".join(reasons)
+            )
+    console.print(table)
+    return console.export_text(styles=color)
+
+
+def _formats(formats: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for raw in formats:
+        fmt = FORMAT_ALIASES.get(raw.lower().lstrip("."), raw.lower().lstrip("."))
+        if fmt not in FORMAT_FILES:
+            raise LeaderboardError(
+                f"unknown format '{raw}' (choose md, html or csv)" + did_you_mean(raw, FORMAT_FILES)
+            )
+        if fmt not in out:
+            out.append(fmt)
+    return out

@@ -1,0 +1,230 @@
+"""Where a budget is enforced: a subprocess, its whole process tree, a wall clock, a memory cap.
+
+The task's worker starts in a new session (its own process group) with a unique tag in its
+environment. At the hard limit, or when the tree's memory passes the cap, every process of the
+task gets SIGTERM, then SIGKILL after a short grace. The tree is found three ways, so that no
+grandchild survives: the process group, the descendants of the worker (the harness is a child
+subreaper on Linux, so orphans re-parent to it rather than to init), and every process that
+still carries the task's tag in its environment (which also catches ones that called setsid).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+TAG_VARIABLE = "DECATHLON_TASK_TAG"
+_PR_SET_CHILD_SUBREAPER = 36
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class Outcome:
+    """How a limited subprocess ended."""
+
+    returncode: int | None
+    elapsed: float
+    timed_out: bool = False
+    memory_exceeded: bool = False
+    peak_rss_mb: float = 0.0
+    killed: int = 0  # processes that had to be terminated after the worker ended or was stopped
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode is not None and self.returncode < 0 else None
+
+
+def new_tag() -> str:
+    return uuid.uuid4().hex
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants re-parent to this process (Linux only); True when it worked."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def task_processes(root_pid: int | None, tag: str) -> list[psutil.Process]:
+    """Every live process of a task: the root, its descendants, and any that carry its tag."""
+    found: dict[int, psutil.Process] = {}
+    try:
+        if root_pid is not None:
+            root = psutil.Process(root_pid)
+            found[root.pid] = root
+            for child in root.children(recursive=True):
+                found[child.pid] = child
+    except psutil.NoSuchProcess:
+        pass
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid in found or proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(TAG_VARIABLE) == tag:
+                found[proc.pid] = proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return list(found.values())
+
+
+def kill_tree(root_pid: int | None, tag: str, *, grace: float = 5.0) -> int:
+    """SIGTERM every process of the task, SIGKILL what is left after ``grace`` seconds.
+
+    Returns how many processes were signalled. Zombies that this process parents are reaped.
+    """
+    procs = [p for p in task_processes(root_pid, tag) if _alive(p)]
+    if root_pid is not None:
+        try:
+            os.killpg(root_pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    # Children forked during the grace period are caught on this second pass.
+    for proc in {p.pid: p for p in alive + task_processes(root_pid, tag)}.values():
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=grace)
+    _reap_zombies()
+    return len(procs)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _reap_zombies() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _tree_rss_mb(root_pid: int, tag: str) -> float:
+    total = 0
+    for proc in task_processes(root_pid, tag):
+        try:
+            total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
+def run_limited(
+    cmd: Sequence[str],
+    *,
+    hard_limit: float,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    memory_mb: float | None = None,
+    kill_grace: float = 5.0,
+    on_tick: Callable[[float], None] | None = None,
+    tag: str | None = None,
+) -> Outcome:
+    """Run ``cmd`` until it exits or ``hard_limit`` seconds pass; never leave a process behind.
+
+    stdout and stderr go to ``log_path``. ``memory_mb`` caps the resident memory of the whole
+    tree, checked every few tenths of a second. ``on_tick(elapsed)`` is called while it runs.
+    """
+    tag = tag or new_tag()
+    full_env = dict(os.environ if env is None else env)
+    full_env[TAG_VARIABLE] = tag
+    become_subreaper()
+    started = time.monotonic()
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        outcome = Outcome(returncode=None, elapsed=0.0)
+        try:
+            _watch(proc, tag, outcome, started, hard_limit, memory_mb, on_tick)
+        except BaseException:  # Ctrl-C or SIGTERM to the harness: take the task down with it
+            kill_tree(proc.pid, tag, grace=kill_grace)
+            raise
+        outcome.elapsed = time.monotonic() - started
+        # Always sweep: a worker that exited normally may have left children running.
+        leftovers = [p for p in task_processes(proc.pid, tag) if _alive(p)]
+        if leftovers or outcome.returncode is None:
+            outcome.killed = kill_tree(proc.pid, tag, grace=kill_grace)
+        if outcome.returncode is None:
+            outcome.returncode = proc.wait()
+        footer = f"\n[decathlon] exit {outcome.returncode}, {outcome.elapsed:.1f} s"
+        if outcome.timed_out:
+            footer += f", killed at the hard limit of {hard_limit:.0f} s"
+        if outcome.memory_exceeded:
+            footer += f", killed over the memory cap of {memory_mb:.0f} MB"
+        if outcome.killed:
+            footer += f", {outcome.killed} process(es) terminated"
+        out.write((footer + "\n").encode())
+    return outcome
+
+
+def _watch(
+    proc: subprocess.Popen,
+    tag: str,
+    outcome: Outcome,
+    started: float,
+    hard_limit: float,
+    memory_mb: float | None,
+    on_tick: Callable[[float], None] | None,
+) -> None:
+    """Wait for the worker; stop at the hard limit or the memory cap (recorded in ``outcome``)."""
+    ticks = 0
+    while True:
+        try:
+            outcome.returncode = proc.wait(timeout=POLL_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        elapsed = time.monotonic() - started
+        ticks += 1
+        if memory_mb and ticks % 3 == 1:  # the tree scan costs a few ms: not every tick
+            rss = _tree_rss_mb(proc.pid, tag)
+            outcome.peak_rss_mb = max(outcome.peak_rss_mb, rss)
+            if rss > memory_mb:
+                outcome.memory_exceeded = True
+                log.warning("task exceeded its memory cap: %.0f MB > %.0f MB", rss, memory_mb)
+                return
+        if elapsed >= hard_limit:
+            outcome.timed_out = True
+            log.warning("task reached its hard limit of %.0f s; killing its tree", hard_limit)
+            return
+        if on_tick is not None:
+            on_tick(elapsed)

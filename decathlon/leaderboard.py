@@ -1,0 +1,124 @@
+"""The leaderboard: rows with a fixed column order, written atomically, and the decathlon mean.
+
+One row per (adapter, dataset, seed, split), whatever the task's status, plus one ``decathlon``
+row per (adapter, seed) holding the mean test AUC and ACC over the ten datasets: status ``ok``
+only when all ten are ``ok``, else ``incomplete`` with empty scores and the missing datasets
+named. The mean is never taken over fewer than ten.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (
+    "run_id",
+    "adapter",
+    "dataset",
+    "seed",
+    "split",
+    "status",
+    "auc",
+    "acc",
+    "task",
+    "n_images",
+    "profile",
+    "budget",
+    "hard_limit_s",
+    "elapsed_s",
+    "data_verified",
+    "device",
+    "adapter_version",
+    "harness_version",
+    "python",
+    "finished_at",
+    "reason",
+    "notes",
+)
+STATUSES = ("ok", "timeout", "error", "invalid")
+SPLITS = ("train", "val", "test")
+SUMMARY_DATASET = "decathlon"
+
+Row = dict[str, Any]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value)
+
+
+def to_csv(rows: Iterable[Row]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in COLUMNS])
+    return buffer.getvalue()
+
+
+def write(path: Path, rows: Iterable[Row]) -> None:
+    """Write rows (in the given order) to ``path`` atomically: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(to_csv(rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> list[Row]:
+    """Rows of a leaderboard CSV as dicts of strings (no checks: see decathlon.compare)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def summarize(rows: Sequence[Row], datasets: Sequence[str]) -> list[Row]:
+    """One ``decathlon`` row per (run_id, adapter, seed): the mean test scores over ``datasets``."""
+    groups: dict[tuple[str, str, str], dict[str, Row]] = {}
+    for row in rows:
+        if row["dataset"] == SUMMARY_DATASET or row["split"] != "test":
+            continue
+        key = (str(row["run_id"]), str(row["adapter"]), str(row["seed"]))
+        groups.setdefault(key, {})[row["dataset"]] = row
+    summary = []
+    for (run_id, adapter, seed), by_dataset in groups.items():
+        ok = [by_dataset[d] for d in datasets if by_dataset.get(d, {}).get("status") == "ok"]
+        missing = [
+            f"{d} ({by_dataset[d]['status']})" if d in by_dataset else f"{d} (not run)"
+            for d in datasets
+            if by_dataset.get(d, {}).get("status") != "ok"
+        ]
+        any_row = next(iter(by_dataset.values()))
+        complete = not missing
+        row: Row = {
+            "run_id": run_id,
+            "adapter": adapter,
+            "dataset": SUMMARY_DATASET,
+            "seed": seed,
+            "split": "test",
+            "status": "ok" if complete else "incomplete",
+            "profile": any_row.get("profile"),
+            "device": any_row.get("device"),
+            "adapter_version": any_row.get("adapter_version"),
+            "harness_version": any_row.get("harness_version"),
+            "elapsed_s": sum(float(r.get("elapsed_s") or 0) for r in by_dataset.values()),
+            "data_verified": all(_truthy(r.get("data_verified")) for r in by_dataset.values()),
+        }
+        if complete:
+            row["auc"] = sum(float(r["auc"]) for r in ok) / len(ok)
+            row["acc"] = sum(float(r["acc"]) for r in ok) / len(ok)
+            row["reason"] = f"mean of {len(ok)} datasets"
+        else:
+            row["reason"] = f"{len(ok)}/{len(datasets)} datasets ok; missing: {', '.join(missing)}"
+        summary.append(row)
+    return summary
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"

@@ -1,0 +1,118 @@
+"""Where a score is computed: AUC and ACC exactly as the MedMNIST evaluator computes them.
+
+The rules of ``medmnist.evaluator.getAUC`` / ``getACC`` (medmnist 3.0.2), per task type:
+
+- binary-class: the score of the positive class is the last column; AUC on it, ACC at 0.5.
+- multi-class and ordinal-regression: AUC is the mean over classes of one-vs-rest AUCs; ACC
+  compares the argmax with the label.
+- multi-label, binary-class: AUC and ACC (at 0.5) per label, then the mean over labels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from decathlon.contract import BINARY, MULTI_LABEL, TASK_TYPES, DatasetInfo
+
+THRESHOLD = 0.5
+
+
+def auc(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Area under the ROC curve as MedMNIST's ``getAUC``."""
+    _check_task(task)
+    y_true = np.asarray(y_true).squeeze()
+    y_score = np.asarray(y_score).squeeze()
+    if task == MULTI_LABEL:
+        return float(
+            np.mean([roc_auc_score(y_true[:, i], y_score[:, i]) for i in range(y_score.shape[1])])
+        )
+    if task == BINARY:
+        if y_score.ndim == 2:
+            y_score = y_score[:, -1]
+        return float(roc_auc_score(y_true, y_score))
+    return float(
+        np.mean(
+            [
+                roc_auc_score((y_true == i).astype(float), y_score[:, i])
+                for i in range(y_score.shape[1])
+            ]
+        )
+    )
+
+
+def acc(task: str, y_true: np.ndarray, y_score: np.ndarray, threshold: float = THRESHOLD) -> float:
+    """Accuracy as MedMNIST's ``getACC``."""
+    _check_task(task)
+    y_true = np.asarray(y_true).squeeze()
+    y_score = np.asarray(y_score).squeeze()
+    if task == MULTI_LABEL:
+        y_pred = y_score > threshold
+        return float(
+            np.mean([accuracy_score(y_true[:, i], y_pred[:, i]) for i in range(y_true.shape[1])])
+        )
+    if task == BINARY:
+        if y_score.ndim == 2:
+            y_score = y_score[:, -1]
+        return float(accuracy_score(y_true, y_score > threshold))
+    return float(accuracy_score(y_true, np.argmax(y_score, axis=-1)))
+
+
+def _check_task(task: str) -> None:
+    if task not in TASK_TYPES:
+        raise ValueError(f"unknown task type {task!r}; expected one of {TASK_TYPES}")
+
+
+def check_scores(scores: np.ndarray, n_rows: int, info: DatasetInfo) -> str | None:
+    """Why ``scores`` break the contract (one short line), or None when they keep it.
+
+    Scores must be a finite float array shaped (n_rows, n_classes) with values in [0, 1].
+    """
+    scores = np.asarray(scores)
+    expected = (n_rows, info.n_outputs)
+    if scores.dtype == object or not np.issubdtype(scores.dtype, np.number):
+        return f"scores have dtype {scores.dtype}; expected floats"
+    if scores.shape != expected:
+        return f"scores have shape {scores.shape}; expected {expected}"
+    if not np.all(np.isfinite(scores)):
+        return f"{int(np.sum(~np.isfinite(scores)))} scores are NaN or infinite"
+    low, high = float(scores.min()), float(scores.max())
+    if low < 0.0 or high > 1.0:
+        return f"scores range over [{low:.4g}, {high:.4g}]; expected probabilities in [0, 1]"
+    return None
+
+
+def evaluator_filename(flag: str, split: str, auc_value: float, acc_value: float, run: str) -> str:
+    """The name MedMNIST's ``Evaluator.save_results`` gives a predictions file."""
+    return f"{flag}_{split}_[AUC]{auc_value:.3f}_[ACC]{acc_value:.3f}@{run}.csv"
+
+
+def save_evaluator_csv(
+    folder: Path,
+    flag: str,
+    split: str,
+    scores: np.ndarray,
+    auc_value: float,
+    acc_value: float,
+    run: str,
+) -> Path:
+    """Write scores as MedMNIST's evaluator does: header ``id,0,1,...``, one row per image.
+
+    ``medmnist``'s own tools can re-score this file against the split's labels.
+    """
+    if math.isnan(auc_value) or math.isnan(acc_value):
+        raise ValueError("cannot name an evaluator file after a NaN score")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / evaluator_filename(flag, split, auc_value, acc_value, run)
+    header = ",".join(["id"] + [str(i) for i in range(scores.shape[1])])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8-sig", newline="") as handle:
+        handle.write(header + "\n")
+        for i, row in enumerate(scores):
+            handle.write(str(i) + "," + ",".join(repr(float(v)) for v in row) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,596 @@
+"""The runner: turns (adapter, datasets, seeds) into isolated, budget-enforced tasks and rows.
+
+A run directory holds::
+
+    config.json                       what was asked, versions, host, CPU and GPU
+    leaderboard.csv                   every row so far, rewritten atomically after each task
+    tasks/DATASET/seedN/task.json     what the worker was given (no test labels)
+    tasks/DATASET/seedN/log.txt       the worker's stdout and stderr
+    tasks/DATASET/seedN/predictions/  the adapter's scores as .npy
+    tasks/DATASET/seedN/evaluator/    the same as MedMNIST evaluator CSV files
+    tasks/DATASET/seedN/output/       what the adapter chose to keep (models, search logs)
+    tasks/DATASET/seedN/result.json   the task's rows; written last, so its presence means done
+
+``--resume`` skips every task that has a ``result.json`` and reruns the others from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+import decathlon
+from decathlon import budgets as budgets_module
+from decathlon import datasets, environments, leaderboard, metrics
+from decathlon.contract import Adapter, Budget, DatasetInfo
+from decathlon.enforcement import kill_tree, new_tag, run_limited
+from decathlon.errors import DecathlonError
+from decathlon.plugins import Registry
+
+log = logging.getLogger(__name__)
+
+WORKER = Path(__file__).resolve().parent / "worker.py"
+
+
+@dataclass
+class RunConfig:
+    """Everything a run was asked to do; saved as ``config.json`` and reused by ``--resume``."""
+
+    adapter: str
+    profile: str = "paper"
+    datasets: tuple[str, ...] | None = None  # None: the profile's, else all ten
+    seeds: tuple[int, ...] | None = None  # None: the profile's
+    scale_factor: float = 1.0
+    data_dir: str | None = None
+    mirror: str | None = None
+    download: bool = True
+    allow_unverified: bool = False
+    device: str = "auto"
+    n_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    memory_mb: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    budgets_path: str | None = None
+    info_path: str | None = None
+    kill_grace: float = 5.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("datasets", "seeds"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    dataset: DatasetInfo
+    seed: int
+    budget: Budget
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset.flag}/seed{self.seed}"
+
+
+class Reporter(Protocol):
+    """What the runner tells a display (the command line's progress bar)."""
+
+    def run_started(self, tasks: Sequence[PlannedTask], done: int) -> None: ...
+    def message(self, text: str) -> None: ...
+    def task_started(self, task: PlannedTask) -> None: ...
+    def task_tick(self, task: PlannedTask, elapsed: float) -> None: ...
+    def task_finished(self, task: PlannedTask, rows: list[dict[str, Any]]) -> None: ...
+    def run_finished(self) -> None: ...
+
+
+class NullReporter:
+    def run_started(self, tasks: Sequence[PlannedTask], done: int) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        log.info(text)
+
+    def task_started(self, task: PlannedTask) -> None:
+        pass
+
+    def task_tick(self, task: PlannedTask, elapsed: float) -> None:
+        pass
+
+    def task_finished(self, task: PlannedTask, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def run_finished(self) -> None:
+        pass
+
+
+class Runner:
+    """Runs one adapter over datasets and seeds; see the module docstring for what it writes."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        registry: Registry,
+        *,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.reporter: Reporter = reporter or NullReporter()
+        self.adapter: Adapter = registry.get(config.adapter)
+        self.catalog = datasets.Catalog.load(Path(config.info_path) if config.info_path else None)
+        self.budgets = budgets_module.load(
+            Path(config.budgets_path) if config.budgets_path else None,
+            datasets=self.catalog.flags,
+        )
+        self.budgets.check_adapters(registry.adapters)
+        self.profile = self.budgets.profile(config.profile)
+        self.options = self.budgets.options(config.profile, self.adapter, config.options)
+        self.data_dir = Path(config.data_dir) if config.data_dir else datasets.default_data_dir()
+        self.device = resolve_device(config.device, self.adapter)
+
+    # ------------------------------------------------------------------ planning
+
+    def flags(self) -> list[str]:
+        chosen = self.config.datasets or self.profile.datasets or tuple(self.catalog.flags)
+        return [self.catalog.resolve(name) for name in chosen]
+
+    def seeds(self) -> tuple[int, ...]:
+        return self.config.seeds if self.config.seeds is not None else self.profile.seeds
+
+    def plan(self) -> list[PlannedTask]:
+        """Every task of the run with its budget, in run order; nothing is started."""
+        tasks = []
+        for flag in self.flags():
+            info = self.catalog.info(flag)
+            budget = self.budgets.resolve(
+                self.config.profile,
+                self.adapter,
+                info,
+                scale_factor=self.config.scale_factor,
+                memory_mb=self.config.memory_mb,
+            )
+            tasks.extend(PlannedTask(info, seed, budget) for seed in self.seeds())
+        return tasks
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, run_dir: Path, *, resume: bool = False) -> Path:
+        """Run every planned task not yet finished in ``run_dir``; return the leaderboard path."""
+        tasks = self.plan()
+        self._prepare_run_dir(run_dir, resume)
+        done = sum(1 for t in tasks if (self._task_dir(run_dir, t) / "result.json").is_file())
+        self.reporter.run_started(tasks, done)
+        if not environments.is_ready(self.adapter):
+            self.reporter.message(
+                f"first use of '{self.adapter.name}': building its environment (once)"
+            )
+        environments.build(self.adapter, on_step=self.reporter.message)
+        loaded: dict[str, datasets.LoadedDataset | DecathlonError] = {}
+        for task in tasks:
+            task_dir = self._task_dir(run_dir, task)
+            if (task_dir / "result.json").is_file():
+                continue
+            flag = task.dataset.flag
+            if flag not in loaded:
+                loaded.clear()  # one dataset in memory at a time
+                loaded[flag] = self._load(flag)
+            self.reporter.task_started(task)
+            rows = self._run_task(run_dir, task, loaded[flag])
+            self._finish_task(run_dir, task_dir, rows)
+            self.reporter.task_finished(task, rows)
+        path = self.write_leaderboard(run_dir)
+        self.reporter.run_finished()
+        try:
+            self.registry.pm.hook.decathlon_run_finished(run_dir=run_dir, leaderboard=path)
+        except Exception:
+            log.exception("a plugin failed in decathlon_run_finished")
+        return path
+
+    def _load(self, flag: str) -> datasets.LoadedDataset | DecathlonError:
+        try:
+            return datasets.load(
+                self.catalog,
+                flag,
+                self.data_dir,
+                mirror=self.config.mirror,
+                download=self.config.download,
+                allow_unverified=self.config.allow_unverified,
+            )
+        except DecathlonError as exc:
+            log.error("%s", exc)
+            return exc
+
+    def _prepare_run_dir(self, run_dir: Path, resume: bool) -> None:
+        config_path = run_dir / "config.json"
+        if config_path.exists() and not resume:
+            raise DecathlonError(
+                f"{run_dir} already holds a run; pass --resume {run_dir} to finish it,"
+                " or choose another --run-dir"
+            )
+        if resume and not config_path.exists():
+            raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)")
+        (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        if not config_path.exists():
+            _write_json(config_path, self.record())
+
+    def record(self) -> dict[str, Any]:
+        """config.json: the request, the adapter, the budgets file, versions, host and devices."""
+        budgets_path = self.budgets.path
+        return {
+            "config": self.config.to_json(),
+            "adapter": {
+                "name": self.adapter.name,
+                "run": self.adapter.run,
+                "version": self.adapter.version,
+                "plugin": self.registry.origin.get(self.adapter.name),
+                "environment": dataclasses.asdict(self.adapter.environment)
+                if self.adapter.environment
+                else None,
+                "options": self.options,
+            },
+            "budgets_file": {
+                "path": str(budgets_path),
+                "sha256": hashlib.sha256(budgets_path.read_bytes()).hexdigest(),
+            },
+            "datasets": self.flags(),
+            "seeds": list(self.seeds()),
+            "device": self.device,
+            "versions": versions(),
+            "host": host_facts(),
+            "started_at": _now(),
+        }
+
+    def _task_dir(self, run_dir: Path, task: PlannedTask) -> Path:
+        return run_dir / "tasks" / task.dataset.flag / f"seed{task.seed}"
+
+    def _base_row(self, run_dir: Path, task: PlannedTask) -> dict[str, Any]:
+        return {
+            "run_id": run_dir.name,
+            "adapter": self.adapter.name,
+            "dataset": task.dataset.flag,
+            "seed": task.seed,
+            "task": task.dataset.task,
+            "profile": self.config.profile,
+            "budget": task.budget.describe(),
+            "hard_limit_s": task.budget.hard_limit_seconds,
+            "device": self.device,
+            "adapter_version": self.adapter.version or decathlon.__version__,
+            "harness_version": decathlon.__version__,
+            "python": self.adapter.environment.python
+            if self.adapter.environment
+            else platform.python_version(),
+        }
+
+    def _run_task(
+        self, run_dir: Path, task: PlannedTask, data: datasets.LoadedDataset | DecathlonError
+    ) -> list[dict[str, Any]]:
+        base = self._base_row(run_dir, task)
+        task_dir = self._task_dir(run_dir, task)
+        if task_dir.exists():  # left by a run that was killed mid-task: start it over
+            old = _read_json(task_dir / "task.json") or {}
+            if old.get("tag"):  # its worker may have outlived the harness that started it
+                kill_tree(None, old["tag"], grace=self.config.kill_grace)
+            shutil.rmtree(task_dir)
+        task_dir.mkdir(parents=True)
+        if isinstance(data, DecathlonError):
+            return failed_rows(base, "error", f"data: {data}", elapsed=0.0)
+        base["n_images"] = int(sum(data.info.n_samples.values()))
+        base["data_verified"] = data.verified
+        arrays = datasets.materialize(data, environments.home() / "arrays")
+        scratch = task_dir / "scratch"
+        output = task_dir / "output"
+        predictions = task_dir / "predictions"
+        for folder in (scratch, output, predictions):
+            folder.mkdir()
+        deadline = time.time() + task.budget.hard_limit_seconds
+        tag = new_tag()
+        spec = {
+            "tag": tag,
+            "adapter": {"name": self.adapter.name, "run": self.adapter.run},
+            "mounts": mounts_for(self.adapter),
+            "dataset": dataclasses.asdict(data.info),
+            # Test labels are deliberately absent: the harness alone scores.
+            "arrays": {
+                "x_train": str(arrays["train_images"]),
+                "y_train": str(arrays["train_labels"]),
+                "x_val": str(arrays["val_images"]),
+                "y_val": str(arrays["val_labels"]),
+                "x_test": str(arrays["test_images"]),
+            },
+            "budget": dataclasses.asdict(task.budget),
+            "seed": task.seed,
+            "scratch_dir": str(scratch),
+            "output_dir": str(output),
+            "predictions_dir": str(predictions),
+            "device": self.device,
+            "n_jobs": self.config.n_jobs,
+            "deadline": deadline,
+            "options": self.options,
+        }
+        task_file = task_dir / "task.json"
+        _write_json(task_file, spec)
+        outcome = run_limited(
+            [str(environments.interpreter(self.adapter)), str(WORKER), str(task_file)],
+            hard_limit=task.budget.hard_limit_seconds,
+            log_path=task_dir / "log.txt",
+            env=worker_environment(self.config.n_jobs, self.device),
+            cwd=scratch,
+            memory_mb=task.budget.memory_mb,
+            kill_grace=self.config.kill_grace,
+            on_tick=lambda elapsed: self.reporter.task_tick(task, elapsed),
+            tag=tag,
+        )
+        shutil.rmtree(scratch, ignore_errors=True)
+        base["elapsed_s"] = round(outcome.elapsed, 2)
+        notes = _read_json(predictions / "info.json") or {}
+        if outcome.timed_out:
+            return failed_rows(
+                base,
+                "timeout",
+                f"killed at the hard limit of {task.budget.hard_limit_seconds:.0f} s",
+                notes=notes,
+            )
+        if outcome.memory_exceeded:
+            return failed_rows(
+                base,
+                "error",
+                f"killed over the memory cap of {task.budget.memory_mb} MB",
+                notes=notes,
+            )
+        if outcome.returncode != 0:
+            return failed_rows(base, "error", _failure_reason(outcome, predictions, task_dir))
+        return score(base, data, predictions, task_dir / "evaluator", run_dir.name, notes)
+
+    def _finish_task(self, run_dir: Path, task_dir: Path, rows: list[dict[str, Any]]) -> None:
+        stamp = _now()
+        for row in rows:
+            row["finished_at"] = stamp
+        _write_json(task_dir / "result.json", {"rows": rows})
+        self.write_leaderboard(run_dir)
+        try:
+            self.registry.pm.hook.decathlon_task_finished(rows=rows, task_dir=task_dir)
+        except Exception:
+            log.exception("a plugin failed in decathlon_task_finished")
+
+    def write_leaderboard(self, run_dir: Path) -> Path:
+        """Gather every finished task's rows, add the decathlon means, write leaderboard.csv."""
+        rows = collect_rows(run_dir)
+        path = run_dir / "leaderboard.csv"
+        rows += leaderboard.summarize(rows, self.flags())
+        leaderboard.write(path, rows)
+        return path
+
+
+def collect_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of every finished task of a run, in dataset and seed order."""
+    rows = []
+    for result in sorted((run_dir / "tasks").glob("*/seed*/result.json")):
+        data = _read_json(result)
+        if data:
+            rows.extend(data["rows"])
+    order = {flag: i for i, flag in enumerate(datasets.DECATHLON_FLAGS)}
+    split_order = {s: i for i, s in enumerate(leaderboard.SPLITS)}
+    rows.sort(
+        key=lambda r: (
+            order.get(r["dataset"], 99),
+            r["dataset"],
+            int(r["seed"]),
+            split_order.get(r["split"], 9),
+        )
+    )
+    return rows
+
+
+def failed_rows(
+    base: dict[str, Any],
+    status: str,
+    reason: str,
+    *,
+    elapsed: float | None = None,
+    notes: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    rows = []
+    for split in leaderboard.SPLITS:
+        row = dict(base, split=split, status=status, reason=_one_line(reason))
+        if elapsed is not None:
+            row["elapsed_s"] = elapsed
+        if notes:
+            row["notes"] = json.dumps(notes, sort_keys=True)
+        rows.append(row)
+    return rows
+
+
+def score(
+    base: dict[str, Any],
+    data: datasets.LoadedDataset,
+    predictions: Path,
+    evaluator_dir: Path,
+    run_id: str,
+    notes: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Check the adapter's scores against the contract and compute AUC and ACC per split."""
+    info = data.info
+    loaded: dict[str, np.ndarray] = {}
+    for split in leaderboard.SPLITS:
+        path = predictions / f"{split}.npy"
+        if not path.exists():
+            if split != "train":
+                return failed_rows(base, "invalid", f"no {split} scores returned", notes=notes)
+            continue
+        try:
+            scores = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            return failed_rows(base, "invalid", f"{split} scores unreadable: {exc}", notes=notes)
+        problem = metrics.check_scores(scores, info.n_samples[split], info)
+        if problem:
+            return failed_rows(base, "invalid", f"{split} {problem}", notes=notes)
+        loaded[split] = scores.astype(np.float64)
+    rows = []
+    for split in leaderboard.SPLITS:
+        row = dict(base, split=split, status="ok", reason="")
+        if notes:
+            row["notes"] = json.dumps(notes, sort_keys=True)
+        if split not in loaded:
+            row["reason"] = "the adapter gave no train scores"
+            rows.append(row)
+            continue
+        y_true = data.arrays[f"{split}_labels"]
+        row["auc"] = metrics.auc(info.task, y_true, loaded[split])
+        row["acc"] = metrics.acc(info.task, y_true, loaded[split])
+        metrics.save_evaluator_csv(
+            evaluator_dir, info.flag, split, loaded[split], row["auc"], row["acc"], run_id
+        )
+        rows.append(row)
+    return rows
+
+
+def _failure_reason(outcome: Any, predictions: Path, task_dir: Path) -> str:
+    error = _read_json(predictions / "error.json")
+    if error:
+        return f"{error['type']}: {error['message']}"
+    if outcome.signal:
+        import signal
+
+        try:
+            name = signal.Signals(outcome.signal).name
+        except ValueError:
+            name = str(outcome.signal)
+        return f"worker died from {name}; see {task_dir / 'log.txt'}"
+    return f"worker exited {outcome.returncode}; see {task_dir / 'log.txt'}"
+
+
+def mounts_for(adapter: Adapter) -> dict[str, str]:
+    """Folders of the packages the worker must import: the harness and the adapter's package."""
+    import importlib.util
+
+    top = adapter.run.split(":")[0].split(".")[0]
+    mounts = {"decathlon": str(Path(decathlon.__file__).resolve().parent)}
+    if top != "decathlon":
+        spec = importlib.util.find_spec(top)
+        if spec is None or not spec.submodule_search_locations:
+            if spec is not None and spec.origin:  # a single-module plugin
+                mounts[top] = str(Path(spec.origin).resolve().parent)
+            else:
+                raise DecathlonError(
+                    f"adapter '{adapter.name}': cannot find package '{top}' of {adapter.run}"
+                )
+        else:
+            mounts[top] = str(Path(list(spec.submodule_search_locations)[0]).resolve())
+    return mounts
+
+
+def worker_environment(n_jobs: int, device: str) -> dict[str, str]:
+    """The worker's environment: the harness's, less its Python paths, with thread counts set."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
+    threads = str(max(1, n_jobs))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = threads
+    env["PYTHONUNBUFFERED"] = "1"
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def resolve_device(requested: str, adapter: Adapter) -> str:
+    """'cpu' or 'cuda': ``auto`` gives CUDA to adapters that use a GPU when one is present."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise DecathlonError(f"unknown device '{requested}'; use auto, cpu or cuda")
+    if requested != "auto":
+        return requested
+    return "cuda" if adapter.uses_gpu and gpu_names() else "cpu"
+
+
+def gpu_names() -> list[str]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return (
+        [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        if out.returncode == 0
+        else []
+    )
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {"decathlon": decathlon.__version__, "python": platform.python_version()}
+    for name in ("numpy", "scikit-learn", "pluggy", "psutil"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def host_facts() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import psutil
+
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpus": gpu_names(),
+        "python_executable": sys.executable,
+    }
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,136 @@
+"""The worker: runs one adapter on one dataset inside the adapter's environment.
+
+Started by the runner as ``PYTHON /path/to/decathlon/worker.py TASK.json`` in a new process
+session. It runs on Python 3.9+ with the standard library, numpy and pluggy only, and imports
+the harness and the adapter's package from their folders (listed in the task file under
+``mounts``) so that nothing else from the harness's environment leaks into the adapter's.
+
+It reads the arrays memory-mapped, calls the adapter's ``run(task)``, and writes the scores as
+``.npy`` files to ``predictions_dir`` (each written to a temporary name, then renamed). On an
+exception it writes ``error.json`` (type and message) and exits 1. It never sees test labels.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+# Run as a script, Python puts this folder first on sys.path: drop it so that modules such as
+# `datasets` here cannot shadow third-party packages of the same name.
+if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
+    sys.path.pop(0)
+
+
+def _mount(name: str, folder: str) -> None:
+    """Make the package ``name`` importable from ``folder`` (its own directory)."""
+    if name in sys.modules:
+        return
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        found = None
+    if (
+        found is not None
+        and found.origin
+        and Path(found.origin).resolve().parent == Path(folder).resolve()
+    ):
+        return
+    spec = importlib.util.spec_from_file_location(
+        name, str(Path(folder) / "__init__.py"), submodule_search_locations=[folder]
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot mount package {name!r} from {folder}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+def _save(directory: Path, name: str, array: Any) -> None:
+    import numpy as np
+
+    tmp = directory / (name + ".tmp.npy")
+    np.save(tmp, np.asarray(array), allow_pickle=False)
+    os.replace(tmp, directory / (name + ".npy"))
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the harness dies, so a killed harness leaves no worker behind."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def main(task_file: str) -> int:
+    _die_with_parent()
+    spec = json.loads(Path(task_file).read_text())
+    for name, folder in spec["mounts"].items():
+        _mount(name, folder)
+
+    import numpy as np
+
+    from decathlon.contract import Budget, DatasetInfo, Predictions, Task
+
+    out = Path(spec["predictions_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        module_name, _, attribute = spec["adapter"]["run"].partition(":")
+        run = getattr(importlib.import_module(module_name), attribute)
+        arrays = {
+            key: np.load(path, mmap_mode="r", allow_pickle=False)
+            for key, path in spec["arrays"].items()
+        }
+        task = Task(
+            dataset=DatasetInfo(**spec["dataset"]),
+            budget=Budget(**spec["budget"]),
+            seed=int(spec["seed"]),
+            scratch_dir=Path(spec["scratch_dir"]),
+            output_dir=Path(spec["output_dir"]),
+            device=spec["device"],
+            n_jobs=int(spec["n_jobs"]),
+            deadline=float(spec["deadline"]),
+            options=dict(spec["options"]),
+            **arrays,
+        )
+        random.seed(task.seed)
+        np.random.seed(task.seed)
+        result = run(task)
+        if not isinstance(result, Predictions):
+            raise TypeError(
+                "{} returned {}, not decathlon.contract.Predictions".format(
+                    spec["adapter"]["run"], type(result).__name__
+                )
+            )
+        for split in ("train", "val", "test"):
+            scores = getattr(result, split)
+            if scores is not None:
+                _save(out, split, scores)
+        _write_json(out / "info.json", dict(result.info))
+    except BaseException as exc:  # the runner turns this into an `error` row
+        traceback.print_exc()
+        sys.stderr.flush()
+        _write_json(out / "error.json", {"type": type(exc).__name__, "message": str(exc)[:500]})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
