@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="each dataset's budget and the worst-case total")
     _add_budget_args(plan)
 
+    check = commands.add_parser(
+        "check", help="conformance check of an adapter on tiny generated data"
+    )
+    check.add_argument("adapter")
+    check.add_argument("--workdir", type=Path, help="where to write (default: a temporary folder)")
+    check.add_argument("--scale-factor", type=float, default=1.0, help="multiply the quick budgets")
+    check.add_argument("--budgets", type=Path, help="budgets file (default: ./budgets.toml)")
+    check.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
+
     show = commands.add_parser("show", help="print one run's results")
     show.add_argument("run", type=Path, help="a run directory or leaderboard.csv")
     return parser
@@ -284,6 +293,27 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise DecathlonError(f"{args.run}: no leaderboard.csv there")
     console.print(results_table(leaderboard.read(path), title=str(path)))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from decathlon.conformance import check_adapter
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"decathlon-check-{args.adapter}-"))
+    checks = check_adapter(
+        args.adapter,
+        workdir,
+        scale_factor=args.scale_factor,
+        options=dict(args.option),
+        budgets_path=args.budgets,
+    )
+    for check in checks:
+        mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
+        console.print(f"{mark} {check.name}: {check.detail}")
+    failed = sum(not c.passed for c in checks)
+    console.print(f"{len(checks) - failed} passed, {failed} failed (files in {workdir})")
+    return 1 if failed else 0
 
 
 COMMANDS = {

@@ -43,35 +43,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from decathlon import leaderboard, metrics
 from decathlon.errors import DecathlonError, LeaderboardError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
-#: The leaderboard CSV's columns, in order (the same list as ``decathlon.leaderboard.COLUMNS``).
-COLUMNS = [
-    "run_id",
-    "adapter",
-    "dataset",
-    "seed",
-    "split",
-    "status",
-    "auc",
-    "acc",
-    "task",
-    "n_images",
-    "profile",
-    "budget",
-    "hard_limit_s",
-    "elapsed_s",
-    "data_verified",
-    "device",
-    "adapter_version",
-    "harness_version",
-    "python",
-    "finished_at",
-    "reason",
-    "notes",
-]
+#: The leaderboard CSV's columns, in order.
+COLUMNS = list(leaderboard.COLUMNS)
 #: The ten decathlon datasets, in the papers' order.
 DATASETS = (
     "pathmnist",
@@ -91,9 +69,9 @@ V1_FLAGS = {
     "organmnist_coronal": "organcmnist",
     "organmnist_sagittal": "organsmnist",
 }
-SUMMARY_DATASET = "decathlon"
-SPLITS = ("train", "val", "test")
-STATUSES = ("ok", "timeout", "error", "invalid")
+SUMMARY_DATASET = leaderboard.SUMMARY_DATASET
+SPLITS = leaderboard.SPLITS
+STATUSES = leaderboard.STATUSES
 SUMMARY_STATUSES = ("ok", "incomplete")
 METRICS = ("auc", "acc")
 
@@ -663,14 +641,33 @@ def check_assumptions(matrix: pd.DataFrame) -> str | None:
 
 
 def significance(methods: Sequence[Method], metric: str = "auc") -> Significance:
-    """Test whether the methods' test scores differ over the datasets (see the module doc)."""
-    matrix = score_matrix(methods, metric)
+    """Test whether the methods' test scores differ over the datasets (see the module doc).
+
+    With two or more complete methods, the incomplete ones are left out (and named). With fewer,
+    the test runs on the datasets that every method has, when there are enough of them.
+    Otherwise nothing runs and the one line in ``lines`` says why.
+    """
+    complete = [m for m in methods if m.complete]
+    notes: list[str] = []
+    if len(complete) >= 2 and len(complete) < len(methods):
+        left_out = ", ".join(m.label for m in methods if not m.complete)
+        notes.append(f"Left out of the {metric.upper()} test (datasets missing): {left_out}.")
+        matrix = score_matrix(complete, metric)
+    else:
+        matrix = score_matrix(methods, metric)
+        common = matrix.dropna()
+        if matrix.shape[1] >= 2 and len(common) >= MIN_DATASETS and len(common) < len(matrix):
+            notes.append(
+                f"The {metric.upper()} test uses only the {len(common)} datasets that every "
+                f"method has: {', '.join(common.index)}."
+            )
+            matrix = common
     problem = check_assumptions(matrix)
     if problem:
         return Significance(metric, None, [problem])
-    if matrix.shape[1] == 2:
-        return _wilcoxon(matrix, metric)
-    return _autorank(matrix, metric)
+    sig = _wilcoxon(matrix, metric) if matrix.shape[1] == 2 else _autorank(matrix, metric)
+    sig.lines = notes + sig.lines
+    return sig
 
 
 def _wilcoxon(matrix: pd.DataFrame, metric: str) -> Significance:
@@ -784,36 +781,8 @@ def bootstrap_ci(
     return float(low), float(high), len(values)
 
 
-def medmnist_auc(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """AUC as the MedMNIST evaluator computes it (fallback for ``decathlon.metrics.auc``).
-
-    Binary: AUC of the last column. Multi-label: mean of the per-label AUCs. Multi-class and
-    ordinal: mean of the one-vs-rest AUCs of each class.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    y_true = np.asarray(y_true)
-    y_score = np.asarray(y_score, dtype=float)
-    if task == "multi-label, binary-class":
-        return float(
-            np.mean([roc_auc_score(y_true[:, i], y_score[:, i]) for i in range(y_true.shape[1])])
-        )
-    labels = y_true.reshape(-1)
-    if task == "binary-class":
-        return float(roc_auc_score(labels, y_score[:, -1]))
-    return float(
-        np.mean([roc_auc_score(labels == i, y_score[:, i]) for i in range(y_score.shape[1])])
-    )
-
-
 def _auc_fn(task: str) -> MetricFn:
-    try:
-        from decathlon import metrics
-
-        fn = metrics.auc
-    except (ImportError, AttributeError):
-        fn = medmnist_auc
-    return lambda y_true, y_score: fn(task, y_true, y_score)
+    return lambda y_true, y_score: metrics.auc(task, y_true, y_score)
 
 
 def _seed_mean(metric_fn: MetricFn) -> MetricFn:
@@ -824,16 +793,22 @@ def _seed_mean(metric_fn: MetricFn) -> MetricFn:
 
 
 def catalog_labels(data_dir: Path | None) -> LabelsFn:
-    """Test labels from the dataset catalog (``decathlon.datasets``); ``None`` where unavailable."""
+    """Test labels from the local dataset files (never downloads); ``None`` where unavailable."""
 
     def labels(flag: str) -> np.ndarray | None:
-        try:
-            from decathlon import datasets
+        from decathlon import datasets
 
+        try:
             catalog = datasets.Catalog.load()
-            loaded = datasets.load(catalog, flag, data_dir)
+            loaded = datasets.load(
+                catalog,
+                flag,
+                data_dir or datasets.default_data_dir(),
+                download=False,
+                progress=False,
+            )
             return np.asarray(loaded.arrays["test_labels"])
-        except (ImportError, AttributeError, KeyError, TypeError, OSError, DecathlonError) as exc:
+        except (DecathlonError, OSError, KeyError, ValueError) as exc:
             logger.info("no test labels for %s: %s", flag, exc)
             return None
 
@@ -841,8 +816,10 @@ def catalog_labels(data_dir: Path | None) -> LabelsFn:
 
 
 def _task_types() -> dict[str, str]:
-    info = json.loads((Path(__file__).parent / "medmnist_info.json").read_text())
-    return {flag: entry["task"] for flag, entry in info["datasets"].items()}
+    from decathlon import datasets
+
+    catalog = datasets.Catalog.load()
+    return {flag: catalog.info(flag).task for flag in DATASETS}
 
 
 def bootstrap_table(
@@ -861,6 +838,7 @@ def bootstrap_table(
     notes: list[str] = []
     tasks = _task_types()
     label_cache: dict[tuple[str | None, str], np.ndarray | None] = {}
+    no_predictions: list[str] = []
     for m in methods:
         if m.run_dir is None:
             continue
@@ -901,8 +879,18 @@ def bootstrap_table(
                     "note": "" if used == n_boot else f"{n_boot - used} resamples undefined",
                 }
             )
-        if skipped:
+        if (
+            skipped
+            and all(s.endswith("(no predictions)") for s in skipped)
+            and not any(r["method"] == m.label for r in records)
+        ):
+            no_predictions.append(m.label)
+        elif skipped:
             notes.append(f"Bootstrap CI skipped for {m.label}: {', '.join(skipped)}.")
+    if no_predictions:
+        notes.insert(
+            0, f"Bootstrap CI skipped (no saved predictions): {', '.join(no_predictions)}."
+        )
     return pd.DataFrame.from_records(records, columns=CI_COLUMNS), notes
 
 
@@ -946,31 +934,33 @@ def _colors(n: int) -> list[Any]:
 def plot_bars(methods: Sequence[Method], path: Path) -> Path:
     """Grouped bars of each dataset's test AUC (top) and ACC (bottom), one colour per method."""
     n = len(methods)
-    fig = _figure(max(10.0, 1.2 * len(DATASETS) * max(1.0, n / 5)), 7.5)
+    fig = _figure(min(18.0, max(10.0, 0.22 * n * len(DATASETS) + 2.0)), 7.5)
     axes = fig.subplots(2, 1, sharex=True)
     x = np.arange(len(DATASETS))
     width = 0.8 / n
     colors = _colors(n)
     for ax, metric in zip(axes, METRICS):
-        lows = []
+        values = np.array([[m.test(d, metric) for d in DATASETS] for m in methods])
+        present = values[~np.isnan(values)]
+        low = float(present.min()) if present.size else 0.0
+        bottom = max(0.0, math.floor(low * 10) / 10 - 0.05)
         for k, m in enumerate(methods):
-            values = np.array([m.test(d, metric) for d in DATASETS])
-            lows += list(values[~np.isnan(values)])
             offset = (k - (n - 1) / 2) * width
-            ax.bar(x + offset, np.nan_to_num(values), width, color=colors[k], label=m.label)
-            for j in np.flatnonzero(np.isnan(values)):
-                ax.text(x[j] + offset, 0.0, "×", ha="center", va="bottom", fontsize=8, color="0.3")
-        bottom = max(0.0, math.floor((min(lows) if lows else 0.0) * 10) / 10 - 0.05)
+            heights = np.nan_to_num(values[k], nan=bottom) - bottom
+            ax.bar(x + offset, heights, width, bottom=bottom, color=colors[k], label=m.label)
+            for j in np.flatnonzero(np.isnan(values[k])):
+                ax.text(x[j] + offset, bottom, "×", ha="center", va="bottom", color=colors[k])
         ax.set_ylim(bottom, 1.0)
+        ax.set_xlim(-0.5, len(DATASETS) - 0.5)
         ax.set_ylabel(f"test {metric.upper()}")
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    axes[-1].set_xticks(x, [_SHORT[d] for d in DATASETS], rotation=30, ha="right")
-    axes[0].set_title("Test scores per dataset (× = missing)")
+    axes[-1].set_xticks(x, [_SHORT[d] for d in DATASETS])
+    axes[0].set_title("Test AUC and ACC per dataset (× = missing)")
     fig.legend(
         *axes[0].get_legend_handles_labels(),
         loc="outside lower center",
-        ncols=min(n, 3),
+        ncols=min(n, 4),
         fontsize=8,
         frameon=False,
     )
@@ -1081,7 +1071,9 @@ def compare_command(
     parts = [render_terminal(table, methods, width=width, color=color).rstrip()]
 
     sigs = [significance(methods, metric) for metric in METRICS]
-    parts.append("Statistics:\n" + "\n".join(f"  {line}" for s in sigs for line in s.lines))
+    lines = [line for s in sigs for line in s.lines]
+    unique = list(dict.fromkeys(lines))  # both metrics may be skipped for the same reason
+    parts.append("Statistics:\n" + "\n".join(f"  {line}" for line in unique))
 
     ci = pd.DataFrame(columns=CI_COLUMNS)
     if bootstrap > 0:

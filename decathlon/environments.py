@@ -3,7 +3,8 @@
 Frameworks the decathlon drives cannot share an environment (auto-sklearn 0.15 needs numpy<1.24
 on Python 3.9; AutoKeras 3 needs numpy 2), so, as in the OpenML AutoML Benchmark, each adapter
 that declares an :class:`~decathlon.contract.Environment` runs in its own venv under
-``$DECATHLON_HOME/envs/NAME-HASH`` where HASH covers the interpreter version and requirements.
+``$DECATHLON_HOME/envs/HASH`` where HASH covers the interpreter version and requirements, so
+adapters that declare the same environment (the four ResNets) share one folder.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def spec_key(env: Environment) -> str:
 
 def env_dir(adapter: Adapter, root: Path | None = None) -> Path:
     assert adapter.environment is not None
-    return (root or home()) / "envs" / f"{adapter.name}-{spec_key(adapter.environment)}"
+    return (root or home()) / "envs" / spec_key(adapter.environment)
 
 
 def _env_python(directory: Path) -> Path:

@@ -146,6 +146,7 @@ class Runner:
         self.options = self.budgets.options(config.profile, self.adapter, config.options)
         self.data_dir = Path(config.data_dir) if config.data_dir else datasets.default_data_dir()
         self.device = resolve_device(config.device, self.adapter)
+        self._loaded: tuple[str, datasets.LoadedDataset | DecathlonError] | None = None
 
     # ------------------------------------------------------------------ planning
 
@@ -184,19 +185,10 @@ class Runner:
                 f"first use of '{self.adapter.name}': building its environment (once)"
             )
         environments.build(self.adapter, on_step=self.reporter.message)
-        loaded: dict[str, datasets.LoadedDataset | DecathlonError] = {}
-        for task in tasks:
-            task_dir = self._task_dir(run_dir, task)
-            if (task_dir / "result.json").is_file():
-                continue
-            flag = task.dataset.flag
-            if flag not in loaded:
-                loaded.clear()  # one dataset in memory at a time
-                loaded[flag] = self._load(flag)
+        for task in self.pending(run_dir, tasks):
             self.reporter.task_started(task)
-            rows = self._run_task(run_dir, task, loaded[flag])
-            self._finish_task(run_dir, task_dir, rows)
-            self.reporter.task_finished(task, rows)
+            rows = self.execute(run_dir, task)
+            self.finish_task(run_dir, task, rows)
         path = self.write_leaderboard(run_dir)
         self.reporter.run_finished()
         try:
@@ -204,6 +196,19 @@ class Runner:
         except Exception:
             log.exception("a plugin failed in decathlon_run_finished")
         return path
+
+    def pending(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> list[PlannedTask]:
+        """The tasks without a ``result.json``: what a run (or a resumed one) still has to do."""
+        return [t for t in tasks if not (self._task_dir(run_dir, t) / "result.json").is_file()]
+
+    def execute(self, run_dir: Path, task: PlannedTask) -> list[dict[str, Any]]:
+        """Run one task to its rows: load (or download) its data, start and watch the worker,
+        score. Writes only inside the task's folder; any executor may call it."""
+        flag = task.dataset.flag
+        if self._loaded is None or self._loaded[0] != flag:
+            self._loaded = None  # one dataset in memory at a time
+            self._loaded = (flag, self._load(flag))
+        return self._run_task(run_dir, task, self._loaded[1])
 
     def _load(self, flag: str) -> datasets.LoadedDataset | DecathlonError:
         try:
@@ -360,7 +365,10 @@ class Runner:
             return failed_rows(base, "error", _failure_reason(outcome, predictions, task_dir))
         return score(base, data, predictions, task_dir / "evaluator", run_dir.name, notes)
 
-    def _finish_task(self, run_dir: Path, task_dir: Path, rows: list[dict[str, Any]]) -> None:
+    def finish_task(self, run_dir: Path, task: PlannedTask, rows: list[dict[str, Any]]) -> None:
+        """Record a task's rows (result.json, then the leaderboard) and tell plugins and display."""
+        task_dir = self._task_dir(run_dir, task)
+        task_dir.mkdir(parents=True, exist_ok=True)
         stamp = _now()
         for row in rows:
             row["finished_at"] = stamp
@@ -370,12 +378,13 @@ class Runner:
             self.registry.pm.hook.decathlon_task_finished(rows=rows, task_dir=task_dir)
         except Exception:
             log.exception("a plugin failed in decathlon_task_finished")
+        self.reporter.task_finished(task, rows)
 
     def write_leaderboard(self, run_dir: Path) -> Path:
         """Gather every finished task's rows, add the decathlon means, write leaderboard.csv."""
         rows = collect_rows(run_dir)
         path = run_dir / "leaderboard.csv"
-        rows += leaderboard.summarize(rows, self.flags())
+        rows += leaderboard.summarize(rows, self.catalog.flags)
         leaderboard.write(path, rows)
         return path
 

@@ -6,7 +6,6 @@ files as read-only and copy them before changing anything.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -18,18 +17,16 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from decathlon.contract import MULTI_LABEL
-from decathlon.datasets import BUNDLED_INFO, Catalog, file_md5
+from decathlon.datasets import Catalog
+from decathlon.synthetic import bundled_info, write_info, write_tiny
 
 log = logging.getLogger(__name__)
 
 #: The real MedMNIST files: ``../shared/data/medmnist`` beside the repository.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medmnist"
 REAL_FLAGS: tuple[str, ...] = ("breastmnist", "pneumoniamnist", "retinamnist")
-TINY_SIZES: dict[str, int] = {"train": 60, "val": 30, "test": 30}
 
 
 @dataclass(frozen=True)
@@ -39,78 +36,6 @@ class TinyData:
     data_dir: Path
     info_path: Path
     catalog: Catalog
-
-
-def make_medmnist_npz(
-    path: Path,
-    flag: str,
-    task: str,
-    n_channels: int,
-    n_classes: int,
-    sizes: dict[str, int],
-    seed: int,
-) -> None:
-    """Write a MedMNIST-format ``.npz`` with a learnable signal and every class in every split.
-
-    Single-label sets: the image brightness rises with the class id (plus per-image and
-    per-pixel noise), labels uint8 (N, 1). Multi-label (``task`` "multi-label, binary-class"):
-    label j brightens rows 2j and 2j+1, labels uint8 (N, n_classes) of zeros and ones, each
-    column holding both values. Images are (N, 28, 28), or (N, 28, 28, n_channels) when
-    ``n_channels`` > 1. ``flag`` only names the file in error messages.
-    """
-    rng = np.random.default_rng(seed)
-    multi = task == MULTI_LABEL
-    arrays: dict[str, np.ndarray] = {}
-    for split, n in sizes.items():
-        if n < (2 if multi else n_classes):
-            raise ValueError(f"{flag}: {split} size {n} is too small for {n_classes} classes")
-        shape = (n, 28, 28) + ((n_channels,) if n_channels > 1 else ())
-        noise = rng.normal(0.0, 25.0, size=shape)
-        if multi:
-            labels = (rng.random((n, n_classes)) < 0.3).astype(np.uint8)
-            for j in range(n_classes):  # both values present in every column
-                labels[(2 * j) % n, j] = 1
-                labels[(2 * j + 1) % n, j] = 0
-            signal = np.full(shape, 60.0)
-            for j in range(n_classes):
-                rows = slice((2 * j) % 28, (2 * j) % 28 + 2)
-                signal[:, rows] += 90.0 * labels[:, j].reshape((n,) + (1,) * (len(shape) - 1))
-        else:
-            labels = rng.permutation(np.arange(n) % n_classes).astype(np.uint8)[:, None]
-            step = 170.0 / max(n_classes - 1, 1)
-            level = 40.0 + step * labels[:, 0] + rng.normal(0.0, step / 3, size=n)
-            signal = level.reshape((n,) + (1,) * (len(shape) - 1)) * np.ones(shape)
-        arrays[f"{split}_images"] = np.clip(signal + noise, 0, 255).astype(np.uint8)
-        arrays[f"{split}_labels"] = labels
-    np.savez_compressed(path, **arrays)
-
-
-def _bundled() -> dict[str, Any]:
-    return json.loads(BUNDLED_INFO.read_text(encoding="utf-8"))
-
-
-def _write_tiny(data_dir: Path, flags: list[str], meta: dict[str, Any]) -> None:
-    """Generate tiny files for ``flags`` and rewrite their entries in ``meta`` to match."""
-    for i, flag in enumerate(flags):
-        entry = meta["datasets"][flag]
-        path = data_dir / f"{flag}.npz"
-        make_medmnist_npz(
-            path,
-            flag,
-            entry["task"],
-            entry["n_channels"],
-            entry["n_classes"],
-            TINY_SIZES,
-            seed=1000 + i,
-        )
-        entry["n_samples"] = dict(TINY_SIZES)
-        entry["MD5"] = file_md5(path)
-        entry["url"] = f"http://127.0.0.1:9/nowhere/{flag}.npz"
-
-
-def _write_info(meta: dict[str, Any], path: Path) -> Path:
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-    return path
 
 
 def _require_shared() -> Path:
@@ -135,10 +60,10 @@ def tiny_catalog(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
     root = tmp_path_factory.mktemp("tiny")
     data_dir = root / "data"
     data_dir.mkdir()
-    meta = _bundled()
+    meta = bundled_info()
     flags = [f for f in meta["datasets"]]
-    _write_tiny(data_dir, flags, meta)
-    info_path = _write_info(meta, root / "info.json")
+    write_tiny(data_dir, flags, meta)
+    info_path = write_info(meta, root / "info.json")
     return TinyData(data_dir, info_path, Catalog.load(info_path))
 
 
@@ -149,11 +74,11 @@ def mixed_catalog(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
     root = tmp_path_factory.mktemp("mixed")
     data_dir = root / "data"
     data_dir.mkdir()
-    meta = _bundled()
+    meta = bundled_info()
     for flag in REAL_FLAGS:
         (data_dir / f"{flag}.npz").symlink_to(shared / f"{flag}.npz")
-    _write_tiny(data_dir, [f for f in meta["datasets"] if f not in REAL_FLAGS], meta)
-    info_path = _write_info(meta, root / "info.json")
+    write_tiny(data_dir, [f for f in meta["datasets"] if f not in REAL_FLAGS], meta)
+    info_path = write_info(meta, root / "info.json")
     return TinyData(data_dir, info_path, Catalog.load(info_path))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REAL_FLAGS, TinyData, copy_dataset, make_medmnist_npz
+from conftest import REAL_FLAGS, TinyData, copy_dataset
 
 from decathlon.datasets import (
     ALIASES,
@@ -28,6 +28,7 @@ from decathlon.datasets import (
     materialize,
 )
 from decathlon.errors import DataError
+from decathlon.synthetic import make_medmnist_npz
 
 # From ../shared/data/medmnist/README.md.
 REAL = {

@@ -7,11 +7,12 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import TinyData, make_medmnist_npz
+from conftest import TinyData
 
 from decathlon.datasets import Catalog, dataset_file, ensure_file, file_md5, load
 from decathlon.download import download
 from decathlon.errors import DataError, DownloadError
+from decathlon.synthetic import make_medmnist_npz
 
 BREAST_MD5 = "750601b1f35ba3300ea97c75c52ff8f6"
 

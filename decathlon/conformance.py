@@ -1,0 +1,120 @@
+"""The conformance check: proof, on tiny generated data, that an adapter keeps the contract.
+
+In the spirit of scikit-learn's estimator checks, any adapter (built-in or third-party) runs
+through the real harness, in its own environment and subprocess, on one generated dataset per
+task type, and must end every task ``ok``: scores of the right shape, finite, in [0, 1], for val
+and test. Run it with ``python -m decathlon check NAME`` or from a test::
+
+    from decathlon.conformance import assert_conforms
+    assert_conforms("my_adapter", tmp_path, scale_factor=0.1)
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from decathlon import environments, leaderboard, synthetic
+from decathlon.plugins import Registry, make_plugin_manager
+from decathlon.runner import RunConfig, Runner
+
+#: One dataset per task type: binary, multi-class, ordinal, multi-label.
+TASK_TYPE_DATASETS = ("breastmnist", "organamnist", "retinamnist", "chestmnist")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+def check_adapter(
+    name: str,
+    workdir: Path,
+    *,
+    registry: Registry | None = None,
+    datasets: Sequence[str] = TASK_TYPE_DATASETS,
+    profile: str = "quick",
+    scale_factor: float = 1.0,
+    options: dict[str, Any] | None = None,
+    sizes: dict[str, int] | None = None,
+    budgets_path: Path | None = None,
+) -> list[Check]:
+    """Run the checks; each result says what was checked and, when it failed, why."""
+    registry = registry or make_plugin_manager()
+    adapter = registry.get(name)
+    checks = [Check("registered", True, f"'{name}' from plugin '{registry.origin[name]}'")]
+    module = adapter.run.partition(":")[0]
+    checks.append(_check_import(adapter, module))
+    data_dir, info_path = synthetic.write_catalog(workdir / "data", datasets, sizes)
+    config = RunConfig(
+        adapter=name,
+        profile=profile,
+        datasets=tuple(datasets),
+        seeds=(0,),
+        scale_factor=scale_factor,
+        data_dir=str(data_dir),
+        download=False,
+        info_path=str(info_path),
+        options=dict(options or {}),
+        budgets_path=str(budgets_path) if budgets_path else None,
+    )
+    path = Runner(config, registry).run(workdir / "run")
+    rows = [r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET]
+    for flag in datasets:
+        split_rows = {r["split"]: r for r in rows if r["dataset"] == flag}
+        test = split_rows.get("test")
+        if test is None:
+            checks.append(Check(f"{flag}: runs", False, "no row written"))
+            continue
+        ok = all(split_rows.get(s, {}).get("status") == "ok" for s in ("val", "test"))
+        detail = (
+            f"test AUC {float(test['auc']):.3f}, ACC {float(test['acc']):.3f}"
+            if ok
+            else f"{test['status']}: {test['reason']} (log: {path.parent / 'tasks' / flag})"
+        )
+        checks.append(Check(f"{flag} ({test['task']}): valid scores", ok, detail))
+    return checks
+
+
+def _check_import(adapter: Any, module: str) -> Check:
+    """The adapter's module imports where it runs (its own environment, or the harness's)."""
+    if adapter.environment is None:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            return Check("imports", False, f"{module}: {type(exc).__name__}: {exc}")
+        return Check("imports", True, module)
+    python = environments.build(adapter)
+    # Mount the packages exactly as the worker does, then import the adapter's module.
+    from decathlon.runner import WORKER, mounts_for
+
+    code = (
+        "import importlib, importlib.util as u\n"
+        f"s = u.spec_from_file_location('decathlon_worker', {str(WORKER)!r})\n"
+        "w = u.module_from_spec(s); s.loader.exec_module(w)\n"
+        f"for name, folder in {mounts_for(adapter)!r}.items(): w._mount(name, folder)\n"
+        f"importlib.import_module({module!r})\n"
+    )
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["?"])[-1]
+        return Check("imports", False, f"{module} in {python}: {last}")
+    return Check("imports", True, f"{module} in {python}")
+
+
+def assert_conforms(name: str, workdir: Path, **kwargs: Any) -> list[Check]:
+    """:func:`check_adapter`, raising ``AssertionError`` that lists every failed check."""
+    checks = check_adapter(name, workdir, **kwargs)
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise AssertionError(
+            f"adapter '{name}' fails {len(failed)} conformance check(s): "
+            + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        )
+    return checks
