@@ -337,6 +337,10 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def _score(value: Any) -> str:
+    return f"{float(value):.3f}" if value not in ("", None) else ""
+
+
 def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     table = Table(title=title)
     for column in (
@@ -354,7 +358,6 @@ def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     for row in rows:
         if row["split"] != "test":
             continue
-        fmt = lambda v: f"{float(v):.3f}" if v not in ("", None) else ""
         elapsed = _duration(float(row["elapsed_s"])) if row.get("elapsed_s") else ""
         table.add_row(
             row["adapter"],
@@ -362,8 +365,8 @@ def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
             str(row["seed"]),
             row["split"],
             row["status"],
-            fmt(row["auc"]),
-            fmt(row["acc"]),
+            _score(row["auc"]),
+            _score(row["acc"]),
             elapsed,
             row.get("reason") or "",
         )
