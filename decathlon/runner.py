@@ -488,22 +488,21 @@ def _failure_reason(outcome: Any, predictions: Path, task_dir: Path) -> str:
 
 
 def mounts_for(adapter: Adapter) -> dict[str, str]:
-    """Folders of the packages the worker must import: the harness and the adapter's package."""
+    """Where the worker imports from: the harness's package folder and the adapter's top-level
+    package folder (or module file, for a single-module plugin)."""
     import importlib.util
 
     top = adapter.run.split(":")[0].split(".")[0]
     mounts = {"decathlon": str(Path(decathlon.__file__).resolve().parent)}
-    if top != "decathlon":
-        spec = importlib.util.find_spec(top)
-        if spec is None or not spec.submodule_search_locations:
-            if spec is not None and spec.origin:  # a single-module plugin
-                mounts[top] = str(Path(spec.origin).resolve().parent)
-            else:
-                raise DecathlonError(
-                    f"adapter '{adapter.name}': cannot find package '{top}' of {adapter.run}"
-                )
-        else:
-            mounts[top] = str(Path(list(spec.submodule_search_locations)[0]).resolve())
+    if top == "decathlon":
+        return mounts
+    spec = importlib.util.find_spec(top)
+    if spec is not None and spec.submodule_search_locations:
+        mounts[top] = str(Path(list(spec.submodule_search_locations)[0]).resolve())
+    elif spec is not None and spec.origin:
+        mounts[top] = str(Path(spec.origin).resolve())
+    else:
+        raise DecathlonError(f"adapter '{adapter.name}': cannot find '{top}' of {adapter.run}")
     return mounts
 
 

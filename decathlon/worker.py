@@ -29,25 +29,27 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
     sys.path.pop(0)
 
 
-def _mount(name: str, folder: str) -> None:
-    """Make the package ``name`` importable from ``folder`` (its own directory)."""
+def _mount(name: str, location: str) -> None:
+    """Make ``name`` importable from ``location``: a package's folder or a module's file."""
     if name in sys.modules:
         return
+    path = Path(location)
     try:
         found = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         found = None
-    if (
-        found is not None
-        and found.origin
-        and Path(found.origin).resolve().parent == Path(folder).resolve()
-    ):
-        return
-    spec = importlib.util.spec_from_file_location(
-        name, str(Path(folder) / "__init__.py"), submodule_search_locations=[folder]
-    )
+    if found is not None and found.origin:
+        origin = Path(found.origin).resolve()
+        if origin == path.resolve() or origin.parent == path.resolve():
+            return  # importable as it is (the harness's own environment)
+    if path.is_dir():
+        spec = importlib.util.spec_from_file_location(
+            name, str(path / "__init__.py"), submodule_search_locations=[str(path)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(name, str(path))
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot mount package {name!r} from {folder}")
+        raise ImportError(f"cannot mount {name!r} from {location}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
