@@ -138,20 +138,26 @@ class Clock:
     """When the search must stop so that exporting and predicting still fit before the deadline.
 
     ``deadline`` is the harness's kill time; ``base_reserve`` seconds are always kept back, plus
-    the time predicting ``n_predict`` images takes at the slowest inference rate seen in a
-    validation pass (times :data:`PREDICT_SAFETY`).
+    the time predicting ``n_predict`` images takes (times :data:`PREDICT_SAFETY`) at the slowest
+    inference rate of any trial, each trial's rate from its latest validation pass (the first
+    pass of a trial also traces the graph, so it overstates the rate on small sets).
     """
 
     def __init__(self, deadline: float, base_reserve: float, n_predict: int) -> None:
         self.deadline = deadline
         self.base_reserve = base_reserve
         self.n_predict = n_predict
-        self.seconds_per_image = 0.0
+        self.trial_rates: list[float] = []
+        self.current_rate = 0.0
         self.first_epoch_seconds: list[float] = []
         self.trial_started = time.time()
         self.first_epoch_seen = False
         self.trial_cut = False
         self.trials_skipped = False
+
+    @property
+    def seconds_per_image(self) -> float:
+        return max([*self.trial_rates, self.current_rate])
 
     @property
     def reserve(self) -> float:
@@ -167,9 +173,12 @@ class Clock:
 
     def saw_inference(self, seconds: float, n_images: int) -> None:
         if n_images > 0 and seconds > 0:
-            self.seconds_per_image = max(self.seconds_per_image, seconds / n_images)
+            self.current_rate = seconds / n_images
 
     def start_trial(self) -> None:
+        if self.current_rate:
+            self.trial_rates.append(self.current_rate)
+        self.current_rate = 0.0
         self.trial_started = time.time()
         self.first_epoch_seen = False
 
@@ -274,14 +283,17 @@ def run(task: Task) -> Predictions:
     def predict(x: np.ndarray) -> np.ndarray:
         return to_scores(model.predict(x, batch_size=batch, verbose=0), info.task, info.n_outputs)
 
+    val = predict(x_val)  # the first call also traces the model's graph
     t0 = time.time()
-    val, test = predict(x_val), predict(x_test)
-    clock.saw_inference(time.time() - t0, len(x_val) + len(x_test))
+    test = predict(x_test)
+    per_image = (time.time() - t0) / max(1, len(x_test))
     # Train scores are optional: only when they fit before the deadline with room to spare.
     train = None
-    needed = PREDICT_SAFETY * clock.seconds_per_image * len(x_train) + 0.5 * base_reserve
+    needed = PREDICT_SAFETY * per_image * len(x_train) + 0.25 * base_reserve
     if task.deadline - time.time() > needed:
         train = predict(x_train)
+    else:
+        log.warning("no time left to score the training set; train scores omitted")
     completed = [t for t in summary["trials"] if t["status"] == "COMPLETED"]
     return Predictions(
         train=train,
