@@ -358,8 +358,11 @@ def load(
     return LoadedDataset(info=info, path=path, verified=verified, md5=md5, arrays=arrays)
 
 
-def materialize(loaded: LoadedDataset, cache_root: Path) -> dict[str, Path]:
-    """Write the six arrays as plain ``.npy`` files for ``np.load(..., mmap_mode="r")``.
+def materialize(
+    loaded: LoadedDataset, cache_root: Path, keys: tuple[str, ...] = KEYS
+) -> dict[str, Path]:
+    """Write the arrays ``keys`` (default: all six) as plain ``.npy`` files for
+    ``np.load(..., mmap_mode="r")``.
 
     They go under ``cache_root / f"{flag}-{md5[:12]}"``; each is written to a temporary name and
     moved into place, and one already there is kept. Returns key -> path.
@@ -367,7 +370,7 @@ def materialize(loaded: LoadedDataset, cache_root: Path) -> dict[str, Path]:
     folder = Path(cache_root) / f"{loaded.info.flag}-{loaded.md5[:12]}"
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for key in KEYS:
+    for key in keys:
         dest = folder / f"{key}.npy"
         if not dest.is_file():
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=folder)

@@ -20,12 +20,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,7 +302,9 @@ class Runner:
             return failed_rows(base, "error", f"data: {data}", elapsed=0.0)
         base["n_images"] = int(sum(data.info.n_samples.values()))
         base["data_verified"] = data.verified
-        arrays = datasets.materialize(data, environments.home() / "arrays")
+        # The worker's folder of arrays holds no test labels: the harness scores from memory.
+        worker_keys = tuple(k for k in datasets.KEYS if k != "test_labels")
+        arrays = datasets.materialize(data, environments.home() / "arrays", worker_keys)
         scratch = task_dir / "scratch"
         output = task_dir / "output"
         predictions = task_dir / "predictions"
@@ -453,6 +457,21 @@ def score(
         if problem:
             return failed_rows(base, "invalid", f"{split} {problem}", notes=notes)
         loaded[split] = scores.astype(np.float64)
+    results: dict[str, tuple[float, float]] = {}
+    for split, scores in loaded.items():
+        y_true = data.arrays[f"{split}_labels"]
+        with warnings.catch_warnings():  # scikit-learn warns, then gives NaN, for one class
+            warnings.simplefilter("ignore")
+            auc_value = metrics.auc(info.task, y_true, scores)
+            results[split] = (auc_value, metrics.acc(info.task, y_true, scores))
+        if math.isnan(results[split][0]):
+            return failed_rows(
+                base,
+                "error",
+                f"{split} AUC is undefined: the {split} labels hold a single class"
+                " (for multi-label: a label with a single value)",
+                notes=notes,
+            )
     rows = []
     for split in leaderboard.SPLITS:
         row = dict(base, split=split, status="ok", reason="")
@@ -462,9 +481,7 @@ def score(
             row["reason"] = "the adapter gave no train scores"
             rows.append(row)
             continue
-        y_true = data.arrays[f"{split}_labels"]
-        row["auc"] = metrics.auc(info.task, y_true, loaded[split])
-        row["acc"] = metrics.acc(info.task, y_true, loaded[split])
+        row["auc"], row["acc"] = results[split]
         metrics.save_evaluator_csv(
             evaluator_dir, info.flag, split, loaded[split], row["auc"], row["acc"], run_id
         )

@@ -1,0 +1,484 @@
+"""The runner with adapters that misbehave on purpose: statuses, reasons, no surviving process.
+
+Every task ends as rows (one per split) whatever the adapter does, other datasets are never
+affected, and after a task no process of its tree is left, grandchildren included.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import misbehaving
+import numpy as np
+import pytest
+from conftest import TinyData
+
+from decathlon import leaderboard, metrics
+from decathlon.datasets import file_md5
+from decathlon.plugins import make_plugin_manager
+from decathlon.runner import RunConfig, Runner
+from decathlon.synthetic import make_medmnist_npz
+
+KILL_GRACE = 1.0
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the memory-mapped array copies out of the user's cache."""
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+
+
+def run(
+    adapter: str,
+    data: TinyData,
+    run_dir: Path,
+    datasets: tuple[str, ...] = ("breastmnist",),
+    *,
+    data_dir: Path | None = None,
+    info_path: Path | None = None,
+    **config: Any,
+) -> list[dict[str, str]]:
+    """Run one misbehaving adapter in-process; return the leaderboard's rows."""
+    registry = make_plugin_manager(extra_plugins=[misbehaving])
+    cfg = RunConfig(
+        adapter=adapter,
+        profile="quick",
+        datasets=datasets,
+        seeds=config.pop("seeds", (0,)),
+        data_dir=str(data_dir or data.data_dir),
+        download=False,
+        info_path=str(info_path or data.info_path),
+        n_jobs=1,
+        kill_grace=KILL_GRACE,
+        **config,
+    )
+    path = Runner(cfg, registry).run(run_dir)
+    assert path == run_dir / "leaderboard.csv"
+    return leaderboard.read(path)
+
+
+def task_rows(rows: list[dict[str, str]], dataset: str) -> dict[str, dict[str, str]]:
+    """The rows of one dataset (seed 0), by split; fails on a missing or duplicated split."""
+    found = [r for r in rows if r["dataset"] == dataset and r["seed"] == "0"]
+    by_split = {r["split"]: r for r in found}
+    assert sorted(r["split"] for r in found) == ["test", "train", "val"], found
+    return by_split
+
+
+def assert_each_row_once(rows: list[dict[str, str]], datasets: tuple[str, ...], seeds=(0,)):
+    counts = Counter(
+        (r["dataset"], r["seed"], r["split"]) for r in rows if r["dataset"] != "decathlon"
+    )
+    expected = {(d, str(s), sp) for d in datasets for s in seeds for sp in leaderboard.SPLITS}
+    assert set(counts) == expected
+    assert set(counts.values()) == {1}
+
+
+def assert_tree_gone(task_dir: Path) -> None:
+    """No process carries the task's tag, and every pid the adapter recorded is gone."""
+    tag = misbehaving.task_tag(task_dir)
+    assert misbehaving.tagged_processes(tag) == []
+    assert misbehaving.live_pids(misbehaving.recorded_pids(task_dir)) == []
+
+
+def all_status(split_rows: dict[str, dict[str, str]], status: str) -> None:
+    assert {r["status"] for r in split_rows.values()} == {status}, split_rows
+
+
+# ---------------------------------------------------------------------------- budgets enforced
+
+
+def test_sleeper_is_stopped_at_its_hard_limit(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    started = time.monotonic()
+    rows = run("mis_sleeper", tiny_catalog, tmp_path / "run")
+    wall = time.monotonic() - started
+    split_rows = task_rows(rows, "breastmnist")
+    all_status(split_rows, "timeout")
+    test = split_rows["test"]
+    assert "hard limit of 3 s" in test["reason"]
+    elapsed = float(test["elapsed_s"])
+    # Generous bounds: stopped at the limit, not long after it (no tight timing in tests).
+    assert misbehaving.SHORT_LIMIT <= elapsed < misbehaving.SHORT_LIMIT + 20
+    assert wall < 60
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    assert "killed at the hard limit" in (task_dir / "log.txt").read_text()
+    assert_tree_gone(task_dir)
+
+
+@pytest.mark.parametrize("mode", ["sleep", "setsid", "daemon"])
+def test_grandchildren_are_killed_at_the_hard_limit(
+    tiny_catalog: TinyData, tmp_path: Path, mode: str
+) -> None:
+    """A grandchild that sleeps, one that leaves the process group and ignores SIGTERM, and one
+    that double-forks away from the worker: none survives the task."""
+    rows = run("mis_spawner", tiny_catalog, tmp_path / "run", options={"mode": mode})
+    all_status(task_rows(rows, "breastmnist"), "timeout")
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    pids = misbehaving.recorded_pids(task_dir)
+    assert len(pids) >= 3, "the grandchild never started"
+    assert_tree_gone(task_dir)
+
+
+def test_grandchild_left_by_a_finished_adapter_is_killed(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    rows = run("mis_spawner", tiny_catalog, tmp_path / "run", options={"mode": "return"})
+    all_status(task_rows(rows, "breastmnist"), "ok")
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    assert len(misbehaving.recorded_pids(task_dir)) >= 3
+    assert_tree_gone(task_dir)
+    assert "process(es) terminated" in (task_dir / "log.txt").read_text()
+
+
+def test_memory_cap(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    rows = run(
+        "mis_memory_hog",
+        tiny_catalog,
+        tmp_path / "run",
+        memory_mb=300,
+        options={"megabytes": 1024},
+    )
+    split_rows = task_rows(rows, "breastmnist")
+    all_status(split_rows, "error")
+    assert "memory cap of 300 MB" in split_rows["test"]["reason"]
+    assert float(split_rows["test"]["elapsed_s"]) < misbehaving.LONG_LIMIT
+    assert_tree_gone(tmp_path / "run" / "tasks" / "breastmnist" / "seed0")
+
+
+# ---------------------------------------------------------------------------- crashes
+
+
+def test_exception_becomes_an_error_row(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    rows = run("mis_raiser", tiny_catalog, tmp_path / "run")
+    split_rows = task_rows(rows, "breastmnist")
+    all_status(split_rows, "error")
+    assert split_rows["test"]["reason"] == f"ValueError: {misbehaving.ERROR_MESSAGE}"
+    log_text = (tmp_path / "run" / "tasks" / "breastmnist" / "seed0" / "log.txt").read_text()
+    assert "Traceback" in log_text and misbehaving.ERROR_MESSAGE in log_text
+
+
+@pytest.mark.parametrize("how", ["kill", "ctypes"])
+def test_segfault_becomes_an_error_row(tiny_catalog: TinyData, tmp_path: Path, how: str) -> None:
+    rows = run("mis_segfault", tiny_catalog, tmp_path / "run", options={"how": how})
+    split_rows = task_rows(rows, "breastmnist")
+    all_status(split_rows, "error")
+    assert "died from SIGSEGV" in split_rows["test"]["reason"]
+    assert "log.txt" in split_rows["test"]["reason"]
+    assert_tree_gone(tmp_path / "run" / "tasks" / "breastmnist" / "seed0")
+
+
+# ---------------------------------------------------------------------------- invalid scores
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "fragment"),
+    [
+        ("nan", "invalid", "test 1 scores are NaN or infinite"),
+        ("inf", "invalid", "val 1 scores are NaN or infinite"),
+        ("columns", "invalid", "test scores have shape (30, 1); expected (30, 2)"),
+        ("rows", "invalid", "test scores have shape (29, 2); expected (30, 2)"),
+        ("range", "invalid", "expected probabilities in [0, 1]"),
+        ("strings", "invalid", "test scores have dtype <U3; expected floats"),
+        ("no_val", "invalid", "no val scores returned"),
+        ("object", "error", "Object arrays cannot be saved"),
+    ],
+)
+def test_garbage_scores(
+    tiny_catalog: TinyData, tmp_path: Path, mode: str, status: str, fragment: str
+) -> None:
+    rows = run("mis_garbage", tiny_catalog, tmp_path / "run", options={"mode": mode})
+    split_rows = task_rows(rows, "breastmnist")
+    all_status(split_rows, status)
+    assert fragment in split_rows["test"]["reason"]
+    for row in split_rows.values():
+        assert row["auc"] == "" and row["acc"] == ""
+    assert not (tmp_path / "run" / "tasks" / "breastmnist" / "seed0" / "evaluator").exists()
+
+
+def test_not_predictions(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    rows = run("mis_not_predictions", tiny_catalog, tmp_path / "run")
+    split_rows = task_rows(rows, "breastmnist")
+    all_status(split_rows, "error")
+    reason = split_rows["test"]["reason"]
+    assert reason.startswith("TypeError: ") and "not decathlon.contract.Predictions" in reason
+
+
+# ---------------------------------------------------------------------------- isolation of failures
+
+
+def test_one_failure_never_stops_the_other_datasets(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    datasets = ("breastmnist", "pneumoniamnist", "retinamnist")
+    rows = run(
+        "mis_good",
+        tiny_catalog,
+        tmp_path / "run",
+        datasets,
+        seeds=(0, 1),
+        options={"fail_on": ["breastmnist"]},
+    )
+    assert_each_row_once(rows, datasets, seeds=(0, 1))
+    for row in rows:
+        if row["dataset"] == "breastmnist":
+            assert row["status"] == "error"
+            assert row["reason"] == "RuntimeError: failing on breastmnist as asked"
+        elif row["dataset"] != "decathlon":
+            assert row["status"] == "ok" and 0.0 <= float(row["auc"]) <= 1.0
+    summary = [r for r in rows if r["dataset"] == "decathlon"]
+    assert sorted(r["seed"] for r in summary) == ["0", "1"]
+    for row in summary:
+        assert row["status"] == "incomplete"
+        assert row["auc"] == "" and row["acc"] == ""
+        assert row["reason"].startswith("2/10 datasets ok")
+        assert "breastmnist (error)" in row["reason"] and "pathmnist (not run)" in row["reason"]
+    header = (tmp_path / "run" / "leaderboard.csv").read_text().splitlines()[0]
+    assert tuple(header.split(",")) == leaderboard.COLUMNS
+
+
+def test_hooks_hear_every_task_and_a_failing_hook_stops_nothing(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    from decathlon.hookspecs import hookimpl
+
+    heard: list[tuple[str, Any]] = []
+
+    class Tracker:
+        @hookimpl
+        def decathlon_task_finished(self, rows: list[dict[str, Any]], task_dir: Path) -> None:
+            heard.append(("task", (rows[0]["dataset"], [r["status"] for r in rows], task_dir)))
+            raise RuntimeError("a tracker plugin that breaks")
+
+        @hookimpl
+        def decathlon_run_finished(self, run_dir: Path, leaderboard: Path) -> None:
+            heard.append(("run", (run_dir, leaderboard)))
+
+    registry = make_plugin_manager(extra_plugins=[misbehaving, Tracker()])
+    cfg = RunConfig(
+        adapter="mis_good",
+        profile="quick",
+        datasets=("breastmnist", "octmnist"),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+        options={"fail_on": ["octmnist"]},
+        kill_grace=KILL_GRACE,
+    )
+    run_dir = tmp_path / "run"
+    path = Runner(cfg, registry).run(run_dir)
+    assert [h[0] for h in heard] == ["task", "task", "run"]
+    assert heard[0][1][0] == "breastmnist" and heard[0][1][1] == ["ok"] * 3
+    assert heard[1][1][0] == "octmnist" and heard[1][1][1] == ["error"] * 3
+    assert heard[0][1][2] == run_dir / "tasks" / "breastmnist" / "seed0"
+    assert heard[2][1] == (run_dir, path)
+    assert_each_row_once(leaderboard.read(path), ("breastmnist", "octmnist"))
+
+
+def test_test_labels_never_reach_the_adapter(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    rows = run("mis_peeker", tiny_catalog, tmp_path / "run", ("breastmnist", "chestmnist"))
+    for flag in ("breastmnist", "chestmnist"):
+        split_rows = task_rows(rows, flag)
+        all_status(split_rows, "ok")  # the adapter raises if it finds test labels anywhere
+        assert json.loads(split_rows["test"]["notes"]) == {"peeked": "nothing found"}
+        spec = json.loads((tmp_path / "run" / "tasks" / flag / "seed0" / "task.json").read_text())
+        assert "y_test" not in spec["arrays"]
+        assert not any(path.endswith("test_labels.npy") for path in spec["arrays"].values())
+
+
+# ---------------------------------------------------------------------------- scores re-checkable
+
+
+def independent_auc(task: str, y: np.ndarray, s: np.ndarray) -> float:
+    """Pairwise AUC (ties count half), as the MedMNIST rules ask, without scikit-learn."""
+
+    def binary(truth: np.ndarray, score: np.ndarray) -> float:
+        pos, neg = score[truth == 1], score[truth == 0]
+        greater = (pos[:, None] > neg[None, :]).sum()
+        ties = (pos[:, None] == neg[None, :]).sum()
+        return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+    if task == "binary-class":
+        return binary(y[:, 0], s[:, -1])
+    if task == "multi-label, binary-class":
+        return float(np.mean([binary(y[:, j], s[:, j]) for j in range(s.shape[1])]))
+    return float(np.mean([binary((y[:, 0] == c).astype(int), s[:, c]) for c in range(s.shape[1])]))
+
+
+def independent_acc(task: str, y: np.ndarray, s: np.ndarray) -> float:
+    if task == "binary-class":
+        return float(np.mean((s[:, -1] > 0.5).astype(int) == y[:, 0]))
+    if task == "multi-label, binary-class":
+        return float(np.mean((s > 0.5).astype(int) == y))
+    return float(np.mean(s.argmax(axis=1) == y[:, 0]))
+
+
+def test_all_ten_ok_gives_the_decathlon_mean_and_every_score_rechecks(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    flags = tiny_catalog.catalog.flags
+    assert len(flags) == 10
+    run_dir = tmp_path / "run"
+    rows = run("mis_good", tiny_catalog, run_dir, tuple(flags))
+    assert_each_row_once(rows, tuple(flags))
+    tests = []
+    for flag in flags:
+        info = tiny_catalog.catalog.info(flag)
+        arrays = np.load(tiny_catalog.data_dir / f"{flag}.npz")
+        for split, row in task_rows(rows, flag).items():
+            assert row["status"] == "ok" and row["data_verified"] == "true"
+            assert row["task"] == info.task and row["adapter_version"] == "0-test"
+            # The evaluator CSV the runner wrote, re-read, scored independently.
+            (csv_path,) = (run_dir / "tasks" / flag / "seed0" / "evaluator").glob(
+                f"{flag}_{split}_*.csv"
+            )
+            with open(csv_path, encoding="utf-8-sig", newline="") as handle:
+                table = list(csv.reader(handle))
+            assert table[0] == ["id"] + [str(i) for i in range(info.n_classes)]
+            scores = np.array([[float(v) for v in line[1:]] for line in table[1:]])
+            saved = np.load(run_dir / "tasks" / flag / "seed0" / "predictions" / f"{split}.npy")
+            np.testing.assert_array_equal(scores, saved)
+            labels = arrays[f"{split}_labels"]
+            auc = independent_auc(info.task, labels, scores)
+            acc = independent_acc(info.task, labels, scores)
+            assert float(row["auc"]) == pytest.approx(auc, abs=1e-6)
+            assert float(row["acc"]) == pytest.approx(acc, abs=1e-6)
+            assert csv_path.name == metrics.evaluator_filename(flag, split, auc, acc, "run")
+            if split == "test":
+                tests.append((auc, acc))
+    (summary,) = [r for r in rows if r["dataset"] == "decathlon"]
+    assert summary["status"] == "ok" and summary["reason"] == "mean of 10 datasets"
+    assert float(summary["auc"]) == pytest.approx(np.mean([t[0] for t in tests]), abs=1e-6)
+    assert float(summary["acc"]) == pytest.approx(np.mean([t[1] for t in tests]), abs=1e-6)
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["config"]["adapter"] == "mis_good" and record["adapter"]["plugin"]
+    assert record["budgets_file"]["sha256"] and record["host"]["cpu_count"]
+
+
+# ---------------------------------------------------------------------------- data faults
+
+
+def _catalog_copy(data: TinyData, root: Path, flags: tuple[str, ...]) -> tuple[Path, Path, dict]:
+    """A writable copy of some tiny datasets and of the info.json describing them."""
+    data_dir = root / "data"
+    data_dir.mkdir(parents=True)
+    for flag in flags:
+        shutil.copyfile(data.data_dir / f"{flag}.npz", data_dir / f"{flag}.npz")
+    meta = json.loads(data.info_path.read_text())
+    return data_dir, root / "info.json", meta
+
+
+def _truncate(path: Path) -> None:
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+
+
+def _corrupt(path: Path) -> None:
+    blob = bytearray(path.read_bytes())
+    middle = len(blob) // 2
+    blob[middle : middle + 64] = bytes(b ^ 0xFF for b in blob[middle : middle + 64])
+    path.write_bytes(bytes(blob))
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that pickled code would have run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def _object_array_npz(path: Path, marker: Path) -> None:
+    arrays = dict(np.load(path))
+    payload = np.empty(len(arrays["train_labels"]), dtype=object)
+    payload[:] = [_Payload(marker)] * len(payload)
+    arrays["train_labels"] = payload
+    np.savez(path, **arrays)  # np.savez pickles object arrays
+    assert pickle.dumps(_Payload(marker))  # the payload is a real pickle
+
+
+def test_damaged_files_end_as_error_rows_and_spare_the_rest(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    flags = ("breastmnist", "pneumoniamnist", "retinamnist", "dermamnist", "octmnist")
+    data_dir, info_path, meta = _catalog_copy(tiny_catalog, tmp_path, flags)
+    marker = tmp_path / "pickle-executed"
+    _truncate(data_dir / "breastmnist.npz")
+    _corrupt(data_dir / "pneumoniamnist.npz")
+    _object_array_npz(data_dir / "retinamnist.npz", marker)
+    entry = meta["datasets"]["dermamnist"]
+    make_medmnist_npz(  # a valid file, but not the published one: wrong checksum
+        data_dir / "dermamnist.npz", "dermamnist", entry["task"], 3, 7, entry["n_samples"], 7
+    )
+    assert file_md5(data_dir / "dermamnist.npz") != entry["MD5"]
+    info_path.write_text(json.dumps(meta))
+
+    # Without --allow-unverified every changed file is refused on its checksum.
+    rows = run(
+        "mis_good", tiny_catalog, tmp_path / "strict", flags, data_dir=data_dir, info_path=info_path
+    )
+    assert_each_row_once(rows, flags)
+    for flag in flags[:4]:
+        split_rows = task_rows(rows, flag)
+        all_status(split_rows, "error")
+        reason = split_rows["test"]["reason"]
+        assert reason.startswith(f"data: {flag}.npz: MD5 ") and "--allow-unverified" in reason
+        task_dir = tmp_path / "strict" / "tasks" / flag / "seed0"
+        assert not (task_dir / "task.json").exists()  # no worker started
+    all_status(task_rows(rows, "octmnist"), "ok")
+
+    # With it, the loader's own checks still refuse what cannot be read safely.
+    rows = run(
+        "mis_good",
+        tiny_catalog,
+        tmp_path / "lenient",
+        flags,
+        data_dir=data_dir,
+        info_path=info_path,
+        allow_unverified=True,
+    )
+    assert_each_row_once(rows, flags)
+    expected = {
+        "breastmnist": "is not a readable .npz (truncated or corrupt?)",
+        "pneumoniamnist": "is not a readable .npz (truncated or corrupt?)",
+        "retinamnist": "train_labels is an object array (pickled Python objects); refusing",
+    }
+    for flag, fragment in expected.items():
+        split_rows = task_rows(rows, flag)
+        all_status(split_rows, "error")
+        assert split_rows["test"]["reason"].startswith(f"data: {flag}.npz: ")
+        assert fragment in split_rows["test"]["reason"]
+    assert not marker.exists(), "the pickled payload was executed"
+    derma = task_rows(rows, "dermamnist")
+    all_status(derma, "ok")
+    assert {r["data_verified"] for r in derma.values()} == {"false"}
+    oct_rows = task_rows(rows, "octmnist")
+    all_status(oct_rows, "ok")
+    assert {r["data_verified"] for r in oct_rows.values()} == {"true"}
+    (summary,) = [r for r in rows if r["dataset"] == "decathlon"]
+    assert summary["status"] == "incomplete" and summary["data_verified"] == "false"
+
+
+def test_single_class_split_is_a_row_not_a_crash(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """A (custom) file whose val labels hold one class: AUC is undefined there, the run goes on."""
+    flags = ("breastmnist", "octmnist")
+    data_dir, info_path, meta = _catalog_copy(tiny_catalog, tmp_path, flags)
+    arrays = dict(np.load(data_dir / "breastmnist.npz"))
+    arrays["val_labels"] = np.zeros_like(arrays["val_labels"])
+    np.savez_compressed(data_dir / "breastmnist.npz", **arrays)
+    meta["datasets"]["breastmnist"]["MD5"] = file_md5(data_dir / "breastmnist.npz")
+    info_path.write_text(json.dumps(meta))
+    rows = run(
+        "mis_good", tiny_catalog, tmp_path / "run", flags, data_dir=data_dir, info_path=info_path
+    )
+    assert_each_row_once(rows, flags)
+    breast = task_rows(rows, "breastmnist")
+    all_status(breast, "error")
+    assert breast["test"]["reason"].startswith("val AUC is undefined")
+    all_status(task_rows(rows, "octmnist"), "ok")
