@@ -1,0 +1,156 @@
+"""The ResNet adapters: registration (fast) and real runs of resnet18_28 through the harness.
+
+The real runs need the adapters' torch + torchvision environment; the first one builds it
+(``python -m decathlon setup resnet18_28``: about 5.5 GB on this machine kind).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from decathlon_adapters import resnet
+
+from decathlon import environments, leaderboard
+from decathlon.metrics import auc
+from decathlon.plugins import make_plugin_manager
+from decathlon.runner import RunConfig, Runner
+
+NAMES = ("resnet18_28", "resnet18_224", "resnet50_28", "resnet50_224")
+
+
+def test_four_adapters_registered_sharing_one_environment() -> None:
+    registry = make_plugin_manager()
+    adapters = [registry.get(name) for name in NAMES]
+    assert all(a.uses_gpu for a in adapters)
+    assert len({environments.env_dir(a) for a in adapters}) == 1
+    assert {a.run for a in adapters} == {f"decathlon_adapters.resnet:run_{n}" for n in NAMES}
+    assert all(callable(getattr(resnet, a.run.partition(":")[2])) for a in adapters)
+
+
+def test_schedule_milestones_scale_with_epochs() -> None:
+    assert resnet.milestones(100) == [50, 75]  # the published code's epochs 50 and 75
+    assert resnet.milestones(4) == [2, 3]
+    assert resnet.milestones(2) == [1]
+    assert resnet.milestones(1) == []
+
+
+def _rows(path: Path) -> dict[str, dict]:
+    return {
+        r["split"]: r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_resnet18_28_real_breastmnist_quick_is_ok(mixed_catalog, tmp_path: Path) -> None:
+    config = RunConfig(
+        adapter="resnet18_28",
+        profile="quick",  # 2 epochs
+        datasets=("breastmnist",),
+        data_dir=str(mixed_catalog.data_dir),
+        download=False,
+        info_path=str(mixed_catalog.info_path),
+        device="cpu",
+        n_jobs=2,
+    )
+    path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
+    rows = _rows(path)
+    assert {s: r["status"] for s, r in rows.items()} == {"train": "ok", "val": "ok", "test": "ok"}
+    notes = json.loads(rows["test"]["notes"])
+    assert notes["epochs_run"] == 2 and not notes["stopped_early"]
+    assert 0.5 < float(rows["test"]["auc"]) <= 1.0
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    assert (task_dir / "output" / "best.pt").is_file()
+
+
+BUDGETS_3_EPOCHS = """
+[profiles.quick]
+description = "three epochs of resnet18_28"
+seeds = [0]
+
+[quick.resnet18_28]
+epochs = 3
+hard_limit_seconds = 900
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_best_validation_epoch_not_the_last_predicts(mixed_catalog, tmp_path: Path) -> None:
+    """A high learning rate makes the validation AUC wander; the kept epoch is its maximum."""
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(BUDGETS_3_EPOCHS)
+    config = RunConfig(
+        adapter="resnet18_28",
+        profile="quick",
+        datasets=("breastmnist",),
+        data_dir=str(mixed_catalog.data_dir),
+        download=False,
+        info_path=str(mixed_catalog.info_path),
+        device="cpu",
+        n_jobs=2,
+        budgets_path=str(budgets),
+        options={"lr": 0.05, "predict_train": False},
+    )
+    path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
+    rows = _rows(path)
+    assert rows["test"]["status"] == "ok", rows["test"]["reason"]
+    assert "train" not in rows or rows["train"]["status"] != "ok"
+    notes = json.loads(rows["test"]["notes"])
+    history = notes["val_auc_history"]
+    assert notes["epochs_run"] == len(history) == 3
+    assert notes["best_epoch"] == int(np.argmax(history)) + 1
+    # The returned val scores are the kept epoch's: they reproduce its recorded val AUC.
+    predictions = tmp_path / "run" / "tasks" / "breastmnist" / "seed0" / "predictions"
+    y_val = np.load(mixed_catalog.data_dir / "breastmnist.npz")["val_labels"]
+    val_auc = auc("binary-class", y_val, np.load(predictions / "val.npy"))
+    assert val_auc == pytest.approx(history[notes["best_epoch"] - 1], abs=1e-9)
+    assert float(rows["val"]["auc"]) == pytest.approx(history[notes["best_epoch"] - 1], abs=1e-9)
+
+
+BUDGETS_DEADLINE = """
+[profiles.quick]
+description = "100 epochs that cannot fit in the hard limit"
+seeds = [0]
+
+[quick.resnet18_28]
+epochs = 100
+hard_limit_seconds = 60
+"""
+
+
+@pytest.mark.slow
+def test_deadline_stops_training_and_keeps_the_best_epoch(tiny_catalog, tmp_path: Path) -> None:
+    """100 epochs do not fit in 60 s: training stops in time and the best epoch so far predicts."""
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text(BUDGETS_DEADLINE)
+    config = RunConfig(
+        adapter="resnet18_28",
+        profile="quick",
+        datasets=("breastmnist",),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+        device="cpu",
+        n_jobs=2,
+        budgets_path=str(budgets),
+    )
+    path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
+    rows = _rows(path)
+    assert rows["test"]["status"] == "ok", rows["test"]["reason"]
+    notes = json.loads(rows["test"]["notes"])
+    assert notes["stopped_early"] and "deadline" in notes["stop_reason"]
+    assert 1 <= notes["epochs_run"] < 100
+    history = [-1.0 if a is None else a for a in notes["val_auc_history"]]
+    assert notes["best_epoch"] == int(np.argmax(history)) + 1
+
+
+@pytest.mark.slow
+def test_resnet18_28_conforms(tmp_path: Path) -> None:
+    """The harness's conformance check: one tiny generated dataset per task type, all `ok`."""
+    from decathlon.conformance import assert_conforms
+
+    assert_conforms("resnet18_28", tmp_path)
