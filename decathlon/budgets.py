@@ -136,7 +136,10 @@ class Budgets:
         """The adapter's options: its defaults, then the table's ``options``, then overrides."""
         merged = dict(adapter.options)
         for source, values in (
-            (f"[{profile}.{adapter.name}.options]", self.table(profile, adapter).get("options")),
+            (
+                f"{self.path.name}: [{profile}.{adapter.name}.options]",
+                self.table(profile, adapter).get("options"),
+            ),
             ("--option", overrides),
         ):
             for key, value in (values or {}).items():
