@@ -34,6 +34,7 @@ from decathlon_adapters.automl_vision.export import (
 from decathlon_adapters.automl_vision.inference import to_probabilities
 
 from decathlon import environments, leaderboard, metrics
+from decathlon.conformance import TASK_TYPE_DATASETS, assert_conforms
 from decathlon.contract import MULTI_LABEL
 from decathlon.datasets import Catalog
 from decathlon.errors import DecathlonError, PluginError
@@ -225,19 +226,24 @@ for m in spec["models"]:
         return x
 
     x_train = prep(data["train_images"])
-    y_train = data["train_labels"].ravel()
-    n_classes = len(perm)
+    multi = m.get("multi", False)
+    y_train = data["train_labels"] if multi else data["train_labels"].ravel()
+    n_classes = len(m["labels"])
     inputs = keras.Input((size, size, channels))
     h = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
     h = keras.layers.MaxPooling2D()(h)
     h = keras.layers.Conv2D(16, 3, activation="relu")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
-    probs = keras.layers.Dense(n_classes, activation="softmax")(h)
+    probs = keras.layers.Dense(n_classes, activation="sigmoid" if multi else "softmax")(h)
     model = keras.Model(inputs, probs)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    loss = "binary_crossentropy" if multi else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
     model.fit(x_train, y_train, epochs=m["epochs"], batch_size=32, verbose=0)
-    # The exported model's columns follow dict.txt, which lists the labels in `perm` order.
-    exported = keras.Model(inputs, keras.ops.take(probs, perm, axis=1))
+    # The exported model's columns follow dict.txt, which lists the labels in `perm` order;
+    # index n_classes is Vertex's extra "no_finding" label of multi-label exports.
+    labels = m["labels"] + ["no_finding"]
+    columns = keras.ops.concatenate([probs, 1.0 - keras.ops.max(probs, axis=1, keepdims=True)], 1)
+    exported = keras.Model(inputs, keras.ops.take(columns, perm, axis=1))
     folder = os.path.join(out, m["name"], m["flag"])
     os.makedirs(folder, exist_ok=True)
     for split in ("val", "test"):
@@ -256,7 +262,7 @@ for m in spec["models"]:
     with open(os.path.join(folder, "model.tflite"), "wb") as f:
         f.write(converter.convert())
     with open(os.path.join(folder, "dict.txt"), "w") as f:
-        f.write("".join(m["labels"][j] + "\n" for j in perm))
+        f.write("".join(labels[j] + "\n" for j in perm))
     print(m["name"], "built", flush=True)
 """
 
@@ -315,6 +321,14 @@ def tflite_models(tf_python, real_data_dir, tmp_path_factory) -> Path:
                 "labels": vertex_label_names(catalog.info(flag)),
             }
         )
+    _build(tf_python, spec)
+    return out
+
+
+def _build(tf_python: Path, spec: dict[str, Any]) -> None:
+    """Run the model-building script in the TensorFlow environment."""
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec))
     (out / "build.py").write_text(BUILD_SCRIPT)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
@@ -326,7 +340,6 @@ def tflite_models(tf_python, real_data_dir, tmp_path_factory) -> Path:
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return out
 
 
 def _reference(models: Path, name: str, split: str) -> np.ndarray:
@@ -468,7 +481,7 @@ def test_inference_directly_and_label_mapping(
         assert np.corrcoef(scores[:, 1], reference[:, 1])[0, 1] > 0.9, key
 
     # The retinamnist model is no model for breastmnist: its dict.txt lacks the labels.
-    wrong = direct(tflite_models / "retina_uint8", "breastmnist", {"x": {}})
+    wrong = direct(tflite_models / "retina_uint8" / "retinamnist", "breastmnist", {"x": {}})
     assert "lacks the labels" in wrong["x"]["error"]
     assert "malignant" in wrong["x"]["error"]
 
@@ -483,11 +496,48 @@ def test_run_without_cloud_configuration_is_an_error_row(
     assert row["status"] == "error"
     reason = row["reason"]
     assert reason.startswith("CloudConfigError: Google Cloud is not configured"), reason
-    for needed in ("application default credentials", "GOOGLE_CLOUD_PROJECT", "bucket=gs://"):
+    for needed in (
+        "application-default login",
+        "GOOGLE_CLOUD_PROJECT",
+        "bucket=gs://",
+        "model_dir",
+    ):
         assert needed in reason
-    assert "\n" not in reason
+    assert "\n" not in reason and not reason.endswith("...")
     # It stopped before exporting anything, and no model was made up.
     assert not (task_dir / "output" / "model").exists()
+
+
+@pytest.mark.slow
+def test_conforms_on_every_task_type(tiny_catalog, tf_python, automl_python, tmp_path) -> None:
+    # One small float model per task type, trained on generated data of the right shape; the
+    # chestmnist one has Vertex's extra "no_finding" column, listed first in its dict.txt.
+    catalog = Catalog.load()
+    spec: dict[str, Any] = {"out": str(tmp_path / "models"), "models": []}
+    for flag in TASK_TYPE_DATASETS:
+        info = catalog.info(flag)
+        multi = info.task == MULTI_LABEL
+        order = np.random.default_rng(0).permutation(info.n_classes).tolist()
+        spec["models"].append(
+            {
+                "name": "conformance",
+                "flag": flag,
+                "npz": str(tiny_catalog.data_dir / f"{flag}.npz"),
+                "size": 28,
+                "channels": info.n_channels,
+                "quantize": False,
+                "perm": ([info.n_classes] if multi else []) + order,
+                "epochs": 2,
+                "labels": vertex_label_names(info),
+                "multi": multi,
+            }
+        )
+    _build(tf_python, spec)
+    model_dir = tmp_path / "models" / "conformance"
+    assert (model_dir / "chestmnist" / "dict.txt").read_text().split()[0] == EMPTY_LABEL
+    assert_conforms(
+        "automl_vision", tmp_path / "conformance", options={"model_dir": str(model_dir)}
+    )
 
 
 def test_adapter_module_is_import_light() -> None:

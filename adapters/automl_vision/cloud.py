@@ -66,19 +66,11 @@ def _credentials() -> tuple[Optional[str], Optional[str]]:
         import google.auth
         from google.auth.exceptions import DefaultCredentialsError
     except ImportError:
-        return (
-            "the Google Cloud libraries (pip install google-cloud-aiplatform"
-            " google-cloud-storage in this adapter's environment)",
-            None,
-        )
+        return "pip install google-cloud-aiplatform google-cloud-storage", None
     try:
         _, project = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     except DefaultCredentialsError:
-        return (
-            "application default credentials (gcloud auth application-default login, or"
-            " GOOGLE_APPLICATION_CREDENTIALS=/path/to/key.json)",
-            None,
-        )
+        return "credentials (gcloud auth application-default login)", None
     return None, project
 
 
@@ -102,15 +94,15 @@ def resolve_config(
         or (credentials_project or "")
     )
     if not project:
-        missing.append("a project (GOOGLE_CLOUD_PROJECT=ID or --option project=ID)")
+        missing.append("GOOGLE_CLOUD_PROJECT or --option project=ID")
     bucket = str(options.get("bucket") or "") or environ.get("DECATHLON_AUTOML_BUCKET", "")
     if not bucket:
-        missing.append("a bucket (--option bucket=gs://BUCKET/PATH or DECATHLON_AUTOML_BUCKET)")
+        missing.append("--option bucket=gs://BUCKET/PATH")
     if missing:
         raise CloudConfigError(
-            "Google Cloud is not configured for AutoML Vision training; set "
-            + "; ".join(missing)
-            + ". Or score exported models offline with --option model_dir=DIR"
+            "Google Cloud is not configured for AutoML Vision training: set "
+            + ", ".join(missing)
+            + "; or score exported models offline with --option model_dir=DIR"
         )
     split_gs(bucket)
     return CloudConfig(
