@@ -1,0 +1,223 @@
+"""The harness killed with SIGKILL mid-run, then ``--resume``: nothing lost, nothing twice.
+
+The harness runs as a real ``python -m decathlon run`` subprocess; the misbehaving plugin reaches
+it through the ``decathlon`` entry-point group, as a third-party package would.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import misbehaving
+import pytest
+from conftest import TinyData
+
+from decathlon import leaderboard
+
+FLAGS = ("breastmnist", "pneumoniamnist", "retinamnist")
+SEEDS = (0, 1)
+
+
+def harness(tmp_path: Path, data: TinyData, *args: str) -> tuple[list[str], dict[str, str]]:
+    env = misbehaving.install_entry_point(tmp_path / "site")
+    env["DECATHLON_INFO"] = str(data.info_path)
+    env["DECATHLON_HOME"] = str(tmp_path / "home")
+    env.pop("DECATHLON_TASK_TAG", None)
+    return [sys.executable, "-m", "decathlon", "run", "--no-progress", *args], env
+
+
+def start_run(
+    tmp_path: Path,
+    data: TinyData,
+    adapter: str,
+    *extra: str,
+    flags: tuple[str, ...] = FLAGS,
+    seeds: tuple[int, ...] = SEEDS,
+) -> subprocess.Popen:
+    cmd, env = harness(
+        tmp_path,
+        data,
+        "--adapter",
+        adapter,
+        "--profile",
+        "quick",
+        "--datasets",
+        ",".join(flags),
+        "--seeds",
+        ",".join(map(str, seeds)),
+        "--data-dir",
+        str(data.data_dir),
+        "--no-download",
+        "--jobs",
+        "1",
+        "--run-dir",
+        str(tmp_path / "run"),
+        *extra,
+    )
+    out = open(tmp_path / "harness-1.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+
+
+def resume(tmp_path: Path, data: TinyData) -> subprocess.CompletedProcess:
+    cmd, env = harness(tmp_path, data, "--resume", str(tmp_path / "run"))
+    return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+
+
+def wait_for(condition, what: str, proc: subprocess.Popen, tmp_path: Path, limit: float = 120):
+    deadline = time.monotonic() + limit
+    while True:
+        found = condition()
+        if found:
+            return found
+        if proc.poll() is not None:
+            log_text = (tmp_path / "harness-1.log").read_text(errors="replace")
+            pytest.fail(f"the harness ended (exit {proc.returncode}) before {what}:\n{log_text}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def task_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in run_dir.glob("tasks/*/seed*/task.json"))
+
+
+def unfinished_running(run_dir: Path) -> list[Path]:
+    """Task folders whose worker is running now (tagged processes alive, no result yet)."""
+    return [
+        d
+        for d in task_dirs(run_dir)
+        if not (d / "result.json").exists()
+        and misbehaving.tagged_processes(misbehaving.task_tag(d))
+    ]
+
+
+def kill_harness(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+def wait_gone(tag: str, limit: float = 30.0) -> list[object]:
+    deadline = time.monotonic() + limit
+    while misbehaving.tagged_processes(tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return misbehaving.tagged_processes(tag)
+
+
+def read_valid_csv(path: Path) -> list[dict[str, str]]:
+    """The leaderboard parses as a whole CSV with the fixed header and full rows."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        table = list(csv.reader(handle))
+    assert tuple(table[0]) == leaderboard.COLUMNS
+    assert all(len(line) == len(leaderboard.COLUMNS) for line in table[1:])
+    return leaderboard.read(path)
+
+
+def assert_each_row_once(
+    rows: list[dict[str, str]],
+    status: str,
+    flags: tuple[str, ...] = FLAGS,
+    seeds: tuple[int, ...] = SEEDS,
+) -> None:
+    counts = Counter(
+        (r["dataset"], r["seed"], r["split"]) for r in rows if r["dataset"] != "decathlon"
+    )
+    expected = {(d, str(s), sp) for d in flags for s in seeds for sp in leaderboard.SPLITS}
+    assert set(counts) == expected and set(counts.values()) == {1}
+    assert {r["status"] for r in rows if r["dataset"] != "decathlon"} == {status}
+    summary = [r for r in rows if r["dataset"] == "decathlon"]
+    assert sorted(r["seed"] for r in summary) == [str(s) for s in seeds]
+    assert {r["status"] for r in summary} == {"incomplete"}
+
+
+def test_sigkill_mid_run_then_resume(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = start_run(tmp_path, tiny_catalog, "mis_good", "--option", "sleep_seconds=1.0")
+    try:
+
+        def two_done_and_one_running() -> list[Path]:
+            done = list(run_dir.glob("tasks/*/seed*/result.json"))
+            return unfinished_running(run_dir) if len(done) >= 2 else []
+
+        (interrupted,) = wait_for(two_done_and_one_running, "a third task started", proc, tmp_path)
+        kill_harness(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    old_tag = misbehaving.task_tag(interrupted)
+    finished = {
+        d: (d / "result.json").stat().st_mtime_ns
+        for d in task_dirs(run_dir)
+        if (d / "result.json").exists()
+    }
+    assert len(finished) >= 2
+
+    # What was written survives whole: the leaderboard is a complete CSV of the finished tasks.
+    rows = read_valid_csv(run_dir / "leaderboard.csv")
+    task_rows = [r for r in rows if r["dataset"] != "decathlon"]
+    assert len(task_rows) in (3 * len(finished), 3 * (len(finished) - 1))
+    assert {r["status"] for r in task_rows} == {"ok"}
+    # The worker dies with its harness (PR_SET_PDEATHSIG): no process keeps the task's tag.
+    assert wait_gone(old_tag) == []
+
+    done = resume(tmp_path, tiny_catalog)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(FLAGS) * len(SEEDS)} tasks, {len(finished)} already done" in done.stdout
+    rows = read_valid_csv(run_dir / "leaderboard.csv")
+    assert_each_row_once(rows, "ok")
+    # Finished tasks were not redone; the interrupted one was run again from scratch.
+    for task_dir, stamp in finished.items():
+        assert (task_dir / "result.json").stat().st_mtime_ns == stamp
+    assert misbehaving.task_tag(interrupted) != old_tag
+    for task_dir in task_dirs(run_dir):
+        assert misbehaving.tagged_processes(misbehaving.task_tag(task_dir)) == []
+    assert not list(run_dir.glob("tasks/*/seed*/scratch"))
+
+
+def test_resume_sweeps_grandchildren_of_a_killed_run(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """A grandchild outlives the killed harness and its worker; ``--resume`` kills it before it
+    reruns the task, and every task still ends exactly once."""
+    run_dir = tmp_path / "run"
+    flags, seeds = FLAGS[:1], (0,)
+    proc = start_run(
+        tmp_path, tiny_catalog, "mis_spawner", "--option", "mode=sleep", flags=flags, seeds=seeds
+    )
+    try:
+
+        def grandchild_up() -> list[Path]:
+            return [
+                d
+                for d in task_dirs(run_dir)
+                if len(misbehaving.recorded_pids(d)) >= 3 and not (d / "result.json").exists()
+            ]
+
+        (interrupted,) = wait_for(grandchild_up, "a grandchild started", proc, tmp_path)
+        kill_harness(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    old_tag = misbehaving.task_tag(interrupted)
+    worker_pid, *descendants = misbehaving.recorded_pids(interrupted)
+    deadline = time.monotonic() + 30
+    while misbehaving.live_pids([worker_pid]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert misbehaving.live_pids([worker_pid]) == [], "the worker outlived its harness"
+
+    done = resume(tmp_path, tiny_catalog)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert misbehaving.live_pids(descendants) == []
+    assert misbehaving.tagged_processes(old_tag) == []
+    assert_each_row_once(read_valid_csv(run_dir / "leaderboard.csv"), "timeout", flags, seeds)
+    for task_dir in task_dirs(run_dir):
+        assert misbehaving.tagged_processes(misbehaving.task_tag(task_dir)) == []
