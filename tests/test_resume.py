@@ -221,3 +221,34 @@ def test_resume_sweeps_grandchildren_of_a_killed_run(
     assert_each_row_once(read_valid_csv(run_dir / "leaderboard.csv"), "timeout", flags, seeds)
     for task_dir in task_dirs(run_dir):
         assert misbehaving.tagged_processes(misbehaving.task_tag(task_dir)) == []
+
+
+def test_ctrl_c_stops_the_task_tree_then_resume(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) to the harness: it takes the running task down, says how to resume and
+    exits 130; ``--resume`` then finishes the run."""
+    run_dir = tmp_path / "run"
+    flags, seeds = FLAGS[:2], (0,)
+    proc = start_run(
+        tmp_path,
+        tiny_catalog,
+        "mis_good",
+        "--option",
+        "sleep_seconds=3.0",
+        flags=flags,
+        seeds=seeds,
+    )
+    try:
+        (running,) = wait_for(lambda: unfinished_running(run_dir), "a task started", proc, tmp_path)
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "--resume" in (tmp_path / "harness-1.log").read_text()
+    assert misbehaving.tagged_processes(misbehaving.task_tag(running)) == []
+    assert not (running / "result.json").exists()
+
+    done = resume(tmp_path, tiny_catalog)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_each_row_once(read_valid_csv(run_dir / "leaderboard.csv"), "ok", flags, seeds)

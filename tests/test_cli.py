@@ -1,0 +1,250 @@
+"""The command line: expected problems print one line and exit 2, and lose nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import misbehaving
+import pytest
+from conftest import TinyData
+
+from decathlon import cli
+from decathlon.plugins import make_plugin_manager
+from decathlon.runner import RunConfig, Runner
+
+BAD_BUDGETS = {
+    "unknown key": (
+        "[profiles.paper]\n[profiles.quick]\n[quick.baseline]\nhard_limit_second = 300\n",
+        "unknown key 'hard_limit_second'. Did you mean 'hard_limit_seconds'?",
+    ),
+    "unknown adapter": (
+        "[profiles.paper]\n[profiles.quick]\n[quick.baselin]\nhard_limit_seconds = 300\n",
+        "unknown adapter 'baselin' in [quick.baselin]. Did you mean 'baseline'?",
+    ),
+    "negative": (
+        "[profiles.paper]\n[profiles.quick]\n[quick.baseline]\nhard_limit_seconds = -300\n",
+        "hard_limit_seconds must be positive, got -300",
+    ),
+    "wrong length": (
+        "[profiles.paper]\n[profiles.quick]\n[quick.baseline]\nhard_limit_seconds = [1, 2]\n",
+        "must be one number or three (one per scale tier)",
+    ),
+    "bad toml": ("[profiles.paper\n", "not valid TOML"),
+    "unknown dataset": (
+        '[profiles.paper]\n[profiles.quick]\ndatasets = ["pathmnst"]\n',
+        "unknown dataset 'pathmnst'. Did you mean 'pathmnist'?",
+    ),
+    "unknown option": (
+        "[profiles.paper]\n[profiles.quick]\n[quick.baseline]\nhard_limit_seconds = 300\n"
+        "[quick.baseline.options]\nmax_iters = 3\n",
+        "has no option 'max_iters'. Did you mean 'max_iter'?",
+    ),
+    "no hard limit": (
+        "[profiles.paper]\n[profiles.quick]\n[quick.baseline]\ntrials = 3\n",
+        "needs hard_limit_seconds",
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The harness's cache in a temporary folder; the misbehaving plugin installed beside the
+    entry points; a wide console so that tables are not cut."""
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cli, "make_plugin_manager", lambda: make_plugin_manager([misbehaving]))
+    monkeypatch.setattr(cli.console, "width", 240)
+
+
+def main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``folder``: content hash and modification time."""
+    return {
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def finished_run(tiny_catalog: TinyData, tmp_path: Path) -> Path:
+    """A run directory holding one finished task, made by the harness itself."""
+    config = RunConfig(
+        adapter="mis_good",
+        profile="quick",
+        datasets=("breastmnist",),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+        kill_grace=1.0,
+    )
+    run_dir = tmp_path / "existing"
+    Runner(config, make_plugin_manager([misbehaving])).run(run_dir)
+    assert (run_dir / "tasks" / "breastmnist" / "seed0" / "result.json").is_file()
+    return run_dir
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BUDGETS))
+def test_plan_with_a_bad_budgets_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str
+) -> None:
+    text, fragment = BAD_BUDGETS[case]
+    path = tmp_path / "budgets.toml"
+    path.write_text(text, encoding="utf-8")
+    code, _, err = main(
+        capsys, "plan", "--adapter", "baseline", "--profile", "quick", "--budgets", str(path)
+    )
+    assert_one_line_error(code, err, "budgets.toml", fragment)
+
+
+def test_plan_prints_budgets_and_worst_case(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = main(capsys, "plan", "--adapter", "autosklearn", "--datasets", "dermamnist")
+    assert code == 0 and err == ""
+    assert "dermamnist" in out and "14400s" in out and "4h15m" in out
+    assert "worst case" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["plan"], ["--adapter is required"]),
+        (
+            ["plan", "--adapter", "baselin"],
+            ["unknown adapter 'baselin'", "Did you mean 'baseline'"],
+        ),
+        (["plan", "--adapter", "baseline", "--profile", "quik"], ["unknown profile 'quik'"]),
+        (["plan", "--adapter", "baseline", "--datasets", "breastmnit"], ["unknown dataset"]),
+        (["plan", "--adapter", "baseline", "--scale-factor", "0"], ["scale factor must be"]),
+        (["plan", "--adapter", "baseline", "--option", "pca=3"], ["has no option 'pca'"]),
+        (["plan", "--adapter", "baseline", "--budgets", "/nonexistent/b.toml"], ["no such"]),
+        (["show", "/nonexistent/run"], ["no leaderboard.csv"]),
+        (["check", "no_such_adapter"], ["unknown adapter 'no_such_adapter'"]),
+    ],
+)
+def test_expected_problems_are_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragments: list[str]
+) -> None:
+    code, _, err = main(capsys, *argv)
+    assert_one_line_error(code, err, *fragments)
+
+
+@pytest.mark.parametrize("case", ["unknown key", "bad toml", "negative"])
+def test_bad_budgets_leave_an_existing_run_untouched(
+    capsys: pytest.CaptureFixture[str],
+    tiny_catalog: TinyData,
+    monkeypatch: pytest.MonkeyPatch,
+    finished_run: Path,
+    tmp_path: Path,
+    case: str,
+) -> None:
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    before = snapshot(finished_run)
+    text, fragment = BAD_BUDGETS[case]
+    bad = tmp_path / "budgets.toml"
+    bad.write_text(text, encoding="utf-8")
+    common = ["--data-dir", str(tiny_catalog.data_dir), "--no-download", "--no-progress"]
+
+    # A new run into the existing folder, with a bad budgets file.
+    code, _, err = main(
+        capsys,
+        "run",
+        "--adapter",
+        "baseline",
+        "--profile",
+        "quick",
+        "--budgets",
+        str(bad),
+        "--run-dir",
+        str(finished_run),
+        *common,
+    )
+    assert_one_line_error(code, err, fragment)
+    assert snapshot(finished_run) == before
+
+    # Resuming after the run's own budgets file was broken.
+    config_path = finished_run / "config.json"
+    record = json.loads(config_path.read_text())
+    record["config"]["budgets_path"] = str(bad)
+    config_path.write_text(json.dumps(record))
+    before = snapshot(finished_run)
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert_one_line_error(code, err, fragment)
+    assert snapshot(finished_run) == before
+
+
+def test_existing_run_dir_is_never_overwritten(
+    capsys: pytest.CaptureFixture[str], tiny_catalog: TinyData, monkeypatch, finished_run: Path
+) -> None:
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    before = snapshot(finished_run)
+    code, _, err = main(
+        capsys,
+        "run",
+        "--adapter",
+        "baseline",
+        "--profile",
+        "quick",
+        "--datasets",
+        "breastmnist",
+        "--data-dir",
+        str(tiny_catalog.data_dir),
+        "--no-download",
+        "--no-progress",
+        "--run-dir",
+        str(finished_run),
+    )
+    assert_one_line_error(code, err, "already holds a run", "--resume")
+    assert snapshot(finished_run) == before
+
+
+def test_resume_problems(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = main(capsys, "run", "--resume", str(empty))
+    assert_one_line_error(code, err, "holds no run to resume")
+    (empty / "config.json").write_text("{half a file")
+    code, _, err = main(capsys, "run", "--resume", str(empty))
+    assert_one_line_error(code, err, "config.json: not valid JSON")
+
+
+def test_show_a_finished_run(capsys: pytest.CaptureFixture[str], finished_run: Path) -> None:
+    code, out, err = main(capsys, "show", str(finished_run))
+    assert code == 0 and err == ""
+    assert "breastmnist" in out and "mis_good" in out
+
+
+def test_real_process_exit_code_and_stderr(tmp_path: Path) -> None:
+    """The same through a real ``python -m decathlon`` process: exit 2, one line, no traceback."""
+    bad = tmp_path / "budgets.toml"
+    bad.write_text(BAD_BUDGETS["unknown key"][0], encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "decathlon", "plan", "--adapter", "baseline", "--budgets", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: budgets.toml: [quick.baseline]: unknown key 'hard_limit_second'")
