@@ -792,14 +792,18 @@ def _seed_mean(metric_fn: MetricFn) -> MetricFn:
     )
 
 
-def catalog_labels(data_dir: Path | None) -> LabelsFn:
-    """Test labels from the local dataset files (never downloads); ``None`` where unavailable."""
+def catalog_labels(data_dir: Path | None, info_path: Path | None = None) -> LabelsFn:
+    """Test labels from the local dataset files (never downloads); ``None`` where unavailable.
+
+    ``data_dir`` defaults to the catalog's default folder, ``info_path`` to the bundled (or
+    ``$DECATHLON_INFO``) metadata.
+    """
 
     def labels(flag: str) -> np.ndarray | None:
         from decathlon import datasets
 
         try:
-            catalog = datasets.Catalog.load()
+            catalog = datasets.Catalog.load(info_path)
             loaded = datasets.load(
                 catalog,
                 flag,
@@ -842,7 +846,7 @@ def bootstrap_table(
     for m in methods:
         if m.run_dir is None:
             continue
-        fn = labels_fn or catalog_labels(_data_dir(m.run_dir))
+        fn = labels_fn or catalog_labels(*_run_paths(m.run_dir))
         skipped: list[str] = []
         for dataset in DATASETS:
             if (dataset, "test") not in m.scores:
@@ -894,13 +898,22 @@ def bootstrap_table(
     return pd.DataFrame.from_records(records, columns=CI_COLUMNS), notes
 
 
-def _data_dir(run_dir: Path) -> Path | None:
-    config = run_dir / "config.json"
+def _run_paths(run_dir: Path) -> tuple[Path | None, Path | None]:
+    """The data folder and catalog file a run used, from its ``config.json`` where it names them.
+
+    The runner records them under ``config``; relative paths are taken from the current folder.
+    """
     try:
-        value = json.loads(config.read_text()).get("data_dir")
+        record = json.loads((run_dir / "config.json").read_text())
+        config = record.get("config", record)
     except (OSError, ValueError, AttributeError):
-        return None
-    return Path(value) if value else None
+        return None, None
+
+    def existing(key: str) -> Path | None:
+        value = config.get(key) if isinstance(config, dict) else None
+        return Path(value).expanduser() if value and Path(value).expanduser().exists() else None
+
+    return existing("data_dir"), existing("info_path")
 
 
 def render_ci(ci: pd.DataFrame) -> str:
@@ -987,6 +1000,7 @@ def plot_splits(methods: Sequence[Method], path: Path, metric: str = "auc") -> P
     x = np.arange(len(shown))
     lowest = 1.0
     for ax, dataset in zip(axes, DATASETS):
+        drawn = 0
         for k, m in enumerate(shown):
             ys = {
                 split: m.scores[(dataset, split)][METRICS.index(metric)]
@@ -996,11 +1010,14 @@ def plot_splits(methods: Sequence[Method], path: Path, metric: str = "auc") -> P
             }
             if not ys:
                 continue
+            drawn += 1
             lowest = min(lowest, *ys.values())
             ax.plot([x[k]] * len(ys), list(ys.values()), color=colors[k], lw=1, alpha=0.6)
             for split, y in ys.items():
                 face = fills[split] or colors[k]
                 ax.scatter(x[k], y, marker=markers[split], s=28, color=colors[k], facecolors=face)
+        if not drawn:
+            ax.text(0.5, 0.5, "no results", transform=ax.transAxes, ha="center", color="0.5")
         ax.set_title(_SHORT[dataset], fontsize=10)
         ax.set_xticks(x, [str(k + 1) for k in range(len(shown))], fontsize=8)
         ax.set_xlim(-0.6, len(shown) - 0.4)

@@ -1,0 +1,590 @@
+"""Tests of decathlon.compare: reference tables, comparison table, statistics, bootstrap, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from decathlon import compare
+from decathlon.compare import COLUMNS, DATASETS
+from decathlon.errors import LeaderboardError
+
+SHARED_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# The derived-means table of ../shared/reference/README.md (mean over the ten datasets).
+PUBLISHED_MEANS = {
+    # adapter: (v1 AUC, v1 ACC, v2 AUC, v2 ACC)
+    "resnet18_28": (0.906, 0.806, 0.913, 0.819),
+    "resnet18_224": (0.911, 0.818, 0.916, 0.821),
+    "resnet50_28": (0.900, 0.802, 0.912, 0.816),
+    "resnet50_224": (0.904, 0.815, 0.914, 0.823),
+    "autosklearn": (0.797, 0.620, 0.872, 0.725),
+    "autokeras": (0.899, 0.808, 0.907, 0.809),
+    "automl_vision": (0.922, 0.798, 0.920, 0.806),
+}
+SOURCE_NAMES = {
+    "ResNet-18 (28)": "resnet18_28",
+    "ResNet-18 (224)": "resnet18_224",
+    "ResNet-50 (28)": "resnet50_28",
+    "ResNet-50 (224)": "resnet50_224",
+    "auto-sklearn": "autosklearn",
+    "AutoKeras": "autokeras",
+    "Google AutoML Vision": "automl_vision",
+}
+
+
+# --------------------------------------------------------------------------------- helpers
+
+
+def write_run(
+    root: Path,
+    run_id: str,
+    quality: dict[str, float],
+    *,
+    seeds: Iterable[int] = (0,),
+    profile: str = "quick",
+    failures: dict[tuple[str, str], str] | None = None,
+    skip: Iterable[str] = (),
+    splits: bool = True,
+    seed_noise: float = 0.0,
+) -> Path:
+    """Write a run directory with a leaderboard.csv in the project format; return the directory.
+
+    ``quality[adapter]`` shifts every score of that adapter; ``failures[(adapter, dataset)]`` is
+    a status other than ok (for every seed); datasets in ``skip`` get no rows at all.
+    """
+    failures = failures or {}
+    run_dir = root / run_id
+    run_dir.mkdir(parents=True)
+    rows: list[dict[str, Any]] = []
+    for adapter, q in quality.items():
+        for seed in seeds:
+            test_auc: dict[str, float] = {}
+            test_acc: dict[str, float] = {}
+            missing: list[str] = []
+            for j, dataset in enumerate(DATASETS):
+                if dataset in skip:
+                    missing.append(f"{dataset} (not run)")
+                    continue
+                status = failures.get((adapter, dataset), "ok")
+                base = 0.70 + 0.02 * j + q + seed_noise * seed
+                for split in compare.SPLITS if splits else ("test",):
+                    gap = {"train": 0.12, "val": 0.02, "test": 0.0}[split]
+                    auc = min(base + 0.05 + gap, 1.0)
+                    acc = min(base + gap, 1.0)
+                    row = {c: "" for c in COLUMNS}
+                    row.update(
+                        run_id=run_id,
+                        adapter=adapter,
+                        dataset=dataset,
+                        seed=seed,
+                        split=split,
+                        status=status,
+                        profile=profile,
+                        task="binary-class",
+                        n_images=100,
+                    )
+                    if status == "ok":
+                        row.update(auc=f"{auc:.4f}", acc=f"{acc:.4f}")
+                        if split == "test":
+                            test_auc[dataset], test_acc[dataset] = round(auc, 4), round(acc, 4)
+                    else:
+                        row["reason"] = f"{status} after 60 s"
+                    rows.append(row)
+                if status != "ok":
+                    missing.append(f"{dataset} ({status})")
+            summary = {c: "" for c in COLUMNS}
+            summary.update(
+                run_id=run_id, adapter=adapter, dataset="decathlon", seed=seed, split="test"
+            )
+            summary["profile"] = profile
+            if not missing:
+                summary.update(
+                    status="ok",
+                    auc=f"{np.mean(list(test_auc.values())):.4f}",
+                    acc=f"{np.mean(list(test_acc.values())):.4f}",
+                )
+            else:
+                summary.update(
+                    status="incomplete",
+                    reason=f"{len(DATASETS) - len(missing)}/10 datasets ok; missing: "
+                    + ", ".join(missing),
+                )
+            rows.append(summary)
+    write_csv(run_dir / "leaderboard.csv", rows)
+    (run_dir / "config.json").write_text("{}")
+    return run_dir
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> Path:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def good_board(tmp_path: Path) -> Path:
+    return write_run(tmp_path, "good", {"baseline": 0.0}) / "leaderboard.csv"
+
+
+# --------------------------------------------------------------------------------- references
+
+
+@pytest.mark.parametrize("name", ["v1", "v2"])
+def test_reference_leaderboards_are_in_the_project_format(name: str) -> None:
+    path = compare.reference_path(name)
+    with path.open(newline="") as f:
+        header = next(csv.reader(f))
+    assert header == COLUMNS
+    board = compare.read_leaderboard(path)
+    rows = board.rows
+    assert len(rows) == 70
+    assert board.profile == "paper"
+    assert set(rows["status"]) == {"ok"} and set(rows["split"]) == {"test"}
+    assert set(rows["adapter"]) == set(PUBLISHED_MEANS)
+    assert set(rows["run_id"]) == {path.stem}
+    assert (rows["notes"].str.len() > 0).all()
+    assert all(len(compare.methods_of(board)) == 7 for _ in [0])
+    assert all(m.complete for m in compare.methods_of(board))
+
+
+@pytest.mark.parametrize("name", ["v1", "v2"])
+def test_reference_leaderboards_hold_the_shared_reference_values(name: str) -> None:
+    source = SHARED_REFERENCE / compare.REFERENCES[name]
+    if not source.is_file():
+        pytest.skip(f"{source} not present")
+    ours = {
+        (r["adapter"], r["dataset"]): (float(r["auc"]), float(r["acc"]))
+        for r in read_rows(compare.reference_path(name))
+    }
+    theirs = {
+        (SOURCE_NAMES[r["method"]], r["dataset"]): (float(r["auc"]), float(r["acc"]))
+        for r in read_rows(source)
+        if r["dataset"] in DATASETS
+    }
+    assert ours == theirs
+
+
+def test_resnet18_28_v1_reproduces_the_published_means() -> None:
+    methods = compare.collect([], "v1")
+    (m,) = [m for m in methods if m.adapter == "resnet18_28"]
+    assert f"{m.mean('auc'):.3f}" == "0.906"
+    assert f"{m.mean('acc'):.3f}" == "0.806"
+
+
+@pytest.mark.parametrize("name", ["v1", "v2"])
+@pytest.mark.parametrize("adapter", list(PUBLISHED_MEANS))
+def test_reference_means_match_the_readme(name: str, adapter: str) -> None:
+    table = compare.comparison_table(compare.collect([], name))
+    row = table[table["adapter"] == adapter].iloc[0]
+    offset = 0 if name == "v1" else 2
+    published_auc, published_acc = PUBLISHED_MEANS[adapter][offset : offset + 2]
+    # Four exact means fall on a rounding tie (v1: 0.9115, 0.7975, 0.6195, 0.9215); the README
+    # rounds them either way, so "rounds to" means within half a unit of the third decimal.
+    assert abs(row["decathlon_auc"] - published_auc) <= 0.0005 + 1e-9
+    assert abs(row["decathlon_acc"] - published_acc) <= 0.0005 + 1e-9
+    assert row["complete"]
+
+
+def test_unknown_reference_is_refused() -> None:
+    with pytest.raises(LeaderboardError, match="unknown reference 'v3'"):
+        compare.reference_path("v3")
+
+
+def test_columns_are_the_leaderboard_modules() -> None:
+    from decathlon import leaderboard
+
+    assert COLUMNS == list(leaderboard.COLUMNS)
+
+
+# --------------------------------------------------------------------------------- bad input
+
+
+def _rows_of(path: Path) -> list[dict[str, str]]:
+    return read_rows(path)
+
+
+BAD_INPUTS = {
+    "not a leaderboard": (lambda p, rows: p.write_text("name,score\nfoo,1\n"), "not a decathlon"),
+    "empty file": (lambda p, rows: p.write_text(""), "empty file"),
+    "header only": (lambda p, rows: p.write_text(",".join(COLUMNS) + "\n"), "no rows"),
+    "missing columns": (
+        lambda p, rows: write_csv(p, rows, [c for c in COLUMNS if c not in ("acc", "profile")]),
+        "missing column(s) acc, profile",
+    ),
+    "duplicate rows": (lambda p, rows: write_csv(p, rows + rows[:1]), "duplicate rows"),
+    "mixed profiles": (
+        lambda p, rows: write_csv(p, [rows[0] | {"profile": "paper"}] + rows[1:]),
+        "mixed profiles 'paper', 'quick'",
+    ),
+    "unknown split": (
+        lambda p, rows: write_csv(p, [rows[0] | {"split": "tst"}] + rows[1:]),
+        "unknown split 'tst'",
+    ),
+    "only val rows": (
+        lambda p, rows: write_csv(
+            p, [r for r in rows if r["split"] == "val" and r["dataset"] != "decathlon"]
+        ),
+        "no test rows (splits found: val)",
+    ),
+    "summary on val": (
+        lambda p, rows: write_csv(p, rows[:-1] + [rows[-1] | {"split": "val"}]),
+        "summary row must have split test",
+    ),
+    "unknown dataset": (
+        lambda p, rows: write_csv(p, [rows[0] | {"dataset": "pathmnit"}] + rows[1:]),
+        "unknown dataset 'pathmnit'. Did you mean 'pathmnist'?",
+    ),
+    "v1 dataset name": (
+        lambda p, rows: write_csv(p, [rows[0] | {"dataset": "organmnist_axial"}] + rows[1:]),
+        "the current medmnist flag is 'organamnist'",
+    ),
+    "unknown status": (
+        lambda p, rows: write_csv(p, [rows[0] | {"status": "done"}] + rows[1:]),
+        "unknown status 'done'",
+    ),
+    "non-numeric auc": (
+        lambda p, rows: write_csv(p, [rows[0] | {"auc": "0.9x"}] + rows[1:]),
+        "auc '0.9x' is not a number",
+    ),
+    "auc out of range": (
+        lambda p, rows: write_csv(p, [rows[0] | {"auc": "91.2"}] + rows[1:]),
+        "auc 91.2 is outside [0, 1]",
+    ),
+    "ok test row without scores": (
+        lambda p, rows: write_csv(p, [rows[2] | {"acc": ""}] + rows[:2] + rows[3:]),
+        "status ok but no acc for the test split",
+    ),
+    "non-integer seed": (
+        lambda p, rows: write_csv(p, [rows[0] | {"seed": "first"}] + rows[1:]),
+        "seed 'first' is not an integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gives_one_line_naming_the_file(good_board: Path, case: str) -> None:
+    make, expected = BAD_INPUTS[case]
+    rows = _rows_of(good_board)
+    bad = good_board.parent / "bad.csv"
+    make(bad, rows)
+    with pytest.raises(LeaderboardError) as info:
+        compare.read_leaderboard(bad)
+    message = str(info.value)
+    assert str(bad) in message
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_file_and_run_dir_without_leaderboard(tmp_path: Path) -> None:
+    with pytest.raises(LeaderboardError, match="no such leaderboard file"):
+        compare.read_leaderboard(tmp_path / "nope.csv")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(LeaderboardError, match="not a run directory"):
+        compare.read_leaderboard(tmp_path / "run")
+
+
+def test_binary_file_is_not_a_leaderboard(tmp_path: Path) -> None:
+    path = tmp_path / "preds.npy"
+    np.save(path, np.zeros((3, 3)))
+    with pytest.raises(LeaderboardError, match=r"preds\.npy: not a"):
+        compare.read_leaderboard(path)
+
+
+def test_line_numbers_point_at_the_bad_row(good_board: Path) -> None:
+    rows = _rows_of(good_board)
+    rows[4]["auc"] = "high"
+    bad = write_csv(good_board.parent / "bad.csv", rows)
+    with pytest.raises(LeaderboardError, match="line 6: auc 'high'"):
+        compare.read_leaderboard(bad)
+
+
+def test_same_method_in_two_files_is_refused(good_board: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.csv"
+    copy.write_text(good_board.read_text())
+    with pytest.raises(LeaderboardError, match="duplicate rows: method good/baseline"):
+        compare.collect([good_board, copy])
+
+
+def test_unknown_format_is_refused(good_board: Path) -> None:
+    with pytest.raises(LeaderboardError, match="unknown format 'pdf'"):
+        compare.compare_command([good_board], None, None, ["pdf"], False)
+
+
+# --------------------------------------------------------------------------------- the table
+
+
+def test_comparison_of_synthetic_runs(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "runA", {"good": 0.05, "weak": 0.0})
+    b = write_run(
+        tmp_path,
+        "runB",
+        {"broken": 0.2},
+        failures={("broken", "chestmnist"): "timeout"},
+        skip=["pathmnist"],
+    )
+    methods = compare.collect([a, b / "leaderboard.csv"])
+    assert [m.label for m in methods] == ["runA/good", "runA/weak", "runB/broken"]
+    table = compare.comparison_table(methods)
+    assert list(table.columns) == compare.TABLE_COLUMNS
+
+    good, weak, broken = (table.iloc[i] for i in range(3))
+    expected_auc = np.mean([round(0.75 + 0.02 * j + 0.05, 4) for j in range(10)])
+    assert good["decathlon_auc"] == pytest.approx(expected_auc)
+    assert good["rank_auc"] == 1.0 and weak["rank_auc"] == 2.0
+    assert good["rank_acc"] == 1.0 and weak["rank_acc"] == 2.0
+    # The incomplete method keeps its cells but gets no mean and no rank.
+    assert not broken["complete"]
+    assert math.isnan(broken["decathlon_auc"]) and math.isnan(broken["rank_auc"])
+    assert math.isnan(broken["pathmnist_auc"]) and math.isnan(broken["chestmnist_auc"])
+    assert broken["dermamnist_auc"] > good["dermamnist_auc"]
+    assert broken["notes"] == (
+        "8/10 datasets ok; missing: pathmnist (not run), chestmnist (timeout)"
+    )
+
+    best = compare.best_cells(table)
+    assert best["dermamnist_auc"] == {2}  # the incomplete method still wins a dataset cell
+    assert best["decathlon_auc"] == {0} and best["rank_auc"] == {0}
+
+    text = compare.render_terminal(table, methods, width=220)
+    assert "runB/broken †" in text and "timeout" in text and "not run" in text
+    assert "Test AUC" in text and "Test ACC" in text
+
+    md = compare.to_markdown(table, methods)
+    assert "| runA/good |" in md and "**" in md
+    assert md.splitlines()[0].count("|") == len(compare._value_columns()) + 2
+    html = compare.to_html(table, methods)
+    assert "<b>" in html and "runB/broken †" in html
+    csv_text = compare.to_csv(table)
+    assert csv_text.splitlines()[0] == ",".join(compare.TABLE_COLUMNS)
+
+
+def test_seeds_are_averaged_with_a_note(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "seeds", {"baseline": 0.0}, seeds=(0, 1, 2), seed_noise=0.01)
+    (m,) = compare.collect([run])
+    assert m.seeds == (0, 1, 2)
+    assert m.test("pathmnist", "auc") == pytest.approx(0.75 + 0.01)  # mean of +0, +0.01, +0.02
+    table = compare.comparison_table([m])
+    assert table["notes"].iloc[0] == "mean over seeds 0, 1, 2"
+
+
+def test_a_seed_failing_leaves_the_dataset_missing(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "seeds", {"baseline": 0.0}, seeds=(0, 1))
+    rows = read_rows(run / "leaderboard.csv")
+    for r in rows:
+        if (r["dataset"], r["seed"], r["split"]) == ("retinamnist", "1", "test"):
+            r.update(status="error", auc="", acc="", reason="ValueError")
+    write_csv(run / "leaderboard.csv", rows)
+    (m,) = compare.collect([run])
+    assert m.missing == {"retinamnist": "1/2 seeds ok"}
+    assert math.isnan(m.mean("auc"))
+
+
+def test_mismatching_summary_row_is_only_logged(
+    good_board: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = read_rows(good_board)
+    rows[-1]["auc"] = "0.1"
+    write_csv(good_board, rows)
+    compare.read_leaderboard(good_board)
+    assert "the ten test rows give" in caplog.text
+
+
+# --------------------------------------------------------------------------------- statistics
+
+
+def test_two_methods_get_a_wilcoxon_test(tmp_path: Path) -> None:
+    from scipy.stats import wilcoxon
+
+    run = write_run(tmp_path, "two", {"good": 0.05, "weak": 0.0})
+    rows = read_rows(run / "leaderboard.csv")
+    # Make the differences vary so that the test is not degenerate.
+    for r in rows:
+        if r["adapter"] == "weak" and r["split"] == "test" and r["dataset"] in DATASETS[:3]:
+            r["auc"] = f"{float(r['auc']) + 0.08:.4f}"
+    write_csv(run / "leaderboard.csv", rows)
+    methods = compare.collect([run])
+    sig = compare.significance(methods, "auc")
+    assert sig.test == "wilcoxon"
+    matrix = compare.score_matrix(methods, "auc")
+    assert sig.pvalue == pytest.approx(wilcoxon(matrix["two/good"], matrix["two/weak"]).pvalue)
+    assert "higher on 7, lower on 3" in sig.lines[1]
+
+
+def test_three_or_more_methods_go_to_autorank(tmp_path: Path) -> None:
+    methods = compare.collect([], "v1")
+    sig = compare.significance(methods, "auc")
+    assert sig.test == "friedman + nemenyi"
+    assert sig.pvalue < 0.05
+    assert "critical difference" in sig.lines[1]
+    assert "paper_v1/automl_vision (2.50)" in sig.lines[2]
+    assert compare.plot_cd(sig, tmp_path / "cd.png") is not None
+    assert (tmp_path / "cd.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_incomplete_methods_are_left_out_of_the_test(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path, "holes", {"a": 0.0, "b": 0.01, "c": 0.02}, failures={("b", "octmnist"): "error"}
+    )
+    sig = compare.significance(compare.collect([run]), "auc")
+    assert sig.lines[0] == "Left out of the AUC test (datasets missing): holes/b."
+    assert sig.test == "wilcoxon"  # a vs c
+
+
+def test_without_complete_methods_the_common_datasets_are_tested(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path,
+        "partial",
+        {"a": 0.0, "b": 0.01},
+        failures={("a", "octmnist"): "timeout", ("b", "pathmnist"): "error"},
+    )
+    sig = compare.significance(compare.collect([run]), "acc")
+    assert sig.test == "wilcoxon"
+    assert "uses only the 8 datasets that every method has" in sig.lines[0]
+
+
+def test_unmet_assumptions_are_explained_in_one_line(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "few", {"a": 0.0, "b": 0.01}, skip=DATASETS[4:])
+    sig = compare.significance(compare.collect([run]), "auc")
+    assert sig.test is None and len(sig.lines) == 1
+    assert sig.lines[0].startswith("Statistics not run: tests over datasets need every method")
+    assert "few/a on" in sig.lines[0] and "\n" not in sig.lines[0]
+    matrix = compare.score_matrix(compare.collect([], "v2"), "auc").iloc[:4]
+    assert compare.check_assumptions(matrix) == (
+        "Statistics not run: 4 dataset(s), the tests need 5."
+    )
+    (one,) = compare.collect([], "v1")[:1]
+    assert compare.significance([one]).lines == ["Statistics need at least two methods."]
+    text = compare.compare_command([run], None, None, [], False, width=200)
+    assert text.count("Statistics not run") == 1  # AUC and ACC give the same reason once
+
+
+# --------------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_ci_with_sklearn_auc() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    score = y * 0.6 + rng.random(400) * 0.8
+    point = roc_auc_score(y, score)
+    low, high, used = compare.bootstrap_ci(y, score, roc_auc_score, n_boot=300)
+    assert used == 300 and low < point < high and high - low < 0.15
+    low_s, high_s, _ = compare.bootstrap_ci(y[:40], score[:40], roc_auc_score, n_boot=300)
+    assert high_s - low_s > high - low  # fewer images, wider interval
+    # Tiny and unbalanced: some resamples hold one class only and are skipped, not fatal.
+    _, _, used = compare.bootstrap_ci(np.array([0, 0, 0, 1]), np.arange(4.0), roc_auc_score)
+    assert 0 < used < 1000
+
+
+def test_bootstrap_table_from_saved_predictions(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "preds", {"baseline": 0.0}, seeds=(0, 1))
+    rng = np.random.default_rng(3)
+    labels = {
+        "breastmnist": rng.integers(0, 2, (80, 1)),
+        "dermamnist": np.arange(140).reshape(-1, 1) % 7,
+        "chestmnist": (rng.random((90, 14)) < 0.3).astype(np.uint8),
+    }
+    for dataset, y in labels.items():
+        n_out = {"breastmnist": 2, "dermamnist": 7, "chestmnist": 14}[dataset]
+        for seed in (0, 1):
+            folder = run / "tasks" / dataset / f"seed{seed}" / "predictions"
+            folder.mkdir(parents=True)
+            score = rng.random((len(y), n_out))
+            if dataset != "chestmnist":
+                score[np.arange(len(y)), y[:, 0]] += 0.5  # informative
+            np.save(folder / "test.npy", score)
+    methods = compare.collect([run])
+    ci, notes = compare.bootstrap_table(methods, labels.get, n_boot=50)
+    assert list(ci.columns) == compare.CI_COLUMNS
+    assert sorted(ci["dataset"]) == ["breastmnist", "chestmnist", "dermamnist"]
+    assert (ci["ci_low"] <= ci["ci_high"]).all()
+    assert ci.set_index("dataset").loc["breastmnist", "ci_low"] > 0.6
+    assert len(notes) == 1 and "pathmnist (no predictions)" in notes[0]
+
+    # Without labels (no catalog): skipped with a note, never an error.
+    ci2, notes2 = compare.bootstrap_table(methods, lambda flag: None, n_boot=10)
+    assert ci2.empty and "breastmnist (no labels)" in notes2[0]
+
+
+# --------------------------------------------------------------------------------- commands
+
+
+def test_compare_command_writes_tables_and_plots(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "runA", {"good": 0.05, "weak": 0.0}, profile="paper")
+    b = write_run(tmp_path, "runB", {"other": 0.02}, profile="paper", splits=False)
+    out = tmp_path / "out"
+    text = compare.compare_command([a, b], "v1", out, ["md", "html", "csv"], True, bootstrap=0)
+    assert "paper_v1/resnet18_28" in text and "runA/good" in text
+    assert "Friedman" in text or "ANOVA" in text
+    for name in ("table.md", "table.html", "table.csv"):
+        assert (out / name).stat().st_size > 0
+    for name in ("bars.png", "splits_auc.png", "splits_acc.png", "cd_auc.png", "cd_acc.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+    table = pd.read_csv(out / "table.csv")
+    assert list(table.columns) == compare.TABLE_COLUMNS and len(table) == 10
+
+
+def test_compare_two_runs_prints_wilcoxon_and_profile_note(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "runA", {"good": 0.05})
+    b = write_run(tmp_path, "runB", {"weak": 0.0}, profile="paper")
+    text = compare.compare_command([a, b], None, None, [], False, width=200)
+    assert "Wilcoxon signed-rank" in text
+    assert "Profiles differ (paper, quick)" in text
+
+
+def test_nothing_to_compare() -> None:
+    with pytest.raises(LeaderboardError, match="nothing to compare"):
+        compare.compare_command([], None, None, [], False)
+
+
+def test_show_command(tmp_path: Path) -> None:
+    run = write_run(
+        tmp_path, "one", {"baseline": 0.0}, failures={("baseline", "octmnist"): "timeout"}
+    )
+    text = compare.show_command(run, width=220)
+    assert "one/baseline †" in text
+    assert "timeout after 60 s" in text
+    assert "train AUC" in text and "0.870" in text  # pathmnist train AUC: 0.70 + 0.05 + 0.12
+
+
+@pytest.mark.realdata
+def test_bootstrap_with_real_labels_from_the_catalog(tmp_path: Path, real_data_dir: Path) -> None:
+    from decathlon import metrics
+
+    run = write_run(tmp_path, "real", {"baseline": 0.0})
+    config = {"config": {"data_dir": str(real_data_dir), "info_path": None}}
+    (run / "config.json").write_text(json.dumps(config))  # as the runner writes it
+    rng = np.random.default_rng(4)
+    y = np.load(real_data_dir / "breastmnist.npz")["test_labels"]
+    score = rng.random((len(y), 2))
+    score[np.arange(len(y)), y[:, 0]] += 0.4
+    score /= score.sum(axis=1, keepdims=True)
+    folder = run / "tasks" / "breastmnist" / "seed0" / "predictions"
+    folder.mkdir(parents=True)
+    np.save(folder / "test.npy", score)
+    point = metrics.auc("binary-class", y, score)
+
+    ci, notes = compare.bootstrap_table(compare.collect([run]), n_boot=200)
+    (row,) = ci.itertuples()
+    assert row.dataset == "breastmnist" and row.ci_low < point < row.ci_high
+    assert "Bootstrap CI skipped for real/baseline" in notes[0]
+    text = compare.compare_command([run], None, None, [], False, bootstrap=100, width=200)
+    assert "Bootstrap 95% CI of test AUC" in text and "breast 0.8" in text
