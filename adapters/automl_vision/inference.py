@@ -279,6 +279,8 @@ class TFLiteClassifier:
             "resize": self.resize,
             "input_range": list(self.input_range) if self.input_range else "raw/[0,1]",
             "outputs_were_logits": self.took_logits,
+            "batch": self.batch,
+            "tflite_metadata": self.folder.metadata,
         }
 
     def raw_scores(self, images: np.ndarray) -> np.ndarray:
