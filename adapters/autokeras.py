@@ -19,7 +19,11 @@ head), TensorFlow 2.21 and tensorboard (keras-tuner imports it). TensorFlow is `
 unless ``$DECATHLON_TF_PACKAGE`` names another distribution when the adapter is registered, for
 example ``DECATHLON_TF_PACKAGE='tensorflow[and-cuda]'`` for the GPU build with CUDA libraries
 from pip. The package name is part of the environment's hash, so each choice gets its own
-environment.
+environment. With ``device`` cuda, TensorFlow trains on the GPUs it sees (memory growth on).
+AutoKeras 3 also runs on Keras' other backends: ``KERAS_BACKEND=torch`` (or ``jax``) in the
+harness's environment reaches the worker, and Keras then trains with that framework, which the
+adapter's environment must hold (``benchmarks/autokeras_gpu.py`` uses this where TensorFlow
+cannot be installed).
 
 Differences from the paper's run: AutoKeras 3.0 on Keras 3 rather than AutoKeras 1.0 on
 TensorFlow 2.3; images scaled to [0, 1]; early stopping within a trial watches ``val_auc``
@@ -216,9 +220,8 @@ def run(task: Task) -> Predictions:
     import autokeras as ak
     import keras
     import keras_tuner
-    import tensorflow as tf
 
-    gpus = _configure_tensorflow(tf, task)
+    gpus = _configure_backend(keras.backend.backend(), task)
     keras.utils.set_random_seed(task.seed)
 
     x_train, x_val, x_test = (images(x) for x in (task.x_train, task.x_val, task.x_test))
@@ -305,10 +308,38 @@ def run(task: Task) -> Predictions:
             "best_trial": summary["best_trial"],
             "best_val_auc": summary["best_val_auc"],
             "search_s": round(search_seconds, 1),
+            "backend": keras.backend.backend(),
             "gpus": len(gpus),
             "model": BEST_MODEL_FILE,
         },
     )
+
+
+def _configure_backend(backend: str, task: Task) -> list[str]:
+    """Threads from ``task.n_jobs``; the names of the GPUs Keras trains on (none on ``cpu``).
+
+    TensorFlow is Keras' backend unless ``$KERAS_BACKEND`` says ``torch`` or ``jax`` (AutoKeras
+    3 runs on all three); on ``cpu`` the runner has already hidden every CUDA device.
+    """
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [g.name for g in _configure_tensorflow(tf, task)]
+    gpus: list[str] = []
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(max(1, task.n_jobs))
+        if task.device == "cuda" and torch.cuda.is_available():
+            gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    elif backend == "jax":
+        import jax
+
+        gpus = [str(d) for d in jax.devices() if d.platform == "gpu"]
+    if task.device == "cuda" and not gpus:
+        log.warning("device cuda was asked for but Keras' %s backend sees no GPU", backend)
+    log.info("Keras backend %s; GPUs: %s", backend, ", ".join(gpus) or "none")
+    return gpus
 
 
 def _configure_tensorflow(tf: Any, task: Task) -> list[Any]:
