@@ -1,0 +1,258 @@
+"""auto-sklearn 0.15.0 on the flattened pixels: the papers' statistical-AutoML baseline.
+
+Runs in its own Python 3.9 environment (auto-sklearn 0.15 needs scikit-learn 0.24, which has no
+wheels for newer Pythons); ``python -m decathlon setup autosklearn`` builds it. This module is
+imported by the harness (Python 3.11) for registration and by the worker inside that environment
+(Python 3.9), so it stays 3.9-valid and imports auto-sklearn only inside :func:`run`.
+
+What it does with a task:
+
+- Input: every image flattened to 784 values (2,352 for the RGB sets), uint8 scaled to [0, 1],
+  as in the paper.
+- Model selection on the official val split: train and val are concatenated, in that order, and
+  auto-sklearn's holdout is asked not to shuffle with ``train_size`` = the train split's share,
+  which auto-sklearn turns into a ``PredefinedSplit`` whose training part is exactly the train
+  split. Every candidate is trained on the training split and scored on the val split, and the
+  ensemble is built from the val predictions. By default the models are
+  not refit on train+val afterwards (option ``refit``): a refit costs time outside the budget and
+  makes the val scores in-sample.
+- Budget: ``time_left_for_this_task`` is ``budget.time_seconds`` less a margin for starting the
+  worker, loading the data and predicting (``margin_fraction`` of it, at least
+  ``margin_min_seconds``); ``per_run_time_limit`` is ``per_run_fraction`` of that, at least
+  ``per_run_min_seconds`` and never above it. The memory limit per model is the option
+  ``memory_limit_mb``, lowered to fit ``budget.memory_mb`` shared by ``n_jobs`` workers when the
+  task has a memory cap. ``n_jobs`` and ``seed`` come from the task.
+- Tasks: binary, multi-class and ordinal (as multi-class, like the evaluator) through auto-sklearn's
+  classification; chestmnist's 14 labels as a (N, 14) indicator matrix (its multilabel mode).
+  Score columns are the dataset's class ids in order (positive class last for binary), even when a
+  class is absent from the training data.
+- Output: auto-sklearn's temporary folder lives in the task's scratch directory and is deleted at
+  the end; its ``leaderboard()`` of the models it built is saved as ``leaderboard.csv`` in the
+  task's output directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from decathlon.contract import MULTI_LABEL, Adapter, Environment, Predictions, Task
+from decathlon.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+#: auto-sklearn raises ValueError for time_left_for_this_task below 30 s.
+MIN_SEARCH_SECONDS = 30
+
+#: The recipe verified in ../shared/ENVIRONMENTS.md: without the pins pip takes numpy 2 and
+#: pandas 2 and auto-sklearn fails; a cached bad ConfigSpace wheel survives without --no-cache-dir.
+ENVIRONMENT = Environment(
+    python="3.9",
+    requirements=(
+        "auto-sklearn==0.15.0",
+        "numpy<1.24",
+        "pandas<2",
+        "scipy<1.11",
+        "dask<2023",
+        "distributed<2023",
+    ),
+    pip_args=("--no-cache-dir",),
+)
+
+OPTIONS: dict[str, Any] = {
+    "memory_limit_mb": 4096,
+    "per_run_fraction": 0.1,
+    "per_run_min_seconds": 30,
+    "margin_fraction": 0.05,
+    "margin_min_seconds": 10,
+    "ensemble_size": 50,
+    "refit": False,
+}
+
+#: Columns of the saved leaderboard.csv, in this order. auto-sklearn
+#: 0.15's ``detailed=True`` fails with a KeyError when an ensemble member is missing from the run
+#: history (it fills only these columns for such a model), so the three preprocessor/balancing
+#: columns are left out.
+LEADERBOARD_COLUMNS = [
+    "model_id",  # first: auto-sklearn places "rank" relative to it
+    "rank",
+    "ensemble_weight",
+    "type",
+    "cost",
+    "duration",
+    "config_id",
+    "train_loss",
+    "seed",
+    "start_time",
+    "end_time",
+    "budget",
+    "status",
+    "config_origin",
+]
+
+ADAPTER = Adapter(
+    name="autosklearn",
+    run="decathlon_adapters.autosklearn:run",
+    description="auto-sklearn 0.15.0 on the flattened pixels, val split for model selection"
+    " (Python 3.9 environment)",
+    environment=ENVIRONMENT,
+    options=OPTIONS,
+    version="0.15.0",
+)
+
+
+@hookimpl
+def decathlon_register_adapters(register) -> None:
+    register(ADAPTER)
+
+
+def flatten(images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, 28, 28[, 3]) as float32 rows in [0, 1]: (N, 784) or (N, 2352)."""
+    x = np.asarray(images, dtype=np.float32) / 255.0
+    return x.reshape(len(x), -1)
+
+
+def time_limits(budget_seconds: float, options: dict[str, Any]) -> tuple[int, int]:
+    """(time_left_for_this_task, per_run_time_limit) in whole seconds for a soft budget.
+
+    The search gets the budget less a margin (``margin_fraction`` of it, at least
+    ``margin_min_seconds``) for the worker's start, data loading and prediction; one model gets
+    ``per_run_fraction`` of the search time, at least ``per_run_min_seconds`` and never more than
+    half the search time (auto-sklearn's own cap). auto-sklearn refuses less than 30 s of search,
+    so budgets under about 40 s are overrun: the search still gets 30 s.
+    """
+    margin = max(
+        float(options["margin_min_seconds"]), float(options["margin_fraction"]) * budget_seconds
+    )
+    total = max(MIN_SEARCH_SECONDS, int(math.floor(budget_seconds - margin)))
+    per_run = max(float(options["per_run_min_seconds"]), float(options["per_run_fraction"]) * total)
+    # auto-sklearn itself halves a per-model limit that leaves room for fewer than two models.
+    return total, max(1, min(total // 2, int(per_run)))
+
+
+def memory_limit(task: Task) -> int:
+    """auto-sklearn's per-model memory limit in MB, fitted under the task's cap if it has one."""
+    limit = int(task.options["memory_limit_mb"])
+    if task.budget.memory_mb:
+        # n_jobs models at once, plus the main process holding the data and the ensemble.
+        share = int(task.budget.memory_mb * 0.8 / max(1, task.n_jobs))
+        limit = min(limit, share)
+    return max(1024, limit)
+
+
+def _columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """auto-sklearn's probabilities (columns = sorted classes seen) as one column per class id."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim == 1:
+        proba = proba[:, None]
+    out = np.zeros((len(proba), n_classes))
+    out[:, classes.astype(int)] = proba
+    return out
+
+
+def run(task: Task) -> Predictions:
+    """Fit auto-sklearn on train with the val split for selection; score train, val and test."""
+    import autosklearn
+    import pandas as pd
+    from autosklearn.classification import AutoSklearnClassifier
+
+    started = time.monotonic()
+    opts = task.options
+    if task.budget.time_seconds is None:
+        raise ValueError(
+            "the autosklearn adapter needs a time budget (time_seconds in budgets.toml)"
+        )
+    total, per_run = time_limits(task.budget.time_seconds, opts)
+    memory = memory_limit(task)
+    multi_label = task.dataset.task == MULTI_LABEL
+
+    x_train, x_val, x_test = (flatten(x) for x in (task.x_train, task.x_val, task.x_test))
+    if multi_label:
+        y_train, y_val = (np.asarray(y, dtype=np.int64) for y in (task.y_train, task.y_val))
+    else:
+        y_train, y_val = (np.asarray(y, dtype=np.int64).ravel() for y in (task.y_train, task.y_val))
+    x_fit = np.concatenate([x_train, x_val])
+    y_fit = np.concatenate([y_train, y_val])
+    # Unshuffled holdout: auto-sklearn makes it a PredefinedSplit with the first
+    # floor(train_size * N) rows for training, i.e. exactly the official train split here (the
+    # half row keeps floor() off by-one rounding). A PredefinedSplit object passed directly is
+    # accepted too, but then auto-sklearn refuses to predict without a refit().
+    train_size = (len(x_train) + 0.5) / len(x_fit)
+    if int(np.floor(train_size * len(x_fit))) != len(x_train):  # auto-sklearn's own arithmetic
+        raise RuntimeError(f"holdout train_size {train_size!r} does not cut at the val split")
+
+    tmp_folder = task.scratch_dir / "autosklearn_tmp"  # auto-sklearn creates it; must not exist
+    settings: dict[str, Any] = {
+        "time_left_for_this_task": total,
+        "per_run_time_limit": per_run,
+        "memory_limit": memory,
+        "n_jobs": max(1, task.n_jobs),
+        "seed": int(task.seed),
+        "ensemble_size": int(opts["ensemble_size"]),
+        "resampling_strategy": "holdout",
+        "resampling_strategy_arguments": {"train_size": train_size, "shuffle": False},
+        # Its default may subsample rows (shuffling them) when the data is large against the
+        # memory limit, which would break the split above; the pixels are float32 already.
+        "dataset_compression": False,
+        "tmp_folder": str(tmp_folder),
+        "delete_tmp_folder_after_terminate": True,
+    }
+    log.info("auto-sklearn %s on %s: %s", autosklearn.__version__, task.dataset.flag, settings)
+    model = AutoSklearnClassifier(**settings)
+    fit_started = time.monotonic()
+    model.fit(x_fit, y_fit, dataset_name=task.dataset.flag)
+    fit_seconds = time.monotonic() - fit_started
+    leaderboard_error = None
+    try:
+        board = model.leaderboard(ensemble_only=False, top_k="all", include=LEADERBOARD_COLUMNS)
+        board.to_csv(task.output_dir / "leaderboard.csv")
+    except Exception as exc:  # a side artifact: never lose the predictions over it
+        log.warning("auto-sklearn's leaderboard() failed: %r", exc)
+        leaderboard_error = f"{type(exc).__name__}: {exc}"[:200]
+    results = pd.DataFrame(model.cv_results_)
+    statuses = results["status"].value_counts().to_dict() if len(results) else {}
+    n_success = int(statuses.get("Success", 0))
+    if n_success == 0:
+        # auto-sklearn would fall back to its dummy (prior) predictor: not a result to report.
+        raise RuntimeError(
+            f"auto-sklearn finished no model in {total} s on {task.dataset.flag}"
+            f" (runs by status: {statuses or 'none'}); give it more time"
+        )
+    refit = bool(opts["refit"])
+    if refit:
+        model.refit(x_fit, y_fit)
+
+    if multi_label:
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return np.clip(np.asarray(model.predict_proba(x), dtype=np.float64), 0.0, 1.0)
+
+    else:
+        classes = np.unique(y_fit)  # auto-sklearn label-encodes, so its columns are these, sorted
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            proba = _columns(model.predict_proba(x), classes, task.dataset.n_classes)
+            return np.clip(proba, 0.0, 1.0)
+
+    scores = {"train": predict(x_train), "val": predict(x_val), "test": predict(x_test)}
+
+    info = {
+        "models_evaluated": int(len(results)),
+        "models_succeeded": n_success,
+        "runs_by_status": {str(k): int(v) for k, v in statuses.items()},
+        "ensemble_size": len(model.get_models_with_weights()),
+        "time_left_for_this_task": total,
+        "per_run_time_limit": per_run,
+        "memory_limit_mb": memory,
+        "refit": refit,
+        "fit_s": round(fit_seconds, 1),
+        "adapter_s": round(time.monotonic() - started, 1),
+    }
+    if leaderboard_error:
+        info["leaderboard_error"] = leaderboard_error
+    log.info("auto-sklearn finished on %s: %s", task.dataset.flag, info)
+    return Predictions(train=scores["train"], val=scores["val"], test=scores["test"], info=info)

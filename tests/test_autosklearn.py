@@ -1,0 +1,231 @@
+"""The auto-sklearn adapter: budget arithmetic, environment, and real runs through the harness.
+
+The fast tests need no auto-sklearn. The slow ones build the adapter's Python 3.9 environment
+(once, about 90 s) and run the real auto-sklearn 0.15.0 through the runner, as a user would.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+from decathlon_adapters import autosklearn as adapter
+
+from decathlon import environments, leaderboard
+from decathlon.contract import Budget, DatasetInfo, Task
+from decathlon.errors import EnvironmentBuildError
+from decathlon.plugins import make_plugin_manager
+from decathlon.runner import RunConfig, Runner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _options(**overrides: object) -> dict[str, object]:
+    return {**adapter.OPTIONS, **overrides}
+
+
+def _task(tmp_path: Path, *, memory_mb: int | None = None, n_jobs: int = 2) -> Task:
+    info = DatasetInfo("breastmnist", "binary-class", 1, 2, {"0": "a", "1": "b"}, {})
+    empty = np.zeros((0, 28, 28), dtype=np.uint8)
+    return Task(
+        dataset=info,
+        x_train=empty,
+        y_train=np.zeros((0, 1), np.uint8),
+        x_val=empty,
+        y_val=np.zeros((0, 1), np.uint8),
+        x_test=empty,
+        budget=Budget(hard_limit_seconds=180, time_seconds=60, memory_mb=memory_mb),
+        seed=0,
+        scratch_dir=tmp_path,
+        output_dir=tmp_path,
+        n_jobs=n_jobs,
+        options=_options(),
+    )
+
+
+# ---------------------------------------------------------------------------- fast
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        (60, (50, 25)),  # quick profile, small datasets: 10 s margin, two models' worth
+        (120, (110, 30)),
+        (7200, (6840, 684)),  # paper profile: 5 % margin, a tenth per model
+        (21600, (20520, 2052)),
+        (30, (30, 15)),  # auto-sklearn refuses under 30 s of search
+        (5, (30, 15)),
+    ],
+)
+def test_time_limits(budget: float, expected: tuple[int, int]) -> None:
+    total, per_run = adapter.time_limits(budget, _options())
+    assert (total, per_run) == expected
+    assert 1 <= per_run <= total
+
+
+def test_time_limits_follow_options() -> None:
+    opts = _options(margin_fraction=0.0, margin_min_seconds=0, per_run_fraction=0.5)
+    assert adapter.time_limits(1000, opts) == (1000, 500)
+
+
+def test_memory_limit_fits_the_task_cap(tmp_path: Path) -> None:
+    assert adapter.memory_limit(_task(tmp_path)) == 4096
+    # 6000 MB for two workers: 0.8 * 6000 / 2 = 2400 MB each.
+    assert adapter.memory_limit(_task(tmp_path, memory_mb=6000)) == 2400
+    assert adapter.memory_limit(_task(tmp_path, memory_mb=64000)) == 4096
+    assert adapter.memory_limit(_task(tmp_path, memory_mb=1000, n_jobs=4)) == 1024
+
+
+def test_flatten_grey_and_rgb() -> None:
+    grey = np.full((3, 28, 28), 255, np.uint8)
+    rgb = np.zeros((2, 28, 28, 3), np.uint8)
+    assert adapter.flatten(grey).shape == (3, 784)
+    assert adapter.flatten(rgb).shape == (2, 2352)
+    assert adapter.flatten(grey).dtype == np.float32
+    assert float(adapter.flatten(grey).max()) == 1.0
+
+
+def test_columns_follow_class_ids_even_with_an_absent_class() -> None:
+    # Classes 0 and 2 seen out of 3: auto-sklearn's two columns land in columns 0 and 2.
+    proba = np.array([[0.2, 0.8], [0.9, 0.1]])
+    out = adapter._columns(proba, np.array([0, 2]), 3)
+    np.testing.assert_allclose(out, [[0.2, 0.0, 0.8], [0.9, 0.0, 0.1]])
+    # Binary with both classes: unchanged, positive class last.
+    np.testing.assert_allclose(adapter._columns(proba, np.array([0, 1]), 2), proba)
+
+
+def test_registered_with_its_python_39_environment() -> None:
+    registered = make_plugin_manager().get("autosklearn")
+    assert registered is adapter.ADAPTER
+    env = registered.environment
+    assert env is not None and env.python == "3.9"
+    assert "auto-sklearn==0.15.0" in env.requirements
+    assert {"numpy<1.24", "pandas<2", "scipy<1.11"} <= set(env.requirements)
+    assert "--no-cache-dir" in env.pip_args
+
+
+def test_module_is_python_39_and_import_light() -> None:
+    source = Path(adapter.__file__).read_text()
+    ast.parse(source, feature_version=(3, 9))
+    # Importing the plugin must not import auto-sklearn (or sklearn, pandas).
+    code = (
+        "import sys, decathlon_adapters.autosklearn as a;"
+        "print(sorted(m for m in ('autosklearn','sklearn','pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_python_39_gives_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if sys.version_info[:2] == (3, 9):
+        pytest.skip("the harness itself runs on 3.9")
+    empty_root = tmp_path / "pyenv"
+    empty_bin = tmp_path / "bin"
+    (empty_root / "versions").mkdir(parents=True)
+    empty_bin.mkdir()
+    monkeypatch.setenv("PYENV_ROOT", str(empty_root))
+    monkeypatch.setenv("PATH", str(empty_bin))
+    monkeypatch.delenv("DECATHLON_PYTHON_3_9", raising=False)
+    with pytest.raises(EnvironmentBuildError) as caught:
+        environments.find_python("3.9")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "no Python 3.9 found" in message
+    assert "DECATHLON_PYTHON_3_9" in message and "--python" in message
+
+
+def test_explicit_interpreter_of_the_wrong_version_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DECATHLON_PYTHON_3_9", sys.executable)
+    with pytest.raises(EnvironmentBuildError, match="need 3.9"):
+        environments.find_python("3.9")
+
+
+# ---------------------------------------------------------------------------- slow
+
+
+def _budgets_file(tmp_path: Path) -> Path:
+    """The project's profiles and autosklearn tables only, with the project's numbers.
+
+    The shared budgets.toml also holds tables for adapters that may not be installed here.
+    """
+    data = tomllib.loads((ROOT / "budgets.toml").read_text())
+    lines = []
+    for name in data["profiles"]:
+        lines += [f"[profiles.{name}]", "seeds = [0]"]
+        table = data.get(name, {}).get("autosklearn")
+        if table:
+            lines.append(f"[{name}.autosklearn]")
+            lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    path = tmp_path / "budgets.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _run(tmp_path: Path, config: RunConfig) -> list[dict[str, object]]:
+    path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
+    return [r for r in leaderboard.read(path) if r["split"] in ("train", "val", "test")]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "breastmnist.npz").symlink_to(real_data_dir / "breastmnist.npz")
+    config = RunConfig(
+        adapter="autosklearn",
+        profile="quick",  # 60 s for breastmnist, hard limit 180 s
+        datasets=("breastmnist",),
+        data_dir=str(data),
+        download=False,
+        budgets_path=str(_budgets_file(tmp_path)),
+        n_jobs=2,
+    )
+    rows = _run(tmp_path, config)
+    by_split = {r["split"]: r for r in rows}
+    assert set(by_split) == {"train", "val", "test"}
+    test = by_split["test"]
+    assert test["status"] == "ok", test["reason"]
+    assert float(test["auc"]) > 0.7
+    notes = json.loads(str(test["notes"]))
+    assert notes["models_succeeded"] >= 1
+    assert notes["time_left_for_this_task"] == 50 and notes["per_run_time_limit"] == 25
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    board = (task_dir / "output" / "leaderboard.csv").read_text().splitlines()
+    assert board[0].startswith("model_id,rank,ensemble_weight,type,cost,duration")
+    assert len(board) >= 2
+    scores = np.load(task_dir / "predictions" / "test.npy")
+    assert scores.shape == (156, 2)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-6)
+    assert not (task_dir / "scratch").exists()
+
+
+@pytest.mark.slow
+def test_generated_multilabel_chestmnist(tmp_path: Path, tiny_catalog) -> None:
+    config = RunConfig(
+        adapter="autosklearn",
+        profile="quick",
+        datasets=("chestmnist",),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+        budgets_path=str(_budgets_file(tmp_path)),
+        scale_factor=0.75,  # 45 s: 35 s of search after the margin
+        n_jobs=2,
+    )
+    rows = _run(tmp_path, config)
+    test = next(r for r in rows if r["split"] == "test")
+    assert test["status"] == "ok", test["reason"]
+    scores = np.load(
+        tmp_path / "run" / "tasks" / "chestmnist" / "seed0" / "predictions" / "test.npy"
+    )
+    assert scores.shape == (30, 14)
+    assert scores.min() >= 0.0 and scores.max() <= 1.0
