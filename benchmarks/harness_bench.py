@@ -79,6 +79,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        # other work on the machine inflates every time here: check it before comparing
+        "load_average_1min": os.getloadavg()[0],
         "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else ""),
         "command": " ".join([".venv/bin/python", "benchmarks/harness_bench.py", *sys.argv[1:]]),
     }
@@ -207,7 +209,7 @@ def _stats(values: Sequence[float]) -> str:
         return "-"
     if len(values) == 1:
         return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} (min {min(values):.3f})"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -269,8 +271,22 @@ def overhead(args: argparse.Namespace) -> dict[str, Any]:
         cold_lines.append(
             f"| {name} |" + "".join(f" {res['cold'].get(s, 0.0):.3f} |" for s in stages)
         )
-    log.info("\n%s\n\n%s", "\n".join(lines), "\n".join(cold_lines))
+    floor = [_interpreter_start() for _ in range(args.reps)]
+    results["interpreter_start"] = floor
+    log.info(
+        "\n%s\n\n%s\n\nworker floor, python -c 'import numpy, pluggy': %s s",
+        "\n".join(lines),
+        "\n".join(cold_lines),
+        _stats(floor),
+    )
     return results
+
+
+def _interpreter_start() -> float:
+    """Seconds to start the harness's Python and import what every worker imports."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import numpy, pluggy"], check=True)
+    return time.perf_counter() - started
 
 
 def vm_hwm_mb(pid: int | str = "self") -> float:
@@ -286,7 +302,7 @@ def vm_hwm_mb(pid: int | str = "self") -> float:
 
 
 class ChildPeaks(threading.Thread):
-    """Samples the peak memory of every descendant of this process every 10 ms."""
+    """Samples the peak memory of every worker below this process every 10 ms."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -298,11 +314,15 @@ class ChildPeaks(threading.Thread):
         while not self.stopped.wait(0.01):
             for child in me.children(recursive=True):
                 try:
-                    self.peaks[child.pid] = max(
-                        self.peaks.get(child.pid, 0.0), vm_hwm_mb(child.pid)
-                    )
+                    # Between fork and exec a child still shows the harness's memory: count
+                    # a sample only when the child was the worker before and after it.
+                    before = Path(f"/proc/{child.pid}/cmdline").read_bytes()
+                    peak = vm_hwm_mb(child.pid)
+                    after = Path(f"/proc/{child.pid}/cmdline").read_bytes()
                 except (OSError, ValueError):
                     continue
+                if b"worker.py" in before and b"worker.py" in after:
+                    self.peaks[child.pid] = max(self.peaks.get(child.pid, 0.0), peak)
 
 
 def _memory_child(args: argparse.Namespace) -> dict[str, Any]:
@@ -528,6 +548,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("%s", "; ".join(f"{k}: {v}" for k, v in facts.items()))
     handler = {"overhead": overhead, "memory": memory, "budget": budget, "quick": quick}
     results = handler[args.command](args)
+    facts["load_average_1min_after"] = os.getloadavg()[0]
+    log.info("load average (1 min) after: %.1f", facts["load_average_1min_after"])
     if args.json:
         args.json.write_text(
             json.dumps({"machine": facts, "results": results}, indent=2, default=str)
