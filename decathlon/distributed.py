@@ -9,9 +9,12 @@ verifies) the data from the configuration's data folder, and calls the same
 same scoring. Rows come back as tasks finish (``as_completed``) and the client alone records them
 (``result.json``, then the leaderboard), so a task is written once.
 
-The run folder need not be shared. A worker that sees the run's ``config.json`` writes the task's
-folder in place; one that does not runs the task in a staging folder under ``$DECATHLON_HOME`` and
-sends the folder back zipped (``output/`` only when it is under :data:`SHIP_OUTPUT_LIMIT`).
+The run folder need not be shared. A worker that sees the run's ``config.json`` (the same bytes)
+writes the task's folder in place; one that does not runs the task in a staging folder under
+``$DECATHLON_HOME`` and sends the folder back zipped (``output/`` only when it is under
+:data:`SHIP_OUTPUT_LIMIT`). The budgets file and any dataset metadata file travel with the tasks.
+Plugins the client registered outside the entry points are imported on the worker by module name,
+or loaded from their file when that name is not importable there.
 
 A worker that dies mid-task (killed, out of memory, machine lost) gives the task rows with status
 ``error`` and reason ``worker died ...``; with ``retries=N`` the task is run again up to N times
@@ -26,6 +29,7 @@ task also asks for ``{"CPU": n_jobs}``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -107,6 +111,9 @@ class DaskExecutor:
     def _connect(self) -> tuple[Any, Any]:
         from distributed import Client, LocalCluster
 
+        if not log.isEnabledFor(logging.INFO):  # Dask's own INFO lines only with --verbose
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+
         if self.scheduler:
             try:
                 return Client(self.scheduler, timeout="30s"), None
@@ -128,6 +135,7 @@ class DaskExecutor:
             threads_per_worker=1,
             host="127.0.0.1",
             dashboard_address=None,
+            preload=["decathlon.distributed"],  # import the harness before the first task
             # A local GPU is shared by the local workers: use --workers 1 per GPU for GPU adapters.
             resources={"GPU": 1} if gpus else None,
         )
@@ -161,12 +169,14 @@ class DaskExecutor:
                 + (f", each asking for {wanted}" if wanted else "")
             )
             payload = {
-                "config": runner.config.to_json(),
+                "config": worker_config(runner),
+                "files": shipped_files(runner),
                 "plugins": plugin_refs(runner.registry),
                 "entry_points": bool(runner.registry.pm.list_plugin_distinfo()),
                 "run_dir": str(run_dir),
                 "retries": self.retries,
                 "shared_run_dir": self.shared_run_dir,
+                "config_sha256": _sha256(run_dir / "config.json"),
             }
             token = uuid.uuid4().hex[:12]
             for task in tasks:
@@ -193,11 +203,14 @@ class DaskExecutor:
                         _unpack(result["archive"], runner._task_dir(run_dir, task))
                     if result.get("kept_on"):
                         runner.reporter.message(f"{task.key}: output/ kept on {result['kept_on']}")
-                except KilledWorker as exc:
+                except KilledWorker as exc:  # the scheduler's allowed-failures ran out first
+                    last = getattr(getattr(exc, "last_worker", None), "address", "a worker")
+                    tries = getattr(exc, "allowed_failures", 0) + 1
                     rows = failed_rows(
                         runner._base_row(run_dir, task),
                         "error",
-                        f"worker died: {exc}",
+                        f"worker died: {last} was lost while running the task ({tries} workers"
+                        " tried; the scheduler's allowed-failures ran out)",
                     )
                 except Exception as exc:  # a failure on the worker outside the task: still a row
                     log.warning("%s failed on the cluster: %r", task.key, exc)
@@ -208,10 +221,14 @@ class DaskExecutor:
                     )
                 runner.finish_task(run_dir, task, rows)
                 _forget_state(client, f"{_STATE_PREFIX}-{future.key}")
+                del futures[future]
         finally:
-            pending = [f for f in futures if not f.done()]
-            if pending:
-                client.cancel(pending)
+            # Interrupted: what still runs on a worker is cancelled (its subprocess runs on to
+            # its hard limit there); `--resume` reruns those tasks.
+            if futures:
+                client.cancel(list(futures))
+                for future in futures:
+                    _forget_state(client, f"{_STATE_PREFIX}-{future.key}")
             client.close()
             if cluster is not None:
                 cluster.close()
@@ -237,6 +254,25 @@ class DaskExecutor:
                     f"no Dask worker offers {name}={amount:g} (largest: {best:g}); tasks wait"
                     f" until one joins: {hint}"
                 )
+
+
+def worker_config(runner: Runner) -> dict[str, Any]:
+    """The run's configuration as a worker gets it: the data folder made absolute (a worker
+    resolves a relative one against its own working directory)."""
+    config = runner.config.to_json()
+    if config.get("data_dir"):
+        config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
+    return config
+
+
+def shipped_files(runner: Runner) -> dict[str, str]:
+    """The budgets file and any dataset metadata file the client read, by their RunConfig field:
+    a worker uses these texts, not whatever files sit at those paths on its machine."""
+    files = {"budgets_path": Path(runner.budgets.path).read_text(encoding="utf-8")}
+    info = runner.config.info_path or os.environ.get("DECATHLON_INFO")
+    if info:
+        files["info_path"] = Path(info).expanduser().read_text(encoding="utf-8")
+    return files
 
 
 def plugin_refs(registry: Registry) -> list[PluginRef]:
@@ -307,7 +343,23 @@ def _import_plugin(ref: PluginRef) -> Any:
 def _worker_runner(payload: dict[str, Any]) -> Runner:
     plugins = [_import_plugin(ref) for ref in payload["plugins"]]
     registry = make_plugin_manager(plugins, entry_points=payload["entry_points"])
-    return Runner(RunConfig.from_json(payload["config"]), registry)
+    config = dict(payload["config"])
+    for key, text in payload["files"].items():
+        config[key] = str(_cached_file(key, text))
+    return Runner(RunConfig.from_json(config), registry)
+
+
+def _cached_file(key: str, text: str) -> Path:
+    """The client's budgets or metadata file, written once on this worker under its hash."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    suffix = ".toml" if key == "budgets_path" else ".json"
+    path = environments.home() / "dask-runs" / "files" / f"{digest}{suffix}"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
 
 
 def _worker_name() -> str:
@@ -330,8 +382,8 @@ def run_task(payload: dict[str, Any], task: PlannedTask, state_name: str) -> dic
     runner = _worker_runner(payload)
     run_dir = Path(payload["run_dir"])
     shared = payload["shared_run_dir"]
-    if shared is None:
-        shared = (run_dir / "config.json").is_file()
+    if shared is None:  # the client's run folder, if this worker sees the same one
+        shared = _sha256(run_dir / "config.json") == payload["config_sha256"]
     where = run_dir if shared else _staging_dir(run_dir)
     state_var = Variable(state_name)
     state = state_var.get(timeout=60)
@@ -364,9 +416,14 @@ def run_task(payload: dict[str, Any], task: PlannedTask, state_name: str) -> dic
     return _result(rows, runner, where, task, shared)
 
 
-def _staging_dir(run_dir: Path) -> Path:
-    import hashlib
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
+
+def _staging_dir(run_dir: Path) -> Path:
     digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
     # Same folder name as the client's: it is the run id in rows and evaluator files.
     return environments.home() / "dask-runs" / digest / run_dir.name

@@ -296,3 +296,19 @@ def test_cli_local_cluster_gives_the_sequential_scores(real_data_dir: Path, tmp_
             assert row["status"] == "ok", row["reason"]
             for metric in ("auc", "acc"):
                 assert float(row[metric]) == pytest.approx(float(expected[metric]), abs=1e-9)
+
+
+def test_task_resources(tiny_catalog: Any, tmp_path: Path) -> None:
+    """GPU adapters ask for a GPU unless --device cpu; cores are asked for only where some worker
+    advertises CPU."""
+    executor = DaskExecutor(workers=1)
+
+    def wanted(adapter: str, device: str, workers: list[dict[str, float]]) -> dict:
+        config = _slow_config(tiny_catalog, tmp_path, adapter=adapter, device=device, n_jobs=3)
+        return executor.resources(Runner(config, _registry()), workers)
+
+    assert wanted("dask_test_gpu", "cuda", [{}]) == {"GPU": 1}
+    assert wanted("dask_test_gpu", "auto", [{}]) == {"GPU": 1}
+    assert wanted("dask_test_gpu", "cpu", [{"GPU": 1}]) == {}
+    assert wanted("dask_test_slow", "auto", [{"GPU": 1}]) == {}
+    assert wanted("dask_test_slow", "auto", [{}, {"CPU": 8}]) == {"CPU": 3}
