@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -293,7 +294,8 @@ def _validate(name: str, info: DatasetInfo, arrays: dict[str, np.ndarray]) -> No
             )
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def _read_npz(path: Path, keys: Sequence[str] = KEYS) -> dict[str, np.ndarray]:
+    """Read ``keys`` from the archive (every one of the six must be there)."""
     name = path.name
     key = ""
     try:
@@ -306,7 +308,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                 has = ", ".join(npz.files) or "nothing"
                 raise DataError(f"{name}: missing {', '.join(missing)} (has {has})")
             arrays: dict[str, np.ndarray] = {}
-            for key in KEYS:
+            for key in keys:
                 arrays[key] = npz[key]
             return arrays
     except DataError:
@@ -335,12 +337,17 @@ def load(
     allow_unverified: bool = False,
     progress: bool = True,
     redownload: bool = False,
+    cache_root: Optional[Path] = None,
 ) -> LoadedDataset:
     """Ensure the file (as :func:`ensure_file`), read it without pickles and check every array.
 
     Checks: the six keys, uint8, image shape (N, 28, 28) or (N, 28, 28, 3), label shape (N, 1)
     or (N, n_classes) for multi-label, label values, and each split's size against the
     published one. Any problem raises a one-line :class:`DataError` naming the file.
+
+    With ``cache_root``, images that :func:`materialize` already wrote for this file (same MD5)
+    are memory-mapped from there instead of decompressed again; labels always come from the
+    archive.
     """
     path, verified, md5 = _ensure(
         catalog,
@@ -353,9 +360,25 @@ def load(
         redownload=redownload,
     )
     info = catalog.info(flag)
-    arrays = _read_npz(path)
+    cached = _cached_images(cache_root, flag, md5) if cache_root is not None else {}
+    arrays = _read_npz(path, [k for k in KEYS if k not in cached])
+    arrays.update(cached)
     _validate(path.name, info, arrays)
     return LoadedDataset(info=info, path=path, verified=verified, md5=md5, arrays=arrays)
+
+
+def _cache_folder(cache_root: Path, flag: str, md5: str) -> Path:
+    return Path(cache_root) / f"{flag}-{md5[:12]}"
+
+
+def _cached_images(cache_root: Path, flag: str, md5: str) -> dict[str, np.ndarray]:
+    """The images :func:`materialize` wrote for this file, memory-mapped; {} if any is missing."""
+    folder = _cache_folder(cache_root, flag, md5)
+    keys = [k for k in KEYS if k.endswith("_images")]
+    try:
+        return {k: np.load(folder / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in keys}
+    except (OSError, ValueError):
+        return {}
 
 
 def materialize(
@@ -367,7 +390,7 @@ def materialize(
     They go under ``cache_root / f"{flag}-{md5[:12]}"``; each is written to a temporary name and
     moved into place, and one already there is kept. Returns key -> path.
     """
-    folder = Path(cache_root) / f"{loaded.info.flag}-{loaded.md5[:12]}"
+    folder = _cache_folder(cache_root, loaded.info.flag, loaded.md5)
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for key in keys:
