@@ -59,7 +59,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
           "--scheduler-file", str(scheduler_file))  # fmt: skip
     worker = ["worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-              "--nworkers", "1", "--nthreads", "1", "--no-dashboard"]  # fmt: skip
+              "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+              "--local-directory", str(root)]  # fmt: skip
     start(*worker)
     start(*worker, "--resources", "GPU=1")
     try:
