@@ -74,7 +74,8 @@ def check_scores(scores: np.ndarray, n_rows: int, info: DatasetInfo) -> str | No
     """
     scores = np.asarray(scores)
     expected = (n_rows, info.n_outputs)
-    if scores.dtype == object or not np.issubdtype(scores.dtype, np.number):
+    real = np.issubdtype(scores.dtype, np.number) and not np.iscomplexobj(scores)
+    if scores.dtype == object or not real:
         return f"scores have dtype {scores.dtype}; expected floats"
     if scores.shape != expected:
         return f"scores have shape {scores.shape}; expected {expected}"

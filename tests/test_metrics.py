@@ -192,6 +192,8 @@ def test_check_scores_accepts_valid_scores() -> None:
         (np.array([[0.0, 1.0001]] * 4), "expected probabilities in [0, 1]"),
         (np.array([[0.5, 0.5]] * 4, dtype=object), "dtype object; expected floats"),
         (np.full((4, 2), "0.5"), "expected floats"),
+        (np.full((4, 2), 0.5 + 0.5j), "dtype complex128; expected floats"),
+        (np.full((4, 2), True), "dtype bool; expected floats"),
     ],
 )
 def test_check_scores_refuses(scores: np.ndarray, fragment: str) -> None:
