@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from decathlon_adapters.automl_vision.export import add_cli as add_automl_export
+from decathlon_adapters.automl_vision.export import run_cli as run_automl_export
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -103,6 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
+    run.add_argument(
+        "--model-dir",
+        type=Path,
+        help="automl_vision: score exported models offline (the option model_dir)",
+    )
+    cluster = run.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="run the tasks on this Dask scheduler"
+    )
+    cluster.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run the tasks on a local Dask cluster of N worker processes",
+    )
+    run.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --scheduler/--workers: rerun a task whose Dask worker died up to N times"
+        " (default 0: a row with reason 'worker died')",
+    )
 
     setup = commands.add_parser("setup", help="build an adapter's environment")
     setup.add_argument("adapters", nargs="+", help="adapter names, or 'all'")
@@ -127,6 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print one run's results")
     show.add_argument("run", type=Path, help="a run directory or leaderboard.csv")
+
+    add_automl_export(commands)
+
+    compare = commands.add_parser(
+        "compare", help="compare leaderboards with each other and with the published tables"
+    )
+    compare.add_argument("paths", nargs="*", type=Path, help="leaderboard CSVs or run directories")
+    compare.add_argument("--reference", choices=["v1", "v2"], help="add a published table")
+    compare.add_argument("--out", type=Path, help="folder for files (default: ./comparison)")
+    compare.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        default=[],
+        choices=["md", "markdown", "html", "csv"],
+        help="also write the table as this (repeatable)",
+    )
+    compare.add_argument("--plots", action="store_true", help="write PNG plots")
+    compare.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples of test AUC; 0 = off"
+    )
     return parser
 
 
@@ -164,6 +210,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
         memory_mb=args.memory_mb,
         options=dict(args.option),
     )
+    if getattr(args, "model_dir", None):
+        config.options["model_dir"] = str(args.model_dir.resolve())
     for name in ("data_dir", "mirror"):
         value = getattr(args, name, None)
         if value is not None:
@@ -191,8 +239,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or Path("runs") / f"{config.adapter}-{config.profile}-{stamp}"
         resume = False
     reporter = None if args.no_progress or not console.is_terminal else RichReporter(console)
+    executor = None
+    if args.scheduler or args.workers is not None:
+        from decathlon.distributed import DaskExecutor, local_jobs
+
+        if args.workers and not args.resume and not args.jobs:
+            config.n_jobs = local_jobs(args.workers)
+        executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
+    run_dir = run_dir.resolve()  # the worker runs in another folder
     runner = Runner(config, registry, reporter=reporter or PlainReporter())
-    path = runner.run(run_dir, resume=resume)
+    path = runner.run(run_dir, resume=resume, executor=executor)
     console.print(results_table(leaderboard.read(path), title=str(path)))
     for row in leaderboard.read(path):
         if row["dataset"] == leaderboard.SUMMARY_DATASET:
@@ -288,10 +344,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    path = args.run / "leaderboard.csv" if args.run.is_dir() else args.run
-    if not path.is_file():
-        raise DecathlonError(f"{args.run}: no leaderboard.csv there")
-    console.print(results_table(leaderboard.read(path), title=str(path)))
+    from decathlon.compare import show_command
+
+    print(show_command(args.run, color=console.is_terminal), end="")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from decathlon.compare import compare_command
+
+    text = compare_command(
+        args.paths,
+        args.reference,
+        args.out,
+        args.formats,
+        args.plots,
+        bootstrap=args.bootstrap,
+        color=console.is_terminal,
+    )
+    print(text, end="")
     return 0
 
 
@@ -322,6 +393,9 @@ COMMANDS = {
     "list": cmd_list,
     "plan": cmd_plan,
     "show": cmd_show,
+    "check": cmd_check,
+    "compare": cmd_compare,
+    "export-automl-vision": run_automl_export,
 }
 
 

@@ -124,6 +124,16 @@ class NullReporter:
         pass
 
 
+class Executor(Protocol):
+    """Runs a run's pending tasks somewhere else (a cluster); see ``Runner.run(executor=...)``.
+
+    ``run`` must call ``runner.finish_task(run_dir, task, rows)`` exactly once per task, in the
+    calling process, with the rows of ``runner.execute`` run wherever it likes.
+    """
+
+    def run(self, runner: Runner, run_dir: Path, tasks: Sequence[PlannedTask]) -> None: ...
+
+
 class Runner:
     """Runs one adapter over datasets and seeds; see the module docstring for what it writes."""
 
@@ -176,21 +186,30 @@ class Runner:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, run_dir: Path, *, resume: bool = False) -> Path:
-        """Run every planned task not yet finished in ``run_dir``; return the leaderboard path."""
+    def run(self, run_dir: Path, *, resume: bool = False, executor: Executor | None = None) -> Path:
+        """Run every planned task not yet finished in ``run_dir``; return the leaderboard path.
+
+        Without ``executor`` the tasks run one after another here; an executor (such as
+        :class:`decathlon.distributed.DaskExecutor`) runs them elsewhere and records each one
+        with :meth:`finish_task` in this process.
+        """
+        run_dir = Path(run_dir).resolve()  # the worker runs in another folder
         tasks = self.plan()
         self._prepare_run_dir(run_dir, resume)
         done = sum(1 for t in tasks if (self._task_dir(run_dir, t) / "result.json").is_file())
         self.reporter.run_started(tasks, done)
-        if not environments.is_ready(self.adapter):
-            self.reporter.message(
-                f"first use of '{self.adapter.name}': building its environment (once)"
-            )
-        environments.build(self.adapter, on_step=self.reporter.message)
-        for task in self.pending(run_dir, tasks):
-            self.reporter.task_started(task)
-            rows = self.execute(run_dir, task)
-            self.finish_task(run_dir, task, rows)
+        if executor is not None:
+            executor.run(self, run_dir, self.pending(run_dir, tasks))
+        else:
+            if not environments.is_ready(self.adapter):
+                self.reporter.message(
+                    f"first use of '{self.adapter.name}': building its environment (once)"
+                )
+            environments.build(self.adapter, on_step=self.reporter.message)
+            for task in self.pending(run_dir, tasks):
+                self.reporter.task_started(task)
+                rows = self.execute(run_dir, task)
+                self.finish_task(run_dir, task, rows)
         path = self.write_leaderboard(run_dir)
         self.reporter.run_finished()
         try:
@@ -221,6 +240,7 @@ class Runner:
                 mirror=self.config.mirror,
                 download=self.config.download,
                 allow_unverified=self.config.allow_unverified,
+                cache_root=environments.home() / "arrays",
             )
         except DecathlonError as exc:
             log.error("%s", exc)
