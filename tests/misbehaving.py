@@ -54,7 +54,7 @@ ADAPTERS = (
         _LONG,
         options={"sleep_seconds": 0.0, "fail_on": [], "write_marker": ""},
     ),
-    _adapter("mis_sleeper", "sleep_forever", _SHORT),
+    _adapter("mis_sleeper", "sleep_forever", _SHORT, options={"ignore_sigterm": False}),
     _adapter("mis_spawner", "spawn", _SHORT, options={"mode": "sleep"}),
     _adapter("mis_raiser", "raise_error", _LONG),
     _adapter("mis_segfault", "segfault", _LONG, options={"how": "kill"}),
@@ -132,7 +132,9 @@ def good(task: Task) -> Predictions:
 
 
 def sleep_forever(task: Task) -> Predictions:
-    """Ignores its budget."""
+    """Ignores its budget (and, with ``ignore_sigterm``, the polite request to stop)."""
+    if task.options["ignore_sigterm"]:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         time.sleep(1)
 

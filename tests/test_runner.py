@@ -95,9 +95,14 @@ def all_status(split_rows: dict[str, dict[str, str]], status: str) -> None:
 # ---------------------------------------------------------------------------- budgets enforced
 
 
-def test_sleeper_is_stopped_at_its_hard_limit(tiny_catalog: TinyData, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ignore_sigterm", [False, True])
+def test_sleeper_is_stopped_at_its_hard_limit(
+    tiny_catalog: TinyData, tmp_path: Path, ignore_sigterm: bool
+) -> None:
     started = time.monotonic()
-    rows = run("mis_sleeper", tiny_catalog, tmp_path / "run")
+    rows = run(
+        "mis_sleeper", tiny_catalog, tmp_path / "run", options={"ignore_sigterm": ignore_sigterm}
+    )
     wall = time.monotonic() - started
     split_rows = task_rows(rows, "breastmnist")
     all_status(split_rows, "timeout")
