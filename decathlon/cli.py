@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("adapters", nargs="+", help="adapter names, or 'all'")
     setup.add_argument("--python", help="interpreter to build the environment from")
     setup.add_argument("--force", action="store_true", help="rebuild even if ready")
+    setup.add_argument(
+        "--adopt",
+        metavar="PYTHON",
+        help="use this existing interpreter and its packages instead of building (offline GPU"
+        " images, cluster modules); its packages are not checked",
+    )
 
     commands.add_parser(
         "list", help="adapters (environment ready or not) and datasets (cached or not)"
@@ -284,9 +290,12 @@ def cmd_setup(args: argparse.Namespace) -> int:
         if adapter.environment is None:
             console.print(f"{name}: runs in the harness's environment; nothing to build")
             continue
-        python = environments.build(
-            adapter, python=args.python, force=args.force, on_step=console.print
-        )
+        if args.adopt:
+            python = environments.adopt(adapter, args.adopt)
+        else:
+            python = environments.build(
+                adapter, python=args.python, force=args.force, on_step=console.print
+            )
         console.print(f"{name}: ready ({python})")
     return 0
 

@@ -198,6 +198,47 @@ def _step(cmd: list[str], build_log, adapter: Adapter, log_path: Path) -> None:
         )
 
 
+def adopt(
+    adapter: Adapter,
+    python: str | Path,
+    *,
+    root: Path | None = None,
+    extra_paths: tuple[Path, ...] = (),
+) -> Path:
+    """Use an existing interpreter, with its own packages, as the adapter's environment.
+
+    For machines where the frameworks are already installed (a GPU image, a cluster module,
+    a container) and nothing can be downloaded. The environment's ``bin/python`` becomes a
+    small wrapper that runs ``python`` with ``extra_paths`` on its path: a wrapper rather than a
+    venv, because ``python`` may itself be a venv whose packages a new venv would not see.
+    Nothing is checked against the adapter's requirements: the user vouches for them.
+    """
+    if adapter.environment is None:
+        raise EnvironmentBuildError(f"adapter '{adapter.name}' runs in the harness's environment")
+    executable = Path(shutil.which(str(python)) or python).absolute()  # a venv link: not resolved
+    if _version_of(executable) is None:
+        raise EnvironmentBuildError(f"--adopt {python}: does not run as a Python interpreter")
+    directory = env_dir(adapter, root)
+    if directory.exists():
+        shutil.rmtree(directory)
+    (directory / "bin").mkdir(parents=True)
+    path = os.pathsep.join(str(Path(p).absolute()) for p in extra_paths)
+    wrapper = _env_python(directory)
+    wrapper.write_text(
+        "#!/bin/sh\n" + (f'PYTHONPATH="{path}" ' if path else "") + f'exec "{executable}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    marker = {
+        "adapter": adapter.name,
+        "adopted_from": str(executable),
+        "extra_paths": [str(p) for p in extra_paths],
+        "python": _version_of(executable),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (directory / _MARKER).write_text(json.dumps(marker, indent=2))
+    return wrapper
+
+
 def describe(adapter: Adapter, root: Path | None = None) -> str:
     """'harness' for adapters without an environment, else 'ready' or 'not built'."""
     if adapter.environment is None:
