@@ -47,11 +47,10 @@ def hook_names() -> list[str]:
 
 def test_hook_specs_are_prefixed_and_documented() -> None:
     names = hook_names()
-    assert names == [
-        "decathlon_register_adapters",
-        "decathlon_run_finished",
-        "decathlon_task_finished",
-    ]
+    # At least: one hook that registers adapters, one called with each finished result.
+    assert {"decathlon_register_adapters", "decathlon_task_finished"} <= set(names)
+    markers = [n for n, v in vars(hookspecs).items() if hasattr(v, "decathlon_spec")]
+    assert sorted(markers) == names  # every spec is prefixed
     for name in names:
         assert inspect.getdoc(getattr(hookspecs, name)), f"{name} has no docstring"
 
