@@ -7,28 +7,33 @@ imported by the harness (Python 3.11) for registration and by the worker inside 
 
 What it does with a task:
 
-- Input: every image flattened to 784 values (2,352 for the RGB sets), uint8 scaled to [0, 1],
-  as in the paper.
+- Input: every image flattened to 784 values (2,352 for the RGB sets), as in the paper, scaled
+  from uint8 to float32 in [0, 1].
 - Model selection on the official val split: train and val are concatenated, in that order, and
-  auto-sklearn's holdout is asked not to shuffle with ``train_size`` = the train split's share,
-  which auto-sklearn turns into a ``PredefinedSplit`` whose training part is exactly the train
+  auto-sklearn's holdout is told not to shuffle, with ``train_size`` the train split's share;
+  auto-sklearn turns that into a ``PredefinedSplit`` whose training part is exactly the train
   split. Every candidate is trained on the training split and scored on the val split, and the
-  ensemble is built from the val predictions. By default the models are
-  not refit on train+val afterwards (option ``refit``): a refit costs time outside the budget and
-  makes the val scores in-sample.
+  ensemble is built from the val predictions. (A ``PredefinedSplit`` passed directly as
+  ``resampling_strategy`` is accepted too, but then auto-sklearn refuses to predict before a
+  ``refit()``.) By default the models are not refit on train+val afterwards (option ``refit``):
+  a refit costs time outside the budget and makes the val scores in-sample. The papers' code
+  instead fit on the training split alone with auto-sklearn's default shuffled 67/33 holdout
+  inside it, passing the val split only as auto-sklearn's (unused for selection) test set.
 - Budget: ``time_left_for_this_task`` is ``budget.time_seconds`` less a margin for starting the
   worker, loading the data and predicting (``margin_fraction`` of it, at least
-  ``margin_min_seconds``); ``per_run_time_limit`` is ``per_run_fraction`` of that, at least
-  ``per_run_min_seconds`` and never above it. The memory limit per model is the option
-  ``memory_limit_mb``, lowered to fit ``budget.memory_mb`` shared by ``n_jobs`` workers when the
-  task has a memory cap. ``n_jobs`` and ``seed`` come from the task.
-- Tasks: binary, multi-class and ordinal (as multi-class, like the evaluator) through auto-sklearn's
-  classification; chestmnist's 14 labels as a (N, 14) indicator matrix (its multilabel mode).
-  Score columns are the dataset's class ids in order (positive class last for binary), even when a
-  class is absent from the training data.
+  ``margin_min_seconds``), but at least 30 s, auto-sklearn's minimum; ``per_run_time_limit`` is
+  ``per_run_fraction`` of that, at least ``per_run_min_seconds`` and at most half of it. The
+  memory limit per model is the option ``memory_limit_mb``, lowered to fit ``budget.memory_mb``
+  shared by ``n_jobs`` workers when the task has a memory cap. ``n_jobs`` and ``seed`` come from
+  the task. A search that finishes no model (only auto-sklearn's dummy predictor) is an error.
+- Tasks: binary, multi-class and ordinal (as multi-class, like the evaluator) through
+  auto-sklearn's classification; chestmnist's 14 labels as a (N, 14) indicator matrix (its
+  multilabel mode). Score columns are the dataset's class ids in order (positive class last for
+  binary), even when a class is absent from the training data.
 - Output: auto-sklearn's temporary folder lives in the task's scratch directory and is deleted at
-  the end; its ``leaderboard()`` of the models it built is saved as ``leaderboard.csv`` in the
-  task's output directory.
+  the end; its ``leaderboard()`` of every model it tried is saved as ``leaderboard.csv`` in the
+  task's output directory; the leaderboard's notes get the counts (``models_evaluated``,
+  ``models_succeeded``, ``ensemble_size``) and the limits used.
 """
 
 from __future__ import annotations
@@ -179,8 +184,7 @@ def run(task: Task) -> Predictions:
     y_fit = np.concatenate([y_train, y_val])
     # Unshuffled holdout: auto-sklearn makes it a PredefinedSplit with the first
     # floor(train_size * N) rows for training, i.e. exactly the official train split here (the
-    # half row keeps floor() off by-one rounding). A PredefinedSplit object passed directly is
-    # accepted too, but then auto-sklearn refuses to predict without a refit().
+    # half row keeps floor() off by-one rounding).
     train_size = (len(x_train) + 0.5) / len(x_fit)
     if int(np.floor(train_size * len(x_fit))) != len(x_train):  # auto-sklearn's own arithmetic
         raise RuntimeError(f"holdout train_size {train_size!r} does not cut at the val split")
