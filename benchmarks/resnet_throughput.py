@@ -47,6 +47,7 @@ def load_adapter_module() -> Any:
     spec = importlib.util.spec_from_file_location("resnet_adapter", ROOT / "adapters" / "resnet.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
