@@ -159,6 +159,16 @@ def _columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarr
     return out
 
 
+def _dummy_weight(model: Any) -> float:
+    """The ensemble's weight on auto-sklearn's dummy (class-prior) model, run number 1.
+
+    auto-sklearn puts it in the ensemble when no model it finished beats it on the val split;
+    at weight 1.0 the scores are constant and the AUC is 0.5.
+    """
+    pairs = model.automl_.ensemble_.get_identifiers_with_weights()
+    return round(float(sum(w for (_, num_run, _), w in pairs if num_run == 1)), 4)
+
+
 def run(task: Task) -> Predictions:
     """Fit auto-sklearn on train with the val split for selection; score train, val and test."""
     import autosklearn
@@ -249,6 +259,7 @@ def run(task: Task) -> Predictions:
         "models_succeeded": n_success,
         "runs_by_status": {str(k): int(v) for k, v in statuses.items()},
         "ensemble_size": len(model.get_models_with_weights()),
+        "dummy_weight": _dummy_weight(model),
         "time_left_for_this_task": total,
         "per_run_time_limit": per_run,
         "memory_limit_mb": memory,
