@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from decathlon_adapters.automl_vision.export import add_cli as add_automl_export
 from decathlon_adapters.automl_vision.export import run_cli as run_automl_export
@@ -36,9 +36,22 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 def _seed_list(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in _csv_list(text))
+        seeds = tuple(int(part) for part in _csv_list(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be whole numbers, got '{text}'") from None
+        seeds = ()
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be whole numbers >= 0, got '{text}'")
+    return seeds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
+    return value
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -64,7 +77,9 @@ def _add_budget_args(parser: argparse.ArgumentParser) -> None:
         "--scale-factor", type=float, default=1.0, help="multiply every time budget"
     )
     parser.add_argument("--budgets", type=Path, help="budgets file (default: ./budgets.toml)")
-    parser.add_argument("--memory-mb", type=int, help="memory cap of each task's process tree")
+    parser.add_argument(
+        "--memory-mb", type=_positive_int, help="memory cap of each task's process tree"
+    )
     parser.add_argument(
         "--option",
         type=_option,
@@ -75,8 +90,15 @@ def _add_budget_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are expected problems too: one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m decathlon",
         description="MedMNIST Classification Decathlon: run AutoML adapters on the ten MedMNIST "
         "datasets under the published budgets and score them as the MedMNIST papers do.",
@@ -99,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="use files whose MD5 differs from the published one (recorded in the leaderboard)",
     )
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--jobs", type=int, help="CPU cores given to each task (default: all)")
+    run.add_argument(
+        "--jobs", type=_positive_int, help="CPU cores given to each task (default: all)"
+    )
     run.add_argument(
         "--run-dir", type=Path, help="where to write (default: runs/ADAPTER-PROFILE-TIME)"
     )
@@ -116,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cluster.add_argument(
         "--workers",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="run the tasks on a local Dask cluster of N worker processes",
     )

@@ -85,10 +85,18 @@ def task_processes(root_pid: int | None, tag: str) -> list[psutil.Process]:
     return list(found.values())
 
 
-def kill_tree(root_pid: int | None, tag: str, *, grace: float = 5.0) -> int:
+def kill_tree(
+    root_pid: int | None,
+    tag: str,
+    *,
+    grace: float = 5.0,
+    popen: subprocess.Popen | None = None,
+) -> int:
     """SIGTERM every process of the task, SIGKILL what is left after ``grace`` seconds.
 
-    Returns how many processes were signalled. Zombies that this process parents are reaped.
+    Returns how many processes were signalled. Pass the worker's ``popen`` when this process
+    started it: it is then reaped through ``popen`` (which keeps its exit status) rather than by
+    psutil.
     """
     procs = [p for p in task_processes(root_pid, tag) if _alive(p)]
     if root_pid is not None:
@@ -101,15 +109,24 @@ def kill_tree(root_pid: int | None, tag: str, *, grace: float = 5.0) -> int:
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
+    own = popen.pid if popen is not None else None
+    others = [p for p in procs if p.pid != own]
+    _, alive = psutil.wait_procs(others, timeout=grace)
+    if popen is not None:
+        try:
+            popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            popen.kill()
     # Children forked during the grace period are caught on this second pass.
-    for proc in {p.pid: p for p in alive + task_processes(root_pid, tag)}.values():
+    rest = {p.pid: p for p in alive + task_processes(root_pid, tag) if p.pid != own}
+    for proc in rest.values():
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=grace)
-    _reap_zombies()
+    psutil.wait_procs(list(rest.values()), timeout=grace)
+    if popen is not None:
+        popen.wait()
     return len(procs)
 
 
@@ -120,22 +137,17 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _reap_zombies() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 def _tree_rss_mb(root_pid: int, tag: str) -> float:
+    """The tree's memory: the sum of proportional set sizes (PSS) where Linux gives them, so
+    that pages shared after a fork count once; resident sizes elsewhere."""
     total = 0
     for proc in task_processes(root_pid, tag):
         try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            try:
+                total += proc.memory_full_info().pss
+            except (AttributeError, psutil.AccessDenied):
+                total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return total / 2**20
 
@@ -176,13 +188,13 @@ def run_limited(
         try:
             _watch(proc, tag, outcome, started, hard_limit, memory_mb, on_tick)
         except BaseException:  # Ctrl-C or SIGTERM to the harness: take the task down with it
-            kill_tree(proc.pid, tag, grace=kill_grace)
+            kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
             raise
         outcome.elapsed = time.monotonic() - started
         # Always sweep: a worker that exited normally may have left children running.
         leftovers = [p for p in task_processes(proc.pid, tag) if _alive(p)]
         if leftovers or outcome.returncode is None:
-            outcome.killed = kill_tree(proc.pid, tag, grace=kill_grace)
+            outcome.killed = kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
         if outcome.returncode is None:
             outcome.returncode = proc.wait()
         footer = f"\n[decathlon] exit {outcome.returncode}, {outcome.elapsed:.1f} s"

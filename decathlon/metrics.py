@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, roc_auc_score
 
 from decathlon.contract import BINARY, MULTI_LABEL, TASK_TYPES, DatasetInfo
 
@@ -24,6 +23,8 @@ THRESHOLD = 0.5
 
 def auc(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Area under the ROC curve as MedMNIST's ``getAUC``."""
+    from sklearn.metrics import roc_auc_score  # imported here: seconds of start-up otherwise
+
     _check_task(task)
     y_true = np.asarray(y_true).squeeze()
     y_score = np.asarray(y_score).squeeze()
@@ -47,6 +48,8 @@ def auc(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 def acc(task: str, y_true: np.ndarray, y_score: np.ndarray, threshold: float = THRESHOLD) -> float:
     """Accuracy as MedMNIST's ``getACC``."""
+    from sklearn.metrics import accuracy_score
+
     _check_task(task)
     y_true = np.asarray(y_true).squeeze()
     y_score = np.asarray(y_score).squeeze()
