@@ -70,11 +70,21 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: get SIGTERM when the harness dies, so a killed harness leaves no worker behind."""
+    """Linux: get SIGTERM when the harness dies, and pass a SIGTERM on to the whole process
+    group, so that a killed harness leaves neither this worker nor its children behind."""
+    import signal
+
+    def forward(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            os.killpg(os.getpgrp(), signal.SIGTERM)  # the group includes this process
+        except OSError:
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, forward)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):

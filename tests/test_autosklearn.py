@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 from decathlon_adapters import autosklearn as adapter
 
 from decathlon import environments, leaderboard
@@ -152,24 +151,6 @@ def test_explicit_interpreter_of_the_wrong_version_is_refused(
 # ---------------------------------------------------------------------------- slow
 
 
-def _budgets_file(tmp_path: Path) -> Path:
-    """The project's profiles and autosklearn tables only, with the project's numbers.
-
-    The shared budgets.toml also holds tables for adapters that may not be installed here.
-    """
-    data = tomllib.loads((ROOT / "budgets.toml").read_text())
-    lines = []
-    for name in data["profiles"]:
-        lines += [f"[profiles.{name}]", "seeds = [0]"]
-        table = data.get(name, {}).get("autosklearn")
-        if table:
-            lines.append(f"[{name}.autosklearn]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
-    path = tmp_path / "budgets.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _run(tmp_path: Path, config: RunConfig) -> list[dict[str, object]]:
     path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
     return [r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET]
@@ -183,11 +164,11 @@ def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
     (data / "breastmnist.npz").symlink_to(real_data_dir / "breastmnist.npz")
     config = RunConfig(
         adapter="autosklearn",
-        profile="quick",  # 60 s for breastmnist, hard limit 180 s
+        profile="quick",  # 120 s for breastmnist, hard limit 240 s: halved here
+        scale_factor=0.5,
         datasets=("breastmnist",),
         data_dir=str(data),
         download=False,
-        budgets_path=str(_budgets_file(tmp_path)),
         n_jobs=2,
     )
     rows = _run(tmp_path, config)
@@ -216,8 +197,7 @@ def test_conforms_on_every_task_type(tmp_path: Path) -> None:
     assert_conforms(
         "autosklearn",
         workdir,
-        budgets_path=_budgets_file(tmp_path),
-        scale_factor=0.6,  # 36 s each: auto-sklearn's minimum of 30 s of search
+        scale_factor=0.3,  # 36 s each: auto-sklearn's minimum of 30 s of search
     )
     tasks = workdir / "run" / "tasks"
     assert np.load(tasks / "chestmnist" / "seed0" / "predictions" / "test.npy").shape[1] == 14
