@@ -285,8 +285,9 @@ def train_and_predict(task: Task, arch: str, size: int) -> Predictions:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     opts = task.options
     device = "cuda" if task.device == "cuda" and torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        torch.set_num_threads(max(1, int(task.n_jobs)))
+    if task.device == "cuda" and device == "cpu":
+        log.warning("the harness gave device cuda, but torch sees no CUDA device: using the CPU")
+    torch.set_num_threads(max(1, int(task.n_jobs)))
     epochs = int(task.budget.epochs or 100)
     trainer = Trainer(
         arch,
@@ -306,7 +307,7 @@ def train_and_predict(task: Task, arch: str, size: int) -> Predictions:
     x_val = images_tensor(task.x_val, trainer.device)
     y_val = np.asarray(task.y_val)
     n_all = len(task.x_train) + len(task.x_val) + len(task.x_test)
-    history: list[float] = []
+    history: list[float | None] = []
     epoch_seconds: list[float] = []
     best_auc, best_epoch, best_state = -math.inf, 0, None
     predict_seconds = 0.0
@@ -343,7 +344,7 @@ def train_and_predict(task: Task, arch: str, size: int) -> Predictions:
             val_auc = auc(task.dataset.task, y_val, val_scores)
         except ValueError:  # scores with NaN (a diverged run)
             val_auc = math.nan
-        history.append(None if math.isnan(val_auc) else val_auc)
+        history.append(None if math.isnan(val_auc) else round(val_auc, 6))
         log.info(
             "epoch %d/%d: loss %.4f, val AUC %.4f, %.1f s (%.0f img/s)",
             epoch,
@@ -365,7 +366,7 @@ def train_and_predict(task: Task, arch: str, size: int) -> Predictions:
         "epochs_run": len(history),
         "epochs": epochs,
         "stopped_early": stopped_early,
-        "best_val_auc": best_auc if math.isfinite(best_auc) else None,
+        "best_val_auc": round(best_auc, 6) if math.isfinite(best_auc) else None,
         "val_auc_history": history,
         "mean_epoch_s": round(float(np.mean(epoch_seconds)), 2),
         "device": device,
