@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -106,18 +105,13 @@ def _find_data(explicit: str | None) -> Path:
 
 
 def _adopt(environments: Any, adapter: Any, python: str, wheels: Path | None, backend: str) -> Path:
-    """Make ``python`` (with its own packages) the adapter's ready environment.
-
-    The environment's ``bin/python`` is a small wrapper that runs ``python`` with the wheels
-    installed under ``site/`` on its path. A wrapper rather than a venv: the lent machine's
-    Python is itself a venv, and a venv made from it would not see that venv's packages.
-    """
+    """Make ``python`` (with its own packages, plus the wheels in ``wheels`` installed into a
+    folder beside it) the adapter's ready environment, through ``environments.adopt``."""
     directory = environments.env_dir(adapter)
     if environments.is_ready(adapter):
         return directory
-    site = directory / "site"
-    (directory / "bin").mkdir(parents=True, exist_ok=True)
-    site.mkdir(exist_ok=True)
+    site = directory.parent / f"{directory.name}-site"
+    site.mkdir(parents=True, exist_ok=True)
     if wheels is not None:
         found = sorted(str(w) for w in wheels.glob("*.whl"))
         if not found:
@@ -127,18 +121,10 @@ def _adopt(environments: Any, adapter: Any, python: str, wheels: Path | None, ba
             + ["--target", str(site), *found],
             check=True,
         )
-    # Not resolved: a venv's python is a link, and resolving it would leave the venv.
-    executable = Path(shutil.which(python) or python).absolute()
-    wrapper = directory / "bin" / "python"
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{site}" exec "{executable}" "$@"\n')
-    wrapper.chmod(0o755)
-    marker = {
-        "adapter": adapter.name,
-        "adopted_from": python,
-        "keras_backend": backend,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (directory / "decathlon-env.json").write_text(json.dumps(marker, indent=2))
+    log.info(
+        "adopting %s (Keras backend %s) as the environment of %s", python, backend, adapter.name
+    )
+    environments.adopt(adapter, python, extra_paths=(site,))
     return directory
 
 
