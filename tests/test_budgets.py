@@ -112,7 +112,7 @@ def test_quick_profile_is_small(real: budgets.Budgets) -> None:
             quick = resolve(real, "quick", name, flag)
             paper = resolve(real, "paper", name, flag)
             assert quick.hard_limit_seconds <= paper.hard_limit_seconds
-    assert resolve(real, "quick", "autosklearn", "breastmnist").hard_limit_seconds == 60 + 120
+    assert resolve(real, "quick", "autosklearn", "breastmnist").hard_limit_seconds == 120 + 120
 
 
 def test_scale_factor_scales_times_not_counts(real: budgets.Budgets) -> None:
