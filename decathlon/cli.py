@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -206,22 +208,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM to the harness: unwinds like Ctrl-C, so the running task's tree is taken down."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        # Also when started in the background, where SIGINT arrives ignored.
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.command](args)
     except DecathlonError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
         err_console.print(
             "interrupted: finished tasks are kept; finish with `run --resume RUN_DIR`"
         )
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ---------------------------------------------------------------------------- commands
