@@ -223,9 +223,12 @@ def test_resume_sweeps_grandchildren_of_a_killed_run(
         assert misbehaving.tagged_processes(misbehaving.task_tag(task_dir)) == []
 
 
-def test_ctrl_c_stops_the_task_tree_then_resume(tiny_catalog: TinyData, tmp_path: Path) -> None:
-    """SIGINT (Ctrl-C) to the harness: it takes the running task down, says how to resume and
-    exits 130; ``--resume`` then finishes the run."""
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_stops_the_task_tree_then_resume(
+    tiny_catalog: TinyData, tmp_path: Path, signum: int, code: int
+) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM to the harness: it takes the running task down, says how to
+    resume and exits 130 / 143; ``--resume`` then finishes the run."""
     run_dir = tmp_path / "run"
     flags, seeds = FLAGS[:2], (0,)
     proc = start_run(
@@ -239,8 +242,8 @@ def test_ctrl_c_stops_the_task_tree_then_resume(tiny_catalog: TinyData, tmp_path
     )
     try:
         (running,) = wait_for(lambda: unfinished_running(run_dir), "a task started", proc, tmp_path)
-        os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
+        os.kill(proc.pid, signum)
+        assert proc.wait(timeout=60) == code
     finally:
         if proc.poll() is None:
             proc.kill()
