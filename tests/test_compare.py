@@ -588,3 +588,60 @@ def test_bootstrap_with_real_labels_from_the_catalog(tmp_path: Path, real_data_d
     assert "Bootstrap CI skipped for real/baseline" in notes[0]
     text = compare.compare_command([run], None, None, [], False, bootstrap=100, width=200)
     assert "Bootstrap 95% CI of test AUC" in text and "breast 0.8" in text
+
+
+# ---------------------------------------------------------------------------- real runs
+
+
+@pytest.fixture(scope="module")
+def baseline_runs(tiny_catalog, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two real runs of the built-in baseline on all ten (generated) datasets, with a different
+    number of boosting rounds, so that they are two methods."""
+    from decathlon.plugins import make_plugin_manager
+    from decathlon.runner import RunConfig, Runner
+
+    root = tmp_path_factory.mktemp("baseline-runs")
+    runs = []
+    for name, max_iter in (("fast", 5), ("slow", 20)):
+        config = RunConfig(
+            adapter="baseline",
+            profile="quick",
+            data_dir=str(tiny_catalog.data_dir),
+            info_path=str(tiny_catalog.info_path),
+            download=False,
+            options={"max_iter": max_iter, "pca_components": 16},
+        )
+        Runner(config, make_plugin_manager()).run(root / name)
+        runs.append(root / name)
+    return runs
+
+
+def test_real_runs_of_the_baseline_compare_with_each_other_and_the_paper(
+    baseline_runs: list[Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "comparison"
+    text = compare.compare_command(
+        baseline_runs, "v1", out, ["md", "csv"], plots=True, bootstrap=50
+    )
+    assert "fast/baseline" in text and "slow/baseline" in text and "paper_v1/resnet18_28" in text
+    assert "Friedman" in text or "ANOVA" in text  # nine complete methods: autorank ran
+    table = pd.read_csv(out / "table.csv")
+    assert set(table["method"]) >= {"fast/baseline", "slow/baseline", "paper_v1/automl_vision"}
+    rows = {r["method"]: r for _, r in table.iterrows()}
+    for name in ("fast", "slow"):
+        board = [
+            r
+            for r in read_rows(baseline_runs[0].parent / name / "leaderboard.csv")
+            if r["split"] == "test" and r["dataset"] != "decathlon"
+        ]
+        assert len(board) == 10 and all(r["status"] == "ok" for r in board)
+        expected = np.mean([float(r["auc"]) for r in board])
+        assert math.isclose(rows[f"{name}/baseline"]["decathlon_auc"], expected, abs_tol=1e-6)
+    for png in ("bars.png", "splits_auc.png", "cd_auc.png"):
+        assert (out / png).stat().st_size > 1000
+    assert (out / "bootstrap_ci.csv").is_file()
+
+
+def test_show_prints_a_real_run(baseline_runs: list[Path]) -> None:
+    text = compare.show_command(baseline_runs[1])
+    assert "slow/baseline" in text and "breast" in text and "Test AUC" in text
