@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from decathlon import leaderboard, metrics
+from decathlon import datasets, leaderboard, metrics
 from decathlon.errors import DecathlonError, LeaderboardError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -51,24 +51,9 @@ logger = logging.getLogger(__name__)
 #: The leaderboard CSV's columns, in order.
 COLUMNS = list(leaderboard.COLUMNS)
 #: The ten decathlon datasets, in the papers' order.
-DATASETS = (
-    "pathmnist",
-    "chestmnist",
-    "dermamnist",
-    "octmnist",
-    "pneumoniamnist",
-    "retinamnist",
-    "breastmnist",
-    "organamnist",
-    "organcmnist",
-    "organsmnist",
-)
+DATASETS = datasets.DECATHLON_FLAGS
 #: The 2021 paper's names for the organ datasets.
-V1_FLAGS = {
-    "organmnist_axial": "organamnist",
-    "organmnist_coronal": "organcmnist",
-    "organmnist_sagittal": "organsmnist",
-}
+V1_FLAGS = datasets.ALIASES
 SUMMARY_DATASET = leaderboard.SUMMARY_DATASET
 SPLITS = leaderboard.SPLITS
 STATUSES = leaderboard.STATUSES
@@ -800,7 +785,6 @@ def catalog_labels(data_dir: Path | None, info_path: Path | None = None) -> Labe
     """
 
     def labels(flag: str) -> np.ndarray | None:
-        from decathlon import datasets
 
         try:
             catalog = datasets.Catalog.load(info_path)
@@ -820,7 +804,6 @@ def catalog_labels(data_dir: Path | None, info_path: Path | None = None) -> Labe
 
 
 def _task_types() -> dict[str, str]:
-    from decathlon import datasets
 
     catalog = datasets.Catalog.load()
     return {flag: catalog.info(flag).task for flag in DATASETS}
