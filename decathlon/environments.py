@@ -239,6 +239,16 @@ def adopt(
     return wrapper
 
 
+def record(adapter: Adapter, root: Path | None = None) -> dict | None:
+    """What the adapter's environment was built from (its ready marker), for a run's record."""
+    if adapter.environment is None:
+        return None
+    try:
+        return json.loads((env_dir(adapter, root) / _MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def describe(adapter: Adapter, root: Path | None = None) -> str:
     """'harness' for adapters without an environment, else 'ready' or 'not built'."""
     if adapter.environment is None:

@@ -206,6 +206,7 @@ class Runner:
                     f"first use of '{self.adapter.name}': building its environment (once)"
                 )
             environments.build(self.adapter, on_step=self.reporter.message)
+            self._record_environment(run_dir)
             for task in self.pending(run_dir, tasks):
                 self.reporter.task_started(task)
                 rows = self.execute(run_dir, task)
@@ -217,6 +218,16 @@ class Runner:
         except Exception:
             log.exception("a plugin failed in decathlon_run_finished")
         return path
+
+    def _record_environment(self, run_dir: Path) -> None:
+        """Add the environment's build record to config.json once it exists (first use)."""
+        path = run_dir / "config.json"
+        record = _read_json(path)
+        if record and not record["adapter"].get("environment_built"):
+            built = environments.record(self.adapter)
+            if built:
+                record["adapter"]["environment_built"] = built
+                _write_json(path, record)
 
     def pending(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> list[PlannedTask]:
         """The tasks without a ``result.json``: what a run (or a resumed one) still has to do."""
@@ -273,6 +284,7 @@ class Runner:
                 if self.adapter.environment
                 else None,
                 "options": self.options,
+                "environment_built": environments.record(self.adapter),
             },
             "budgets_file": {
                 "path": str(budgets_path),
