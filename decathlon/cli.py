@@ -467,28 +467,19 @@ def _score(value: Any) -> str:
 
 
 def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
+    """The test rows of a run, one line each (the decathlon mean is printed under it)."""
     table = Table(title=title)
-    for column in (
-        "adapter",
-        "dataset",
-        "seed",
-        "split",
-        "status",
-        "AUC",
-        "ACC",
-        "elapsed",
-        "reason",
-    ):
-        table.add_column(column)
+    for column in ("adapter", "dataset", "seed", "status", "AUC", "ACC", "elapsed"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=60)
     for row in rows:
-        if row["split"] != "test":
+        if row["split"] != "test" or row["dataset"] == leaderboard.SUMMARY_DATASET:
             continue
         elapsed = _duration(float(row["elapsed_s"])) if row.get("elapsed_s") else ""
         table.add_row(
             row["adapter"],
             row["dataset"],
             str(row["seed"]),
-            row["split"],
             row["status"],
             _score(row["auc"]),
             _score(row["acc"]),
