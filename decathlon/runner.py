@@ -151,7 +151,7 @@ class Runner:
         self.catalog = datasets.Catalog.load(Path(config.info_path) if config.info_path else None)
         self.budgets = budgets_module.load(
             Path(config.budgets_path) if config.budgets_path else None,
-            datasets=self.catalog.flags,
+            datasets=(*self.catalog.flags, *self.catalog.aliases),  # v1 names accepted too
         )
         self.budgets.check_adapters(registry.adapters)
         self.profile = self.budgets.profile(config.profile)
