@@ -15,6 +15,7 @@ from typing import Any
 
 import tomllib
 
+from decathlon import resources
 from decathlon.contract import Adapter, Budget, DatasetInfo
 from decathlon.errors import BudgetError, did_you_mean
 
@@ -37,11 +38,11 @@ DEFAULT_GRACE_SECONDS = 300.0
 
 
 def default_budgets_path() -> Path:
-    """``./budgets.toml`` when the working directory has one, else the project's own file."""
+    """``./budgets.toml`` when the working directory has one, else the one the package ships."""
     here = Path.cwd() / "budgets.toml"
     if here.is_file():
         return here
-    return Path(__file__).resolve().parent.parent / "budgets.toml"
+    return resources.data_file("budgets.toml")
 
 
 @dataclass(frozen=True)

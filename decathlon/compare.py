@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from decathlon import datasets, leaderboard, metrics
+from decathlon import datasets, leaderboard, metrics, resources
 from decathlon.errors import DecathlonError, LeaderboardError, did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ STATUSES = leaderboard.STATUSES
 SUMMARY_STATUSES = ("ok", "incomplete")
 METRICS = ("auc", "acc")
 
-#: The folder of reference leaderboards, and the names ``--reference`` accepts.
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "leaderboards"
+#: The reference leaderboards the package ships (in ``decathlon/leaderboards/``), by the names
+#: ``--reference`` accepts.
 REFERENCES = {"v1": "medmnist_v1_isbi2021.csv", "v2": "medmnist_v2_scidata2023.csv"}
 #: Short names of the reference run_ids in method labels (``paper_v1/resnet18_28``).
 REFERENCE_LABELS = {"medmnist_v1_isbi2021": "paper_v1", "medmnist_v2_scidata2023": "paper_v2"}
@@ -258,7 +258,7 @@ def reference_path(name: str) -> Path:
             f"unknown reference '{name}' (choose {' or '.join(REFERENCES)})"
             + did_you_mean(name, REFERENCES)
         )
-    path = REFERENCE_DIR / REFERENCES[name]
+    path = resources.data_file("leaderboards", REFERENCES[name])
     if not path.is_file():
         raise LeaderboardError(f"{path}: reference leaderboard missing from this installation")
     return path

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from decathlon import resources
 from decathlon.contract import MULTI_LABEL, DatasetInfo
 from decathlon.download import download as _download
 from decathlon.errors import DataError, did_you_mean
@@ -50,7 +51,7 @@ ALIASES: dict[str, str] = {
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 KEYS: tuple[str, ...] = tuple(f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels"))
 
-BUNDLED_INFO = Path(__file__).with_name("medmnist_info.json")
+BUNDLED_INFO = resources.data_file("medmnist_info.json")
 _REQUIRED = ("task", "n_channels", "label", "n_samples")
 _FIX = "delete it or pass --redownload"
 

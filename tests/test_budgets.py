@@ -11,7 +11,7 @@ from decathlon.contract import Adapter, Budget
 from decathlon.datasets import Catalog
 from decathlon.errors import BudgetError
 
-PROJECT_FILE = Path(__file__).resolve().parents[1] / "budgets.toml"
+PROJECT_FILE = Path(__file__).resolve().parents[1] / "decathlon" / "budgets.toml"
 CATALOG = Catalog.load()  # the published metadata bundled with the harness
 FLAGS = CATALOG.flags
 
