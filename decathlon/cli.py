@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("paths", nargs="*", type=Path, help="leaderboard CSVs or run directories")
     compare.add_argument("--reference", choices=["v1", "v2"], help="add a published table")
+    compare.add_argument(
+        "--datasets",
+        type=_csv_list,
+        help="compare on these datasets only (table, means, ranks, statistics, reference rows)",
+    )
     compare.add_argument("--out", type=Path, help="folder for files (default: ./comparison)")
     compare.add_argument(
         "--format",
@@ -412,6 +417,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.plots,
         bootstrap=args.bootstrap,
         color=console.is_terminal,
+        datasets=args.datasets,
     )
     print(text, end="")
     return 0

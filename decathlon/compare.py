@@ -9,16 +9,21 @@ The comparison table follows Table 2 of the 2021 decathlon paper: one row per me
 AUC and ACC of each dataset, the decathlon means and the mean ranks.
 
 * A *method* is ``run_id/adapter``. When it holds several seeds, each dataset's value is the mean
-  over the seeds, and only when every seed is ``ok`` on that dataset.
-* A method missing a dataset is marked incomplete: its dataset cells stay, its means and ranks
-  are left empty (never averaged over fewer datasets).
+  over the seeds (shown with the standard deviation over the seeds, ``0.871 ± 0.012``), and only
+  when every seed is ``ok`` on that dataset.
+* The compared datasets are all ten, or the subset chosen with ``datasets=`` (``compare
+  --datasets``): table, means, ranks, statistics and the published reference rows then all cover
+  those datasets only, and every mean says how many datasets it covers.
+* A method missing a compared dataset is marked incomplete: its dataset cells stay, its means
+  and ranks are left empty (never averaged over fewer datasets).
 * Ranks: on each dataset, the complete methods are ranked by test AUC (and, separately, by test
   ACC), 1 = best, ties sharing the mean rank; ``rank_auc`` / ``rank_acc`` are the averages of
-  those ranks over the ten datasets. Incomplete methods are not ranked.
+  those ranks over the compared datasets. Incomplete methods are not ranked.
 * The best value of each column (at the printed precision, ties included) is marked: bold in
   Markdown and HTML, bold and ``*`` in the terminal.
 
-Statistics compare the complete matrix of test scores (datasets x methods): two methods get a
+Statistics compare the complete matrix of test scores (datasets x methods; a method with several
+seeds enters with each dataset's mean over its seeds): two methods get a
 Wilcoxon signed-rank test over the datasets, three or more go to ``autorank`` (Friedman with a
 Nemenyi post-hoc test, or repeated-measures ANOVA with Tukey's test when its normality and
 homoscedasticity checks pass) with a critical-difference diagram. Both need at least five
@@ -34,6 +39,7 @@ import json
 import logging
 import math
 import shutil
+import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -70,21 +76,34 @@ REFERENCE_LABELS = {"medmnist_v1_isbi2021": "paper_v1", "medmnist_v2_scidata2023
 FORMAT_FILES = {"md": "table.md", "html": "table.html", "csv": "table.csv"}
 FORMAT_ALIASES = {"markdown": "md", "htm": "html"}
 
-#: Columns of ``table.csv``, in order.
-TABLE_COLUMNS = [
-    "method",
-    "run_id",
-    "adapter",
-    "seeds",
-    "profile",
-    "complete",
-    *[f"{d}_{m}" for d in DATASETS for m in METRICS],
-    "decathlon_auc",
-    "decathlon_acc",
-    "rank_auc",
-    "rank_acc",
-    "notes",
-]
+
+def table_columns(chosen: Sequence[str] = DATASETS) -> list[str]:
+    """Columns of ``table.csv`` for the compared datasets, in order.
+
+    The scores (means over seeds), the means over the compared datasets (``n_datasets`` says how
+    many), the ranks, then the standard deviations over seeds (``*_sd``, empty with one seed).
+    """
+    scores = [f"{d}_{m}" for d in chosen for m in METRICS]
+    means = ["decathlon_auc", "decathlon_acc"]
+    return [
+        "method",
+        "run_id",
+        "adapter",
+        "seeds",
+        "profile",
+        "complete",
+        "n_datasets",
+        *scores,
+        *means,
+        "rank_auc",
+        "rank_acc",
+        *[f"{c}_sd" for c in (*scores, *means)],
+        "notes",
+    ]
+
+
+#: Columns of ``table.csv`` when all ten datasets are compared.
+TABLE_COLUMNS = table_columns()
 #: Columns of ``bootstrap_ci.csv``, in order.
 CI_COLUMNS = ["method", "dataset", "auc", "ci_low", "ci_high", "n_boot", "note"]
 
@@ -269,11 +288,13 @@ def reference_path(name: str) -> Path:
 
 @dataclass
 class Method:
-    """One compared method (``run_id/adapter``), its seeds averaged.
+    """One compared method (``run_id/adapter``), its seeds averaged, on the compared datasets.
 
     ``scores[(dataset, split)] = (auc, acc)`` holds the mean over seeds where every seed is ok
-    (auc may be NaN for train splits without scores). ``missing[dataset]`` says why a test cell
-    is empty: a status (``timeout``), ``not run``, or ``1/3 seeds ok``.
+    (auc may be NaN for train splits without scores), ``sd`` the sample standard deviation over
+    the seeds (NaN with one seed) and ``per_seed[dataset]`` each seed's test ``(auc, acc)``.
+    ``missing[dataset]`` says why a test cell is empty: a status (``timeout``), ``not run``, or
+    ``1/3 seeds ok``. ``datasets`` are the compared datasets, in the papers' order.
     """
 
     run_id: str
@@ -282,7 +303,10 @@ class Method:
     profile: str
     source: Path
     run_dir: Path | None
+    datasets: tuple[str, ...] = DATASETS
     scores: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    sd: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    per_seed: dict[str, np.ndarray] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -294,30 +318,63 @@ class Method:
         return not self.missing
 
     def test(self, dataset: str, metric: str) -> float:
-        """The test score of one dataset, NaN when missing."""
+        """The test score of one dataset (mean over seeds), NaN when missing."""
         pair = self.scores.get((dataset, "test"))
         if pair is None:
             return math.nan
         return pair[METRICS.index(metric)]
 
+    def test_sd(self, dataset: str, metric: str) -> float:
+        """The standard deviation over seeds of one dataset's test score; NaN with one seed."""
+        pair = self.sd.get((dataset, "test"))
+        if pair is None:
+            return math.nan
+        return pair[METRICS.index(metric)]
+
     def mean(self, metric: str) -> float:
-        """The decathlon mean of one metric, NaN unless all ten datasets are present."""
+        """The mean over the compared datasets, NaN unless the method has every one of them."""
         if not self.complete:
             return math.nan
-        return float(np.mean([self.test(d, metric) for d in DATASETS]))
+        return float(np.mean([self.test(d, metric) for d in self.datasets]))
+
+    def mean_sd(self, metric: str) -> float:
+        """The standard deviation over seeds of each seed's mean over the compared datasets."""
+        if not self.complete or len(self.seeds) < 2:
+            return math.nan
+        k = METRICS.index(metric)
+        per_seed = np.mean([self.per_seed[d][:, k] for d in self.datasets], axis=0)
+        return float(np.std(per_seed, ddof=1))
 
     def has_splits(self) -> bool:
         """Whether the method has train or val results (for the Figure 2 view)."""
         return any(split != "test" for _, split in self.scores)
 
     def missing_note(self) -> str:
-        ok = len(DATASETS) - len(self.missing)
+        ok = len(self.datasets) - len(self.missing)
         listed = ", ".join(f"{d} ({why})" for d, why in self.missing.items())
-        return f"{ok}/{len(DATASETS)} datasets ok; missing: {listed}"
+        return f"{ok}/{len(self.datasets)} datasets ok; missing: {listed}"
 
 
-def methods_of(board: Leaderboard) -> list[Method]:
-    """The methods of a leaderboard, in file order."""
+def select_datasets(names: Iterable[str] | None) -> tuple[str, ...]:
+    """The compared datasets for ``--datasets``: all ten when ``names`` is None or empty.
+
+    Accepts the 2021 names of the organ datasets; returns them in the papers' order. Raises
+    :class:`LeaderboardError` naming an unknown dataset (with a "did you mean").
+    """
+    chosen: set[str] = set()
+    for raw in names or ():
+        name = raw.strip().lower()
+        flag = V1_FLAGS.get(name, name)
+        if flag not in DATASETS:
+            raise LeaderboardError(
+                f"--datasets: unknown dataset '{raw}'." + did_you_mean(name, DATASETS)
+            )
+        chosen.add(flag)
+    return tuple(d for d in DATASETS if d in chosen) if chosen else DATASETS
+
+
+def methods_of(board: Leaderboard, chosen: Sequence[str] = DATASETS) -> list[Method]:
+    """The methods of a leaderboard, in file order, on the ``chosen`` datasets."""
     out = []
     rows = board.rows
     for (run_id, adapter), group in rows.groupby(["run_id", "adapter"], sort=False):
@@ -329,20 +386,32 @@ def methods_of(board: Leaderboard) -> list[Method]:
             profile=board.profile,
             source=board.path,
             run_dir=board.run_dir,
+            datasets=tuple(chosen),
         )
-        for dataset in DATASETS:
+        for dataset in chosen:
             for split in SPLITS:
                 cell = group[(group["dataset"] == dataset) & (group["split"] == split)]
-                ok = cell[cell["status"] == "ok"]
+                ok = cell[cell["status"] == "ok"].sort_values("seed")
                 if len(ok) == len(seeds):
+                    values = ok[list(METRICS)].to_numpy(dtype=float)
                     method.scores[(dataset, split)] = (
-                        float(ok["auc"].mean()),
-                        float(ok["acc"].mean()),
+                        float(values[:, 0].mean()),
+                        float(values[:, 1].mean()),
                     )
+                    method.sd[(dataset, split)] = (_sd(values[:, 0]), _sd(values[:, 1]))
+                    if split == "test":
+                        method.per_seed[dataset] = values
                 elif split == "test":
                     method.missing[dataset] = _why_missing(cell, len(seeds))
         out.append(method)
     return out
+
+
+def _sd(values: np.ndarray) -> float:
+    """Sample standard deviation (ddof 1); NaN for fewer than two values or any NaN."""
+    if len(values) < 2 or np.isnan(values).any():
+        return math.nan
+    return float(np.std(values, ddof=1))
 
 
 def _why_missing(cell: pd.DataFrame, n_seeds: int) -> str:
@@ -355,11 +424,17 @@ def _why_missing(cell: pd.DataFrame, n_seeds: int) -> str:
     return "/".join(statuses) if statuses else "not run"
 
 
-def collect(paths: Sequence[Path], reference: str | None = None) -> list[Method]:
+def collect(
+    paths: Sequence[Path],
+    reference: str | None = None,
+    datasets: Iterable[str] | None = None,
+) -> list[Method]:
     """Read every input (plus the reference leaderboard) and return the methods to compare.
 
+    ``datasets`` restricts the comparison to those datasets (see :func:`select_datasets`).
     Refuses the same method (``run_id/adapter``) coming from two files.
     """
+    chosen = select_datasets(datasets)
     sources = [Path(p) for p in paths]
     if reference:
         sources.append(reference_path(reference))
@@ -371,7 +446,7 @@ def collect(paths: Sequence[Path], reference: str | None = None) -> list[Method]
     seen: dict[str, Path] = {}
     for source in sources:
         board = read_leaderboard(source)
-        for method in methods_of(board):
+        for method in methods_of(board, chosen):
             if method.label in seen:
                 raise LeaderboardError(
                     f"{board.path}: duplicate rows: method {method.label} is also in "
@@ -385,13 +460,20 @@ def collect(paths: Sequence[Path], reference: str | None = None) -> list[Method]
 # --------------------------------------------------------------------------------- the table
 
 
+def compared_datasets(methods: Sequence[Method]) -> tuple[str, ...]:
+    """The datasets a comparison covers (all ten unless ``--datasets`` chose fewer)."""
+    return methods[0].datasets if methods else DATASETS
+
+
 def comparison_table(methods: Sequence[Method]) -> pd.DataFrame:
-    """The Table-2 view as a frame with :data:`TABLE_COLUMNS` (one row per method)."""
+    """The Table-2 view as a frame with :func:`table_columns` (one row per method)."""
+    chosen = compared_datasets(methods)
+    columns = table_columns(chosen)
     records = []
     for m in methods:
         notes = []
         if len(m.seeds) > 1:
-            notes.append(f"mean over seeds {', '.join(map(str, m.seeds))}")
+            notes.append(f"mean ± sd over seeds {', '.join(map(str, m.seeds))}")
         if not m.complete:
             notes.append(m.missing_note())
         record: dict[str, Any] = {
@@ -401,36 +483,43 @@ def comparison_table(methods: Sequence[Method]) -> pd.DataFrame:
             "seeds": " ".join(map(str, m.seeds)),
             "profile": m.profile,
             "complete": m.complete,
+            "n_datasets": len(chosen),
         }
-        for d in DATASETS:
+        for d in chosen:
             for metric in METRICS:
                 record[f"{d}_{metric}"] = m.test(d, metric)
-        record["decathlon_auc"] = m.mean("auc")
-        record["decathlon_acc"] = m.mean("acc")
+                record[f"{d}_{metric}_sd"] = m.test_sd(d, metric)
+        for metric in METRICS:
+            record[f"decathlon_{metric}"] = m.mean(metric)
+            record[f"decathlon_{metric}_sd"] = m.mean_sd(metric)
         record["notes"] = "; ".join(notes)
         records.append(record)
-    table = pd.DataFrame.from_records(records, columns=TABLE_COLUMNS)
+    table = pd.DataFrame.from_records(records, columns=columns)
     for metric in METRICS:
-        table[f"rank_{metric}"] = _mean_ranks(table, metric)
-    return table[TABLE_COLUMNS]
+        table[f"rank_{metric}"] = _mean_ranks(table, metric, chosen)
+    return table[columns]
 
 
-def _mean_ranks(table: pd.DataFrame, metric: str) -> pd.Series:
+def _mean_ranks(table: pd.DataFrame, metric: str, chosen: Sequence[str]) -> pd.Series:
     from scipy.stats import rankdata
 
     ranks = pd.Series(np.nan, index=table.index, dtype=float)
-    complete = table[table["complete"]]
+    complete = table[table["complete"].astype(bool)]
     if complete.empty:
         return ranks
-    values = complete[[f"{d}_{metric}" for d in DATASETS]].to_numpy(dtype=float)
+    values = complete[[f"{d}_{metric}" for d in chosen]].to_numpy(dtype=float)
     # Rank within each dataset (column), higher score = rank 1, ties share the mean rank.
     per_dataset = np.column_stack([rankdata(-values[:, j]) for j in range(values.shape[1])])
     ranks.loc[complete.index] = per_dataset.mean(axis=1)
     return ranks
 
 
-def _value_columns() -> list[str]:
-    cols = [f"{d}_{m}" for d in DATASETS for m in METRICS]
+def _datasets_of(table: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(d for d in DATASETS if f"{d}_auc" in table.columns)
+
+
+def _value_columns(chosen: Sequence[str] = DATASETS) -> list[str]:
+    cols = [f"{d}_{m}" for d in chosen for m in METRICS]
     return [*cols, "decathlon_auc", "decathlon_acc", "rank_auc", "rank_acc"]
 
 
@@ -443,7 +532,7 @@ def _fmt(column: str, value: float) -> str:
 def best_cells(table: pd.DataFrame) -> dict[str, set[int]]:
     """Per value column, the row positions holding its best value at the printed precision."""
     best: dict[str, set[int]] = {}
-    for column in _value_columns():
+    for column in _value_columns(_datasets_of(table)):
         shown = [_fmt(column, v) for v in table[column]]
         numbers = [(i, float(s)) for i, s in enumerate(shown) if s]
         if not numbers:
@@ -455,10 +544,15 @@ def best_cells(table: pd.DataFrame) -> dict[str, set[int]]:
     return best
 
 
-def _cell(table: pd.DataFrame, i: int, column: str, methods: Sequence[Method]) -> str:
-    """A cell as text: the score, else why it is missing (only in dataset columns)."""
+def _cell(
+    table: pd.DataFrame, i: int, column: str, methods: Sequence[Method], *, sep: str = " ± "
+) -> str:
+    """A cell as text: the score (``mean ± sd`` over seeds), else why it is missing."""
     text = _fmt(column, table[column].iloc[i])
     if text:
+        sd_column = f"{column}_sd"
+        if sd_column in table.columns and not pd.isna(table[sd_column].iloc[i]):
+            text += f"{sep}{table[sd_column].iloc[i]:.3f}"
         return text
     dataset = column.rsplit("_", 1)[0]
     if dataset in DATASETS:
@@ -466,16 +560,33 @@ def _cell(table: pd.DataFrame, i: int, column: str, methods: Sequence[Method]) -
     return "—"
 
 
+def _mean_header(chosen: Sequence[str]) -> str:
+    """The mean's label: 'mean' over the ten, 'mean of N' over a subset."""
+    return "mean" if len(chosen) == len(DATASETS) else f"mean of {len(chosen)}"
+
+
 def _table_notes(table: pd.DataFrame, methods: Sequence[Method]) -> list[str]:
+    chosen = compared_datasets(methods)
     notes = []
     for i, m in enumerate(methods):
         if table["notes"].iloc[i]:
             mark = " †" if not m.complete else ""
             notes.append(f"{m.label}{mark}: {table['notes'].iloc[i]}")
+    over = (
+        "Means are over all ten datasets"
+        if len(chosen) == len(DATASETS)
+        else f"Means are over the {len(chosen)} datasets chosen with --datasets "
+        f"({', '.join(chosen)}), for every method, the published ones too"
+    )
     notes.append(
-        "Means are over all ten datasets; † = incomplete (no mean, no rank). Rank = average over "
+        f"{over}; † = incomplete (no mean, no rank). Rank = average over "
         "the datasets of the per-dataset rank (1 = best, ties share) among complete methods."
     )
+    if any(len(m.seeds) > 1 for m in methods):
+        notes.append(
+            "With several seeds a cell is the mean ± the standard deviation over the seeds "
+            "(sample sd); ranks and statistics use each dataset's mean over the seeds."
+        )
     profiles = sorted({m.profile for m in methods})
     if len(profiles) > 1:
         notes.append(
@@ -487,15 +598,17 @@ def _table_notes(table: pd.DataFrame, methods: Sequence[Method]) -> list[str]:
 
 def to_markdown(table: pd.DataFrame, methods: Sequence[Method]) -> str:
     """The Table-2 view as a Markdown table (best per column in bold), with its notes."""
+    chosen = compared_datasets(methods)
     best = best_cells(table)
+    mean = _mean_header(chosen)
     header = ["method"]
-    for d in DATASETS:
+    for d in chosen:
         header += [f"{d} AUC", f"{d} ACC"]
-    header += ["mean AUC", "mean ACC", "rank AUC", "rank ACC"]
+    header += [f"{mean} AUC", f"{mean} ACC", "rank AUC", "rank ACC"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, m in enumerate(methods):
         cells = [m.label + ("" if m.complete else " †")]
-        for column in _value_columns():
+        for column in _value_columns(chosen):
             text = _cell(table, i, column, methods)
             cells.append(f"**{text}**" if i in best[column] else text)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -504,68 +617,132 @@ def to_markdown(table: pd.DataFrame, methods: Sequence[Method]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_html(table: pd.DataFrame, methods: Sequence[Method]) -> str:
-    """The Table-2 view as a standalone HTML page (two header rows, best per column in bold)."""
+def html_table(table: pd.DataFrame, methods: Sequence[Method]) -> str:
+    """The Table-2 view as an HTML ``<table>`` and its notes as a list (no page around them)."""
+    chosen = compared_datasets(methods)
     best = best_cells(table)
     esc = html.escape
     head1 = ['<th rowspan="2">method</th>']
-    head1 += [f'<th colspan="2">{esc(d)}</th>' for d in DATASETS]
-    head1 += ['<th colspan="2">decathlon mean</th>', '<th colspan="2">mean rank</th>']
-    head2 = ["<th>AUC</th><th>ACC</th>"] * (len(DATASETS) + 2)
+    head1 += [f'<th colspan="2">{esc(d)}</th>' for d in chosen]
+    mean = "decathlon mean" if len(chosen) == len(DATASETS) else f"mean of {len(chosen)} datasets"
+    head1 += [f'<th colspan="2">{mean}</th>', '<th colspan="2">mean rank</th>']
+    head2 = ["<th>AUC</th><th>ACC</th>"] * (len(chosen) + 2)
     body = []
     for i, m in enumerate(methods):
         cells = [f"<td>{esc(m.label)}{'' if m.complete else ' †'}</td>"]
-        for column in _value_columns():
+        for column in _value_columns(chosen):
             text = esc(_cell(table, i, column, methods))
             cells.append(f"<td><b>{text}</b></td>" if i in best[column] else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     notes = "".join(f"<li>{esc(n)}</li>" for n in _table_notes(table, methods))
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>decathlon comparison</title>\n"
-        "<style>table{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
-        "td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}"
-        "td:first-child{text-align:left}</style></head><body>\n"
         f"<table>\n<tr>{''.join(head1)}</tr>\n<tr>{''.join(head2)}</tr>\n"
         + "\n".join(body)
-        + f"\n</table>\n<ul>{notes}</ul>\n</body></html>\n"
+        + f"\n</table>\n<ul>{notes}</ul>\n"
+    )
+
+
+#: The table's style, shared by ``table.html`` and the report page.
+TABLE_CSS = (
+    "table{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
+    "td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}"
+    "td:first-child{text-align:left}"
+)
+
+
+def to_html(table: pd.DataFrame, methods: Sequence[Method]) -> str:
+    """The Table-2 view as a standalone HTML page (two header rows, best per column in bold)."""
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>decathlon comparison</title>\n"
+        f"<style>{TABLE_CSS}</style></head><body>\n"
+        + html_table(table, methods)
+        + "</body></html>\n"
     )
 
 
 def to_csv(table: pd.DataFrame) -> str:
-    """The Table-2 view as CSV with :data:`TABLE_COLUMNS` (full precision, empty when missing)."""
-    return table[TABLE_COLUMNS].to_csv(index=False, lineterminator="\n", float_format="%.6g")
+    """The Table-2 view as CSV with :func:`table_columns` (full precision, empty when missing)."""
+    return table.to_csv(index=False, lineterminator="\n", float_format="%.6g")
 
 
 def render_terminal(
     table: pd.DataFrame, methods: Sequence[Method], *, width: int | None = None, color: bool = False
 ) -> str:
-    """The Table-2 view for the terminal: a test-AUC table and a test-ACC table, as text.
+    """The Table-2 view for the terminal, as text: test AUC, then test ACC, one method a line.
 
-    The best value per column is marked ``*`` (and bold when ``color``).
+    Each metric's columns (datasets, mean, rank) are split over as many tables as it takes to
+    fit ``width`` (the terminal's), so that no method name wraps: at 100 columns the ten datasets
+    take two tables per metric. The best value per column is marked ``*`` (and bold when
+    ``color``).
     """
+    from rich import box
     from rich.table import Table
 
+    chosen = compared_datasets(methods)
     best = best_cells(table)
     console = _console(width, color)
-    for metric in METRICS:
-        columns = [f"{d}_{metric}" for d in DATASETS] + [f"decathlon_{metric}", f"rank_{metric}"]
-        rich_table = Table(title=f"Test {metric.upper()}", title_justify="left")
-        rich_table.add_column("method", overflow="fold")
+    mean = _mean_header(chosen)
+
+    def build(metric: str, columns: list[str], title: str) -> Table:
+        rich_table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        rich_table.add_column("method", no_wrap=True)
         for column in columns:
             name = column.rsplit("_", 1)[0]
-            header = {"decathlon": "mean", "rank": "rank"}.get(name, _SHORT.get(name, name))
-            rich_table.add_column(header, justify="right")
+            header = {"decathlon": mean, "rank": "rank"}.get(name, _SHORT.get(name, name))
+            rich_table.add_column(header, justify="right", no_wrap=True)
         for i, m in enumerate(methods):
             cells = [m.label + ("" if m.complete else " †")]
             for column in columns:
-                text = _cell(table, i, column, methods)
+                text = _cell(table, i, column, methods, sep="±")
                 cells.append(f"[bold]{text}*[/bold]" if i in best[column] else text)
             rich_table.add_row(*cells)
-        console.print(rich_table)
-    for note in _table_notes(table, methods):
-        console.print(f"  {note}", markup=False, highlight=False)
-    console.print("  * best in column", markup=False, highlight=False)
+        return rich_table
+
+    for metric in METRICS:
+        columns = [f"{d}_{metric}" for d in chosen] + [f"decathlon_{metric}", f"rank_{metric}"]
+        chunks = _fit(console, lambda cols, m=metric: build(m, cols, ""), columns)
+        for k, chunk in enumerate(chunks):
+            title = f"Test {metric.upper()}" + (f" ({k + 1}/{len(chunks)})" if k else "")
+            if len(chunks) > 1 and not k:
+                title += f" (1/{len(chunks)})"
+            console.print(build(metric, chunk, title))
+    for note in [*_table_notes(table, methods), "* best in column"]:
+        console.print(_wrap(note, console.width), markup=False, highlight=False)
     return console.export_text(styles=color)
+
+
+def _wrap(line: str, width: int, indent: str = "  ") -> str:
+    """One note as lines of at most ``width`` characters, indented, continuation indented more."""
+    return textwrap.fill(
+        line,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent + "  ",
+        break_on_hyphens=False,
+    )
+
+
+def _fit(console: Any, build: Callable[[list[str]], Any], columns: list[str]) -> list[list[str]]:
+    """Split ``columns`` into consecutive runs whose table fits the console's width."""
+    from rich.measure import Measurement
+
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    unbounded = console.options.update_width(100_000)
+    for column in columns:
+        trial = [*current, column]
+        width = Measurement.get(console, unbounded, build(trial)).maximum
+        if current and width > console.width:
+            chunks.append(current)
+            current = [column]
+        else:
+            current = trial
+    chunks.append(current)
+    # Even out the runs (5 + 5 + ... reads better than 9 + 1).
+    if len(chunks) > 1:
+        size = math.ceil(len(columns) / len(chunks))
+        chunks = [columns[i : i + size] for i in range(0, len(columns), size)]
+    return chunks
 
 
 def _console(width: int | None, color: bool) -> Any:
@@ -604,8 +781,9 @@ class Significance:
 
 def score_matrix(methods: Sequence[Method], metric: str) -> pd.DataFrame:
     """Test scores as a frame: one row per dataset, one column per method (NaN when missing)."""
-    data = {m.label: [m.test(d, metric) for d in DATASETS] for m in methods}
-    return pd.DataFrame(data, index=list(DATASETS))
+    chosen = compared_datasets(methods)
+    data = {m.label: [m.test(d, metric) for d in chosen] for m in methods}
+    return pd.DataFrame(data, index=list(chosen))
 
 
 def check_assumptions(matrix: pd.DataFrame) -> str | None:
@@ -651,6 +829,12 @@ def significance(methods: Sequence[Method], metric: str = "auc") -> Significance
     if problem:
         return Significance(metric, None, [problem])
     sig = _wilcoxon(matrix, metric) if matrix.shape[1] == 2 else _autorank(matrix, metric)
+    seeded = [m.label for m in methods if len(m.seeds) > 1 and m.label in matrix.columns]
+    if seeded and sig.test is not None:
+        notes.append(
+            f"Several seeds ({', '.join(seeded)}): each dataset's mean over the seeds enters the "
+            "test."
+        )
     sig.lines = notes + sig.lines
     return sig
 
@@ -831,7 +1015,7 @@ def bootstrap_table(
             continue
         fn = labels_fn or catalog_labels(*_run_paths(m.run_dir))
         skipped: list[str] = []
-        for dataset in DATASETS:
+        for dataset in m.datasets:
             if (dataset, "test") not in m.scores:
                 continue
             files = [
@@ -930,29 +1114,43 @@ def _colors(n: int) -> list[Any]:
 def plot_bars(methods: Sequence[Method], path: Path) -> Path:
     """Grouped bars of each dataset's test AUC (top) and ACC (bottom), one colour per method."""
     n = len(methods)
-    fig = _figure(min(18.0, max(10.0, 0.22 * n * len(DATASETS) + 2.0)), 7.5)
+    chosen = compared_datasets(methods)
+    fig = _figure(min(18.0, max(6.0, 0.22 * n * len(chosen) + 2.0)), 7.5)
     axes = fig.subplots(2, 1, sharex=True)
-    x = np.arange(len(DATASETS))
+    x = np.arange(len(chosen))
     width = 0.8 / n
     colors = _colors(n)
     for ax, metric in zip(axes, METRICS):
-        values = np.array([[m.test(d, metric) for d in DATASETS] for m in methods])
+        values = np.array([[m.test(d, metric) for d in chosen] for m in methods])
+        sds = np.array([[m.test_sd(d, metric) for d in chosen] for m in methods])
         present = values[~np.isnan(values)]
         low = float(present.min()) if present.size else 0.0
         bottom = max(0.0, math.floor(low * 10) / 10 - 0.05)
         for k, m in enumerate(methods):
             offset = (k - (n - 1) / 2) * width
             heights = np.nan_to_num(values[k], nan=bottom) - bottom
-            ax.bar(x + offset, heights, width, bottom=bottom, color=colors[k], label=m.label)
+            errors = None if np.isnan(sds[k]).all() else np.nan_to_num(sds[k])
+            ax.bar(
+                x + offset,
+                heights,
+                width,
+                bottom=bottom,
+                color=colors[k],
+                label=m.label,
+                yerr=errors,
+                capsize=2 if errors is not None else 0,
+                error_kw={"elinewidth": 0.8},
+            )
             for j in np.flatnonzero(np.isnan(values[k])):
                 ax.text(x[j] + offset, bottom, "×", ha="center", va="bottom", color=colors[k])
         ax.set_ylim(bottom, 1.0)
-        ax.set_xlim(-0.5, len(DATASETS) - 0.5)
+        ax.set_xlim(-0.5, len(chosen) - 0.5)
         ax.set_ylabel(f"test {metric.upper()}")
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    axes[-1].set_xticks(x, [_SHORT[d] for d in DATASETS])
-    axes[0].set_title("Test AUC and ACC per dataset (× = missing)")
+    axes[-1].set_xticks(x, [_SHORT[d] for d in chosen])
+    seeds = " (bars: ± sd over seeds)" if any(len(m.seeds) > 1 for m in methods) else ""
+    axes[0].set_title(f"Test AUC and ACC per dataset (× = missing){seeds}")
     fig.legend(
         *axes[0].get_legend_handles_labels(),
         loc="outside lower center",
@@ -976,13 +1174,18 @@ def plot_splits(methods: Sequence[Method], path: Path, metric: str = "auc") -> P
     if not shown:
         return None
     colors = _colors(len(shown))
-    fig = _figure(max(11.0, 0.45 * len(shown) * 5 + 4), 6.5)
-    axes = fig.subplots(2, 5, sharey=True).ravel()
+    chosen = compared_datasets(methods)
+    ncols = min(5, len(chosen))
+    nrows = math.ceil(len(chosen) / ncols)
+    fig = _figure(max(11.0 * ncols / 5, 0.45 * len(shown) * ncols + 4), 3.25 * nrows + 1.0)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False).ravel())
     markers = {"train": "^", "val": "s", "test": "o"}
     fills = {"train": "none", "val": "none", "test": None}
     x = np.arange(len(shown))
     lowest = 1.0
-    for ax, dataset in zip(axes, DATASETS):
+    for ax in axes[len(chosen) :]:
+        ax.set_visible(False)
+    for ax, dataset in zip(axes, chosen):
         drawn = 0
         for k, m in enumerate(shown):
             ys = {
@@ -1006,8 +1209,8 @@ def plot_splits(methods: Sequence[Method], path: Path, metric: str = "auc") -> P
         ax.set_xlim(-0.6, len(shown) - 0.4)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylim(max(0.0, math.floor(lowest * 10) / 10 - 0.02), 1.01)
-    axes[0].set_ylabel(metric.upper())
-    axes[5].set_ylabel(metric.upper())
+    for row in range(nrows):
+        axes[row * ncols].set_ylabel(metric.upper())
     from matplotlib.lines import Line2D
 
     handles = [
@@ -1056,24 +1259,27 @@ def compare_command(
     labels_fn: LabelsFn | None = None,
     width: int | None = None,
     color: bool = False,
+    datasets: Iterable[str] | None = None,
 ) -> str:
     """``decathlon compare``: the table, the statistics and the bootstrap intervals, as text.
 
     ``paths`` are leaderboard CSVs or run directories; ``reference`` (``v1``/``v2``) adds a
-    published table. With ``formats`` (``md``, ``html``, ``csv``) or ``plots`` the files go to
-    ``out`` (default ``./comparison``): table.md / table.html / table.csv (and bootstrap_ci.csv),
-    bars.png, splits_auc.png / splits_acc.png, cd_auc.png / cd_acc.png. ``bootstrap`` is the
-    number of resamples (0 turns the intervals off). Returns the text for the CLI to print.
+    published table; ``datasets`` restricts everything to those datasets. With ``formats``
+    (``md``, ``html``, ``csv``) or ``plots`` the files go to ``out`` (default ``./comparison``):
+    table.md / table.html / table.csv (and bootstrap_ci.csv), bars.png, splits_auc.png /
+    splits_acc.png, cd_auc.png / cd_acc.png. ``bootstrap`` is the number of resamples (0 turns
+    the intervals off). Returns the text for the CLI to print.
     """
     wanted = _formats(formats)
-    methods = collect(list(paths), reference)
+    methods = collect(list(paths), reference, datasets)
     table = comparison_table(methods)
     parts = [render_terminal(table, methods, width=width, color=color).rstrip()]
 
     sigs = [significance(methods, metric) for metric in METRICS]
     lines = [line for s in sigs for line in s.lines]
     unique = list(dict.fromkeys(lines))  # both metrics may be skipped for the same reason
-    parts.append("Statistics:\n" + "\n".join(f"  {line}" for line in unique))
+    columns = width or max(shutil.get_terminal_size((140, 24)).columns, 100)
+    parts.append("Statistics:\n" + "\n".join(_wrap(line, columns) for line in unique))
 
     ci = pd.DataFrame(columns=CI_COLUMNS)
     if bootstrap > 0:

@@ -130,3 +130,34 @@ def copy_dataset(src_dir: Path, flag: str, dest_dir: Path) -> Path:
     """Copy ``{flag}.npz`` (following symlinks) into ``dest_dir``; returns the copy's path."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copyfile(src_dir / f"{flag}.npz", dest_dir / f"{flag}.npz"))
+
+
+@pytest.fixture(scope="session")
+def real_baseline_runs(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Real runs of the built-in baseline (quick profile) on the three real subsets.
+
+    ``seeds/`` holds seeds 0 and 1 with the adapter's defaults; ``small/`` seed 0 with fewer
+    boosting rounds and PCA components, so that the two are different methods.
+    """
+    from decathlon.plugins import make_plugin_manager
+    from decathlon.runner import RunConfig, Runner
+
+    root = tmp_path_factory.mktemp("real-baseline")
+    runs = []
+    for name, seeds, options in (
+        ("seeds", (0, 1), {"max_iter": 30}),
+        ("small", (0,), {"max_iter": 5, "pca_components": 8}),
+    ):
+        config = RunConfig(
+            adapter="baseline",
+            profile="quick",
+            datasets=REAL_FLAGS,
+            seeds=seeds,
+            data_dir=str(real_data_dir),
+            download=False,
+            n_jobs=1,
+            options=options,
+        )
+        Runner(config, make_plugin_manager()).run(root / name)
+        runs.append(root / name)
+    return runs

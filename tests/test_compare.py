@@ -381,7 +381,12 @@ def test_seeds_are_averaged_with_a_note(tmp_path: Path) -> None:
     assert m.seeds == (0, 1, 2)
     assert m.test("pathmnist", "auc") == pytest.approx(0.75 + 0.01)  # mean of +0, +0.01, +0.02
     table = compare.comparison_table([m])
-    assert table["notes"].iloc[0] == "mean over seeds 0, 1, 2"
+    assert table["notes"].iloc[0] == "mean ± sd over seeds 0, 1, 2"
+    # The sample standard deviation over the seeds, of each dataset and of the mean.
+    assert table["pathmnist_auc_sd"].iloc[0] == pytest.approx(0.01)
+    assert table["decathlon_auc_sd"].iloc[0] == pytest.approx(0.01)
+    assert "0.760 ± 0.010" in compare.to_markdown(table, [m])
+    assert "0.760±0.010" in compare.render_terminal(table, [m], width=100)
 
 
 def test_a_seed_failing_leaves_the_dataset_missing(tmp_path: Path) -> None:
@@ -645,3 +650,169 @@ def test_real_runs_of_the_baseline_compare_with_each_other_and_the_paper(
 def test_show_prints_a_real_run(baseline_runs: list[Path]) -> None:
     text = compare.show_command(baseline_runs[1])
     assert "slow/baseline" in text and "breast" in text and "Test AUC" in text
+
+
+# ------------------------------------------- compare --datasets, seeds, the 100-column terminal
+
+REAL = ("pneumoniamnist", "retinamnist", "breastmnist")  # the three real subsets, papers' order
+
+
+def per_seed_results(run: Path) -> dict[str, list[tuple[float, float]]]:
+    """Each dataset's test (auc, acc) per seed, read from a run's leaderboard."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    rows = read_rows(run / "leaderboard.csv")
+    for r in sorted(rows, key=lambda r: int(r["seed"])):
+        if r["split"] == "test" and r["dataset"] != "decathlon":
+            assert r["status"] == "ok", r
+            out.setdefault(r["dataset"], []).append((float(r["auc"]), float(r["acc"])))
+    return out
+
+
+def test_compare_on_the_datasets_that_were_run(
+    real_baseline_runs: list[Path], tmp_path: Path
+) -> None:
+    seeds_run, small_run = real_baseline_runs
+    # Without --datasets: today's behaviour, both runs lack seven datasets: no mean, no rank.
+    everything = compare.comparison_table(compare.collect(real_baseline_runs, "v1"))
+    ours = everything[everything["method"].isin(["seeds/baseline", "small/baseline"])]
+    assert not ours["complete"].any() and ours["decathlon_auc"].isna().all()
+    assert ours["rank_auc"].isna().all()
+
+    out = tmp_path / "cmp"
+    text = compare.compare_command(
+        real_baseline_runs,
+        "v1",
+        out,
+        ["md", "csv", "html"],
+        bootstrap=0,
+        width=100,
+        datasets=["breastmnist", "retinamnist", "pneumoniamnist"],
+    )
+    table = pd.read_csv(out / "table.csv")
+    assert list(table.columns) == compare.table_columns(REAL)
+    assert "pathmnist_auc" not in table.columns
+    assert (table["n_datasets"] == 3).all() and table["complete"].all()
+    assert len(table) == 2 + 7  # two runs and the seven published methods, each with a mean
+    rows = {r["method"]: r for _, r in table.iterrows()}
+    # The means are over the three datasets, for the runs (mean over seeds first) ...
+    for run, label in ((seeds_run, "seeds/baseline"), (small_run, "small/baseline")):
+        per_seed = per_seed_results(run)
+        expected = np.mean([np.mean([auc for auc, _ in per_seed[d]]) for d in REAL])
+        assert rows[label]["decathlon_auc"] == pytest.approx(expected, abs=1e-6)
+    # ... and for the published rows, from the reference file's three test rows.
+    published = [
+        r
+        for r in read_rows(compare.reference_path("v1"))
+        if r["adapter"] == "resnet18_28" and r["split"] == "test" and r["dataset"] in REAL
+    ]
+    assert len(published) == 3
+    expected = np.mean([float(r["auc"]) for r in published])
+    assert rows["paper_v1/resnet18_28"]["decathlon_auc"] == pytest.approx(expected, abs=1e-6)
+    # Ranks among all nine, over the three datasets.
+    assert sorted(table["rank_auc"].notna()) == [True] * 9
+    assert table["rank_auc"].mean() == pytest.approx(5.0)  # ranks 1..9 average to 5 per dataset
+    # Every mean says how many datasets it covers, in every format.
+    assert "mean of 3" in text and "Means are over the 3 datasets chosen" in text
+    assert "| mean of 3 AUC | mean of 3 ACC |" in (out / "table.md").read_text()
+    assert "mean of 3 datasets" in (out / "table.html").read_text()
+    # Statistics over three datasets: one line saying why nothing ran.
+    assert "Statistics not run: 3 dataset(s), the tests need 5." in text
+
+
+def test_compare_datasets_restricts_the_statistics(
+    baseline_runs: list[Path], tmp_path: Path
+) -> None:
+    chosen = [
+        "pathmnist",
+        "chestmnist",
+        "octmnist",
+        "organmnist_axial",
+        "dermamnist",
+        "retinamnist",
+    ]
+    text = compare.compare_command(
+        baseline_runs, "v1", tmp_path / "cmp", ["csv"], plots=True, bootstrap=0, datasets=chosen
+    )
+    # 2 runs + 7 published methods, all complete on the six: autorank runs over six datasets.
+    assert "over 6 datasets and 9 methods" in text
+    table = pd.read_csv(tmp_path / "cmp" / "table.csv")
+    assert "organamnist_auc" in table.columns and "breastmnist_auc" not in table.columns
+    assert (table["n_datasets"] == 6).all()
+    for png in ("bars.png", "splits_auc.png", "cd_auc.png"):
+        assert (tmp_path / "cmp" / png).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_compare_datasets_unknown_name_is_one_line(
+    real_baseline_runs: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from decathlon import cli
+
+    code = cli.main(["compare", str(real_baseline_runs[0]), "--datasets", "breastmnst,retinamnist"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == "error: --datasets: unknown dataset 'breastmnst'. Did you mean 'breastmnist'?"
+
+
+def test_several_seeds_show_mean_and_sd(real_baseline_runs: list[Path], tmp_path: Path) -> None:
+    seeds_run = real_baseline_runs[0]
+    per_seed = per_seed_results(seeds_run)
+    assert all(len(v) == 2 for v in per_seed.values())
+    methods = compare.collect([seeds_run], datasets=REAL)
+    table = compare.comparison_table(methods)
+    md = compare.to_markdown(table, methods)
+    terminal = compare.render_terminal(table, methods, width=100)
+    for d in REAL:
+        aucs = [auc for auc, _ in per_seed[d]]
+        mean, sd = np.mean(aucs), np.std(aucs, ddof=1)
+        assert table[f"{d}_auc"].iloc[0] == pytest.approx(mean)
+        assert table[f"{d}_auc_sd"].iloc[0] == pytest.approx(sd)
+        assert f"{mean:.3f} ± {sd:.3f}" in md
+        assert f"{mean:.3f}±{sd:.3f}" in terminal
+    # The mean's sd: over the seeds, of each seed's mean over the three datasets.
+    seed_means = [np.mean([per_seed[d][k][0] for d in REAL]) for k in range(2)]
+    assert table["decathlon_auc_sd"].iloc[0] == pytest.approx(np.std(seed_means, ddof=1))
+    # A single-seed method has no sd.
+    small = compare.comparison_table(compare.collect([real_baseline_runs[1]], datasets=REAL))
+    assert small["breastmnist_auc_sd"].isna().all()
+
+
+def test_statistics_use_the_mean_over_seeds(baseline_runs: list[Path], tmp_path: Path) -> None:
+    # Two seeds of generated data: the test's input is each dataset's mean over the seeds.
+    run = write_run(
+        tmp_path, "two", {"x": 0.0, "y": 0.02, "z": -0.03}, seeds=(0, 1), seed_noise=0.01
+    )
+    methods = compare.collect([run])
+    sig = compare.significance(methods, "auc")
+    assert sig.test is not None
+    assert any("each dataset's mean over the seeds enters the test" in line for line in sig.lines)
+    matrix = compare.score_matrix(methods, "auc")
+    assert matrix.loc["pathmnist", "two/x"] == pytest.approx(0.75 + 0.005)
+
+
+def test_terminal_table_reads_at_100_columns(real_baseline_runs: list[Path]) -> None:
+    # Ten datasets, nine methods (two real runs, one with two seeds, and the 2021 paper's seven).
+    methods = compare.collect(real_baseline_runs, "v1")
+    table = compare.comparison_table(methods)
+    text = compare.render_terminal(table, methods, width=100)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    # Every method's name whole on one line, once per table: 2 metrics x 2 tables each.
+    for m in methods:
+        label = m.label + ("" if m.complete else " †")
+        assert sum(line.lstrip().startswith(label + " ") for line in lines) == 4, label
+    assert [line.split(" (")[0] for line in lines if line.startswith("Test ")] == [
+        "Test AUC",
+        "Test AUC",
+        "Test ACC",
+        "Test ACC",
+    ]
+    # Every number of the table is there.
+    for i in range(len(methods)):
+        for d in DATASETS:
+            for metric in compare.METRICS:
+                value = table[f"{d}_{metric}"].iloc[i]
+                if not math.isnan(value):
+                    assert f"{value:.3f}" in text
+    # The same through the command, at 100 columns: statistics wrapped too.
+    full = compare.compare_command(real_baseline_runs, "v1", bootstrap=0, width=100)
+    assert max(len(line) for line in full.splitlines()) <= 100
