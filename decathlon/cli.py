@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-dir", type=Path, help="where to write (default: runs/ADAPTER-PROFILE-TIME)"
     )
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: also rerun the error, timeout and invalid tasks (earlier attempts"
+        " are kept under each task's attempts/ folder)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress display")
     run.add_argument(
         "--model-dir",
@@ -282,6 +288,10 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     registry = make_plugin_manager()
+    if args.retry_failed and not args.resume:
+        raise DecathlonError(
+            "--retry-failed needs --resume RUN_DIR (the run whose failures to rerun)"
+        )
     if args.resume:
         record = _read_config(args.resume)
         config = RunConfig.from_json(record["config"])
@@ -301,7 +311,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
     run_dir = run_dir.resolve()  # the worker runs in another folder
     runner = Runner(config, registry, reporter=reporter or PlainReporter())
-    path = runner.run(run_dir, resume=resume, executor=executor)
+    path = runner.run(run_dir, resume=resume, executor=executor, retry_failed=args.retry_failed)
     console.print(results_table(leaderboard.read(path), title=str(path)))
     for row in leaderboard.read(path):
         if row["dataset"] == leaderboard.SUMMARY_DATASET:

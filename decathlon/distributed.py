@@ -51,7 +51,14 @@ from decathlon import environments
 from decathlon.enforcement import kill_tree
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry, make_plugin_manager
-from decathlon.runner import PlannedTask, RunConfig, Runner, failed_rows, gpu_names
+from decathlon.runner import (
+    PlannedTask,
+    RunConfig,
+    Runner,
+    clear_task_dir,
+    failed_rows,
+    gpu_names,
+)
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +308,8 @@ def _forget_state(client: Any, name: str) -> None:
 
 def _unpack(archive: bytes, task_dir: Path) -> None:
     if task_dir.exists():
-        shutil.rmtree(task_dir)
-    task_dir.mkdir(parents=True)
+        clear_task_dir(task_dir)  # earlier attempts (--retry-failed) stay
+    task_dir.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
         bundle.extractall(task_dir)
 

@@ -12,6 +12,8 @@ A run directory holds::
     tasks/DATASET/seedN/result.json   the task's rows; written last, so its presence means done
 
 ``--resume`` skips every task that has a ``result.json`` and reruns the others from scratch.
+With ``--retry-failed`` it also reruns the tasks whose rows are ``error``, ``timeout`` or
+``invalid``; what the earlier attempt wrote moves to ``tasks/DATASET/seedN/attempts/K/`` first.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ from decathlon.plugins import Registry
 log = logging.getLogger(__name__)
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
+#: Statuses that ``--retry-failed`` reruns.
+RETRY_STATUSES = ("error", "timeout", "invalid")
+#: The folder in a task's folder that keeps its earlier attempts (``attempts/1/``, ...).
+ATTEMPTS = "attempts"
 
 
 @dataclass
@@ -186,16 +192,27 @@ class Runner:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, run_dir: Path, *, resume: bool = False, executor: Executor | None = None) -> Path:
+    def run(
+        self,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        executor: Executor | None = None,
+        retry_failed: bool = False,
+    ) -> Path:
         """Run every planned task not yet finished in ``run_dir``; return the leaderboard path.
 
         Without ``executor`` the tasks run one after another here; an executor (such as
         :class:`decathlon.distributed.DaskExecutor`) runs them elsewhere and records each one
-        with :meth:`finish_task` in this process.
+        with :meth:`finish_task` in this process. ``retry_failed`` (with ``resume``) also
+        reruns the finished tasks whose status is in :data:`RETRY_STATUSES`, keeping what each
+        earlier attempt wrote under its ``attempts/`` folder.
         """
         run_dir = Path(run_dir).resolve()  # the worker runs in another folder
         tasks = self.plan()
         self._prepare_run_dir(run_dir, resume)
+        if retry_failed:
+            self._retry_failed(run_dir, tasks)
         done = sum(1 for t in tasks if (self._task_dir(run_dir, t) / "result.json").is_file())
         self.reporter.run_started(tasks, done)
         if executor is not None:
@@ -228,6 +245,34 @@ class Runner:
             if built:
                 record["adapter"]["environment_built"] = built
                 _write_json(path, record)
+
+    def failed(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> list[tuple[PlannedTask, str]]:
+        """The finished tasks whose status is in :data:`RETRY_STATUSES`, with that status."""
+        out = []
+        for task in tasks:
+            result = _read_json(self._task_dir(run_dir, task) / "result.json")
+            if not result:
+                continue
+            rows = result.get("rows") or []
+            test = next((r for r in rows if r.get("split") == "test"), rows[0] if rows else {})
+            if test.get("status") in RETRY_STATUSES:
+                out.append((task, str(test["status"])))
+        return out
+
+    def _retry_failed(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> None:
+        """Move each failed task's files to ``attempts/K/`` (so it is pending again); say so."""
+        failed = self.failed(run_dir, tasks)
+        if not failed:
+            self.reporter.message("--retry-failed: no error, timeout or invalid tasks to retry")
+            return
+        counts = {s: sum(1 for _, st in failed if st == s) for s in RETRY_STATUSES}
+        what = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        for task, _ in failed:
+            archive_attempt(self._task_dir(run_dir, task))
+        self.reporter.message(
+            f"retrying {len(failed)} failed task{'s' if len(failed) > 1 else ''} ({what}); "
+            f"earlier attempts kept in tasks/<dataset>/seed<N>/{ATTEMPTS}/"
+        )
 
     def pending(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> list[PlannedTask]:
         """The tasks without a ``result.json``: what a run (or a resumed one) still has to do."""
@@ -328,8 +373,8 @@ class Runner:
             old = _read_json(task_dir / "task.json") or {}
             if old.get("tag"):  # its worker may have outlived the harness that started it
                 kill_tree(None, old["tag"], grace=self.config.kill_grace)
-            shutil.rmtree(task_dir)
-        task_dir.mkdir(parents=True)
+            clear_task_dir(task_dir)
+        task_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(data, DecathlonError):
             return failed_rows(base, "error", f"data: {data}", elapsed=0.0)
         base["n_images"] = int(sum(data.info.n_samples.values()))
@@ -423,6 +468,29 @@ class Runner:
         rows += leaderboard.summarize(rows, self.catalog.flags)
         leaderboard.write(path, rows)
         return path
+
+
+def archive_attempt(task_dir: Path) -> Path:
+    """Move everything in a task's folder (but earlier attempts) to ``attempts/K/``, K = 1, 2..."""
+    attempts = task_dir / ATTEMPTS
+    numbers = [int(p.name) for p in attempts.glob("*") if p.name.isdigit()]
+    target = attempts / str(max(numbers, default=0) + 1)
+    target.mkdir(parents=True)
+    for entry in task_dir.iterdir():
+        if entry.name != ATTEMPTS:
+            shutil.move(str(entry), str(target / entry.name))
+    return target
+
+
+def clear_task_dir(task_dir: Path) -> None:
+    """Delete what a task's folder holds, except its earlier attempts."""
+    for entry in task_dir.iterdir():
+        if entry.name == ATTEMPTS:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def collect_rows(run_dir: Path) -> list[dict[str, Any]]:

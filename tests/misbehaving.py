@@ -52,7 +52,7 @@ ADAPTERS = (
         "mis_good",
         "good",
         _LONG,
-        options={"sleep_seconds": 0.0, "fail_on": [], "write_marker": ""},
+        options={"sleep_seconds": 0.0, "fail_on": [], "fail_while": "", "write_marker": ""},
     ),
     _adapter("mis_sleeper", "sleep_forever", _SHORT, options={"ignore_sigterm": False}),
     _adapter("mis_spawner", "spawn", _SHORT, options={"mode": "sleep"}),
@@ -121,12 +121,16 @@ while True:
 
 
 def good(task: Task) -> Predictions:
-    """Valid random scores; ``sleep_seconds`` first; raises on the datasets in ``fail_on``;
-    ``write_marker`` names a file to create (to prove the adapter ran)."""
+    """Valid random scores; ``sleep_seconds`` first; raises on the datasets in ``fail_on`` (only
+    while the file ``fail_while`` exists, when it names one); ``write_marker`` names a file to
+    create (to prove the adapter ran)."""
     if task.options["write_marker"]:
         Path(task.options["write_marker"]).touch()
     time.sleep(float(task.options["sleep_seconds"]))
-    if task.dataset.flag in task.options["fail_on"]:
+    fail_while = task.options.get("fail_while") or ""
+    if task.dataset.flag in task.options["fail_on"] and (
+        not fail_while or Path(fail_while).exists()
+    ):
         raise RuntimeError(f"failing on {task.dataset.flag} as asked")
     return valid_predictions(task, {"behaviour": "good"})
 

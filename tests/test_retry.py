@@ -1,0 +1,133 @@
+"""``run --resume RUN_DIR --retry-failed``: failed tasks rerun, earlier attempts kept, ok ones not.
+
+Real runs on the three real MedMNIST subsets, through the command line in this process: the
+built-in baseline with a data file that is missing at first, and the misbehaving ``mis_good``
+adapter that crashes (a real worker process with a real traceback in its log) while a file
+exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import misbehaving
+import pytest
+from conftest import REAL_FLAGS
+
+from decathlon import cli, leaderboard
+from decathlon.plugins import make_plugin_manager
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cli, "make_plugin_manager", lambda: make_plugin_manager([misbehaving]))
+    monkeypatch.setattr(cli.console, "width", 200)
+
+
+def board_rows(run_dir: Path) -> dict[str, dict[str, str]]:
+    return {
+        r["dataset"]: r
+        for r in leaderboard.read(run_dir / "leaderboard.csv")
+        if r["split"] == "test" and r["dataset"] != leaderboard.SUMMARY_DATASET
+    }
+
+
+def run(*args: str) -> int:
+    return cli.main(["run", "--no-progress", *args])
+
+
+def test_retry_after_a_missing_data_file(
+    real_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for flag in ("breastmnist", "pneumoniamnist"):  # retinamnist is not there yet
+        (data / f"{flag}.npz").symlink_to(real_data_dir / f"{flag}.npz")
+    run_dir = tmp_path / "run"
+    code = run(
+        "--adapter", "baseline", "--profile", "quick", "--datasets", ",".join(REAL_FLAGS),
+        "--seeds", "0", "--data-dir", str(data), "--no-download", "--jobs", "1",
+        "--option", "max_iter=10", "--run-dir", str(run_dir),
+    )  # fmt: skip
+    assert code == 0
+    first = board_rows(run_dir)
+    assert first["retinamnist"]["status"] == "error"
+    assert first["retinamnist"]["reason"].startswith("data:")
+    assert first["breastmnist"]["status"] == first["pneumoniamnist"]["status"] == "ok"
+    capsys.readouterr()
+
+    # Plain --resume leaves a finished task alone, failed or not.
+    assert run("--resume", str(run_dir)) == 0
+    assert board_rows(run_dir)["retinamnist"]["status"] == "error"
+    capsys.readouterr()
+
+    (data / "retinamnist.npz").symlink_to(real_data_dir / "retinamnist.npz")
+    assert run("--resume", str(run_dir), "--retry-failed") == 0
+    out = capsys.readouterr().out
+    assert "retrying 1 failed task (1 error); earlier attempts kept in" in out
+    second = board_rows(run_dir)
+    assert all(r["status"] == "ok" for r in second.values())
+    for flag in ("breastmnist", "pneumoniamnist"):  # not rerun
+        assert second[flag]["finished_at"] == first[flag]["finished_at"]
+    task_dir = run_dir / "tasks" / "retinamnist" / "seed0"
+    earlier = json.loads((task_dir / "attempts" / "1" / "result.json").read_text())["rows"]
+    assert {r["status"] for r in earlier} == {"error"}
+    assert earlier[0]["reason"] == first["retinamnist"]["reason"]
+    assert (task_dir / "result.json").is_file() and (
+        task_dir / "predictions" / "test.npy"
+    ).is_file()
+    # Nothing failed any more: a further retry says so and reruns nothing.
+    assert run("--resume", str(run_dir), "--retry-failed") == 0
+    assert "no error, timeout or invalid tasks to retry" in capsys.readouterr().out
+    assert board_rows(run_dir)["retinamnist"]["finished_at"] == second["retinamnist"]["finished_at"]
+
+
+def test_retry_keeps_each_attempts_log_and_reason(
+    real_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken"
+    broken.touch()
+    run_dir = tmp_path / "run"
+    code = run(
+        "--adapter", "mis_good", "--profile", "quick", "--datasets", ",".join(REAL_FLAGS),
+        "--seeds", "0,1", "--data-dir", str(real_data_dir), "--no-download", "--jobs", "1",
+        "--option", 'fail_on=["pneumoniamnist"]', "--option", f"fail_while={broken}",
+        "--run-dir", str(run_dir),
+    )  # fmt: skip
+    assert code == 0
+    rows = board_rows(run_dir)
+    assert rows["pneumoniamnist"]["status"] == "error"
+    assert "failing on pneumoniamnist as asked" in rows["pneumoniamnist"]["reason"]
+    capsys.readouterr()
+
+    # Still broken: both seeds fail again; the first attempt is kept as attempts/1.
+    assert run("--resume", str(run_dir), "--retry-failed") == 0
+    assert "retrying 2 failed tasks (2 error)" in capsys.readouterr().out
+
+    broken.unlink()
+    assert run("--resume", str(run_dir), "--retry-failed") == 0
+    assert "retrying 2 failed tasks (2 error)" in capsys.readouterr().out
+    board = [
+        r for r in leaderboard.read(run_dir / "leaderboard.csv") if r["dataset"] != "decathlon"
+    ]
+    assert len(board) == 3 * 2 * 3 and all(r["status"] == "ok" for r in board)
+    for seed in (0, 1):
+        attempts = run_dir / "tasks" / "pneumoniamnist" / f"seed{seed}" / "attempts"
+        assert sorted(p.name for p in attempts.iterdir()) == ["1", "2"]
+        for k in ("1", "2"):
+            log = (attempts / k / "log.txt").read_text()
+            assert "RuntimeError: failing on pneumoniamnist as asked" in log
+            result = json.loads((attempts / k / "result.json").read_text())
+            assert {r["status"] for r in result["rows"]} == {"error"}
+        # The leaderboard reads the current attempt only.
+        assert not list((run_dir / "tasks" / "breastmnist" / f"seed{seed}").glob("attempts"))
+
+
+def test_retry_failed_needs_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run("--adapter", "baseline", "--retry-failed", "--run-dir", str(tmp_path / "r"))
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --retry-failed needs --resume RUN_DIR (the run whose failures to rerun)"
+    assert not (tmp_path / "r").exists()
