@@ -66,8 +66,16 @@ def _option(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _add_budget_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--adapter", help="adapter name (see `list`)")
+def _add_budget_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    parser.add_argument(
+        "--adapter",
+        help="adapter name (see `list`)"
+        + (
+            "; several comma-separated, or 'all', each into its own run directory"
+            if several
+            else ""
+        ),
+    )
     parser.add_argument("--profile", default="paper", help="budget profile (default: paper)")
     parser.add_argument(
         "--datasets", type=_csv_list, help="comma-separated subset (default: all ten)"
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run an adapter on the datasets and write a leaderboard")
-    _add_budget_args(run)
+    _add_budget_args(run, several=True)
     run.add_argument(
         "--data-dir", type=Path, help="MedMNIST files (default: $DECATHLON_DATA_DIR or ~/.medmnist)"
     )
@@ -127,7 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=_positive_int, help="CPU cores given to each task (default: all)"
     )
     run.add_argument(
-        "--run-dir", type=Path, help="where to write (default: runs/ADAPTER-PROFILE-TIME)"
+        "--run-dir",
+        type=Path,
+        help="where to write (default: runs/ADAPTER-PROFILE-TIME); with several adapters, the"
+        " folder that gets their ADAPTER-PROFILE-TIME run directories",
     )
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
     run.add_argument(
@@ -256,11 +267,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------- commands
 
 
-def _config(args: argparse.Namespace) -> RunConfig:
+def adapter_names(text: str | None, registry: Any) -> list[str]:
+    """The adapters ``--adapter`` names: one, several comma-separated, or ``all`` (sorted).
+
+    Every name is checked before anything runs (an unknown one is a one-line error with a
+    "did you mean").
+    """
+    if not text:
+        raise DecathlonError("--adapter is required (see `python -m decathlon list`)")
+    names = _csv_list(text)
+    if names == ("all",):
+        return sorted(registry.adapters)
+    for name in names:
+        registry.get(name)
+    return list(dict.fromkeys(names))
+
+
+def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
     if not args.adapter:
         raise DecathlonError("--adapter is required (see `python -m decathlon list`)")
     config = RunConfig(
-        adapter=args.adapter,
+        adapter=adapter or args.adapter,
         profile=args.profile,
         datasets=args.datasets,
         seeds=args.seeds,
@@ -297,7 +324,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = RunConfig.from_json(record["config"])
         run_dir, resume = args.resume, True
     else:
-        config = _config(args)
+        names = adapter_names(args.adapter, registry)
+        if len(names) > 1:
+            return _run_several(args, registry, names)
+        config = _config(args, names[0])
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = args.run_dir or Path("runs") / f"{config.adapter}-{config.profile}-{stamp}"
         resume = False
@@ -327,6 +357,82 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
     console.print(f"leaderboard: {path}")
     return 0
+
+
+def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> int:
+    """``run --adapter a,b,c``: each adapter into its own run directory, one after another,
+    in one progress display; then the comparison table of the runs.
+
+    Everything is checked (adapters, budgets, options, free run directories) before the first
+    task starts. An adapter that stops with an expected problem (its environment will not
+    build, say) is reported in one line and the others still run; the exit code is then 2.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    parent = args.run_dir or Path("runs")
+    live = not args.no_progress and console.is_terminal
+    progress = RichReporter.make_progress(console) if live else None
+    planned: list[tuple[Runner, Path]] = []
+    for name in names:
+        config = _config(args, name)
+        if args.workers and not args.jobs:
+            from decathlon.distributed import local_jobs
+
+            config.n_jobs = local_jobs(args.workers)
+        run_dir = (parent / f"{name}-{config.profile}-{stamp}").resolve()
+        if (run_dir / "config.json").exists():
+            raise DecathlonError(f"{run_dir} already holds a run; choose another --run-dir")
+        reporter = (
+            RichReporter(console, progress=progress, label=name)
+            if progress is not None
+            else PlainReporter(prefix=f"{name} ")
+        )
+        runner = Runner(config, registry, reporter=reporter)
+        runner.plan()  # budgets resolve for every dataset, or a one-line error now
+        planned.append((runner, run_dir))
+    console.print(
+        f"{len(names)} adapters, one run directory each: "
+        + ", ".join(str(run_dir) for _, run_dir in planned)
+    )
+    finished: list[Path] = []
+    failed = False
+    if progress is not None:
+        progress.start()
+    try:
+        for runner, run_dir in planned:
+            executor = None
+            if args.scheduler or args.workers is not None:
+                from decathlon.distributed import DaskExecutor
+
+                executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
+            try:
+                runner.run(run_dir, executor=executor)
+            except DecathlonError as exc:
+                failed = True
+                err_console.print(
+                    f"error: {runner.adapter.name}: {exc}", markup=False, highlight=False
+                )
+                continue
+            finished.append(run_dir)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if finished:
+        from decathlon.compare import compare_command
+
+        flags = planned[0][0].flags()
+        print(
+            compare_command(
+                finished,
+                bootstrap=0,
+                color=console.is_terminal,
+                width=console.width,
+                datasets=flags if len(flags) < len(datasets.DECATHLON_FLAGS) else None,
+            ),
+            end="",
+        )
+    for run_dir in finished:
+        console.print(f"leaderboard: {run_dir / 'leaderboard.csv'}")
+    return 2 if failed else 0
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
@@ -506,10 +612,14 @@ def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
 
 
 class PlainReporter:
-    """One line per finished task, for logs and pipes."""
+    """One line per finished task, for logs and pipes; ``prefix`` names the adapter when a
+    command runs several."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
 
     def run_started(self, tasks: Sequence[PlannedTask], done: int) -> None:
-        console.print(f"{len(tasks)} tasks, {done} already done")
+        console.print(f"{self.prefix}{len(tasks)} tasks, {done} already done")
 
     def message(self, text: str) -> None:
         console.print(text)
@@ -526,7 +636,8 @@ class PlainReporter:
             f" AUC {test['auc']:.3f} ACC {test['acc']:.3f}" if test.get("auc") is not None else ""
         )
         console.print(
-            f"{task.key}: {test['status']}{score} in {_duration(test.get('elapsed_s') or 0)}"
+            f"{self.prefix}{task.key}: {test['status']}{score} in "
+            f"{_duration(test.get('elapsed_s') or 0)}"
             + (f" ({test['reason']})" if test.get("reason") else "")
         )
 
@@ -535,20 +646,31 @@ class PlainReporter:
 
 
 class RichReporter(PlainReporter):
-    """A live display: the current dataset, its elapsed time against its budget, the run's ETA."""
+    """A live display: the current dataset, its elapsed time against its budget, the run's ETA.
 
-    def __init__(self, out: Console) -> None:
-        self.progress = Progress(
+    With ``progress`` (from :meth:`make_progress`), several reporters share one display, each
+    run a bar named ``label``; whoever made it starts and stops it.
+    """
+
+    def __init__(self, out: Console, progress: Progress | None = None, label: str = "run") -> None:
+        super().__init__(prefix="" if label == "run" else f"{label} ")
+        self.shared = progress is not None
+        self.progress = progress or self.make_progress(out)
+        self.label = label
+        self.overall = None
+        self.current = None
+        self.remaining: dict[str, float] = {}
+        self.done_seconds = 0.0
+
+    @staticmethod
+    def make_progress(out: Console) -> Progress:
+        return Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             TextColumn("{task.fields[detail]}"),
             TimeElapsedColumn(),
             console=out,
         )
-        self.overall = None
-        self.current = None
-        self.remaining: dict[str, float] = {}
-        self.done_seconds = 0.0
 
     @staticmethod
     def _expected(task: PlannedTask) -> float:
@@ -556,16 +678,19 @@ class RichReporter(PlainReporter):
         return budget.time_seconds + 60 if budget.time_seconds else budget.hard_limit_seconds
 
     def run_started(self, tasks: Sequence[PlannedTask], done: int) -> None:
-        self.progress.start()
+        if not self.shared:
+            self.progress.start()
         self.remaining = {t.key: self._expected(t) for t in tasks}
-        self.overall = self.progress.add_task("run", total=len(tasks), completed=done, detail="")
+        self.overall = self.progress.add_task(
+            self.label, total=len(tasks), completed=done, detail=""
+        )
 
     def message(self, text: str) -> None:
         self.progress.console.print(text)
 
     def task_started(self, task: PlannedTask) -> None:
         self.current = self.progress.add_task(
-            f"{task.key}",
+            f"{self.prefix}{task.key}",
             total=task.budget.hard_limit_seconds,
             detail=f"budget {task.budget.describe()}",
         )
@@ -588,4 +713,5 @@ class RichReporter(PlainReporter):
         super().task_finished(task, rows)
 
     def run_finished(self) -> None:
-        self.progress.stop()
+        if not self.shared:
+            self.progress.stop()
