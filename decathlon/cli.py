@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--plots", action="store_true", help="write PNG plots")
     compare.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="write one self-contained HTML page: table, plots, statistics, provenance",
+    )
+    compare.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples of test AUC; 0 = off"
     )
     return parser
@@ -534,6 +540,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         color=console.is_terminal,
         datasets=args.datasets,
+        report=args.report,
     )
     print(text, end="")
     return 0

@@ -646,7 +646,7 @@ def html_table(table: pd.DataFrame, methods: Sequence[Method]) -> str:
 TABLE_CSS = (
     "table{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
     "td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}"
-    "td:first-child{text-align:left}"
+    "td{white-space:nowrap}td:first-child{text-align:left}"
 )
 
 
@@ -1260,6 +1260,7 @@ def compare_command(
     width: int | None = None,
     color: bool = False,
     datasets: Iterable[str] | None = None,
+    report: Path | None = None,
 ) -> str:
     """``decathlon compare``: the table, the statistics and the bootstrap intervals, as text.
 
@@ -1268,7 +1269,8 @@ def compare_command(
     (``md``, ``html``, ``csv``) or ``plots`` the files go to ``out`` (default ``./comparison``):
     table.md / table.html / table.csv (and bootstrap_ci.csv), bars.png, splits_auc.png /
     splits_acc.png, cd_auc.png / cd_acc.png. ``bootstrap`` is the number of resamples (0 turns
-    the intervals off). Returns the text for the CLI to print.
+    the intervals off). ``report`` writes the one-page HTML report there
+    (:mod:`decathlon.report`). Returns the text for the CLI to print.
     """
     wanted = _formats(formats)
     methods = collect(list(paths), reference, datasets)
@@ -1282,6 +1284,7 @@ def compare_command(
     parts.append("Statistics:\n" + "\n".join(_wrap(line, columns) for line in unique))
 
     ci = pd.DataFrame(columns=CI_COLUMNS)
+    notes: list[str] = []
     if bootstrap > 0:
         ci, notes = bootstrap_table(methods, labels_fn, n_boot=bootstrap)
         lines = []
@@ -1314,6 +1317,10 @@ def compare_command(
                 made = plot_cd(sig, folder / f"cd_{sig.metric}.png")
                 if made:
                     written.append(made)
+    if report is not None:
+        from decathlon import report as report_module
+
+        written.append(report_module.write(Path(report), methods, table, sigs, ci, notes))
     if written:
         parts.append("Wrote:\n" + "\n".join(f"  {p}" for p in written))
     return "\n\n".join(parts) + "\n"
