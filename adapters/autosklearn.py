@@ -8,7 +8,8 @@ imported by the harness (Python 3.11) for registration and by the worker inside 
 What it does with a task:
 
 - Input: every image flattened to 784 values (2,352 for the RGB sets), as in the paper, scaled
-  from uint8 to float32 in [0, 1].
+  from uint8 to float32 in [0, 1]. The footing it shares with the ``autogluon`` and ``flaml``
+  adapters (input, margin, score columns) lives in ``decathlon_adapters.tabular``.
 - Model selection on the official val split: train and val are concatenated, in that order, and
   auto-sklearn's holdout is told not to shuffle, with ``train_size`` the train split's share;
   auto-sklearn turns that into a ``PredefinedSplit`` whose training part is exactly the train
@@ -44,6 +45,7 @@ import time
 from typing import Any
 
 import numpy as np
+from decathlon_adapters.tabular import class_columns, flatten, margin_seconds
 
 from decathlon.contract import MULTI_LABEL, Adapter, Environment, Predictions, Task
 from decathlon.hookspecs import hookimpl
@@ -115,12 +117,6 @@ def decathlon_register_adapters(register) -> None:
     register(ADAPTER)
 
 
-def flatten(images: np.ndarray) -> np.ndarray:
-    """uint8 images (N, 28, 28[, 3]) as float32 rows in [0, 1]: (N, 784) or (N, 2352)."""
-    x = np.asarray(images, dtype=np.float32) / 255.0
-    return x.reshape(len(x), -1)
-
-
 def time_limits(budget_seconds: float, options: dict[str, Any]) -> tuple[int, int]:
     """(time_left_for_this_task, per_run_time_limit) in whole seconds for a soft budget.
 
@@ -130,9 +126,7 @@ def time_limits(budget_seconds: float, options: dict[str, Any]) -> tuple[int, in
     half the search time (auto-sklearn's own cap). auto-sklearn refuses less than 30 s of search,
     so budgets under about 40 s are overrun: the search still gets 30 s.
     """
-    margin = max(
-        float(options["margin_min_seconds"]), float(options["margin_fraction"]) * budget_seconds
-    )
+    margin = margin_seconds(budget_seconds, options)
     total = max(MIN_SEARCH_SECONDS, int(math.floor(budget_seconds - margin)))
     per_run = max(float(options["per_run_min_seconds"]), float(options["per_run_fraction"]) * total)
     # auto-sklearn itself halves a per-model limit that leaves room for fewer than two models.
@@ -147,16 +141,6 @@ def memory_limit(task: Task) -> int:
         share = int(task.budget.memory_mb * 0.8 / max(1, task.n_jobs))
         limit = min(limit, share)
     return max(1024, limit)
-
-
-def _columns(proba: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
-    """auto-sklearn's probabilities (columns = sorted classes seen) as one column per class id."""
-    proba = np.asarray(proba, dtype=np.float64)
-    if proba.ndim == 1:
-        proba = proba[:, None]
-    out = np.zeros((len(proba), n_classes))
-    out[:, classes.astype(int)] = proba
-    return out
 
 
 def _dummy_weight(model: Any) -> float:
@@ -249,8 +233,7 @@ def run(task: Task) -> Predictions:
         classes = np.unique(y_fit)  # auto-sklearn label-encodes, so its columns are these, sorted
 
         def predict(x: np.ndarray) -> np.ndarray:
-            proba = _columns(model.predict_proba(x), classes, task.dataset.n_classes)
-            return np.clip(proba, 0.0, 1.0)
+            return class_columns(model.predict_proba(x), classes, task.dataset.n_classes)
 
     scores = {"train": predict(x_train), "val": predict(x_val), "test": predict(x_test)}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from decathlon_adapters import autosklearn as adapter
+from decathlon_adapters import tabular
 
 from decathlon import environments, leaderboard
 from decathlon.conformance import assert_conforms
@@ -94,10 +95,10 @@ def test_flatten_grey_and_rgb() -> None:
 def test_columns_follow_class_ids_even_with_an_absent_class() -> None:
     # Classes 0 and 2 seen out of 3: auto-sklearn's two columns land in columns 0 and 2.
     proba = np.array([[0.2, 0.8], [0.9, 0.1]])
-    out = adapter._columns(proba, np.array([0, 2]), 3)
+    out = tabular.class_columns(proba, np.array([0, 2]), 3)
     np.testing.assert_allclose(out, [[0.2, 0.0, 0.8], [0.9, 0.0, 0.1]])
     # Binary with both classes: unchanged, positive class last.
-    np.testing.assert_allclose(adapter._columns(proba, np.array([0, 1]), 2), proba)
+    np.testing.assert_allclose(tabular.class_columns(proba, np.array([0, 1]), 2), proba)
 
 
 def test_registered_with_its_python_39_environment() -> None:

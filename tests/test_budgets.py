@@ -95,6 +95,15 @@ def test_trial_and_epoch_budgets(real: budgets.Budgets) -> None:
     assert resolve(real, "paper", "autokeras", "pathmnist").hard_limit_seconds == 172800
 
 
+@pytest.mark.parametrize("name", ["autogluon", "flaml"])
+@pytest.mark.parametrize("profile", ["paper", "quick"])
+def test_autogluon_and_flaml_get_autosklearns_budgets(
+    real: budgets.Budgets, name: str, profile: str
+) -> None:
+    for flag in FLAGS:
+        assert resolve(real, profile, name, flag) == resolve(real, profile, "autosklearn", flag)
+
+
 def test_every_adapter_table_resolves_for_every_dataset(real: budgets.Budgets) -> None:
     for profile, tables in real.tables.items():
         for name in tables:

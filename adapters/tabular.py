@@ -1,0 +1,131 @@
+"""What the tabular AutoML adapters (auto-sklearn, AutoGluon, FLAML) share: the same footing.
+
+Every one of them sees a task the same way, so that their rows compare:
+
+- Input: each image flattened to 784 values (2,352 for the RGB sets), scaled from uint8 to
+  float32 in [0, 1] (:func:`flatten`).
+- Labels: integer class ids (N,) for binary, multi-class and ordinal tasks (ordinal as
+  multi-class, as the MedMNIST evaluator scores it), a (N, 14) 0/1 matrix for chestmnist
+  (:func:`targets`).
+- Time: the search gets the soft budget less a margin for the worker's start, data loading and
+  prediction (``margin_fraction`` of it, at least ``margin_min_seconds``), and never more than
+  the time left before the harness's hard limit less ``reserve_seconds`` (:func:`search_seconds`).
+  Libraries without a multi-label mode fit one model per label, each taking an equal share of
+  what is left when it starts (:func:`label_budgets`).
+- Scores: one column per class id in order, even for a class absent from the training data
+  (:func:`class_columns`).
+
+This module is imported inside the adapters' environments, auto-sklearn's Python 3.9 included,
+so it stays Python 3.9-valid and needs numpy alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from decathlon.contract import MULTI_LABEL, Task
+
+#: The margin options every tabular adapter accepts, with the same defaults.
+MARGIN_OPTIONS: dict[str, Any] = {
+    "margin_fraction": 0.05,
+    "margin_min_seconds": 10,
+    "reserve_seconds": 30,
+}
+
+
+def flatten(images: np.ndarray) -> np.ndarray:
+    """uint8 images (N, 28, 28[, 3]) as float32 rows in [0, 1]: (N, 784) or (N, 2352)."""
+    x = np.asarray(images, dtype=np.float32) / 255.0
+    return x.reshape(len(x), -1)
+
+
+def targets(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """(y_train, y_val) as int64: (N,) class ids, or (N, n_labels) for a multi-label task."""
+    y_train = np.asarray(task.y_train, dtype=np.int64)
+    y_val = np.asarray(task.y_val, dtype=np.int64)
+    if task.dataset.task == MULTI_LABEL:
+        return y_train, y_val
+    return y_train.ravel(), y_val.ravel()
+
+
+def margin_seconds(budget_seconds: float, options: dict[str, Any]) -> float:
+    """The part of a soft budget kept back for the worker's start, loading and predicting."""
+    return max(
+        float(options["margin_min_seconds"]), float(options["margin_fraction"]) * budget_seconds
+    )
+
+
+def search_seconds(
+    task: Task, options: dict[str, Any], *, now: Optional[float] = None, minimum: float = 1.0
+) -> float:
+    """Seconds the library's search may take, counted from ``now`` (``time.time()``).
+
+    The budget counts from the task's start, which the harness fixes as ``task.deadline`` less
+    the hard limit, so the worker's start, the library's import and the data's preparation are
+    taken from it. The search ends the margin before the budget is up, never later than
+    ``reserve_seconds`` before the hard limit, and gets at least ``minimum`` seconds. Outside
+    the harness (no deadline) the budget counts from ``now``.
+    """
+    if task.budget.time_seconds is None:
+        raise ValueError("this adapter needs a time budget (time_seconds in budgets.toml)")
+    budget = float(task.budget.time_seconds)
+    now = time.time() if now is None else now
+    started = task.deadline - task.budget.hard_limit_seconds
+    if not math.isfinite(started) or started > now:
+        started = now
+    soft_end = started + budget - margin_seconds(budget, options)
+    hard_end = task.deadline - float(options["reserve_seconds"])
+    return max(minimum, float(math.floor(min(soft_end, hard_end) - now)))
+
+
+def label_budgets(
+    total_seconds: float,
+    n_labels: int,
+    *,
+    minimum: float = 1.0,
+    latest: float = math.inf,
+    clock: Any = time.time,
+) -> Iterator[tuple[int, float]]:
+    """(label, seconds) for one search per label, sharing ``total_seconds`` from now on.
+
+    Each label gets an equal share of what is left when its turn comes, so time one label leaves
+    unused goes to the ones after it, and an overrun is taken from them. A share under
+    ``minimum`` (what the library needs to train anything) is raised to it, but no search is
+    given time past ``latest`` (a ``clock()`` reading: the hard limit less the reserve).
+    """
+    end = clock() + total_seconds
+    for label in range(n_labels):
+        now = clock()
+        share = max(minimum, (end - now) / (n_labels - label))
+        yield label, max(1.0, min(share, latest - now))
+
+
+def class_columns(proba: np.ndarray, classes: Sequence[Any], n_classes: int) -> np.ndarray:
+    """A library's probabilities (columns = the classes it saw) as one column per class id."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim == 1:
+        proba = proba[:, None]
+    out = np.zeros((len(proba), n_classes))
+    out[:, np.asarray(classes).astype(int)] = proba
+    return np.clip(out, 0.0, 1.0)
+
+
+def positive_column(proba: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    """The probability of label value 1 from a binary classifier's (N, n_seen) output."""
+    return class_columns(proba, classes, 2)[:, 1]
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    """A CSV with ``columns`` in this order (missing values empty, extra keys dropped)."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})

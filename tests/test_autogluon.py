@@ -1,0 +1,93 @@
+"""The AutoGluon adapter through the real harness: its own Python 3.11 environment, AutoGluon
+tabular 1.6 (medium_quality, no neural networks).
+
+Slow: builds the environment once (about 150 s), then runs the real AutoGluon on generated data
+of every task type and on the real breastmnist with a small budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from decathlon import leaderboard
+from decathlon.conformance import assert_conforms
+from decathlon.plugins import make_plugin_manager
+from decathlon.runner import RunConfig, Runner
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return [r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET]
+
+
+@pytest.mark.slow
+def test_conforms_on_single_label_task_types(tmp_path: Path) -> None:
+    """Binary, multi-class and ordinal, generated data, 36 s budgets."""
+    workdir = tmp_path / "conformance"
+    assert_conforms(
+        "autogluon",
+        workdir,
+        datasets=("breastmnist", "organamnist", "retinamnist"),
+        scale_factor=0.3,
+    )
+    organ = workdir / "run" / "tasks" / "organamnist" / "seed0"
+    assert np.load(organ / "predictions" / "test.npy").shape[1] == 11
+    with open(organ / "output" / "leaderboard.csv") as handle:
+        board = list(csv.DictReader(handle))
+    assert "WeightedEnsemble_L2" in {r["model"] for r in board}
+
+
+@pytest.mark.slow
+def test_conforms_on_multi_label(tmp_path: Path) -> None:
+    """chestmnist's 14 labels, one predictor each: AutoGluon needs about 5 s a label even on
+    60 images (it prepares the 784 columns first), so this one gets the quick budget, 120 s."""
+    workdir = tmp_path / "conformance"
+    assert_conforms("autogluon", workdir, datasets=("chestmnist",), scale_factor=1.0)
+    task_dir = workdir / "run" / "tasks" / "chestmnist" / "seed0"
+    assert np.load(task_dir / "predictions" / "test.npy").shape[1] == 14
+    with open(task_dir / "output" / "leaderboard.csv") as handle:
+        board = list(csv.DictReader(handle))
+    assert {int(r["label"]) for r in board} == set(range(14))
+    test = next(r for r in _rows(workdir / "run" / "leaderboard.csv") if r["split"] == "test")
+    labels = json.loads(test["notes"])["labels"]
+    assert [n["label"] for n in labels] == list(range(14))
+    assert all(n["models_trained"] >= 1 for n in labels)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "breastmnist.npz").symlink_to(real_data_dir / "breastmnist.npz")
+    config = RunConfig(
+        adapter="autogluon",
+        profile="quick",  # 120 s for breastmnist, hard limit 240 s: halved here
+        scale_factor=0.5,
+        datasets=("breastmnist",),
+        data_dir=str(data),
+        download=False,
+        n_jobs=2,
+    )
+    rows = _rows(Runner(config, make_plugin_manager()).run(tmp_path / "run"))
+    test = {r["split"]: r for r in rows}["test"]
+    assert test["status"] == "ok", test["reason"]
+    assert float(test["auc"]) > 0.7
+    notes = json.loads(test["notes"])
+    assert notes["presets"] == "medium_quality"
+    assert notes["models_trained"] >= 2  # at least one model and the weighted ensemble
+    assert notes["best_model"] and notes["ensemble_weights"]
+    assert notes["time_limit"] <= 50  # 60 s less the 10 s margin, counted from the start
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    with open(task_dir / "output" / "leaderboard.csv") as handle:
+        board = list(csv.DictReader(handle))
+    assert list(board[0])[:3] == ["model", "score_val", "eval_metric"]
+    assert notes["best_model"] in {r["model"] for r in board}
+    scores = np.load(task_dir / "predictions" / "test.npy")
+    assert scores.shape == (156, 2)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-6)
+    assert not (task_dir / "scratch").exists()  # the predictors lived in the scratch folder

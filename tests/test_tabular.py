@@ -1,0 +1,141 @@
+"""The footing the tabular AutoML adapters share: time arithmetic, label shares, score columns.
+
+No framework needed: these are the rules every one of autosklearn, autogluon and flaml follows.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from decathlon_adapters import autogluon, flaml, tabular
+
+from decathlon.contract import Budget, DatasetInfo, Task
+from decathlon.plugins import make_plugin_manager
+
+
+def _task(*, budget: float = 120, hard_limit: float = 240, deadline: float = float("inf")) -> Task:
+    info = DatasetInfo("breastmnist", "binary-class", 1, 2, {"0": "a", "1": "b"}, {})
+    empty = np.zeros((0, 28, 28), dtype=np.uint8)
+    return Task(
+        dataset=info,
+        x_train=empty,
+        y_train=np.zeros((0, 1), np.uint8),
+        x_val=empty,
+        y_val=np.zeros((0, 1), np.uint8),
+        x_test=empty,
+        budget=Budget(hard_limit_seconds=hard_limit, time_seconds=budget),
+        seed=0,
+        scratch_dir=Path("."),
+        output_dir=Path("."),
+        deadline=deadline,
+    )
+
+
+def test_search_counts_from_the_task_start() -> None:
+    # The harness started the task at 1000 (deadline 1000 + 240); the adapter is ready at 1008
+    # after its imports: the search ends the 10 s margin before the 120 s budget, at 1110.
+    task = _task(deadline=1240.0)
+    assert tabular.search_seconds(task, tabular.MARGIN_OPTIONS, now=1008.0) == 102
+    # The paper's 2 h: a 5 % margin (360 s).
+    task = _task(budget=7200, hard_limit=8100, deadline=1000.0 + 8100)
+    assert tabular.search_seconds(task, tabular.MARGIN_OPTIONS, now=1000.0) == 6840
+
+
+def test_search_ends_the_reserve_before_the_hard_limit() -> None:
+    # A hard limit close to the budget: the reserve (30 s) before it wins over the margin.
+    task = _task(budget=120, hard_limit=130, deadline=1130.0)
+    assert tabular.search_seconds(task, tabular.MARGIN_OPTIONS, now=1000.0) == 100
+    # Past every limit: still the minimum, the library's own floor.
+    assert tabular.search_seconds(task, tabular.MARGIN_OPTIONS, now=1200.0) == 1
+
+
+def test_search_without_a_deadline_counts_from_now() -> None:
+    assert tabular.search_seconds(_task(), tabular.MARGIN_OPTIONS, now=50.0) == 110
+
+
+def test_search_needs_a_time_budget() -> None:
+    task = _task()
+    task.budget = Budget(hard_limit_seconds=60)
+    with pytest.raises(ValueError, match="time_seconds"):
+        tabular.search_seconds(task, tabular.MARGIN_OPTIONS)
+
+
+def test_labels_share_what_is_left() -> None:
+    now = [0.0]
+    shares = tabular.label_budgets(140, 14, clock=lambda: now[0])
+    first = next(shares)
+    assert first == (0, 10.0)
+    now[0] = 4.0  # label 0 finished early: the 6 s it left go to the 13 others
+    assert next(shares) == (1, pytest.approx(136 / 13))
+    now[0] = 40.0  # label 1 overran: the others get less
+    assert next(shares) == (2, pytest.approx(100 / 12))
+
+
+def test_label_shares_keep_a_minimum_but_not_past_the_latest() -> None:
+    now = [0.0]
+    shares = tabular.label_budgets(14, 14, minimum=5, latest=12.0, clock=lambda: now[0])
+    assert next(shares) == (0, 5.0)  # a 1 s share raised to the library's minimum
+    now[0] = 9.0
+    assert next(shares) == (1, 3.0)  # only 3 s before the reserve
+    now[0] = 20.0
+    assert next(shares) == (2, 1.0)  # past it: the floor, and the library says it is too short
+
+
+def test_class_columns_follow_class_ids_even_with_an_absent_class() -> None:
+    proba = np.array([[0.2, 0.8], [0.9, 0.1]])
+    out = tabular.class_columns(proba, [0, 2], 3)
+    np.testing.assert_allclose(out, [[0.2, 0.0, 0.8], [0.9, 0.0, 0.1]])
+    np.testing.assert_allclose(tabular.class_columns(proba, np.array([0, 1]), 2), proba)
+    np.testing.assert_allclose(tabular.positive_column(proba, [0, 1]), [0.8, 0.1])
+
+
+def test_targets_are_class_ids_or_a_label_matrix() -> None:
+    task = _task()
+    task.y_train = np.array([[1], [0]], np.uint8)
+    task.y_val = np.array([[0]], np.uint8)
+    y_train, y_val = tabular.targets(task)
+    assert y_train.tolist() == [1, 0] and y_val.tolist() == [0] and y_train.dtype == np.int64
+    task.dataset = DatasetInfo("chestmnist", "multi-label, binary-class", 1, 14, {}, {})
+    task.y_train = np.zeros((3, 14), np.uint8)
+    assert tabular.targets(task)[0].shape == (3, 14)
+
+
+def test_write_rows_keeps_the_column_order(tmp_path: Path) -> None:
+    path = tmp_path / "board.csv"
+    tabular.write_rows(path, [{"b": 2, "a": None, "extra": 1}], ["a", "b"])
+    assert path.read_text().splitlines() == ["a,b", ",2"]
+
+
+@pytest.mark.parametrize("module", [autogluon, flaml])
+def test_registered_with_a_pinned_python_311_environment(module: object) -> None:
+    adapter = module.ADAPTER  # type: ignore[attr-defined]
+    assert make_plugin_manager().get(adapter.name) is adapter
+    env = adapter.environment
+    assert env is not None and env.python == "3.11"
+    for requirement in env.requirements:  # exact pins only
+        assert "==" in requirement and not any(c in requirement for c in "<>~"), requirement
+    assert not any("torch" in r for r in env.requirements)
+    # The same budgets as auto-sklearn, in both profiles.
+    for key in ("margin_fraction", "margin_min_seconds", "reserve_seconds"):
+        assert key in adapter.options
+
+
+def test_autogluon_refuses_presets_that_download_weights() -> None:
+    assert autogluon.check_presets("best_quality") == "best_quality"
+    with pytest.raises(ValueError, match="pre-trained weights"):
+        autogluon.check_presets("extreme_quality")
+
+
+def test_modules_are_import_light_and_tabular_is_python_39() -> None:
+    ast.parse(Path(tabular.__file__).read_text(), feature_version=(3, 9))
+    code = (
+        "import sys, decathlon_adapters.autogluon, decathlon_adapters.flaml;"
+        "print(sorted(m for m in ('autogluon','flaml','pandas','sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
