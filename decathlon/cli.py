@@ -415,7 +415,10 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
             except DecathlonError as exc:
                 failed = True
                 err_console.print(
-                    f"error: {runner.adapter.name}: {exc}", markup=False, highlight=False
+                    f"error: {runner.adapter.name}: {exc}",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
                 )
                 continue
             finished.append(run_dir)

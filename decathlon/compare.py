@@ -576,7 +576,8 @@ def _table_notes(table: pd.DataFrame, methods: Sequence[Method]) -> list[str]:
         "Means are over all ten datasets"
         if len(chosen) == len(DATASETS)
         else f"Means are over the {len(chosen)} datasets chosen with --datasets "
-        f"({', '.join(chosen)}), for every method, the published ones too"
+        f"({', '.join(chosen)}), for every method"
+        + (", the published ones too" if any(m.run_id in REFERENCE_LABELS for m in methods) else "")
     )
     notes.append(
         f"{over}; † = incomplete (no mean, no rank). Rank = average over "
@@ -726,22 +727,26 @@ def _fit(console: Any, build: Callable[[list[str]], Any], columns: list[str]) ->
     """Split ``columns`` into consecutive runs whose table fits the console's width."""
     from rich.measure import Measurement
 
+    unbounded = console.options.update_width(100_000)
+
+    def fits(chunk: list[str]) -> bool:
+        return Measurement.get(console, unbounded, build(chunk)).maximum <= console.width
+
     chunks: list[list[str]] = []
     current: list[str] = []
-    unbounded = console.options.update_width(100_000)
     for column in columns:
-        trial = [*current, column]
-        width = Measurement.get(console, unbounded, build(trial)).maximum
-        if current and width > console.width:
+        if current and not fits([*current, column]):
             chunks.append(current)
             current = [column]
         else:
-            current = trial
+            current = [*current, column]
     chunks.append(current)
-    # Even out the runs (5 + 5 + ... reads better than 9 + 1).
+    # Even out the runs (5 + 5 + ... reads better than 9 + 1) when the even runs fit too.
     if len(chunks) > 1:
         size = math.ceil(len(columns) / len(chunks))
-        chunks = [columns[i : i + size] for i in range(0, len(columns), size)]
+        even = [columns[i : i + size] for i in range(0, len(columns), size)]
+        if len(even) == len(chunks) and all(fits(chunk) for chunk in even):
+            chunks = even
     return chunks
 
 
@@ -1337,24 +1342,36 @@ def show_command(run: Path, *, width: int | None = None, color: bool = False) ->
 
 
 def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
+    """Every row of a run, one line per (adapter, seed, dataset); fits 100 columns, the reason
+    wrapping in the room left."""
+    from rich import box
     from rich.table import Table
 
     console = _console(width, color)
-    table = Table(title=f"{board.path} (profile {board.profile})", title_justify="left")
-    for name in ("adapter", "seed", "dataset", "status"):
-        table.add_column(name)
-    for split in SPLITS:
-        table.add_column(f"{split} AUC", justify="right")
-    for split in SPLITS:
-        table.add_column(f"{split} ACC", justify="right")
-    table.add_column("elapsed s", justify="right")
-    table.add_column("reason", overflow="fold")
+    table = Table(
+        title=f"{board.path} (profile {board.profile})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     rows = board.rows
+    several = rows["adapter"].nunique() > 1
+    if several:
+        table.add_column("adapter", no_wrap=True)
+    table.add_column("seed", no_wrap=True, justify="right")
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for metric in METRICS:
+        for split in SPLITS:
+            table.add_column(f"{split}\n{metric.upper()}", justify="right", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=1, min_width=12)
     for (_, adapter, seed), group in rows.groupby(["run_id", "adapter", "seed"], sort=False):
+        lead = [str(adapter)] if several else []
         for dataset in DATASETS:
             cell = group[group["dataset"] == dataset].set_index("split")
             if cell.empty:
-                table.add_row(str(adapter), str(seed), dataset, "not run")
+                table.add_row(*lead, str(seed), _SHORT[dataset], "not run")
                 continue
             status = cell.loc["test", "status"] if "test" in cell.index else "no test row"
             values = [
@@ -1363,9 +1380,13 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
                 for split in SPLITS
             ]
             elapsed = cell.loc["test", "elapsed_s"] if "test" in cell.index else ""
+            try:
+                elapsed = f"{float(elapsed):.0f}s"
+            except ValueError:
+                pass
             reasons = sorted({r for r in cell["reason"] if r})
             table.add_row(
-                str(adapter), str(seed), dataset, status, *values, elapsed, "; ".join(reasons)
+                *lead, str(seed), _SHORT[dataset], status, *values, elapsed, "; ".join(reasons)
             )
     console.print(table)
     return console.export_text(styles=color)

@@ -816,3 +816,25 @@ def test_terminal_table_reads_at_100_columns(real_baseline_runs: list[Path]) -> 
     # The same through the command, at 100 columns: statistics wrapped too.
     full = compare.compare_command(real_baseline_runs, "v1", bootstrap=0, width=100)
     assert max(len(line) for line in full.splitlines()) <= 100
+
+
+def test_show_reads_at_100_columns(real_baseline_runs: list[Path], tmp_path: Path) -> None:
+    text = compare.show_command(real_baseline_runs[0], width=100)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    per_seed = per_seed_results(real_baseline_runs[0])
+    for dataset in REAL:
+        for seed, (auc, acc) in enumerate(per_seed[dataset]):
+            short = dataset.removesuffix("mnist")
+            (line,) = [ln for ln in lines if ln.split()[:3] == [str(seed), short, "ok"]]
+            assert f"{auc:.3f}" in line and f"{acc:.3f}" in line
+    # Two adapters and failures with reasons: an adapter column, and the reason wraps.
+    run = write_run(
+        tmp_path,
+        "mixed",
+        {"one": 0.0, "two": 0.01},
+        failures={("two", "octmnist"): "timeout"},
+    )
+    text = compare.show_command(run, width=100)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert any(ln.split()[:4] == ["two", "0", "oct", "timeout"] for ln in text.splitlines())

@@ -16,8 +16,26 @@ from conftest import REAL_FLAGS
 from rich.console import Console
 
 from decathlon import cli, leaderboard
+from decathlon.contract import Adapter, Environment
 from decathlon.errors import DecathlonError
+from decathlon.hookspecs import hookimpl
 from decathlon.plugins import make_plugin_manager
+
+
+class _Unbuildable:
+    """A plugin whose adapter's environment cannot be built here (no Python 2.7 anywhere)."""
+
+    @hookimpl
+    def decathlon_register_adapters(self, register) -> None:
+        register(
+            Adapter(
+                name="needs_py27",
+                run="misbehaving:good",
+                description="its environment needs Python 2.7",
+                environment=Environment(python="2.7"),
+                default_budgets={"quick": {"hard_limit_seconds": 60}},
+            )
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +111,26 @@ def test_all_means_every_registered_adapter() -> None:
     assert names == sorted(registry.adapters)
     assert {"baseline", "autosklearn", "mis_good"} <= set(names)
     assert cli.adapter_names("baseline, mis_good,baseline", registry) == ["baseline", "mis_good"]
+
+
+def test_an_adapter_failing_mid_way_leaves_the_others_and_exits_2(
+    real_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DECATHLON_PYTHON_2_7", str(tmp_path / "no-such-python"))
+    monkeypatch.setattr(
+        cli, "make_plugin_manager", lambda: make_plugin_manager([misbehaving, _Unbuildable()])
+    )
+    runs = tmp_path / "runs"
+    args = run_args(real_data_dir, runs, "needs_py27,mis_good", "--no-progress")
+    args = [a for a in args if a not in ("--option", "max_iter=10")]
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("error: needs_py27: ") and "no-such-python" in line
+    (good,) = [d for d in runs.iterdir() if d.name.startswith("mis_good-")]
+    rows = leaderboard.read(good / "leaderboard.csv")
+    assert {r["status"] for r in rows if r["dataset"] != "decathlon"} == {"ok"}
+    assert f"{good.name}/mis_good" in captured.out  # the comparison of what did run
