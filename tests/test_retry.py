@@ -131,3 +131,25 @@ def test_retry_failed_needs_resume(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err.strip()
     assert err == "error: --retry-failed needs --resume RUN_DIR (the run whose failures to rerun)"
     assert not (tmp_path / "r").exists()
+
+
+def test_retry_failed_on_a_local_dask_cluster(
+    real_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken"
+    broken.touch()
+    run_dir = tmp_path / "run"
+    code = run(
+        "--adapter", "mis_good", "--profile", "quick", "--datasets", "breastmnist,retinamnist",
+        "--seeds", "0", "--data-dir", str(real_data_dir), "--no-download", "--jobs", "1",
+        "--option", 'fail_on=["retinamnist"]', "--option", f"fail_while={broken}",
+        "--run-dir", str(run_dir),
+    )  # fmt: skip
+    assert code == 0 and board_rows(run_dir)["retinamnist"]["status"] == "error"
+    broken.unlink()
+    capsys.readouterr()
+    assert run("--resume", str(run_dir), "--retry-failed", "--workers", "1") == 0
+    assert "retrying 1 failed task (1 error)" in capsys.readouterr().out
+    assert {r["status"] for r in board_rows(run_dir).values()} == {"ok"}
+    attempt = run_dir / "tasks" / "retinamnist" / "seed0" / "attempts" / "1"
+    assert "failing on retinamnist as asked" in (attempt / "log.txt").read_text()
