@@ -1,0 +1,899 @@
+"""``portfolio``: a time-budgeted portfolio of small from-scratch image networks, raced and
+ensembled.
+
+What it does, in order:
+
+1. **Portfolio.** A fixed list of configurations for 28x28 images (:data:`PORTFOLIO`): small
+   ResNet-style networks with a 3x3 stride-1 stem, a wider shallower network and a plain VGG-style
+   one, each with an augmentation family (flips and shifts; small rotations and scaling; the
+   same with mixup or cutmix), label smoothing, AdamW with cosine decay. On a CPU the networks
+   are narrow (the list is sized to what trains in minutes on a few cores); on a GPU the same
+   configurations are trained wider (``width`` doubles) with fp16 mixed precision.
+2. **Racing.** Successive halving with restarts: every configuration trains a complete short
+   cosine schedule of ``r0`` epochs; the best third by validation AUC (the harness's own
+   :func:`decathlon.metrics.auc`) trains again with a new seed and three times the epochs, and so
+   on. Spare time in a rung (and the time left at the end) goes to further seeds of the
+   survivors, so the time budget is spent on diversity rather than on one long over-fitting run.
+3. **Members.** A run's prediction is the mean of its predictions after every epoch of the last
+   half of its schedule (an epoch-snapshot ensemble: on these small sets the best-validation
+   epoch is noise). Each run is one candidate member, with and without flip test-time
+   augmentation.
+4. **Ensemble.** Greedy ensemble selection with replacement on the validation split (Caruana et
+   al., 2004), started from the best few members and bagged over random halves of the
+   candidates, which keeps the weights from chasing the small validation sets' noise. Test-time
+   augmentation is kept when it raises the ensemble's validation AUC.
+
+The deadline: the search stops when the next epoch and the final ensemble would not fit before
+``min(start + time budget, task.deadline)`` less a margin, and the ensemble of whatever finished
+is returned; the notes say ``deadline_cut``. With an epoch budget (``budget.epochs``) the plan
+is fixed in epochs, and the same seed on the same machine gives the same predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# The ResNet adapters' environment (torch + torchvision + scikit-learn): no new one to build.
+from decathlon_adapters.resnet import ENVIRONMENT, images_tensor
+
+from decathlon.contract import BINARY, MULTI_LABEL, Adapter, Predictions, Task
+from decathlon.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+#: The adapter options and their defaults (``--option key=value`` overrides them).
+OPTIONS: dict[str, Any] = {
+    "eta": 3,  # successive halving's reduction factor
+    "r0": 0,  # epochs of the first rung; 0 = sized from the time budget
+    "max_epochs": 40,  # the longest schedule a run gets
+    "min_epochs": 8,  # the shortest (rung 0)
+    "batch_size": 64,
+    "ensemble_size": 25,  # greedy selection steps (with replacement)
+    "bags": 8,  # bagged ensemble selection: number of random halves of the candidates
+    "width": 0,  # base channel width; 0 = 16 on CPU, 32 on GPU
+    "processes": 0,  # training processes on a CPU; 0 = the task's n_jobs (one per core)
+    "threads": 0,  # torch threads per process; 0 = n_jobs / processes
+}
+
+ADAPTER = Adapter(
+    name="portfolio",
+    run="decathlon_adapters.portfolio:run",
+    description=(
+        "portfolio of small from-scratch CNNs, raced by successive halving on val AUC,"
+        " greedy ensemble selection (Caruana 2004), flip TTA"
+    ),
+    environment=ENVIRONMENT,
+    options=dict(OPTIONS),
+    uses_gpu=True,
+    default_budgets={
+        "paper": {"time_seconds": [7200, 14400, 21600], "grace_seconds": 600},
+        "quick": {"time_seconds": [120, 300, 600], "grace_seconds": 120},
+    },
+)
+
+
+@hookimpl
+def decathlon_register_adapters(register) -> None:
+    register(ADAPTER)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration of the portfolio: a network, an augmentation family, a loss."""
+
+    name: str
+    arch: str  # "res" (ResNet-style), "wide" (two wide stages), "vgg" (plain convolutions)
+    widths: tuple[int, ...]  # channels per stage, in units of the base width
+    blocks: int  # residual blocks (or conv pairs) per stage
+    aug: str  # "flip" | "geo" (flip, shift, rotation, scale)
+    mix: str = ""  # "" | "mixup" | "cutmix"
+    smoothing: float = 0.1
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    dropout: float = 0.1
+    cost: float = 1.0  # training time per epoch relative to the first configuration (CPU)
+
+
+#: The portfolio, in a fixed order (the order breaks ties).
+PORTFOLIO: tuple[Config, ...] = (
+    Config("res-geo", "res", (1, 2, 4), 1, "geo"),
+    Config("res-geo-mixup", "res", (1, 2, 4), 1, "geo", "mixup"),
+    Config("vgg-geo", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6),
+    Config("res-flip-cutmix", "res", (1, 2, 4), 1, "flip", "cutmix"),
+    Config("wide-geo", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2),
+    Config("res-flip", "res", (1, 2, 4), 1, "flip", smoothing=0.0, weight_decay=5e-3),
+    Config("vgg-geo-mixup", "vgg", (1, 2, 4), 1, "geo", "mixup", cost=0.6),
+    Config("res2-geo", "res", (1, 2, 4), 2, "geo", lr=1e-3, cost=1.5),
+    Config("res-geo-long", "res", (1, 2, 4), 1, "geo", lr=3e-3, dropout=0.3),
+)
+
+#: The share of the time left that the plan fills.
+SLACK = 0.92
+#: Seconds kept before the end for the ensemble selection and the result.
+FINAL_MARGIN_S = 20.0
+
+
+@dataclass
+class RunRecord:
+    """One training run of one configuration: what it cost and what it predicts."""
+
+    config: str
+    rung: int
+    seed: int
+    epochs: int  # the schedule's epochs (epoch-bounded), or 0
+    allotted_s: float | None = None  # the schedule's seconds (time-bounded), or None
+    epochs_run: int = 0
+    seconds: float = 0.0
+    val_auc: float = math.nan
+    complete: bool = False
+    # Sums of snapshot probabilities over the tail epochs (plain and flip-TTA), then means.
+    val: dict[str, np.ndarray] = field(default_factory=dict)
+    test: dict[str, np.ndarray] = field(default_factory=dict)
+    snapshots: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "rung": self.rung,
+            "seed": self.seed,
+            "epochs": self.epochs or None,
+            "allotted_s": None if self.allotted_s is None else round(self.allotted_s, 1),
+            "epochs_run": self.epochs_run,
+            "seconds": round(self.seconds, 1),
+            "val_auc": None if math.isnan(self.val_auc) else round(self.val_auc, 4),
+            "complete": self.complete,
+        }
+
+
+# ----------------------------------------------------------------------------- the networks
+
+
+def build_network(config: Config, width: int, in_channels: int, n_outputs: int) -> Any:
+    """The network of ``config`` for 28x28 inputs (any size works: global average pooling)."""
+    from torch import nn
+
+    def conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[Any]:
+        return [
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        ]
+
+    class Block(nn.Module):
+        def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(
+                *conv_bn(c_in, c_out, stride),
+                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+            )
+            self.skip = (
+                nn.Identity()
+                if stride == 1 and c_in == c_out
+                else nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+                )
+            )
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x: Any) -> Any:
+            return self.relu(self.body(x) + self.skip(x))
+
+    channels = [width * m for m in config.widths]
+    layers: list[Any] = conv_bn(in_channels, channels[0])
+    c_in = channels[0]
+    for stage, c_out in enumerate(channels):
+        for b in range(config.blocks):
+            stride = 2 if stage > 0 and b == 0 else 1
+            if config.arch == "vgg":
+                layers += conv_bn(c_in, c_out, 1)
+                if stride == 2:
+                    layers.insert(len(layers) - 3, nn.MaxPool2d(2))
+            else:
+                layers.append(Block(c_in, c_out, stride))
+            c_in = c_out
+    if config.arch == "wide":  # two wide stages end at 14x14: one more halving
+        layers.append(nn.MaxPool2d(2))
+    layers += [
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(config.dropout),
+        nn.Linear(c_in, n_outputs),
+    ]
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def augment(x: Any, family: str, generator: Any) -> Any:
+    """Random flips and shifts ("flip"), plus small rotations and scaling ("geo"), for a float
+    batch (B, C, H, W), as one batched affine resampling."""
+    import torch
+    import torch.nn.functional as F
+
+    b = x.shape[0]
+
+    def uniform(low: float, high: float) -> Any:
+        return torch.rand(b, generator=generator).mul_(high - low).add_(low).to(x.device)
+
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device, x.dtype).mul_(2).sub_(1)
+    shift = 2.0 * 2.0 / x.shape[-1]  # up to 2 pixels, in grid units
+    if family == "geo":
+        angle = uniform(-math.pi / 12, math.pi / 12)  # +-15 degrees
+        scale = uniform(0.9, 1.1)
+    else:
+        angle = torch.zeros(b, device=x.device)
+        scale = torch.ones(b, device=x.device)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, uniform(-shift, shift)], dim=1),
+            torch.stack([sin * flip, cos, uniform(-shift, shift)], dim=1),
+        ],
+        dim=1,
+    ).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def mix_batch(x: Any, y: Any, kind: str, rng: np.random.Generator) -> tuple[Any, Any]:
+    """Mixup (Beta(0.4, 0.4)) or cutmix (Beta(1, 1)) of a batch with a permutation of itself;
+    ``y`` are soft targets (B, K)."""
+    import torch
+
+    b = x.shape[0]
+    perm = torch.from_numpy(rng.permutation(b)).to(x.device)
+    lam = float(rng.beta(0.4, 0.4) if kind == "mixup" else rng.beta(1.0, 1.0))
+    if kind == "mixup":
+        x = lam * x + (1 - lam) * x[perm]
+    else:
+        h, w = x.shape[-2:]
+        cut = math.sqrt(1 - lam)
+        ch, cw = int(h * cut), int(w * cut)
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0, y1 = max(0, cy - ch // 2), min(h, cy + ch // 2)
+        x0, x1 = max(0, cx - cw // 2), min(w, cx + cw // 2)
+        x = x.clone()
+        x[:, :, y0:y1, x0:x1] = x[perm][:, :, y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    return x, lam * y + (1 - lam) * y[perm]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TaskData:
+    """What the training processes need of a task (no test labels: there are none)."""
+
+    task_type: str
+    n_outputs: int
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+
+
+#: The training process's own runner, made once by :func:`_init_process`.
+_RUNNER: list[Runner] = []
+
+
+def _init_process(data: TaskData, device: str, width: int, batch_size: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _RUNNER[:] = [Runner(data, device, width, batch_size)]
+
+
+def _train_job(config: Config, record: RunRecord, stop_at: float) -> RunRecord:
+    return _RUNNER[0].train(config, record, stop_at)
+
+
+def _probe_job(config: Config) -> float:
+    return _RUNNER[0].probe(config)
+
+
+class _Inline:
+    """The executor interface, running each job at once in this process (one GPU)."""
+
+    def __init__(self, initargs: tuple[Any, ...]) -> None:
+        _init_process(*initargs)
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        from concurrent.futures import Future
+
+        future: Future[Any] = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, **_: Any) -> None:
+        _RUNNER.clear()
+
+
+class Runner:
+    """The data of one task on one device, and the training of runs on it."""
+
+    def __init__(self, data: TaskData, device: str, width: int, batch_size: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.task_type = data.task_type
+        self.n_outputs = data.n_outputs
+        self.width = width
+        self.batch_size = batch_size
+        self.x_train = images_tensor(data.x_train, self.device)
+        self.x_val = images_tensor(data.x_val, self.device)
+        self.x_test = images_tensor(data.x_test, self.device)
+        self.y_val = np.asarray(data.y_val)
+        labels = np.asarray(data.y_train)
+        if self.task_type == MULTI_LABEL:
+            self.y_train = torch.from_numpy(labels.astype(np.float32)).to(self.device)
+        else:
+            classes = labels.reshape(-1).astype(np.int64)
+            self.y_train = torch.nn.functional.one_hot(
+                torch.from_numpy(classes), self.n_outputs
+            ).float()
+            self.y_train = self.y_train.to(self.device)
+        self.in_channels = int(self.x_train.shape[1])
+
+    def probe(self, config: Config, steps: int = 4) -> float:
+        """Seconds one epoch of ``config`` takes here, with its snapshot predictions, estimated
+        from ``steps`` training steps and one prediction pass over a slice of val."""
+        torch = self.torch
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(0)
+        model = build_network(config, self.width, self.in_channels, self.n_outputs)
+        model = model.to(self.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+        b = self.batch_size
+        times = []
+        for step in range(steps + 1):
+            t0 = time.perf_counter()
+            model.train()
+            start = (step * b) % max(1, len(self.x_train) - b)
+            x = augment(self.prepare(self.x_train[start : start + b]), config.aug, generator)
+            loss = self.loss(model(x), self.y_train[start : start + b], config.smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - t0)
+        per_step = float(np.median(times[1:]))  # the first step pays for warm-up
+        t0 = time.perf_counter()
+        sample = self.x_val[:128]
+        self.predict(model, sample, True)
+        per_image = (time.perf_counter() - t0) / len(sample)
+        n_pred = (len(self.x_val) + len(self.x_test)) * 2  # plain and flipped, half the epochs
+        return per_step * math.ceil(len(self.x_train) / b) + 0.5 * per_image * n_pred
+
+    def prepare(self, batch: Any) -> Any:
+        return batch.float().div_(255.0).sub_(0.5).div_(0.5)
+
+    def autocast(self) -> Any:
+        import contextlib
+
+        if not self.cuda:
+            return contextlib.nullcontext()
+        return self.torch.autocast("cuda", dtype=self.torch.float16)
+
+    def loss(self, logits: Any, target: Any, smoothing: float) -> Any:
+        torch = self.torch
+        if self.task_type == MULTI_LABEL:
+            target = target * (1 - smoothing) + 0.5 * smoothing
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        target = target * (1 - smoothing) + smoothing / self.n_outputs
+        return torch.sum(-target * torch.log_softmax(logits.float(), dim=1), dim=1).mean()
+
+    def predict(self, model: Any, images: Any, flip: bool) -> np.ndarray:
+        torch = self.torch
+        model.eval()
+        out = []
+        with torch.inference_mode(), self.autocast():
+            for start in range(0, len(images), 512):
+                x = self.prepare(images[start : start + 512])
+                logits = model(x).float()
+                if flip:
+                    logits = torch.stack([logits, model(torch.flip(x, dims=[3])).float()])
+                if self.task_type == MULTI_LABEL:
+                    p = torch.sigmoid(logits)
+                else:
+                    p = torch.softmax(logits, dim=-1)
+                out.append(p.mean(0) if flip else p)
+        return torch.cat(out).cpu().numpy().astype(np.float64)
+
+    def train(self, config: Config, record: RunRecord, stop_at: float) -> RunRecord:
+        """One run of ``config``: AdamW, a short linear warm-up, cosine decay to zero, and the
+        mean of the snapshot predictions (plain and flip-TTA) after every epoch of the second
+        half of the schedule, and at its end.
+
+        The schedule runs over ``record.epochs`` epochs (epoch-bounded: deterministic), or over
+        ``record.allotted_s`` seconds of wall time (time-bounded: however many epochs fit, so
+        that a run always finishes its schedule whatever the machine's speed). Either way it
+        stops at ``stop_at`` and says so (``complete`` false)."""
+        from decathlon.metrics import auc
+
+        torch = self.torch
+        torch.manual_seed(record.seed)
+        generator = torch.Generator().manual_seed(record.seed)
+        rng = np.random.default_rng(record.seed)
+        model = build_network(config, self.width, self.in_channels, self.n_outputs)
+        model = model.to(self.device)
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        n = len(self.x_train)
+        steps_per_epoch = len(range(0, n - (1 if n % self.batch_size == 1 else 0), self.batch_size))
+        timed = record.allotted_s is not None
+        started = time.perf_counter()
+        # Time-bounded: the schedule ends at the allotment or at stop_at, whichever is first.
+        budget_s = min(record.allotted_s or math.inf, stop_at - time.time())
+        total_steps = steps_per_epoch * record.epochs
+
+        snapshot_s = [0.0]  # the last snapshot's seconds: kept free at a timed schedule's end
+
+        def progress(step: int) -> float:
+            if timed:
+                return (time.perf_counter() - started) / max(budget_s - snapshot_s[0], 1e-9)
+            return step / max(1, total_steps)
+
+        def snapshot() -> None:
+            t0 = time.perf_counter()
+            for flip in (False, True):
+                key = "tta" if flip else "plain"
+                record.val[key] = record.val.get(key, 0) + self.predict(model, self.x_val, flip)
+                record.test[key] = record.test.get(key, 0) + self.predict(model, self.x_test, flip)
+            record.snapshots += 1
+            snapshot_s[0] = time.perf_counter() - t0
+
+        step, done, last_snapshot_step = 0, False, -1
+        epoch = 0
+        while not done:
+            if not timed and (epoch >= record.epochs or time.time() >= stop_at):
+                break
+            epoch += 1
+            model.train()
+            order = torch.randperm(n, generator=generator).to(self.device)
+            for start in range(0, steps_per_epoch * self.batch_size, self.batch_size):
+                p = progress(step)
+                if p >= 1.0 or time.time() >= stop_at - snapshot_s[0]:
+                    done = True
+                    break
+                warm = 0.03
+                factor = (
+                    p / warm
+                    if p < warm
+                    else 0.5 * (1 + math.cos(math.pi * (p - warm) / (1 - warm)))
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * max(factor, 1e-3)
+                index = order[start : start + self.batch_size]
+                x = augment(self.prepare(self.x_train[index]), config.aug, generator)
+                y = self.y_train[index]
+                if config.mix:
+                    x, y = mix_batch(x, y, config.mix, rng)
+                if self.cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with self.autocast():
+                    loss = self.loss(model(x), y, config.smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+            else:
+                record.epochs_run = epoch
+                if progress(step) >= 0.5 or (not timed and 2 * epoch > record.epochs):
+                    snapshot()
+                    last_snapshot_step = step
+        if step > 0 and last_snapshot_step != step and (record.snapshots == 0 or timed):
+            snapshot()  # the end of a time-bounded schedule (lr near zero), or a cut run's last
+        record.seconds = time.perf_counter() - started
+        if timed:
+            # A schedule squeezed by less than a fifth still ran its course.
+            record.complete = 0.8 * (record.allotted_s or 0) <= budget_s
+        else:
+            record.complete = record.epochs_run == record.epochs
+        if record.snapshots:
+            for key in list(record.val):
+                record.val[key] = record.val[key] / record.snapshots
+                record.test[key] = record.test[key] / record.snapshots
+            record.val_auc = _safe_auc(auc, self.task_type, self.y_val, record.val["plain"])
+        return record
+
+
+def _safe_auc(auc: Any, task_type: str, y: np.ndarray, scores: np.ndarray) -> float:
+    if not np.all(np.isfinite(scores)):
+        return math.nan
+    try:
+        return float(auc(task_type, y, scores))
+    except ValueError:
+        return math.nan
+
+
+# ----------------------------------------------------------------------------- the ensemble
+
+
+def fast_auc(task_type: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """:func:`decathlon.metrics.auc` by the rank-sum (Mann-Whitney) formula, vectorised over
+    classes or labels: the same value (ties get average ranks, as the ROC's trapezoids count
+    them), about a hundred times faster, for the inner loop of ensemble selection. NaN where a
+    class or label has no positive or no negative example."""
+    from scipy.stats import rankdata
+
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_score.ndim == 1:
+        y_score = y_score[:, None]
+    if task_type == MULTI_LABEL:
+        positive = y_true.astype(bool)
+        scores = y_score
+    elif task_type == BINARY:
+        positive = (y_true.reshape(-1) == 1)[:, None]
+        scores = y_score[:, -1:]
+    else:
+        labels = y_true.reshape(-1)
+        positive = labels[:, None] == np.arange(y_score.shape[1])[None, :]
+        scores = y_score
+    if not np.all(np.isfinite(scores)):
+        return math.nan
+    n_pos = positive.sum(axis=0)
+    n_neg = len(positive) - n_pos
+    if np.any(n_pos == 0) or np.any(n_neg == 0):
+        return math.nan
+    ranks = rankdata(scores, axis=0)
+    rank_sum = np.where(positive, ranks, 0.0).sum(axis=0)
+    aucs = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(np.mean(aucs))
+
+
+def ensemble_selection(
+    val_scores: list[np.ndarray],
+    y_val: np.ndarray,
+    task_type: str,
+    *,
+    size: int,
+    bags: int,
+    seed: int,
+    init: int = 3,
+) -> np.ndarray:
+    """Weights over the candidates: greedy forward selection with replacement on val AUC
+    (Caruana et al., 2004), started from the ``init`` best candidates ("sorted initialisation"),
+    averaged over ``bags`` random halves of the candidates ("bagged ensemble selection")."""
+    n = len(val_scores)
+    singles = np.array([fast_auc(task_type, y_val, s) for s in val_scores])
+    singles = np.where(np.isnan(singles), -np.inf, singles)
+    rng = np.random.default_rng(seed)
+    weights = np.zeros(n)
+    for _bag in range(max(1, bags)):
+        if bags <= 1 or n < 4:
+            pool = np.arange(n)
+        else:
+            pool = np.sort(rng.choice(n, size=max(2, (n + 1) // 2), replace=False))
+        pool = pool[np.isfinite(singles[pool])]
+        if len(pool) == 0:
+            continue
+        ranked = pool[np.argsort(-singles[pool], kind="stable")]
+        counts = np.zeros(n)
+        chosen = list(ranked[: min(init, len(ranked))])
+        for i in chosen:
+            counts[i] += 1
+        total = sum(val_scores[i] for i in chosen)
+        for _ in range(max(0, size - len(chosen))):
+            best, best_auc = None, -np.inf
+            for i in pool:
+                score = fast_auc(task_type, y_val, (total + val_scores[i]) / (len(chosen) + 1))
+                if not math.isnan(score) and score > best_auc + 1e-12:
+                    best, best_auc = i, score
+            if best is None:
+                break
+            chosen.append(best)
+            counts[best] += 1
+            total = total + val_scores[best]
+        weights += counts / counts.sum()
+    if weights.sum() == 0:
+        weights[:] = 1.0
+    return weights / weights.sum()
+
+
+# ----------------------------------------------------------------------------- the adapter
+
+
+def run(task: Task) -> Predictions:
+    """Race the portfolio under the task's budget, ensemble the survivors, predict."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    if not logging.getLogger().handlers:  # the worker sets none: progress goes to the task's log
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    started = time.time()
+    opts = {**OPTIONS, **task.options}
+    log.info("%.0f s to the deadline", task.deadline - started)
+    device = "cpu"
+    if task.device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            device = "cuda"
+        else:
+            log.warning("the harness gave device cuda, but torch sees no CUDA device: using CPU")
+    n_jobs = max(1, int(task.n_jobs))
+    # On a CPU, one single-threaded training process per core: small networks scale badly
+    # over threads, and much worse when other processes share the cores.
+    processes = 1 if device == "cuda" else int(opts["processes"]) or n_jobs
+    threads = int(opts["threads"]) or max(1, n_jobs // processes)
+    width = int(opts["width"]) or (32 if device == "cuda" else 16)
+    batch_size = int(opts["batch_size"])
+    eta = max(2, int(opts["eta"]))
+    epoch_bounded = task.budget.epochs is not None
+    max_epochs = int(task.budget.epochs or opts["max_epochs"])
+    min_epochs = max(1, min(int(opts["min_epochs"]), max_epochs))
+    end = task.deadline
+    if task.budget.time_seconds is not None:
+        end = min(end, started + float(task.budget.time_seconds))
+    # The margin: the ensemble, the last snapshots and writing the result, on a loaded machine.
+    stop_at = end - max(FINAL_MARGIN_S, 0.1 * (end - started))
+    data = TaskData(
+        task.dataset.task,
+        task.dataset.n_outputs,
+        np.array(task.x_train),
+        np.array(task.y_train),
+        np.array(task.x_val),
+        np.array(task.y_val),
+        np.array(task.x_test),
+    )
+    initargs = (data, device, width, batch_size, threads)
+    # Imported here once, so that forked processes inherit it rather than import it again
+    # (seconds on a loaded machine); no torch operation runs here before the fork.
+    import torch  # noqa: F401
+
+    if processes == 1:
+        executor: Any = _Inline(initargs)
+    else:
+        # fork, not spawn: the children inherit the harness's mounted packages; this process
+        # never imports torch, so no OpenMP or CUDA state is forked.
+        executor = ProcessPoolExecutor(
+            processes, mp_context=get_context("fork"), initializer=_init_process, initargs=initargs
+        )
+    try:
+        result = _race(
+            task,
+            executor,
+            data,
+            opts,
+            processes=processes,
+            eta=eta,
+            max_epochs=max_epochs,
+            min_epochs=min_epochs,
+            epoch_bounded=epoch_bounded,
+            stop_at=stop_at,
+        )
+    finally:
+        executor.shutdown(cancel_futures=True)
+    result.info.update(
+        {
+            "device": device,
+            "mixed_precision": device == "cuda",
+            "width": width,
+            "processes": processes,
+            "threads_per_process": threads,
+            "search_s": round(time.time() - started, 1),
+        }
+    )
+    return result
+
+
+def _race(
+    task: Task,
+    executor: Any,
+    data: TaskData,
+    opts: dict[str, Any],
+    *,
+    processes: int,
+    eta: int,
+    max_epochs: int,
+    min_epochs: int,
+    epoch_bounded: bool,
+    stop_at: float,
+) -> Predictions:
+    """Successive halving with restarts over :data:`PORTFOLIO`, then the ensemble."""
+    from decathlon.metrics import auc
+
+    records: list[RunRecord] = []
+    deadline_cut = False
+    order = [c.name for c in PORTFOLIO]
+    configs = {c.name: c for c in PORTFOLIO}
+
+    def seed_of(name: str, rung: int, repeat: int) -> int:
+        return int(task.seed) * 1_000_003 + rung * 10_007 + order.index(name) * 101 + repeat
+
+    # Seconds per epoch of each configuration (time budget only): one probe of the first,
+    # scaled by the others' relative costs; it sizes how many configurations can be raced.
+    cost: dict[str, float] = {}
+    if not epoch_bounded:
+        # The probe runs alone and briefly: allow for the processes slowing each other down.
+        first = 1.3 * float(executor.submit(_probe_job, PORTFOLIO[0]).result())
+        cost = {c.name: first * c.cost for c in PORTFOLIO}
+        log.info("probed seconds per epoch: %s", {k: round(v, 2) for k, v in cost.items()})
+
+    def wall_left(slack: float = SLACK) -> float:
+        # Less a slack: a loaded machine makes every estimate short.
+        return slack * max(0.0, stop_at - time.time())
+
+    def rungs_for(n: int) -> int:
+        return 1 + int(math.floor(math.log(n, eta) + 1e-9))
+
+    def rounds_for(n_survivors: int) -> int:
+        return math.ceil(n_survivors / processes)
+
+    # How many configurations to race: all with an epoch budget; with a time budget, the most
+    # (in portfolio order) whose first-rung runs still get min_epochs each.
+    n = len(order)
+    if not epoch_bounded:
+        while n > 1:
+            per_run = wall_left() / rungs_for(n) / rounds_for(n)
+            if per_run >= min_epochs * max(cost[c] for c in order[:n]):
+                break
+            n -= 1
+    n_rungs = rungs_for(n)
+    r0 = max(min_epochs, min(max_epochs, round(max_epochs / eta ** (n_rungs - 1))))
+    if int(opts["r0"]) > 0:
+        r0 = int(opts["r0"])
+    log.info(
+        "%d of %d configurations, %d rungs, %s",
+        n,
+        len(order),
+        n_rungs,
+        f"r0 = {r0} epochs" if epoch_bounded else f"{wall_left():.0f} s of wall time to fill",
+    )
+
+    def launch(jobs: list[RunRecord]) -> None:
+        nonlocal deadline_cut
+        futures = [executor.submit(_train_job, configs[r.config], r, stop_at) for r in jobs]
+        for future in futures:  # plan order, whatever order they finish in
+            record = future.result()
+            if record.epochs_run:
+                cost[record.config] = record.seconds / record.epochs_run
+            if not record.complete:
+                deadline_cut = True
+            if record.snapshots:
+                records.append(record)
+            log.info(
+                "rung %d %s seed %d: %d epochs in %.1f s, val AUC %.4f%s",
+                record.rung,
+                record.config,
+                record.seed,
+                record.epochs_run,
+                record.seconds,
+                record.val_auc,
+                "" if record.complete else " (cut by the deadline)",
+            )
+
+    survivors = order[:n]
+    plan: list[dict[str, Any]] = []
+    for rung in range(n_rungs):
+        if rung > 0:
+            score = {}
+            for name in survivors:
+                aucs = [
+                    r.val_auc for r in records if r.config == name and not math.isnan(r.val_auc)
+                ]
+                score[name] = float(np.mean(aucs)) if aucs else -math.inf
+            keep = max(1, math.ceil(len(survivors) / eta))
+            survivors = sorted(survivors, key=lambda c: -score[c])[:keep]
+        if time.time() >= stop_at:
+            deadline_cut = True
+            break
+        if epoch_bounded:
+            # r0, eta r0, eta^2 r0 ... epochs; one run per survivor.
+            epochs = min(max_epochs, r0 * eta**rung)
+            count, allotted = len(survivors), None
+        else:
+            # Successive halving's equal share of the time per rung, in whole rounds of the
+            # processes (none idles at the rung's barrier); spare places go to more seeds of
+            # the survivors. The last rung takes all the time left.
+            last = rung == n_rungs - 1
+            share = wall_left(0.97 if last else SLACK) / (n_rungs - rung)
+            rounds = rounds_for(len(survivors))
+            # No run longer than max_epochs: more seeds instead (diversity, not over-fitting).
+            slowest = max(cost[c] for c in survivors)
+            rounds = max(rounds, math.ceil(share / (max_epochs * slowest)))
+            count = rounds * processes
+            epochs, allotted = 0, share / rounds
+        jobs = [
+            RunRecord(
+                survivors[i % len(survivors)],
+                rung,
+                seed_of(survivors[i % len(survivors)], rung, i // len(survivors)),
+                epochs,
+                allotted,
+            )
+            for i in range(count)
+        ]
+        plan.append(
+            {
+                "rung": rung,
+                "configs": list(survivors),
+                "runs": count,
+                **(
+                    {"epochs": epochs} if epoch_bounded else {"seconds_per_run": round(allotted, 1)}
+                ),
+            }
+        )
+        launch(jobs)
+        if deadline_cut:
+            break
+    if not records:
+        # Nothing finished: one short run of the cheapest configuration, up to a few seconds
+        # before the hard limit, rather than no prediction at all.
+        deadline_cut = True
+        cheapest = min(order, key=lambda c: configs[c].cost)
+        record = RunRecord(cheapest, len(plan), seed_of(cheapest, len(plan), 0), min_epochs)
+        record = executor.submit(
+            _train_job, configs[cheapest], record, task.deadline - 10.0
+        ).result()
+        if record.snapshots:
+            records.append(record)
+        plan.append({"rung": len(plan), "configs": [cheapest], "runs": 1, "fallback": True})
+    if not records:
+        raise RuntimeError("the deadline left no time for a single training epoch")
+
+    # The ensemble: selection over runs, with and without flip TTA; the better on val wins.
+    y_val = data.y_val
+    kind = task.dataset.task
+    chosen: dict[str, Any] = {}
+    for key in ("plain", "tta"):
+        weights = ensemble_selection(
+            [r.val[key] for r in records],
+            y_val,
+            kind,
+            size=int(opts["ensemble_size"]),
+            bags=int(opts["bags"]),
+            seed=task.seed,
+        )
+        val = sum(w * r.val[key] for w, r in zip(weights, records))
+        chosen[key] = (weights, val, _safe_auc(auc, kind, y_val, val))
+    key = "tta" if chosen["tta"][2] >= chosen["plain"][2] else "plain"
+    weights, val, val_auc = chosen[key]
+    test = sum(w * r.test[key] for w, r in zip(weights, records))
+    members = [
+        {"config": r.config, "rung": r.rung, "seed": r.seed, "weight": round(float(w), 4)}
+        for w, r in zip(weights, records)
+        if w > 0
+    ]
+    info: dict[str, Any] = {
+        "configs_raced": n,
+        "r0": r0 if epoch_bounded else None,
+        "eta": eta,
+        "rungs": plan,
+        "runs": [r.summary() for r in records],
+        "ensemble": members,
+        "tta": key == "tta",
+        "ensemble_val_auc": round(val_auc, 4),
+        "ensemble_val_auc_plain": round(chosen["plain"][2], 4),
+        "ensemble_val_auc_tta": round(chosen["tta"][2], 4),
+        "deadline_cut": deadline_cut,
+        "epoch_bounded": epoch_bounded,
+    }
+    if deadline_cut:
+        info["deadline_note"] = (
+            "the deadline cut the search: the runs listed incomplete stopped early, later rungs"
+            " did not start; the ensemble is of what finished"
+        )
+    log.info("ensemble of %d runs, val AUC %.4f (%s)", len(members), val_auc, key)
+    return Predictions(val=_clip(val), test=_clip(test), train=None, info=info)
+
+
+def _clip(scores: Any) -> np.ndarray:
+    return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)

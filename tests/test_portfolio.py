@@ -1,0 +1,146 @@
+"""The portfolio adapter: registration and its pure-numpy parts (fast), then real runs through
+the harness in the ResNets' torch environment: the conformance check on all four task types, a
+real breastmnist run with a tiny budget, a budget that cuts the search, and determinism for a
+seed on an epoch-bounded plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from decathlon_adapters import portfolio, resnet
+
+from decathlon import environments, leaderboard, synthetic
+from decathlon.conformance import assert_conforms
+from decathlon.contract import BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL
+from decathlon.metrics import auc
+from decathlon.plugins import make_plugin_manager
+from decathlon.runner import RunConfig, Runner
+
+
+def test_registered_in_the_resnets_environment() -> None:
+    adapter = make_plugin_manager().get("portfolio")
+    assert adapter.run == "decathlon_adapters.portfolio:run"
+    assert adapter.environment == resnet.ENVIRONMENT
+    assert environments.env_dir(adapter) == environments.env_dir(
+        make_plugin_manager().get("resnet18_28")
+    )
+    assert adapter.uses_gpu
+
+
+@pytest.mark.parametrize(
+    ("task", "k"), [(BINARY, 2), (MULTI_CLASS, 11), (ORDINAL, 5), (MULTI_LABEL, 14)]
+)
+def test_fast_auc_is_the_harness_auc(task: str, k: int) -> None:
+    rng = np.random.default_rng(k)
+    n = 300
+    if task == MULTI_LABEL:
+        y = rng.integers(0, 2, (n, k))
+    else:
+        y = rng.integers(0, k, (n, 1))
+    scores = rng.random((n, k)).round(2)  # rounded: ties, which the ROC counts by halves
+    assert portfolio.fast_auc(task, y, scores) == pytest.approx(auc(task, y, scores), abs=1e-12)
+
+
+def test_fast_auc_is_nan_when_a_class_is_missing() -> None:
+    y = np.zeros((10, 1), dtype=int)
+    assert np.isnan(portfolio.fast_auc(BINARY, y, np.random.default_rng(0).random((10, 2))))
+
+
+def test_ensemble_selection_weights_the_informative_members() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (200, 1))
+    good = np.stack([1 - y[:, 0], y[:, 0]], axis=1) * 0.6 + rng.random((200, 2)) * 0.4
+    noise = [rng.random((200, 2)) for _ in range(5)]
+    weights = portfolio.ensemble_selection(
+        [*noise, good], y, BINARY, size=10, bags=4, seed=0, init=1
+    )
+    assert weights.shape == (6,) and weights.sum() == pytest.approx(1.0)
+    assert weights[-1] == weights.max() and weights[-1] > 0.5
+
+
+def _rows(path: Path) -> dict[str, dict]:
+    return {
+        r["split"]: r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET
+    }
+
+
+@pytest.mark.slow
+def test_conforms_on_all_four_task_types(tmp_path: Path) -> None:
+    # Half the quick budget: 60 s per generated dataset.
+    checks = assert_conforms("portfolio", tmp_path, scale_factor=0.5)
+    assert sum(c.name.endswith("valid scores") for c in checks) == 4
+
+
+def _budgets(tmp_path: Path, table: str) -> Path:
+    path = tmp_path / "budgets.toml"
+    path.write_text(
+        '[profiles.quick]\ndescription = "portfolio test"\nseeds = [0]\n\n[quick.portfolio]\n'
+        + table
+    )
+    return path
+
+
+def _run(tmp_path: Path, data_dir: Path, info_path: Path, budgets: Path, name: str) -> Path:
+    config = RunConfig(
+        adapter="portfolio",
+        profile="quick",
+        datasets=("breastmnist",),
+        data_dir=str(data_dir),
+        download=False,
+        info_path=str(info_path),
+        device="cpu",
+        n_jobs=2,
+        budgets_path=str(budgets),
+    )
+    return Runner(config, make_plugin_manager()).run(tmp_path / name)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_breastmnist_tiny_budget_is_ok_with_notes(mixed_catalog, tmp_path: Path) -> None:
+    budgets = _budgets(tmp_path, "time_seconds = 45\nhard_limit_seconds = 120\n")
+    rows = _rows(_run(tmp_path, mixed_catalog.data_dir, mixed_catalog.info_path, budgets, "run"))
+    assert rows["test"]["status"] == "ok", rows["test"]["reason"]
+    assert 0.5 < float(rows["test"]["auc"]) <= 1.0
+    notes = json.loads(rows["test"]["notes"])
+    assert notes["runs"] and all(r["seconds"] >= 0 for r in notes["runs"])
+    assert {r["config"] for r in notes["runs"]} <= {c.name for c in portfolio.PORTFOLIO}
+    assert notes["ensemble"] and sum(m["weight"] for m in notes["ensemble"]) == pytest.approx(
+        1.0, abs=1e-3
+    )
+    assert isinstance(notes["deadline_cut"], bool) and notes["tta"] in (True, False)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_budget_that_cuts_the_search_still_gives_an_ok_row(mixed_catalog, tmp_path: Path) -> None:
+    # 100 epochs per run cannot fit in 120 s on real breastmnist: the search is cut, the
+    # ensemble of what finished predicts, and the notes say so.
+    budgets = _budgets(tmp_path, "epochs = 100\nhard_limit_seconds = 120\n")
+    rows = _rows(_run(tmp_path, mixed_catalog.data_dir, mixed_catalog.info_path, budgets, "run"))
+    assert rows["test"]["status"] == "ok", rows["test"]["reason"]
+    notes = json.loads(rows["test"]["notes"])
+    assert notes["deadline_cut"] is True and "cut the search" in notes["deadline_note"]
+    assert any(not r["complete"] for r in notes["runs"]) or len(notes["rungs"]) < 3
+
+
+@pytest.mark.slow
+def test_same_seed_same_predictions_on_an_epoch_bounded_plan(tmp_path: Path) -> None:
+    data_dir, info_path = synthetic.write_catalog(tmp_path / "data", ["breastmnist"])
+    budgets = _budgets(tmp_path, "epochs = 2\nhard_limit_seconds = 900\n")
+    first = _run(tmp_path, data_dir, info_path, budgets, "a")
+    second = _run(tmp_path, data_dir, info_path, budgets, "b")
+    for path in (first, second):
+        assert _rows(path)["test"]["status"] == "ok", _rows(path)["test"]["reason"]
+    notes = json.loads(_rows(first)["test"]["notes"])
+    assert notes["epoch_bounded"] is True and notes["deadline_cut"] is False
+    assert notes["ensemble"] == json.loads(_rows(second)["test"]["notes"])["ensemble"]
+    for split in ("val", "test"):
+        a, b = (
+            p.parent / "tasks/breastmnist/seed0/predictions" / f"{split}.npy"
+            for p in (first, second)
+        )
+        assert np.array_equal(np.load(a), np.load(b))
