@@ -463,6 +463,7 @@ class Runner:
             if not timed and (epoch >= record.epochs or time.time() >= stop_at):
                 break
             epoch += 1
+            epoch_started = time.perf_counter()
             model.train()
             order = torch.randperm(n, generator=generator).to(self.device)
             for start in range(0, steps_per_epoch * self.batch_size, self.batch_size):
@@ -494,6 +495,11 @@ class Runner:
                 step += 1
             else:
                 record.epochs_run = epoch
+                if not record.snapshots:
+                    # Until one is timed: a snapshot (two passes over val and test, about a
+                    # third of a training step's cost per image) at most this long.
+                    per_image = (time.perf_counter() - epoch_started) / n
+                    snapshot_s[0] = per_image * (len(self.x_val) + len(self.x_test))
                 if progress(step) >= 0.5 or (not timed and 2 * epoch > record.epochs):
                     snapshot()
                     last_snapshot_step = step
