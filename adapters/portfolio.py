@@ -661,7 +661,9 @@ def run(task: Task) -> Predictions:
     )
     initargs = (data, device, width, batch_size, threads)
     # Imported here once, so that forked processes inherit it rather than import it again
-    # (seconds on a loaded machine); no torch operation runs here before the fork.
+    # (seconds on a loaded machine); no torch operation runs here before the fork. The metrics'
+    # scikit-learn too, which would otherwise be imported in the time left for the ensemble.
+    import sklearn.metrics  # noqa: F401
     import torch  # noqa: F401
 
     if processes == 1:

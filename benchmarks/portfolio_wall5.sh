@@ -3,8 +3,8 @@
 # adapter under the same 5-minute wall-clock limit per dataset (profile wall5 of budgets.toml),
 # portfolio seeds 0, 1, 2 beside resnet18_28, autosklearn and baseline (seed 0).
 #
-# Interleaved per dataset (portfolio seed 0, the three comparators, portfolio seeds 1 and 2), so
-# that a measurement cut short is still a fair comparison on the datasets it finished. Each task
+# Interleaved (seed 0 of every method on each dataset first, then the portfolio's seeds 1 and 2),
+# so that a measurement cut short is still a fair comparison on the datasets it finished. Each task
 # is one harness run, under `flock /tmp/decathlon-bench.lock` so that no two engineers'
 # measurements share the cores; `uptime` is logged before and after each. A task whose run
 # directory already has a leaderboard is skipped, so rerunning the script resumes it.
@@ -34,12 +34,17 @@ task() {  # adapter dataset seed
   tail -n 3 "$out/$1-$2-seed$3.log"
 }
 
+# Seed 0 of all four methods, dataset by dataset, then the portfolio's seeds 1 and 2: with the
+# lock shared by several engineers' measurements, a cut-short run still compares all methods.
 for dataset in breastmnist pneumoniamnist retinamnist; do
   task portfolio "$dataset" 0
   for adapter in resnet18_28 autosklearn baseline; do
     task "$adapter" "$dataset" 0
   done
-  task portfolio "$dataset" 1
-  task portfolio "$dataset" 2
+done
+for seed in 1 2; do
+  for dataset in breastmnist pneumoniamnist retinamnist; do
+    task portfolio "$dataset" "$seed"
+  done
 done
 .venv/bin/python benchmarks/portfolio_merge.py "$out"
