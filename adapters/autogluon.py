@@ -29,8 +29,10 @@ What it does with a task (its footing, shared with ``autosklearn``, is in
   predictors, each given an equal share of the time left when its turn comes, at least
   ``min_label_seconds`` (AutoGluon spends about 2 s preparing the 784 columns before any model)
   but never past the reserve before the hard limit (AutoGluon has no multi-label mode; its
-  documented ``MultilabelPredictor`` recipe is the same loop). A search that trains no model
-  in its time is an error that says to give it more time. A label with
+  documented ``MultilabelPredictor`` recipe is the same loop). A label whose search trains no
+  model in its time scores its training prior (AUC 0.5) and is named in the notes
+  (``labels_without_model``); the task is an error only when no label has a model, as is a
+  single-label search that trains none ("give it more time"). A label with
   one value in the training split is predicted as that constant.
 - Output: the predictors live in the task's scratch folder (deleted afterwards); AutoGluon's
   ``leaderboard()`` (every model, its val score, fit and predict times) is saved as
@@ -166,17 +168,17 @@ def _ensemble_weights(info: Any) -> dict[str, float]:
 
 
 class _Fitted:
-    """One fitted TabularPredictor (or a constant, for a label with one value in train)."""
+    """One fitted TabularPredictor, or fixed class probabilities where there is none (a label
+    with one value in train, or a label whose search trained no model in its time)."""
 
-    def __init__(self, predictor: Any = None, constant: int | None = None) -> None:
+    def __init__(self, predictor: Any = None, prior: np.ndarray | None = None) -> None:
         self.predictor = predictor
-        self.constant = constant
+        self.prior = prior  # class probabilities given to every image when there is no model
 
     def proba(self, frame: Any, n_classes: int) -> np.ndarray:
         if self.predictor is None:
-            out = np.zeros((len(frame), n_classes))
-            out[:, int(self.constant or 0)] = 1.0
-            return out
+            assert self.prior is not None
+            return np.tile(self.prior, (len(frame), 1))
         proba = self.predictor.predict_proba(frame, as_multiclass=True)
         return tabular.class_columns(proba.to_numpy(), list(proba.columns), n_classes)
 
@@ -199,7 +201,8 @@ def _fit_one(
     opts = task.options
     if train["label"].nunique() < 2:
         value = int(train["label"].iloc[0])
-        return _Fitted(constant=value), {"constant": value}, []
+        n = 2 if task.dataset.task == MULTI_LABEL else task.dataset.n_classes
+        return _Fitted(prior=np.eye(n)[value]), {"constant": value}, []
     presets = opts["presets"]
     extra: dict[str, Any] = {}
     if presets in BAGGED_PRESETS:
@@ -228,7 +231,7 @@ def _fit_one(
     except (AssertionError, RuntimeError) as exc:
         # What AutoGluon raises when no model finished ("Not enough time left to train
         # models", "No models were trained successfully").
-        raise RuntimeError(
+        raise tabular.NoModel(
             f"AutoGluon trained no model on {task.dataset.flag}{what} in {seconds:g} s"
             f" ({str(exc).splitlines()[0][:120]}); give it more time"
         ) from exc
@@ -291,23 +294,35 @@ def run(task: Task) -> Predictions:
             latest=task.deadline - float(opts["reserve_seconds"]),
         )
         for label, share in shares:
-            fitted, notes, board = _fit_one(
-                task,
-                with_label("train", y_train[:, label]),
-                with_label("val", y_val[:, label]),
-                "binary",
-                share,
-                root / f"label{label}",
-                hyperparameters,
-                f" label {label}",
-            )
+            try:
+                fitted, notes, board = _fit_one(
+                    task,
+                    with_label("train", y_train[:, label]),
+                    with_label("val", y_val[:, label]),
+                    "binary",
+                    share,
+                    root / f"label{label}",
+                    hyperparameters,
+                    f" label {label}",
+                )
+            except tabular.NoModel as exc:
+                # The other labels' models stand; this label scores its training prior.
+                log.warning("%s; label %d scores its prior", exc, label)
+                fitted, board = _Fitted(prior=tabular.label_prior(y_train[:, label])), []
+                notes = {"no_model": str(exc)[:200], "time_limit": share}
             rows += [{"label": label, **r} for r in board]
             per_label.append({"label": label, **notes})
             for split, frame in frames.items():
                 columns_out[split].append(fitted.proba(frame, 2)[:, 1])
         scores = {s: np.stack(c, axis=1) for s, c in columns_out.items()}
         info["models_trained"] = sum(int(n.get("models_trained", 0)) for n in per_label)
+        info["labels_without_model"] = [n["label"] for n in per_label if "no_model" in n]
         info["labels"] = per_label
+        if len(info["labels_without_model"]) == n_labels:
+            raise tabular.NoModel(
+                f"AutoGluon trained no model for any label of {task.dataset.flag} in"
+                f" {seconds:g} s; give it more time"
+            )
     else:
         n_classes = task.dataset.n_classes
         problem_type = "binary" if n_classes == 2 else "multiclass"

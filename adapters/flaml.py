@@ -21,7 +21,10 @@ What it does with a task (its footing, shared with ``autosklearn``, is in
 - Tasks: binary and multi-class (ordinal as multi-class); chestmnist's 14 labels as 14 binary
   searches, each given an equal share of the time left when its turn comes, at least
   ``min_label_seconds`` but never past the reserve before the hard limit (FLAML has no
-  multi-label mode). A label with one value in the training split is predicted as that constant.
+  multi-label mode). A label with one value in the training split is predicted as that
+  constant; a label whose search finished no model scores its training prior (AUC 0.5) and is
+  named in the notes (``labels_without_model``); the task is an error only when no label has a
+  model.
 - Output: FLAML's search log of every trial (``flaml.log``, ``log_type="all"``; one per label for
   chestmnist) and ``leaderboard.csv`` made from it (trial, estimator, val loss, times, config) are
   kept in the task's output folder; the notes name the trials run and the chosen estimator with
@@ -128,17 +131,17 @@ def read_search_log(path: Path) -> list[dict[str, Any]]:
 
 
 class _Fitted:
-    """One fitted AutoML (or a constant, for a label with one value in train)."""
+    """One fitted AutoML, or fixed class probabilities where there is none (a label with one
+    value in train, or a label whose search trained no model in its time)."""
 
-    def __init__(self, automl: Any = None, constant: int | None = None) -> None:
+    def __init__(self, automl: Any = None, prior: np.ndarray | None = None) -> None:
         self.automl = automl
-        self.constant = constant
+        self.prior = prior  # class probabilities given to every image when there is no model
 
     def proba(self, x: np.ndarray, n_classes: int) -> np.ndarray:
         if self.automl is None:
-            out = np.zeros((len(x), n_classes))
-            out[:, int(self.constant or 0)] = 1.0
-            return out
+            assert self.prior is not None
+            return np.tile(self.prior, (len(x), 1))
         proba = self.automl.predict_proba(x)
         return tabular.class_columns(proba, list(self.automl.classes_), n_classes)
 
@@ -157,7 +160,8 @@ def _fit_one(
 
     if len(np.unique(y_train)) < 2:
         value = int(y_train[0])
-        return _Fitted(constant=value), {"constant": value}, []
+        n = 2 if task.dataset.task == MULTI_LABEL else task.dataset.n_classes
+        return _Fitted(prior=np.eye(n)[value]), {"constant": value}, []
     opts = task.options
     automl = AutoML()
     started = time.monotonic()
@@ -177,7 +181,7 @@ def _fit_one(
         verbose=1,
     )
     if automl.model is None:
-        raise RuntimeError(
+        raise tabular.NoModel(
             f"FLAML finished no model in {seconds:g} s on {task.dataset.flag}; give it more time"
         )
     fit_seconds = time.monotonic() - started
@@ -230,22 +234,34 @@ def run(task: Task) -> Predictions:
             latest=task.deadline - float(opts["reserve_seconds"]),
         )
         for label, share in shares:
-            fitted, notes, board = _fit_one(
-                task,
-                x["train"],
-                y_train[:, label],
-                x["val"],
-                y_val[:, label],
-                share,
-                task.output_dir / f"flaml_label{label}.log",
-            )
+            try:
+                fitted, notes, board = _fit_one(
+                    task,
+                    x["train"],
+                    y_train[:, label],
+                    x["val"],
+                    y_val[:, label],
+                    share,
+                    task.output_dir / f"flaml_label{label}.log",
+                )
+            except tabular.NoModel as exc:
+                # The other labels' models stand; this label scores its training prior.
+                log.warning("%s; label %d scores its prior", exc, label)
+                fitted, board = _Fitted(prior=tabular.label_prior(y_train[:, label])), []
+                notes = {"no_model": str(exc)[:200], "time_budget": share}
             rows += [{"label": label, **r} for r in board]
             per_label.append({"label": label, **notes})
             for split, values in x.items():
                 columns[split].append(fitted.proba(values, 2)[:, 1])
         scores = {s: np.stack(c, axis=1) for s, c in columns.items()}
         info["trials"] = sum(int(n.get("trials", 0)) for n in per_label)
+        info["labels_without_model"] = [n["label"] for n in per_label if "no_model" in n]
         info["labels"] = per_label
+        if len(info["labels_without_model"]) == n_labels:
+            raise tabular.NoModel(
+                f"FLAML finished no model for any label of {task.dataset.flag} in"
+                f" {seconds:g} s; give it more time"
+            )
     else:
         n_classes = task.dataset.n_classes
         fitted, notes, rows = _fit_one(

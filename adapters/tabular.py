@@ -40,6 +40,16 @@ MARGIN_OPTIONS: dict[str, Any] = {
 }
 
 
+class NoModel(RuntimeError):
+    """The library trained no model in the time it had."""
+
+
+def label_prior(y: np.ndarray) -> np.ndarray:
+    """[P(0), P(1)] of a 0/1 label in the training split: the scores of a label without a model."""
+    p = float(np.mean(y)) if len(y) else 0.0
+    return np.array([1.0 - p, p])
+
+
 def flatten(images: np.ndarray) -> np.ndarray:
     """uint8 images (N, 28, 28[, 3]) as float32 rows in [0, 1]: (N, 784) or (N, 2352)."""
     x = np.asarray(images, dtype=np.float32) / 255.0

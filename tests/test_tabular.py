@@ -94,6 +94,10 @@ def test_class_columns_follow_class_ids_even_with_an_absent_class() -> None:
     np.testing.assert_allclose(tabular.positive_column(proba, [0, 1]), [0.8, 0.1])
 
 
+def test_a_label_without_a_model_scores_its_training_prior() -> None:
+    np.testing.assert_allclose(tabular.label_prior(np.array([0, 1, 1, 1])), [0.25, 0.75])
+
+
 def test_targets_are_class_ids_or_a_label_matrix() -> None:
     task = _task()
     task.y_train = np.array([[1], [0]], np.uint8)
