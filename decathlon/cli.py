@@ -1,7 +1,9 @@
 """The command line: ``python -m decathlon run | setup | list | plan | show | compare``.
 
-Expected problems (typed :class:`~decathlon.errors.DecathlonError`) print one line and exit 2;
-anything else is a bug and keeps its traceback.
+Exit codes: 0 when everything asked for ended well (for ``run``: every task ``ok``); 1 when a
+``run`` finished with tasks that are not ``ok`` (or a ``check`` failed); 2 for expected problems
+(typed :class:`~decathlon.errors.DecathlonError`, usage mistakes), one line; 130 on Ctrl-C and
+143 on SIGTERM. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -122,8 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="MedMNIST files (default: $DECATHLON_DATA_DIR or ~/.medmnist)"
     )
     run.add_argument("--mirror", help="base URL to download <flag>.npz from instead of Zenodo")
-    run.add_argument(
+    download = run.add_mutually_exclusive_group()
+    download.add_argument(
         "--no-download", action="store_true", help="never download; fail if a file is missing"
+    )
+    download.add_argument(
+        "--redownload",
+        action="store_true",
+        help="delete each dataset file of the run, download it and check its MD5 again",
     )
     run.add_argument(
         "--allow-unverified",
@@ -310,6 +319,8 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
             setattr(config, name, str(value))
     if getattr(args, "no_download", False):
         config.download = False
+    if getattr(args, "redownload", False):
+        config.redownload = True
     if getattr(args, "allow_unverified", False):
         config.allow_unverified = True
     if getattr(args, "device", None):
@@ -328,6 +339,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         record = _read_config(args.resume)
         config = RunConfig.from_json(record["config"])
+        config.redownload = args.redownload  # a request of this invocation, not of the run
         run_dir, resume = args.resume, True
     else:
         names = adapter_names(args.adapter, registry)
@@ -342,14 +354,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scheduler or args.workers is not None:
         from decathlon.distributed import DaskExecutor, local_jobs
 
+        if args.redownload:
+            raise DecathlonError(
+                "--redownload replaces files where the run starts, not on Dask workers; run"
+                " without --scheduler/--workers, or delete the files on the workers"
+            )
+
         if args.workers and not args.resume and not args.jobs:
             config.n_jobs = local_jobs(args.workers)
         executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
     run_dir = run_dir.resolve()  # the worker runs in another folder
     runner = Runner(config, registry, reporter=reporter or PlainReporter())
     path = runner.run(run_dir, resume=resume, executor=executor, retry_failed=args.retry_failed)
-    console.print(results_table(leaderboard.read(path), title=str(path)))
-    for row in leaderboard.read(path):
+    rows = leaderboard.read(path)
+    console.print(results_table(rows, title=str(path)))
+    for row in rows:
         if row["dataset"] == leaderboard.SUMMARY_DATASET:
             if row["status"] == "ok":
                 console.print(
@@ -362,7 +381,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"incomplete, {row['reason']}"
                 )
     console.print(f"leaderboard: {path}")
-    return 0
+    return _say_not_ok([path])
+
+
+def _say_not_ok(paths: Sequence[Path]) -> int:
+    """0 when every task of these leaderboards ended ``ok``; else 1, after a last line (on
+    stderr) that says how many did not and where their reasons are."""
+    tests, failed = 0, Counter()
+    for path in paths:
+        for row in leaderboard.read(path):
+            if row["split"] == "test" and row["dataset"] != leaderboard.SUMMARY_DATASET:
+                tests += 1
+                if row["status"] != "ok":
+                    failed[row["status"]] += 1
+    if not failed:
+        return 0
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(failed.items()))
+    where = (
+        f"of {paths[0]} (`python -m decathlon show {paths[0].parent}`)"
+        if len(paths) == 1
+        else "of each run's leaderboard.csv (`python -m decathlon show RUN_DIR`)"
+    )
+    err_console.print(
+        f"{sum(failed.values())} of {tests} tasks did not end ok ({statuses}); the reasons are in"
+        f" the reason column {where}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 1
 
 
 def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> int:
@@ -371,7 +418,8 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
 
     Everything is checked (adapters, budgets, options, free run directories) before the first
     task starts. An adapter that stops with an expected problem (its environment will not
-    build, say) is reported in one line and the others still run; the exit code is then 2.
+    build, say) is reported in one line and the others still run; the exit code is then 2,
+    else 1 when a task is not ``ok`` (as for one adapter), else 0.
     """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     parent = args.run_dir or Path("runs")
@@ -441,7 +489,8 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
         )
     for run_dir in finished:
         console.print(f"leaderboard: {run_dir / 'leaderboard.csv'}")
-    return 2 if failed else 0
+    not_ok = _say_not_ok([run_dir / "leaderboard.csv" for run_dir in finished])
+    return 2 if failed else not_ok
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:

@@ -33,6 +33,7 @@ datasets and no missing cell; when that fails the output says why in one line.
 from __future__ import annotations
 
 import contextlib
+import csv
 import html
 import io
 import json
@@ -154,6 +155,7 @@ def read_leaderboard(path: Path) -> Leaderboard:
     elif (path.parent / "tasks").is_dir():
         run_dir = path.parent
 
+    _check_whole_rows(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
@@ -215,6 +217,11 @@ def read_leaderboard(path: Path) -> Leaderboard:
             empty = [m for m in METRICS if row[m] == ""]
             if empty:
                 raise fail(i, f"status ok but no {' or '.join(empty)} for the {split} split")
+        if status == leaderboard.NOT_GIVEN:
+            if split != "train":
+                raise fail(i, f"status {status} is for train rows only, not {split}")
+            if row["auc"] != "" or row["acc"] != "":
+                raise fail(i, f"status {status} but the row has scores")
 
     dup = df.duplicated(_KEY, keep=False)
     if dup.any():
@@ -241,6 +248,31 @@ def read_leaderboard(path: Path) -> Leaderboard:
     rows = rows.reset_index(drop=True)
     _check_summary_rows(path, df, rows)
     return Leaderboard(path=path, rows=rows, run_dir=run_dir, profile=profiles[0])
+
+
+def _check_whole_rows(path: Path) -> None:
+    """Refuse a file cut off in the middle of a row (any split): every record has every field.
+
+    The harness rewrites its leaderboard atomically, so a short row means a truncated copy.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, strict=True)
+            header = next(reader, None)
+            if not header:
+                return  # empty: read_leaderboard says so
+            for record in reader:
+                if record and len(record) != len(header):
+                    raise LeaderboardError(
+                        f"{path}: line {reader.line_num}: cut off ({len(record)} of"
+                        f" {len(header)} fields); the file is truncated or not a leaderboard"
+                    )
+    except csv.Error as exc:
+        raise LeaderboardError(
+            f"{path}: line {reader.line_num}: {exc}; the file is truncated or not a leaderboard"
+        ) from None
+    except UnicodeDecodeError:
+        return  # read_leaderboard says so
 
 
 def _check_summary_rows(path: Path, df: pd.DataFrame, rows: pd.DataFrame) -> None:

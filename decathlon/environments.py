@@ -99,7 +99,8 @@ def find_python(version: str, explicit: str | Path | None = None) -> Path:
         if found != version:
             what = f"runs Python {found}" if found else "does not run"
             raise EnvironmentBuildError(
-                f"{chosen} (from --python or ${variable}) {what}; need {version}"
+                f"{chosen} (from {'setup --python' if explicit else '$' + variable}) {what};"
+                f" need {version}"
             )
         return Path(chosen)
     candidates: list[Path] = []
@@ -122,7 +123,7 @@ def find_python(version: str, explicit: str | Path | None = None) -> Path:
         f"no Python {version} found (looked at ${variable}, python{version} on the PATH and"
         f" pyenv's versions in {pyenv_root / 'versions'}); install one (pyenv install {version},"
         f" uv python install {version}, conda) and set {variable}=/path/to/python{version}"
-        " or pass --python"
+        " or pass it to `python -m decathlon setup --python PATH`"
     )
 
 

@@ -39,7 +39,10 @@ COLUMNS = (
     "reason",
     "notes",
 )
-STATUSES = ("ok", "timeout", "error", "invalid")
+#: ``not_given``: a train row of a task whose adapter returned no train scores (they are
+#: optional); such a row has no scores, and the task's val and test rows are ``ok``.
+NOT_GIVEN = "not_given"
+STATUSES = ("ok", "timeout", "error", "invalid", NOT_GIVEN)
 SPLITS = ("train", "val", "test")
 SUMMARY_DATASET = "decathlon"
 

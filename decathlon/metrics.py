@@ -90,9 +90,17 @@ def check_scores(scores: np.ndarray, n_rows: int, info: DatasetInfo) -> str | No
     return None
 
 
-def evaluator_filename(flag: str, split: str, auc_value: float, acc_value: float, run: str) -> str:
-    """The name MedMNIST's ``Evaluator.save_results`` gives a predictions file."""
-    return f"{flag}_{split}_[AUC]{auc_value:.3f}_[ACC]{acc_value:.3f}@{run}.csv"
+def size_flag(size: int | None = None) -> str:
+    """MedMNIST's ``size_flag``: empty for the 28x28 files, ``_64`` and so on otherwise."""
+    return "" if size is None or size == 28 else f"_{size}"
+
+
+def evaluator_filename(
+    flag: str, split: str, auc_value: float, acc_value: float, run: str, size: int | None = None
+) -> str:
+    """The name MedMNIST's ``Evaluator.get_standard_evaluation_filename`` gives a scores file:
+    ``{flag}{size_flag}_{split}_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{run}.csv``."""
+    return f"{flag}{size_flag(size)}_{split}_[AUC]{auc_value:.3f}_[ACC]{acc_value:.3f}@{run}.csv"
 
 
 def save_evaluator_csv(
@@ -103,20 +111,22 @@ def save_evaluator_csv(
     auc_value: float,
     acc_value: float,
     run: str,
+    size: int | None = None,
 ) -> Path:
-    """Write scores as MedMNIST's evaluator does: header ``id,0,1,...``, one row per image.
+    """Write scores exactly as MedMNIST's ``Evaluator.evaluate(y_score, save_folder=...)`` does:
+    ``pd.DataFrame(y_score).to_csv(path, header=None)``, that is the row number, then one column
+    per class or label; no header line, no byte-order mark.
 
-    ``medmnist``'s own tools can re-score this file against the split's labels.
+    ``medmnist.evaluator.Evaluator.parse_and_evaluate(path)`` re-scores the file against the
+    split's labels (and rewrites the same bytes under the same name).
     """
+    import pandas as pd  # imported here: the worker's environments need not have pandas
+
     if math.isnan(auc_value) or math.isnan(acc_value):
         raise ValueError("cannot name an evaluator file after a NaN score")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / evaluator_filename(flag, split, auc_value, acc_value, run)
-    header = ",".join(["id"] + [str(i) for i in range(scores.shape[1])])
+    path = folder / evaluator_filename(flag, split, auc_value, acc_value, run, size)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8-sig", newline="") as handle:
-        handle.write(header + "\n")
-        for i, row in enumerate(scores):
-            handle.write(str(i) + "," + ",".join(repr(float(v)) for v in row) + "\n")
+    pd.DataFrame(np.asarray(scores)).to_csv(tmp, header=None)
     os.replace(tmp, path)
     return path

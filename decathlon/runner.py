@@ -66,6 +66,7 @@ class RunConfig:
     data_dir: str | None = None
     mirror: str | None = None
     download: bool = True
+    redownload: bool = False  # delete each file, download and check it again (once per run)
     allow_unverified: bool = False
     device: str = "auto"
     n_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -165,6 +166,7 @@ class Runner:
         self.data_dir = Path(config.data_dir) if config.data_dir else datasets.default_data_dir()
         self.device = resolve_device(config.device, self.adapter)
         self._loaded: tuple[str, datasets.LoadedDataset | DecathlonError] | None = None
+        self._redownloaded: set[str] = set()
 
     # ------------------------------------------------------------------ planning
 
@@ -213,6 +215,9 @@ class Runner:
         self._prepare_run_dir(run_dir, resume)
         if retry_failed:
             self._retry_failed(run_dir, tasks)
+        if resume:
+            for task in self.pending(run_dir, tasks):
+                self._clear_scratch(self._task_dir(run_dir, task))
         done = sum(1 for t in tasks if (self._task_dir(run_dir, t) / "result.json").is_file())
         self.reporter.run_started(tasks, done)
         if executor is not None:
@@ -288,6 +293,8 @@ class Runner:
         return self._run_task(run_dir, task, self._loaded[1])
 
     def _load(self, flag: str) -> datasets.LoadedDataset | DecathlonError:
+        redownload = self.config.redownload and flag not in self._redownloaded
+        self._redownloaded.add(flag)
         try:
             return datasets.load(
                 self.catalog,
@@ -296,11 +303,23 @@ class Runner:
                 mirror=self.config.mirror,
                 download=self.config.download,
                 allow_unverified=self.config.allow_unverified,
+                redownload=redownload,
                 cache_root=environments.home() / "arrays",
             )
         except DecathlonError as exc:
-            log.error("%s", exc)
+            # Not logged: the task's rows carry it, and the display prints it once.
+            log.debug("%s: %s", flag, exc)
             return exc
+
+    def _clear_scratch(self, task_dir: Path) -> None:
+        """Remove the scratch folder an interrupted task left, after stopping its worker."""
+        scratch = task_dir / "scratch"
+        if not scratch.exists():
+            return
+        old = _read_json(task_dir / "task.json") or {}
+        if old.get("tag"):  # its worker may have outlived the harness that started it
+            kill_tree(None, old["tag"], grace=self.config.kill_grace)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     def _prepare_run_dir(self, run_dir: Path, resume: bool) -> None:
         config_path = run_dir / "config.json"
@@ -414,18 +433,20 @@ class Runner:
         }
         task_file = task_dir / "task.json"
         _write_json(task_file, spec)
-        outcome = run_limited(
-            [str(environments.interpreter(self.adapter)), str(WORKER), str(task_file)],
-            hard_limit=task.budget.hard_limit_seconds,
-            log_path=task_dir / "log.txt",
-            env=worker_environment(self.config.n_jobs, self.device),
-            cwd=scratch,
-            memory_mb=task.budget.memory_mb,
-            kill_grace=self.config.kill_grace,
-            on_tick=lambda elapsed: self.reporter.task_tick(task, elapsed),
-            tag=tag,
-        )
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            outcome = run_limited(
+                [str(environments.interpreter(self.adapter)), str(WORKER), str(task_file)],
+                hard_limit=task.budget.hard_limit_seconds,
+                log_path=task_dir / "log.txt",
+                env=worker_environment(self.config.n_jobs, self.device),
+                cwd=scratch,
+                memory_mb=task.budget.memory_mb,
+                kill_grace=self.config.kill_grace,
+                on_tick=lambda elapsed: self.reporter.task_tick(task, elapsed),
+                tag=tag,
+            )
+        finally:  # also on Ctrl-C or SIGTERM, once run_limited has taken the tree down
+            shutil.rmtree(scratch, ignore_errors=True)
         base["elapsed_s"] = round(outcome.elapsed, 2)
         notes = _read_json(predictions / "info.json") or {}
         if outcome.timed_out:
@@ -577,7 +598,8 @@ def score(
         row = dict(base, split=split, status="ok", reason="")
         if notes:
             row["notes"] = json.dumps(notes, sort_keys=True)
-        if split not in loaded:
+        if split not in loaded:  # train scores are optional: a status of its own, no scores
+            row["status"] = leaderboard.NOT_GIVEN
             row["reason"] = "the adapter gave no train scores"
             rows.append(row)
             continue

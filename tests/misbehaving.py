@@ -52,7 +52,13 @@ ADAPTERS = (
         "mis_good",
         "good",
         _LONG,
-        options={"sleep_seconds": 0.0, "fail_on": [], "fail_while": "", "write_marker": ""},
+        options={
+            "sleep_seconds": 0.0,
+            "fail_on": [],
+            "fail_while": "",
+            "write_marker": "",
+            "train_scores": True,
+        },
     ),
     _adapter("mis_sleeper", "sleep_forever", _SHORT, options={"ignore_sigterm": False}),
     _adapter("mis_spawner", "spawn", _SHORT, options={"mode": "sleep"}),
@@ -123,7 +129,8 @@ while True:
 def good(task: Task) -> Predictions:
     """Valid random scores; ``sleep_seconds`` first; raises on the datasets in ``fail_on`` (only
     while the file ``fail_while`` exists, when it names one); ``write_marker`` names a file to
-    create (to prove the adapter ran)."""
+    create (to prove the adapter ran); ``train_scores`` false returns no train scores (they are
+    optional)."""
     if task.options["write_marker"]:
         Path(task.options["write_marker"]).touch()
     time.sleep(float(task.options["sleep_seconds"]))
@@ -132,7 +139,10 @@ def good(task: Task) -> Predictions:
         not fail_while or Path(fail_while).exists()
     ):
         raise RuntimeError(f"failing on {task.dataset.flag} as asked")
-    return valid_predictions(task, {"behaviour": "good"})
+    predictions = valid_predictions(task, {"behaviour": "good"})
+    if not task.options["train_scores"]:
+        predictions.train = None
+    return predictions
 
 
 def sleep_forever(task: Task) -> Predictions:

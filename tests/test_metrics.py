@@ -211,6 +211,19 @@ _NAME = re.compile(
 )
 
 
+def test_evaluator_filename_size_flag() -> None:
+    """medmnist's size_flag: nothing at 28, ``_64`` and so on for the larger files."""
+    assert metrics.evaluator_filename("pathmnist", "val", 0.5, 0.25, "r") == (
+        "pathmnist_val_[AUC]0.500_[ACC]0.250@r.csv"
+    )
+    assert metrics.evaluator_filename("pathmnist", "val", 0.5, 0.25, "r", size=28) == (
+        "pathmnist_val_[AUC]0.500_[ACC]0.250@r.csv"
+    )
+    assert metrics.evaluator_filename("pathmnist", "val", 0.5, 0.25, "r", size=64) == (
+        "pathmnist_64_val_[AUC]0.500_[ACC]0.250@r.csv"
+    )
+
+
 @pytest.mark.parametrize(("task", "k"), [(BINARY, 2), (MULTI_CLASS, 11), (MULTI_LABEL, 14)])
 def test_evaluator_csv_round_trip(tmp_path: Path, task: str, k: int) -> None:
     rng = np.random.default_rng(k)
@@ -229,13 +242,18 @@ def test_evaluator_csv_round_trip(tmp_path: Path, task: str, k: int) -> None:
     assert path.name == metrics.evaluator_filename("organamnist", "test", auc, acc, "r1")
     match = _NAME.match(path.name)
     assert match and match["flag"] == "organamnist" and match["run"] == "r1"
-    assert path.read_bytes().startswith(b"\xef\xbb\xbf")  # utf-8-sig, as medmnist writes it
     assert list(tmp_path.joinpath("eval").iterdir()) == [path]  # no temporary file left
 
-    table = pd.read_csv(path, encoding="utf-8-sig")
-    assert list(table.columns) == ["id"] + [str(i) for i in range(k)]
-    assert table["id"].tolist() == list(range(n))
-    back = table[[str(i) for i in range(k)]].to_numpy()
+    # Byte for byte what medmnist's Evaluator.evaluate(y_score, save_folder=...) writes.
+    expected = tmp_path / "expected.csv"
+    pd.DataFrame(s).to_csv(expected, header=None)
+    assert path.read_bytes() == expected.read_bytes()
+    assert not path.read_bytes().startswith(b"\xef\xbb\xbf")
+    # And read back as medmnist's parse_and_evaluate reads it.
+    table = pd.read_csv(path, index_col=0, header=None)
+    assert table.index.tolist() == list(range(n))
+    back = table.sort_index().to_numpy()
+    assert back.shape == (n, k)
     np.testing.assert_array_equal(back, s)
     # Re-scored from the file alone, the numbers in its name come back.
     assert f"{reference_auc(task, y, back):.3f}" == match["auc"]

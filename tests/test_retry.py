@@ -51,7 +51,7 @@ def test_retry_after_a_missing_data_file(
         "--seeds", "0", "--data-dir", str(data), "--no-download", "--jobs", "1",
         "--option", "max_iter=10", "--run-dir", str(run_dir),
     )  # fmt: skip
-    assert code == 0
+    assert code == 1  # finished, with a task that is not ok
     first = board_rows(run_dir)
     assert first["retinamnist"]["status"] == "error"
     assert first["retinamnist"]["reason"].startswith("data:")
@@ -59,7 +59,7 @@ def test_retry_after_a_missing_data_file(
     capsys.readouterr()
 
     # Plain --resume leaves a finished task alone, failed or not.
-    assert run("--resume", str(run_dir)) == 0
+    assert run("--resume", str(run_dir)) == 1
     assert board_rows(run_dir)["retinamnist"]["status"] == "error"
     capsys.readouterr()
 
@@ -96,14 +96,14 @@ def test_retry_keeps_each_attempts_log_and_reason(
         "--option", 'fail_on=["pneumoniamnist"]', "--option", f"fail_while={broken}",
         "--run-dir", str(run_dir),
     )  # fmt: skip
-    assert code == 0
+    assert code == 1
     rows = board_rows(run_dir)
     assert rows["pneumoniamnist"]["status"] == "error"
     assert "failing on pneumoniamnist as asked" in rows["pneumoniamnist"]["reason"]
     capsys.readouterr()
 
     # Still broken: both seeds fail again; the first attempt is kept as attempts/1.
-    assert run("--resume", str(run_dir), "--retry-failed") == 0
+    assert run("--resume", str(run_dir), "--retry-failed") == 1
     assert "retrying 2 failed tasks (2 error)" in capsys.readouterr().out
 
     broken.unlink()

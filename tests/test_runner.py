@@ -284,6 +284,26 @@ def test_hooks_hear_every_task_and_a_failing_hook_stops_nothing(
     assert_each_row_once(leaderboard.read(path), ("breastmnist", "octmnist"))
 
 
+def test_no_train_scores_is_a_status_of_its_own(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """Train scores are optional: without them the train row says ``not_given`` and holds no
+    scores, val and test stay ``ok``, and the task counts as ok everywhere."""
+    run_dir = tmp_path / "run"
+    rows = run("mis_good", tiny_catalog, run_dir, options={"train_scores": False})
+    split_rows = task_rows(rows, "breastmnist")
+    train = split_rows["train"]
+    assert train["status"] == leaderboard.NOT_GIVEN
+    assert train["auc"] == "" and train["acc"] == ""
+    assert train["reason"] == "the adapter gave no train scores"
+    assert {split_rows[s]["status"] for s in ("val", "test")} == {"ok"}
+    evaluator = run_dir / "tasks" / "breastmnist" / "seed0" / "evaluator"
+    assert sorted(p.name.split("_")[1] for p in evaluator.iterdir()) == ["test", "val"]
+    # The leaderboard reader and compare accept it.
+    from decathlon import compare
+
+    board = compare.read_leaderboard(run_dir)
+    assert set(board.rows["status"]) == {"ok", leaderboard.NOT_GIVEN}
+
+
 def test_test_labels_never_reach_the_adapter(tiny_catalog: TinyData, tmp_path: Path) -> None:
     rows = run("mis_peeker", tiny_catalog, tmp_path / "run", ("breastmnist", "chestmnist"))
     for flag in ("breastmnist", "chestmnist"):
@@ -341,10 +361,12 @@ def test_all_ten_ok_gives_the_decathlon_mean_and_every_score_rechecks(
             (csv_path,) = (run_dir / "tasks" / flag / "seed0" / "evaluator").glob(
                 f"{flag}_{split}_*.csv"
             )
-            with open(csv_path, encoding="utf-8-sig", newline="") as handle:
+            # medmnist's format: row number, then one column per class; no header, no BOM.
+            with open(csv_path, encoding="utf-8", newline="") as handle:
                 table = list(csv.reader(handle))
-            assert table[0] == ["id"] + [str(i) for i in range(info.n_classes)]
-            scores = np.array([[float(v) for v in line[1:]] for line in table[1:]])
+            assert [line[0] for line in table] == [str(i) for i in range(len(table))]
+            assert {len(line) for line in table} == {1 + info.n_classes}
+            scores = np.array([[float(v) for v in line[1:]] for line in table])
             saved = np.load(run_dir / "tasks" / flag / "seed0" / "predictions" / f"{split}.npy")
             np.testing.assert_array_equal(scores, saved)
             labels = arrays[f"{split}_labels"]
