@@ -648,11 +648,14 @@ def _score(value: Any) -> str:
 
 
 def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
-    """The test rows of a run, one line each (the decathlon mean is printed under it)."""
+    """The test rows of a run, one line each (the decathlon mean is printed under it).
+
+    No reason column: each failure's reason was printed once as its task ended, and the run's
+    last line says where they all are.
+    """
     table = Table(title=title)
     for column in ("adapter", "dataset", "seed", "status", "AUC", "ACC", "elapsed"):
         table.add_column(column, no_wrap=True)
-    table.add_column("reason", overflow="ellipsis", no_wrap=True, max_width=60)
     for row in rows:
         if row["split"] != "test" or row["dataset"] == leaderboard.SUMMARY_DATASET:
             continue
@@ -665,7 +668,6 @@ def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
             _score(row["auc"]),
             _score(row["acc"]),
             elapsed,
-            row.get("reason") or "",
         )
     return table
 

@@ -267,9 +267,9 @@ def _check_whole_rows(path: Path) -> None:
                         f"{path}: line {reader.line_num}: cut off ({len(record)} of"
                         f" {len(header)} fields); the file is truncated or not a leaderboard"
                     )
-    except csv.Error as exc:
+    except csv.Error as exc:  # e.g. cut off inside a quoted field
         raise LeaderboardError(
-            f"{path}: line {reader.line_num}: {exc}; the file is truncated or not a leaderboard"
+            f"{path}: line {reader.line_num}: {exc}; the file is truncated or not a leaderboard CSV"
         ) from None
     except UnicodeDecodeError:
         return  # read_leaderboard says so

@@ -218,7 +218,7 @@ def adopt(
         raise EnvironmentBuildError(f"adapter '{adapter.name}' runs in the harness's environment")
     executable = Path(shutil.which(str(python)) or python).absolute()  # a venv link: not resolved
     if _version_of(executable) is None:
-        raise EnvironmentBuildError(f"--adopt {python}: does not run as a Python interpreter")
+        raise EnvironmentBuildError(f"setup --adopt {python}: does not run as a Python interpreter")
     directory = env_dir(adapter, root)
     if directory.exists():
         shutil.rmtree(directory)

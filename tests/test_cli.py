@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import misbehaving
 import pytest
-from conftest import TinyData
+from conftest import TinyData, copy_dataset
 
-from decathlon import cli
+from decathlon import cli, datasets
 from decathlon.plugins import make_plugin_manager
 from decathlon.runner import RunConfig, Runner
 
@@ -248,3 +252,194 @@ def test_real_process_exit_code_and_stderr(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: budgets.toml: [quick.baseline]: unknown key 'hard_limit_second'")
+
+
+# ---------------------------------------------------------------------------- exit codes
+
+
+def _run_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--profile",
+        "quick",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def test_run_exits_0_only_when_every_task_is_ok(
+    capsys: pytest.CaptureFixture[str], tiny_catalog: TinyData, monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    flags = "breastmnist,retinamnist"
+    args = _run_args(tiny_catalog.data_dir, tmp_path / "good", "--no-download")
+    code, out, err = main(capsys, *args, "--adapter", "mis_good", "--datasets", flags)
+    assert code == 0 and err == "", err
+    # Train scores not given is still an ok task.
+    args = _run_args(tiny_catalog.data_dir, tmp_path / "no-train", "--no-download")
+    code, out, err = main(
+        capsys,
+        *args,
+        "--adapter",
+        "mis_good",
+        "--datasets",
+        flags,
+        "--option",
+        "train_scores=false",
+    )
+    assert code == 0 and err == "", err
+    # One task fails: exit 1, and the last line says how many and where the reasons are.
+    args = _run_args(tiny_catalog.data_dir, tmp_path / "one-bad", "--no-download")
+    code, out, err = main(
+        capsys,
+        *args,
+        "--adapter",
+        "mis_good",
+        "--datasets",
+        flags,
+        "--option",
+        'fail_on=["retinamnist"]',
+    )
+    assert code == 1
+    board = tmp_path / "one-bad" / "leaderboard.csv"
+    (line,) = err.splitlines()
+    assert line.startswith("1 of 2 tasks did not end ok (1 error)")
+    assert f"reason column of {board}" in line
+    assert out.count("failing on retinamnist as asked") == 1, out
+
+
+def test_a_run_without_data_exits_1_and_prints_each_failure_once(tmp_path: Path) -> None:
+    """The README's main command with no data and no download, as a real process: every task
+    fails in well under a second; each failure is printed once, the exit code is 1."""
+    data_dir = tmp_path / "nodata"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "decathlon",
+            *_run_args(data_dir, tmp_path / "run", "--no-download", "--adapter", "baseline"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "400", "DECATHLON_HOME": str(tmp_path / "home")},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    (last,) = result.stderr.splitlines()
+    assert last.startswith("10 of 10 tasks did not end ok (10 error); the reasons are in")
+    everything = result.stdout + result.stderr
+    for flag in datasets.DECATHLON_FLAGS:
+        message = f"{flag}.npz is not in {data_dir} and downloading is off; download it from"
+        assert everything.count(message) == 1, (flag, everything)
+
+
+def test_redownload_replaces_a_damaged_file(
+    capsys: pytest.CaptureFixture[str],
+    tiny_catalog: TinyData,
+    monkeypatch,
+    tmp_path: Path,
+    http_server: tuple[str, Path],
+) -> None:
+    """The message for a damaged file names --redownload; ``run --redownload`` deletes the file,
+    downloads it (here from a real local server through --mirror) and checks it again."""
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    base, served = http_server
+    copy_dataset(tiny_catalog.data_dir, "breastmnist", served)
+    data_dir = tmp_path / "data"
+    damaged = copy_dataset(tiny_catalog.data_dir, "breastmnist", data_dir)
+    damaged.write_bytes(damaged.read_bytes()[:-100] + bytes(100))
+    common = ["--adapter", "mis_good", "--datasets", "breastmnist", "--mirror", base]
+
+    code, out, err = main(capsys, *_run_args(data_dir, tmp_path / "r1"), *common)
+    assert code == 1
+    assert "pass --redownload" in out
+    code, out, err = main(capsys, *_run_args(data_dir, tmp_path / "r2", "--redownload"), *common)
+    assert code == 0, out + err
+    assert damaged.read_bytes() == (served / "breastmnist.npz").read_bytes()
+    assert json.loads((tmp_path / "r2" / "config.json").read_text())["config"]["redownload"]
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*_run_args(data_dir, tmp_path / "r3", "--redownload", "--no-download"), *common])
+    assert_one_line_error(exited.value.code, capsys.readouterr().err, "not allowed with argument")
+
+
+# ---------------------------------------------------------------------------- flags in messages
+
+#: Arguments the code passes to other programs (pip, nvidia-smi), as whole strings.
+ARGUMENTS_OF_OTHERS = {"--no-cache-dir", "--disable-pip-version-check", "--upgrade",
+                       "--query-gpu=name", "--format=csv,noheader"}  # fmt: skip
+#: Flags of another program that a message quotes (`dask worker ... --nworkers 1`).
+FLAGS_OF_OTHERS = {"--nworkers", "--nthreads", "--resources"}
+#: The commands whose output a module's messages appear in, when a message names none.
+SPOKEN_IN = {
+    "datasets": ("run",),
+    "download": ("run",),
+    "runner": ("run",),
+    "distributed": ("run",),
+    "budgets": ("run", "plan"),
+    "environments": ("run", "setup"),
+    "conformance": ("check",),
+}
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*(?:=\w+)?")
+_NAMED = re.compile(r"\b(run|setup|plan|check|show|compare|list|export-automl-vision)\s+$")
+
+
+def _message_strings(path: Path) -> list[str]:
+    """The string constants of a module that can reach a user: every literal (f-strings too),
+    less docstrings and the flag names that ``add_argument`` defines."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant):
+                skip.add(id(body[0].value))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+        ):
+            skip.update(id(arg) for arg in node.args)
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
+    ]
+
+
+def test_every_flag_a_message_names_exists() -> None:
+    """A message that says "pass --x" is a promise: --x exists in the command the message
+    refers to (the one named just before the flag, else the ones the module speaks in)."""
+    parser = cli.build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    options = {name: set(p._option_string_actions) for name, p in sub.choices.items()}
+    everywhere = set().union(*options.values())
+    repo = Path(cli.__file__).resolve().parents[1]
+    sources = sorted((repo / "decathlon").glob("*.py")) + sorted((repo / "adapters").rglob("*.py"))
+    problems, seen = [], 0
+    for path in sources:
+        for text in _message_strings(path):
+            if text in ARGUMENTS_OF_OTHERS:
+                continue
+            for match in _FLAG.finditer(text):
+                flag = match.group().split("=")[0]
+                if flag in FLAGS_OF_OTHERS:
+                    continue
+                seen += 1
+                named = _NAMED.search(text[: match.start()])
+                commands = (named.group(1),) if named else SPOKEN_IN.get(path.stem)
+                if commands is None:
+                    ok = flag in everywhere
+                else:
+                    ok = all(flag in options[c] for c in commands)
+                if not ok:
+                    where = ", ".join(commands or ("any command",))
+                    problems.append(f"{path.name}: {flag} ({where}) in {text!r}")
+    assert seen > 20
+    assert problems == []

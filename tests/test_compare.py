@@ -292,6 +292,53 @@ def test_bad_input_gives_one_line_naming_the_file(good_board: Path, case: str) -
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_file_cut_off_in_the_middle_of_a_row_is_refused(good_board: Path, split: str) -> None:
+    """A copy cut off mid-row (a train row too, whose scores may be empty) is refused in one
+    line naming the file and the line, however much of the row is left."""
+    lines = good_board.read_text().splitlines(keepends=True)
+    i = next(i for i, line in enumerate(lines) if f",{split},ok," in line and i > 3)
+    row = lines[i]
+    for cut in (row.index(f",{split},") + 1, row.index(",ok,") + 4, len(row) - 3):
+        bad = good_board.parent / "cut.csv"
+        bad.write_text("".join(lines[:i]) + row[:cut])
+        with pytest.raises(LeaderboardError) as info:
+            compare.read_leaderboard(bad)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: line {i + 1}: cut off (")
+        assert "truncated" in message and "\n" not in message
+
+
+def test_a_file_cut_off_inside_a_quoted_field_is_refused(good_board: Path) -> None:
+    rows = _rows_of(good_board)
+    rows[0]["notes"] = '{"trials_run": 7, "best": "x"}'
+    full = write_csv(good_board.parent / "full.csv", rows[:1]).read_text()
+    bad = good_board.parent / "cut.csv"
+    bad.write_text(full[: full.index("trials_run")])
+    with pytest.raises(LeaderboardError, match=r"cut\.csv: line 2: .*truncated"):
+        compare.read_leaderboard(bad)
+
+
+def test_train_rows_not_given_are_accepted_and_checked(good_board: Path) -> None:
+    rows = _rows_of(good_board)
+    train = [i for i, r in enumerate(rows) if r["split"] == "train"]
+    for i in train:
+        rows[i] |= {"status": "not_given", "auc": "", "acc": ""}
+    board = compare.read_leaderboard(write_csv(good_board.parent / "ok.csv", rows))
+    assert set(board.rows[board.rows["split"] == "train"]["status"]) == {"not_given"}
+    assert len(compare.methods_of(board)) == 1
+
+    scored = [dict(r) for r in rows]
+    scored[train[0]]["auc"] = "0.9"
+    with pytest.raises(LeaderboardError, match="line 2: status not_given but the row has scores"):
+        compare.read_leaderboard(write_csv(good_board.parent / "scored.csv", scored))
+    on_test = [dict(r) for r in rows]
+    j = next(i for i, r in enumerate(rows) if r["split"] == "test")
+    on_test[j] |= {"status": "not_given", "auc": "", "acc": ""}
+    with pytest.raises(LeaderboardError, match="not_given is for train rows only, not test"):
+        compare.read_leaderboard(write_csv(good_board.parent / "test.csv", on_test))
+
+
 def test_missing_file_and_run_dir_without_leaderboard(tmp_path: Path) -> None:
     with pytest.raises(LeaderboardError, match="no such leaderboard file"):
         compare.read_leaderboard(tmp_path / "nope.csv")

@@ -153,6 +153,7 @@ def test_sigkill_mid_run_then_resume(tiny_catalog: TinyData, tmp_path: Path) -> 
             proc.kill()
             proc.wait()
     old_tag = misbehaving.task_tag(interrupted)
+    assert (interrupted / "scratch").is_dir()  # SIGKILL leaves it; the resume removes it
     finished = {
         d: (d / "result.json").stat().st_mtime_ns
         for d in task_dirs(run_dir)
@@ -215,7 +216,9 @@ def test_resume_sweeps_grandchildren_of_a_killed_run(
     assert misbehaving.live_pids([worker_pid]) == [], "the worker outlived its harness"
 
     done = resume(tmp_path, tiny_catalog)
-    assert done.returncode == 0, done.stdout + done.stderr
+    # Finished, with a task that is not ok: exit 1, and the last line says where the reason is.
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.splitlines()[-1].startswith("1 of 1 tasks did not end ok (1 timeout)")
     assert misbehaving.live_pids(descendants) == []
     assert misbehaving.tagged_processes(old_tag) == []
     assert_each_row_once(read_valid_csv(run_dir / "leaderboard.csv"), "timeout", flags, seeds)
@@ -251,6 +254,7 @@ def test_ctrl_c_stops_the_task_tree_then_resume(
     assert "--resume" in (tmp_path / "harness-1.log").read_text()
     assert misbehaving.tagged_processes(misbehaving.task_tag(running)) == []
     assert not (running / "result.json").exists()
+    assert (running / "task.json").is_file() and not (running / "scratch").exists()
 
     done = resume(tmp_path, tiny_catalog)
     assert done.returncode == 0, done.stdout + done.stderr
