@@ -145,7 +145,7 @@ def test_retry_failed_on_a_local_dask_cluster(
         "--option", 'fail_on=["retinamnist"]', "--option", f"fail_while={broken}",
         "--run-dir", str(run_dir),
     )  # fmt: skip
-    assert code == 0 and board_rows(run_dir)["retinamnist"]["status"] == "error"
+    assert code == 1 and board_rows(run_dir)["retinamnist"]["status"] == "error"
     broken.unlink()
     capsys.readouterr()
     assert run("--resume", str(run_dir), "--retry-failed", "--workers", "1") == 0
