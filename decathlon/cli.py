@@ -156,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --resume: also rerun the error, timeout and invalid tasks (earlier attempts"
         " are kept under each task's attempts/ folder)",
     )
+    run.add_argument(
+        "--sandbox",
+        choices=["auto", "required", "off"],
+        default="auto",
+        help="seal each task (own PID namespace, no access to the data or the run folder):"
+        " auto (default) runs unsealed where that is impossible and says so, required refuses"
+        " to, off never seals",
+    )
+    run.add_argument(
+        "--network",
+        choices=["on", "off"],
+        default="on",
+        help="off: no network inside the tasks (needs the sandbox)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress display")
     run.add_argument(
         "--model-dir",
@@ -327,6 +341,8 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
         config.device = args.device
     if getattr(args, "jobs", None):
         config.n_jobs = args.jobs
+    config.sandbox = getattr(args, "sandbox", config.sandbox)
+    config.network = getattr(args, "network", config.network)
     return config
 
 

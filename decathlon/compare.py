@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: The leaderboard CSV's columns, in order.
 COLUMNS = list(leaderboard.COLUMNS)
+#: Columns that files written before they existed lack; read as empty.
+OPTIONAL_COLUMNS = ("sealed",)
 #: The ten decathlon datasets, in the papers' order.
 DATASETS = datasets.DECATHLON_FLAGS
 #: The 2021 paper's names for the organ datasets.
@@ -165,6 +167,9 @@ def read_leaderboard(path: Path) -> Leaderboard:
         raise LeaderboardError(f"{path}: not a leaderboard CSV ({first})") from None
 
     df.columns = [str(c).strip() for c in df.columns]
+    for column in OPTIONAL_COLUMNS:
+        if column not in df.columns:
+            df[column] = ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if len(missing) == len(COLUMNS) or {"run_id", "dataset", "split"} <= set(missing):
         found = ", ".join(list(df.columns)[:6])
@@ -203,6 +208,8 @@ def read_leaderboard(path: Path) -> Leaderboard:
             int(row["seed"])
         except ValueError:
             raise fail(i, f"seed '{row['seed']}' is not an integer") from None
+        if row["sealed"] not in ("true", "false", ""):
+            raise fail(i, f"sealed '{row['sealed']}' is not true, false or empty")
         for metric in METRICS:
             text = row[metric]
             if text == "":
@@ -340,6 +347,7 @@ class Method:
     sd: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     per_seed: dict[str, np.ndarray] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    unsealed: int = 0  # rows that ran without the sandbox (sealed=false)
 
     @property
     def label(self) -> str:
@@ -348,6 +356,11 @@ class Method:
     @property
     def complete(self) -> bool:
         return not self.missing
+
+    @property
+    def mark(self) -> str:
+        """What follows the label in tables: † incomplete, ‡ some rows ran unsealed."""
+        return ("" if self.complete else " †") + (" ‡" if self.unsealed else "")
 
     def test(self, dataset: str, metric: str) -> float:
         """The test score of one dataset (mean over seeds), NaN when missing."""
@@ -419,6 +432,7 @@ def methods_of(board: Leaderboard, chosen: Sequence[str] = DATASETS) -> list[Met
             source=board.path,
             run_dir=board.run_dir,
             datasets=tuple(chosen),
+            unsealed=int((group["sealed"] == "false").sum()),
         )
         for dataset in chosen:
             for split in SPLITS:
@@ -508,6 +522,8 @@ def comparison_table(methods: Sequence[Method]) -> pd.DataFrame:
             notes.append(f"mean ± sd over seeds {', '.join(map(str, m.seeds))}")
         if not m.complete:
             notes.append(m.missing_note())
+        if m.unsealed:
+            notes.append(f"{m.unsealed} rows ran unsealed (no sandbox)")
         record: dict[str, Any] = {
             "method": m.label,
             "run_id": m.run_id,
@@ -602,8 +618,7 @@ def _table_notes(table: pd.DataFrame, methods: Sequence[Method]) -> list[str]:
     notes = []
     for i, m in enumerate(methods):
         if table["notes"].iloc[i]:
-            mark = " †" if not m.complete else ""
-            notes.append(f"{m.label}{mark}: {table['notes'].iloc[i]}")
+            notes.append(f"{m.label}{m.mark}: {table['notes'].iloc[i]}")
     over = (
         "Means are over all ten datasets"
         if len(chosen) == len(DATASETS)
@@ -615,6 +630,11 @@ def _table_notes(table: pd.DataFrame, methods: Sequence[Method]) -> list[str]:
         f"{over}; † = incomplete (no mean, no rank). Rank = average over "
         "the datasets of the per-dataset rank (1 = best, ties share) among complete methods."
     )
+    if any(m.unsealed for m in methods):
+        notes.append(
+            "‡ = some rows ran without the sandbox (sealed=false): nothing kept that adapter "
+            "from the test labels."
+        )
     if any(len(m.seeds) > 1 for m in methods):
         notes.append(
             "With several seeds a cell is the mean ± the standard deviation over the seeds "
@@ -640,7 +660,7 @@ def to_markdown(table: pd.DataFrame, methods: Sequence[Method]) -> str:
     header += [f"{mean} AUC", f"{mean} ACC", "rank AUC", "rank ACC"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, m in enumerate(methods):
-        cells = [m.label + ("" if m.complete else " †")]
+        cells = [m.label + m.mark]
         for column in _value_columns(chosen):
             text = _cell(table, i, column, methods)
             cells.append(f"**{text}**" if i in best[column] else text)
@@ -662,7 +682,7 @@ def html_table(table: pd.DataFrame, methods: Sequence[Method]) -> str:
     head2 = ["<th>AUC</th><th>ACC</th>"] * (len(chosen) + 2)
     body = []
     for i, m in enumerate(methods):
-        cells = [f"<td>{esc(m.label)}{'' if m.complete else ' †'}</td>"]
+        cells = [f"<td>{esc(m.label + m.mark)}</td>"]
         for column in _value_columns(chosen):
             text = esc(_cell(table, i, column, methods))
             cells.append(f"<td><b>{text}</b></td>" if i in best[column] else f"<td>{text}</td>")
@@ -724,7 +744,7 @@ def render_terminal(
             header = {"decathlon": mean, "rank": "rank"}.get(name, _SHORT.get(name, name))
             rich_table.add_column(header, justify="right", no_wrap=True)
         for i, m in enumerate(methods):
-            cells = [m.label + ("" if m.complete else " †")]
+            cells = [m.label + m.mark]
             for column in columns:
                 text = _cell(table, i, column, methods, sep="±")
                 cells.append(f"[bold]{text}*[/bold]" if i in best[column] else text)

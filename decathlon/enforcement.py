@@ -1,5 +1,9 @@
 """Where a budget is enforced: a subprocess, its whole process tree, a wall clock, a memory cap.
 
+A sealed task (see :mod:`decathlon.sandbox`) runs in its own PID namespace, which the kernel
+empties when it ends, and, with a memory cap, in its own memory cgroup; what follows is the
+harness's own sweep, which every task gets, sealed or not.
+
 The task's worker starts in a new session (its own process group) with a unique tag in its
 environment. At the hard limit, or when the tree's memory passes the cap, every process of the
 task gets SIGTERM, then SIGKILL after a short grace. The tree is found three ways, so that no
@@ -21,8 +25,12 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from decathlon.sandbox import Seal
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class Outcome:
     elapsed: float
     timed_out: bool = False
     memory_exceeded: bool = False
+    memory_kernel: bool = False  # the kernel stopped it at the cap (a memory cgroup)
     peak_rss_mb: float = 0.0
     killed: int = 0  # processes that had to be terminated after the worker ended or was stopped
 
@@ -99,19 +108,28 @@ def kill_tree(
     psutil.
     """
     procs = [p for p in task_processes(root_pid, tag) if _alive(p)]
-    if root_pid is not None:
+    # The sandbox's own processes get no SIGTERM: when they end, the kernel kills the whole PID
+    # namespace at once, and the task's processes would get no grace.
+    polite = [p for p in procs if not _is_sandbox(p)]
+    if root_pid is not None and len(polite) == len(procs):
         try:
             os.killpg(root_pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
-    for proc in procs:
+    for proc in polite:
         try:
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
     own = popen.pid if popen is not None else None
     others = [p for p in procs if p.pid != own]
-    _, alive = psutil.wait_procs(others, timeout=grace)
+    _, alive = psutil.wait_procs([p for p in others if p in polite], timeout=grace)
+    alive += [p for p in others if p not in polite]
+    if popen is not None and _is_sandbox_pid(popen.pid):
+        try:
+            popen.wait(timeout=0.5)  # the sandbox ends by itself once its worker has
+        except subprocess.TimeoutExpired:
+            popen.kill()
     if popen is not None:
         try:
             popen.wait(timeout=grace)
@@ -128,6 +146,20 @@ def kill_tree(
     if popen is not None:
         popen.wait()
     return len(procs)
+
+
+def _is_sandbox(proc: psutil.Process) -> bool:
+    try:
+        return proc.name() == "bwrap"
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def _is_sandbox_pid(pid: int) -> bool:
+    try:
+        return _is_sandbox(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -163,49 +195,72 @@ def run_limited(
     kill_grace: float = 5.0,
     on_tick: Callable[[float], None] | None = None,
     tag: str | None = None,
+    seal: Seal | None = None,
 ) -> Outcome:
     """Run ``cmd`` until it exits or ``hard_limit`` seconds pass; never leave a process behind.
 
-    stdout and stderr go to ``log_path``. ``memory_mb`` caps the resident memory of the whole
-    tree, checked every few tenths of a second. ``on_tick(elapsed)`` is called while it runs.
+    stdout and stderr go to ``log_path``. ``memory_mb`` caps the memory of the whole tree: by
+    the kernel when ``seal`` holds a memory cgroup, else checked every few tenths of a second.
+    ``seal`` (from :func:`decathlon.sandbox.seal`) starts the command sealed; it is closed here.
+    ``on_tick(elapsed)`` is called while it runs.
     """
     tag = tag or new_tag()
     full_env = dict(os.environ if env is None else env)
     full_env[TAG_VARIABLE] = tag
     become_subreaper()
+    argv, fds = seal.command(cmd) if seal is not None else (list(cmd), ())
+    kernel_cap = seal is not None and seal.memory is not None
     started = time.monotonic()
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=full_env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-        outcome = Outcome(returncode=None, elapsed=0.0)
-        try:
-            _watch(proc, tag, outcome, started, hard_limit, memory_mb, on_tick)
-        except BaseException:  # Ctrl-C or SIGTERM to the harness: take the task down with it
-            kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
-            raise
-        outcome.elapsed = time.monotonic() - started
-        # Always sweep: a worker that exited normally may have left children running.
-        leftovers = [p for p in task_processes(proc.pid, tag) if _alive(p)]
-        if leftovers or outcome.returncode is None:
-            outcome.killed = kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
-        if outcome.returncode is None:
-            outcome.returncode = proc.wait()
-        footer = f"\n[decathlon] exit {outcome.returncode}, {outcome.elapsed:.1f} s"
-        if outcome.timed_out:
-            footer += f", killed at the hard limit of {hard_limit:.0f} s"
-        if outcome.memory_exceeded:
-            footer += f", killed over the memory cap of {memory_mb:.0f} MB"
-        if outcome.killed:
-            footer += f", {outcome.killed} process(es) terminated"
-        out.write((footer + "\n").encode())
+    try:
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+                pass_fds=fds,
+            )
+            outcome = Outcome(returncode=None, elapsed=0.0)
+            try:
+                sampled = None if kernel_cap else memory_mb
+                _watch(proc, tag, outcome, started, hard_limit, sampled, on_tick)
+            except BaseException:  # Ctrl-C or SIGTERM to the harness: take the task down with it
+                kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
+                raise
+            outcome.elapsed = time.monotonic() - started
+            # Always sweep: a worker that exited normally may have left children running.
+            leftovers = [p for p in task_processes(proc.pid, tag) if _alive(p)]
+            if leftovers or outcome.returncode is None:
+                outcome.killed = kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
+            if outcome.returncode is None:
+                outcome.returncode = proc.wait()
+            if seal is not None:
+                outcome.returncode = seal.returncode(outcome.returncode)
+            if seal is not None and seal.memory is not None:
+                outcome.peak_rss_mb = seal.memory.peak_mb()
+                if seal.memory.oom_kills() and outcome.returncode != 0:
+                    outcome.memory_exceeded = outcome.memory_kernel = True
+            _footer(out, outcome, hard_limit, memory_mb)
+    finally:
+        if seal is not None:
+            seal.close()
     return outcome
+
+
+def _footer(out: IO[bytes], outcome: Outcome, hard_limit: float, memory_mb: float | None) -> None:
+    footer = f"\n[decathlon] exit {outcome.returncode}, {outcome.elapsed:.1f} s"
+    if outcome.timed_out:
+        footer += f", killed at the hard limit of {hard_limit:.0f} s"
+    if outcome.memory_kernel:
+        footer += f", stopped by the kernel at the memory cap of {memory_mb:.0f} MB"
+    elif outcome.memory_exceeded:
+        footer += f", killed over the memory cap of {memory_mb:.0f} MB"
+    if outcome.killed:
+        footer += f", {outcome.killed} process(es) terminated"
+    out.write((footer + "\n").encode())
 
 
 def _watch(

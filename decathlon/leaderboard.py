@@ -31,6 +31,7 @@ COLUMNS = (
     "hard_limit_s",
     "elapsed_s",
     "data_verified",
+    "sealed",
     "device",
     "adapter_version",
     "harness_version",
@@ -112,6 +113,7 @@ def summarize(rows: Sequence[Row], datasets: Sequence[str]) -> list[Row]:
             "harness_version": any_row.get("harness_version"),
             "elapsed_s": sum(float(r.get("elapsed_s") or 0) for r in by_dataset.values()),
             "data_verified": all(_truthy(r.get("data_verified")) for r in by_dataset.values()),
+            "sealed": all(_truthy(r.get("sealed")) for r in by_dataset.values()),
         }
         if complete:
             row["auc"] = sum(float(r["auc"]) for r in ok) / len(ok)

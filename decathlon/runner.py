@@ -39,7 +39,7 @@ import numpy as np
 
 import decathlon
 from decathlon import budgets as budgets_module
-from decathlon import datasets, environments, leaderboard, metrics
+from decathlon import datasets, environments, leaderboard, metrics, sandbox
 from decathlon.contract import Adapter, Budget, DatasetInfo
 from decathlon.enforcement import kill_tree, new_tag, run_limited
 from decathlon.errors import DecathlonError
@@ -75,6 +75,8 @@ class RunConfig:
     budgets_path: str | None = None
     info_path: str | None = None
     kill_grace: float = 5.0
+    sandbox: str = "auto"  # auto | required | off: see decathlon.sandbox
+    network: str = "on"  # off: no network inside a sealed task
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,6 +167,9 @@ class Runner:
         self.options = self.budgets.options(config.profile, self.adapter, config.options)
         self.data_dir = Path(config.data_dir) if config.data_dir else datasets.default_data_dir()
         self.device = resolve_device(config.device, self.adapter)
+        self.sandbox = sandbox.Policy.resolve(
+            config.sandbox, config.network, memory_mb=config.memory_mb
+        )
         self._loaded: tuple[str, datasets.LoadedDataset | DecathlonError] | None = None
         self._redownloaded: set[str] = set()
 
@@ -220,6 +225,8 @@ class Runner:
                 self._clear_scratch(self._task_dir(run_dir, task))
         done = sum(1 for t in tasks if (self._task_dir(run_dir, t) / "result.json").is_file())
         self.reporter.run_started(tasks, done)
+        if self.sandbox.notice:
+            self.reporter.message(self.sandbox.notice)
         if executor is not None:
             executor.run(self, run_dir, self.pending(run_dir, tasks))
         else:
@@ -357,6 +364,7 @@ class Runner:
             "datasets": self.flags(),
             "seeds": list(self.seeds()),
             "device": self.device,
+            "sandbox": self.sandbox.record(),
             "versions": versions(),
             "host": host_facts(),
             "started_at": _now(),
@@ -376,6 +384,7 @@ class Runner:
             "budget": task.budget.describe(),
             "hard_limit_s": task.budget.hard_limit_seconds,
             "device": self.device,
+            "sealed": self.sandbox.sealed,
             "adapter_version": self.adapter.version or decathlon.__version__,
             "harness_version": decathlon.__version__,
             "python": self.adapter.environment.python
@@ -430,20 +439,24 @@ class Runner:
             "n_jobs": self.config.n_jobs,
             "deadline": deadline,
             "options": self.options,
+            "sealed": self.sandbox.sealed,
         }
         task_file = task_dir / "task.json"
         _write_json(task_file, spec)
+        python = str(environments.interpreter(self.adapter))
+        env = worker_environment(self.config.n_jobs, self.device)
         try:
             outcome = run_limited(
-                [str(environments.interpreter(self.adapter)), str(WORKER), str(task_file)],
+                [python, str(WORKER), str(task_file)],
                 hard_limit=task.budget.hard_limit_seconds,
                 log_path=task_dir / "log.txt",
-                env=worker_environment(self.config.n_jobs, self.device),
+                env=env,
                 cwd=scratch,
                 memory_mb=task.budget.memory_mb,
                 kill_grace=self.config.kill_grace,
                 on_tick=lambda elapsed: self.reporter.task_tick(task, elapsed),
                 tag=tag,
+                seal=self._seal(run_dir, task_dir, spec, python, env, tag, task.budget.memory_mb),
             )
         finally:  # also on Ctrl-C or SIGTERM, once run_limited has taken the tree down
             shutil.rmtree(scratch, ignore_errors=True)
@@ -457,15 +470,54 @@ class Runner:
                 notes=notes,
             )
         if outcome.memory_exceeded:
+            how = "stopped by the kernel at" if outcome.memory_kernel else "killed over"
             return failed_rows(
                 base,
                 "error",
-                f"killed over the memory cap of {task.budget.memory_mb} MB",
+                f"{how} the memory cap of {task.budget.memory_mb} MB",
                 notes=notes,
             )
         if outcome.returncode != 0:
             return failed_rows(base, "error", _failure_reason(outcome, predictions, task_dir))
         return score(base, data, predictions, task_dir / "evaluator", run_dir.name, notes)
+
+    def _seal(
+        self,
+        run_dir: Path,
+        task_dir: Path,
+        spec: dict[str, Any],
+        python: str,
+        env: dict[str, str],
+        tag: str,
+        memory_mb: int | None,
+    ) -> sandbox.Seal:
+        """How the task's worker is sealed: it sees its interpreter, the code it imports, its
+        folder, its arrays and the folders its options name (``model_dir``); never the data
+        folder, the caches or the rest of the run."""
+        view = None
+        if self.sandbox.sealed:
+            data_dir = self.data_dir.expanduser().resolve()
+            hidden = [
+                str(run_dir),
+                str(data_dir),
+                # where the data folder's files really are, when they are symbolic links
+                *sorted({str(f.resolve().parent) for f in data_dir.glob("*.npz")}),
+                str(datasets.default_data_dir().expanduser().resolve()),
+                str(Path.home() / ".medmnist"),
+                str(environments.home() / "arrays"),
+                str(environments.home() / "dask-runs"),
+            ]
+            view = sandbox.task_view(
+                python=python,
+                code=[str(WORKER.parent), *spec["mounts"].values()],
+                task_dir=str(task_dir),
+                shared=sandbox.option_paths(self.options, hidden),
+                arrays=spec["arrays"].values(),
+                hidden=hidden,
+                env=env,
+                cwd=spec["scratch_dir"],
+            )
+        return sandbox.seal(self.sandbox, tag=tag, memory_mb=memory_mb, view=view)
 
     def finish_task(self, run_dir: Path, task: PlannedTask, rows: list[dict[str, Any]]) -> None:
         """Record a task's rows (result.json, then the leaderboard) and tell plugins and display."""
@@ -646,10 +698,10 @@ def mounts_for(adapter: Adapter) -> dict[str, str]:
 
 
 def worker_environment(n_jobs: int, device: str) -> dict[str, str]:
-    """The worker's environment: the harness's, less its Python paths, with thread counts set."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-    }
+    """The worker's environment: the harness's, less its Python paths and the variables that
+    say where the data is, with thread counts set."""
+    dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *sandbox.DATA_LOCATION_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     threads = str(max(1, n_jobs))
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = threads

@@ -8,6 +8,9 @@ the harness and the adapter's package from their folders (listed in the task fil
 It reads the arrays memory-mapped, calls the adapter's ``run(task)``, and writes the scores as
 ``.npy`` files to ``predictions_dir`` (each written to a temporary name, then renamed). On an
 exception it writes ``error.json`` (type and message) and exits 1. It never sees test labels.
+In a sealed task (``"sealed": true`` in the task file; see :mod:`decathlon.sandbox`) it is the
+second process of its own PID namespace, and before it exits it kills what the adapter left
+running there, saying so in the log.
 """
 
 from __future__ import annotations
@@ -91,9 +94,40 @@ def _die_with_parent() -> None:
             pass
 
 
+def _end_namespace() -> None:
+    """In a sealed task (its own PID namespace, where /proc lists only the task's processes):
+    kill what the adapter left running and say so in the log. The kernel would kill them anyway
+    when the sandbox's init exits right after this process; this makes it visible."""
+    import signal
+
+    me = os.getpid()
+    left = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (1, me):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                left.append(int(entry))
+            except OSError:
+                pass
+    if left:
+        print(
+            "[decathlon] {} process(es) terminated: the adapter left them running"
+            " (pids in the task's namespace: {})".format(len(left), ", ".join(map(str, left))),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def main(task_file: str) -> int:
     _die_with_parent()
     spec = json.loads(Path(task_file).read_text())
+    code = _run(spec)
+    if spec.get("sealed"):
+        _end_namespace()
+    return code
+
+
+def _run(spec: Any) -> int:
     for name, folder in spec["mounts"].items():
         _mount(name, folder)
 

@@ -1,8 +1,10 @@
 """A test plugin for the Dask executor: an adapter that writes a marker, then sleeps.
 
-The marker (``{marker_dir}/{flag}-seed{seed}-{pid}.json``) names the process that started the
-adapter's worker subprocess, which on a Dask cluster is the Dask worker itself: the test kills it
-mid-task. The scores are constant (valid, uninformative) so the task ends ``ok`` when it lives.
+The marker (``{marker_dir}/{flag}-seed{seed}-{tag}.json``) carries the task's enforcement tag, by
+which the test finds the process that started the task's subprocess (on a Dask cluster, the Dask
+worker itself: the test kills it mid-task). In a sealed task, pids are those of the task's own PID
+namespace, so the tag is what identifies the task outside. The scores are constant (valid,
+uninformative) so the task ends ``ok`` when it lives.
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ def decathlon_register_adapters(register) -> None:
 def run(task: Task) -> Predictions:
     marker_dir = task.options["marker_dir"]
     if marker_dir:
-        marker = {"pid": os.getpid(), "parent": os.getppid(), "seed": task.seed}
-        name = f"{task.dataset.flag}-seed{task.seed}-{os.getpid()}.json"
+        marker = {
+            "pid": os.getpid(),
+            "parent": os.getppid(),
+            "seed": task.seed,
+            "tag": os.environ.get("DECATHLON_TASK_TAG", ""),
+        }
+        attempt = marker["tag"] or os.getpid()  # pids repeat from one namespace to the next
+        name = f"{task.dataset.flag}-seed{task.seed}-{attempt}.json"
         tmp = Path(marker_dir) / (name + ".tmp")
         tmp.write_text(json.dumps(marker))
         os.replace(tmp, Path(marker_dir) / name)

@@ -4,8 +4,10 @@ A single-module plugin: register it with ``make_plugin_manager(extra_plugins=[mi
 (the worker mounts it by file path) or through a ``decathlon`` entry point. Every adapter runs
 in the harness's own environment and ships tiny ``quick`` budgets, so no budgets file is needed.
 
-Adapters that leave processes behind write their pids to ``output_dir/pids.txt`` so tests can
-check that each is gone.
+Adapters that leave processes behind write who they are to ``output_dir/pids.txt`` so tests can
+check that each is gone: the pid as the process sees it, and, because a sealed task runs in a PID
+namespace of its own where pids mean nothing outside, its start time (clock ticks after boot, the
+same in every namespace) and command line, which the tests match against the machine's processes.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ ADAPTERS = (
     _adapter("mis_not_predictions", "not_predictions", _LONG),
     _adapter("mis_memory_hog", "memory_hog", _LONG, options={"megabytes": 1024}),
     _adapter("mis_peeker", "peek_for_test_labels", _LONG),
+    _adapter("mis_npz_hunter", "hunt_for_npz", _LONG, options={"walk": True}),
+    _adapter("mis_network", "fetch_url", _LONG, options={"url": ""}),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -101,13 +105,22 @@ def valid_predictions(task: Task, info: dict[str, Any] | None = None) -> Predict
     )
 
 
+def identity(pid: int) -> str:
+    """``pid``'s line in pids.txt: pid, start time in clock ticks after boot, command line (hex)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+        start = handle.read().rsplit(")", 1)[1].split()[19]
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return f"{pid} {start} {handle.read().hex()}"
+
+
 def _record_pid(task: Task, pid: int) -> None:
     with open(task.output_dir / "pids.txt", "a", encoding="ascii") as handle:
-        handle.write(f"{pid}\n")
+        handle.write(identity(pid) + "\n")
 
 
-# A grandchild that sleeps; with "setsid" it leaves the process group and ignores SIGTERM; with
-# "daemon" it double-forks first, so that it is no longer a descendant of the worker.
+# A grandchild that sleeps. "ignore": it ignores SIGTERM; "setsid": it also leaves the process
+# group; "daemon": a classic daemon (fork, setsid, fork), no longer a descendant of the worker,
+# ignoring SIGTERM. It records itself as _record_pid does.
 _GRANDCHILD = """
 import os, signal, sys, time
 mode, pidfile = sys.argv[1], sys.argv[2]
@@ -115,9 +128,14 @@ if mode == "daemon" and os.fork() > 0:
     os._exit(0)
 if mode in ("setsid", "daemon"):
     os.setsid()
+if mode == "daemon" and os.fork() > 0:
+    os._exit(0)
+if mode in ("ignore", "setsid", "daemon"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+start = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]
+cmdline = open("/proc/self/cmdline", "rb").read().hex()
 with open(pidfile, "a") as f:
-    f.write(str(os.getpid()) + "\\n")
+    f.write("%d %s %s\\n" % (os.getpid(), start, cmdline))
 while True:
     time.sleep(1)
 """
@@ -154,16 +172,25 @@ def sleep_forever(task: Task) -> Predictions:
 
 
 def spawn(task: Task) -> Predictions:
-    """Starts a grandchild that sleeps (``mode``: sleep, setsid, daemon), then sleeps forever;
+    """Starts a grandchild that sleeps (``mode``: sleep, ignore, setsid, daemon, or setsid_env: a
+    ``setsid env -i sleep`` in a new session with an emptied environment), then sleeps forever;
     with mode ``return`` the grandchild sleeps but the adapter returns valid scores at once."""
     mode = task.options["mode"]
     pidfile = task.output_dir / "pids.txt"
     _record_pid(task, os.getpid())
+    if mode == "setsid_env":
+        child = subprocess.Popen(["setsid", "env", "-i", "sleep", "100000"])
+        while not Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"):
+            time.sleep(0.01)  # setsid and env exec the next program in the same process
+        _record_pid(task, child.pid)
+        _record_pid(task, child.pid)  # it is both the child and the "grandchild"
+        while True:
+            time.sleep(1)
     child = subprocess.Popen([sys.executable, "-c", _GRANDCHILD, mode, str(pidfile)])
     _record_pid(task, child.pid)
     deadline = time.time() + 20
     while time.time() < deadline:  # wait until the grandchild has written its own pid
-        if len(pidfile.read_text().split()) >= 3:
+        if len(pidfile.read_text().splitlines()) >= 3:
             break
         time.sleep(0.05)
     if mode == "return":
@@ -249,6 +276,94 @@ def peek_for_test_labels(task: Task) -> Predictions:
     return valid_predictions(task, {"peeked": "nothing found"})
 
 
+def hunt_for_npz(task: Task) -> Predictions:
+    """A cheat: looks for the original ``.npz`` (with ``test_labels``) through everything it can
+    learn, and when it finds it, returns the test labels as its test scores (test AUC 1.0).
+
+    Routes, in order: the folders of every path in the task (and every folder above them, where a
+    run's ``config.json`` names its ``data_dir``), the command lines of every process it can see
+    (the harness's ``--data-dir``), its environment, the home folder and ``~/.medmnist``; then,
+    with option ``walk``, every file it can reach from ``/``. Writes what it tried and found to
+    the row's notes (``found``: the files that held test labels).
+    """
+    wanted = f"{task.dataset.flag}.npz"
+    folders: list[Path] = []
+    for value in (task.scratch_dir, task.output_dir, getattr(task.x_test, "filename", None)):
+        if value:
+            path = Path(value).resolve()
+            folders += [path, *path.parents]
+    for folder in list(folders):
+        config = folder / "config.json"
+        if config.is_file():
+            try:
+                record = json.loads(config.read_text())
+                folders.append(Path(record["config"]["data_dir"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        folders += [Path(a) for a in args if a.startswith("/")]
+        folders += [Path(a).parent for a in args if a.startswith("/")]
+    folders += [Path(v) for v in os.environ.values() if v.startswith("/")]
+    folders += [Path.home(), Path.home() / ".medmnist"]
+    found = _npz_with_test_labels(folders, wanted)
+    walked = 0
+    if not found and task.options["walk"]:
+        for root, dirs, files in os.walk("/"):
+            if root == "/":
+                dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
+            walked += len(files)
+            found = _npz_with_test_labels([Path(root)], wanted, names=files)
+            if found:
+                break
+    info: dict[str, Any] = {"found": found, "folders_tried": len(folders), "files_walked": walked}
+    predictions = valid_predictions(task, info)
+    if found:
+        with np.load(found[0]) as data:
+            labels = data["test_labels"]
+        if task.dataset.task == MULTI_LABEL:
+            predictions.test = labels.astype(np.float64)
+        else:
+            predictions.test = np.eye(task.dataset.n_classes)[labels.ravel()]
+    return predictions
+
+
+def fetch_url(task: Task) -> Predictions:
+    """Fetches ``url`` and records in its notes what came back (or the error)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(task.options["url"], timeout=10) as response:
+            got: dict[str, Any] = {"body": response.read(100).decode(errors="replace")}
+    except OSError as exc:
+        got = {"error": f"{type(exc).__name__}: {exc}"}
+    return valid_predictions(task, got)
+
+
+def _npz_with_test_labels(
+    folders: list[Path], wanted: str, names: list[str] | None = None
+) -> list[str]:
+    """The ``.npz`` files in ``folders`` (not below them) that hold ``test_labels``: the one
+    named ``wanted`` first."""
+    found = []
+    for folder in dict.fromkeys(folders):
+        try:
+            listed = names if names is not None else os.listdir(folder)
+        except OSError:
+            continue
+        for name in sorted(n for n in listed if n.endswith(".npz")):
+            try:
+                with np.load(folder / name) as data:
+                    if "test_labels" in data.files:
+                        found.append(str(folder / name))
+            except (OSError, ValueError):
+                continue
+    return sorted(found, key=lambda f: not f.endswith(wanted))
+
+
 # ---------------------------------------------------------------------------- test helpers
 
 
@@ -270,17 +385,22 @@ def tagged_processes(tag: str) -> list[Any]:
     return found
 
 
-def live_pids(pids: list[int]) -> list[int]:
-    """The pids of ``pids`` that still run (zombies count as gone)."""
+def live_pids(pids: list[str]) -> list[str]:
+    """The processes of ``pids`` (lines of pids.txt) that still run on this machine, matched by
+    start time and command line, whatever PID namespace they ran in (zombies count as gone)."""
     import psutil
 
+    wanted = {tuple(p.split()[1:3]): p for p in pids}
     alive = []
-    for pid in pids:
+    for proc in psutil.process_iter():
         try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            key = tuple(identity(proc.pid).split()[1:3])
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, OSError, IndexError):
             continue
+        if key in wanted:
+            alive.append(wanted[key])
     return alive
 
 
@@ -289,9 +409,12 @@ def task_tag(task_dir: Path) -> str:
     return json.loads((task_dir / "task.json").read_text(encoding="utf-8"))["tag"]
 
 
-def recorded_pids(task_dir: Path) -> list[int]:
+def recorded_pids(task_dir: Path) -> list[str]:
+    """The processes the adapter recorded, as lines of pids.txt (see :func:`identity`)."""
     path = task_dir / "output" / "pids.txt"
-    return [int(p) for p in path.read_text(encoding="ascii").split()] if path.exists() else []
+    if not path.exists():
+        return []
+    return [line for line in path.read_text(encoding="ascii").splitlines() if line.count(" ") == 2]
 
 
 def install_entry_point(site: Path) -> dict[str, str]:

@@ -275,6 +275,10 @@ BAD_INPUTS = {
         lambda p, rows: write_csv(p, [rows[0] | {"seed": "first"}] + rows[1:]),
         "seed 'first' is not an integer",
     ),
+    "sealed not a boolean": (
+        lambda p, rows: write_csv(p, [rows[0] | {"sealed": "yes"}] + rows[1:]),
+        "sealed 'yes' is not true, false or empty",
+    ),
 }
 
 
@@ -885,3 +889,25 @@ def test_show_reads_at_100_columns(real_baseline_runs: list[Path], tmp_path: Pat
     text = compare.show_command(run, width=100)
     assert max(len(line) for line in text.splitlines()) <= 100
     assert any(ln.split()[:4] == ["two", "0", "oct", "timeout"] for ln in text.splitlines())
+
+
+# --------------------------------------------------------------------------------- sealed
+
+
+def test_methods_with_unsealed_rows_are_marked(tmp_path: Path) -> None:
+    """A method with rows that ran without the sandbox gets ‡ and a note saying how many; one
+    whose rows are all sealed, or a file from before the column existed, gets none."""
+    sealed = write_run(tmp_path, "sealed", {"baseline": 0.0}) / "leaderboard.csv"
+    write_csv(sealed, [r | {"sealed": "true"} for r in read_rows(sealed)])
+    unsealed = write_run(tmp_path, "unsealed", {"baseline": 0.01}) / "leaderboard.csv"
+    rows = read_rows(unsealed)
+    write_csv(unsealed, [r | {"sealed": "false" if i < 3 else "true"} for i, r in enumerate(rows)])
+    old = write_run(tmp_path, "old", {"baseline": 0.02}) / "leaderboard.csv"
+    write_csv(old, read_rows(old), [c for c in COLUMNS if c != "sealed"])
+    methods = compare.collect([sealed, unsealed, old])
+    assert [m.mark for m in methods] == ["", " ‡", ""]
+    table = compare.comparison_table(methods)
+    assert "3 rows ran unsealed" in table["notes"].iloc[1]
+    markdown = compare.to_markdown(table, methods)
+    assert "| unsealed/baseline ‡ |" in markdown
+    assert "‡ = some rows ran without the sandbox" in markdown

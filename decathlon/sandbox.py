@@ -1,0 +1,586 @@
+"""Where a task is sealed: its own PID namespace, its own view of the files, its own memory cgroup.
+
+Every task's worker runs under bubblewrap (``bwrap``, the sandbox Flatpak uses) when the machine
+allows it, so that three guarantees do not depend on the adapter behaving:
+
+- **Containment.** The worker and everything it starts live in a new PID namespace whose first
+  process is bwrap's own init; when that process ends, the kernel kills every process left in the
+  namespace, whatever session, process group or environment they gave themselves. bwrap runs with
+  ``--die-with-parent``, so the namespace also ends when the process that started it dies (the
+  harness killed with SIGKILL, a Dask worker lost).
+- **Data isolation.** The task sees a new root built from an allow-list (:class:`View`): the
+  system folders (``/usr``, ``/etc``, ...), its interpreter and every folder on that
+  interpreter's ``sys.path``, the harness and adapter code the worker imports, its own task
+  folder (read-write) and the five arrays it is given (read-only, without test labels). The
+  data folder, ``~/.medmnist``, the harness's caches, the run folder with its ``config.json`` and
+  the other tasks' folders are not there: not even as paths to guess. ``/tmp`` and the home
+  folder are empty and private; ``/proc`` shows only the task's own processes, so the harness's
+  command line is out of reach; bwrap reads its own arguments from a file, so that its command
+  line names nothing either. As root (in a container), every capability is dropped inside.
+- **Memory.** With ``--memory-mb``, when this process may create a child of its own memory cgroup
+  (cgroup v1 ``memory.limit_in_bytes``, or a delegated cgroup v2 ``memory.max``), the task runs in
+  a cgroup of its own with that limit: the kernel stops an allocation past the cap, however fast,
+  and the task becomes an ``error`` row that says so. Elsewhere the sampler in
+  :mod:`decathlon.enforcement` stays.
+
+GPU device files (``/dev/nvidia*``, ``/dev/dri``) are bound in, ``CUDA_VISIBLE_DEVICES`` passes
+through, and the network is shared unless ``--network off`` (a network namespace with only a
+loopback device). ``--sandbox auto`` (the default) runs unsealed, saying so once, where bwrap is
+missing or cannot create namespaces; ``required`` refuses to start; ``off`` runs as before the
+sandbox existed (process-group sweep and sampled memory only). Every leaderboard row records
+``sealed``.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from decathlon.errors import DecathlonError
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "required", "off")
+NETWORK_MODES = ("on", "off")
+
+#: Top-level system folders bound read-only when they exist (symbolic links stay links).
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+#: Device files a GPU framework needs, bound in when present.
+GPU_DEVICES = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri")
+#: Variables that name where the data or the harness's caches are: never passed to a worker.
+DATA_LOCATION_VARIABLES = ("DECATHLON_DATA_DIR", "DECATHLON_HOME", "DECATHLON_INFO")
+
+_CGROUP_PREFIX = "decathlon-"
+
+
+# ---------------------------------------------------------------------------- what is possible
+
+
+@functools.cache
+def bwrap_problem() -> str | None:
+    """``None`` when bubblewrap can seal a task on this machine, else why not (one line)."""
+    if not sys.platform.startswith("linux"):
+        return f"sandboxes need Linux namespaces; this is {sys.platform}"
+    exe = shutil.which("bwrap")
+    if exe is None:
+        return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    probe = [exe, *_namespace_flags(network=False), "--ro-bind", "/", "/", "--proc", "/proc"]
+    try:
+        done = subprocess.run(
+            [*probe, "--dev", "/dev", "true"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap does not start: {exc}"
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
+        return f"bwrap cannot create namespaces here ({lines[-1].strip()})"
+    return None
+
+
+@functools.cache
+def bwrap_version() -> str:
+    try:
+        out = subprocess.run(["bwrap", "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() or "bwrap"
+    except (OSError, subprocess.TimeoutExpired):
+        return "bwrap"
+
+
+def _namespace_flags(*, network: bool) -> list[str]:
+    flags = ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
+    if os.geteuid() != 0:
+        flags.append("--unshare-user")  # an ordinary user: namespaces need a user namespace
+    else:
+        flags += ["--cap-drop", "ALL"]  # root in a container: no mounting, no raw devices
+    if not network:
+        flags.append("--unshare-net")
+    return flags
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a run's tasks are sealed, decided once from ``--sandbox`` and ``--network``.
+
+    ``sealed``: tasks run under bwrap. ``notice``: the one line to tell the user at the start
+    (empty when there is nothing to say). ``memory``: how ``--memory-mb`` is enforced here.
+    """
+
+    mode: str = "auto"
+    network: bool = True
+    sealed: bool = False
+    notice: str = ""
+    memory: str = "sampled"
+
+    @classmethod
+    def resolve(cls, mode: str, network: str = "on", *, memory_mb: int | None = None) -> Policy:
+        """The policy for ``--sandbox MODE --network NETWORK``; raises :class:`DecathlonError`
+        for ``required`` (or ``--network off``) where no sandbox is possible."""
+        if mode not in MODES:
+            raise DecathlonError(f"unknown --sandbox '{mode}'; use {', '.join(MODES)}")
+        if network not in NETWORK_MODES:
+            raise DecathlonError(f"unknown --network '{network}'; use on or off")
+        if mode == "off":
+            if network == "off":
+                raise DecathlonError("--network off needs the sandbox; drop --sandbox off")
+            return cls(mode, True, False, "", "sampled")
+        problem = bwrap_problem()
+        if problem and mode == "required":
+            raise DecathlonError(f"--sandbox required, but no sandbox is possible: {problem}")
+        if problem and network == "off":
+            raise DecathlonError(
+                f"--network off needs the sandbox, and none is possible: {problem}"
+            )
+        notices = []
+        if problem:
+            notices.append(f"no sandbox: {problem}; tasks run unsealed (sealed=false in every row)")
+        memory_problem = cgroup_problem()
+        if memory_mb and memory_problem:
+            notices.append(f"--memory-mb is sampled, not enforced by the kernel: {memory_problem}")
+        memory = "sampled" if memory_problem else f"kernel ({_cgroup_kind()})"
+        return cls(mode, network == "on", problem is None, "; ".join(notices), memory)
+
+    def record(self) -> dict[str, Any]:
+        """What config.json says about the sandbox."""
+        return {
+            "mode": self.mode,
+            "sealed": self.sealed,
+            "tool": bwrap_version() if self.sealed else None,
+            "network": "on" if self.network else "off",
+            "memory_cap": self.memory,
+        }
+
+
+# ---------------------------------------------------------------------------- the file view
+
+
+@dataclass(frozen=True)
+class View:
+    """What a sealed task sees of the file system; nothing else exists inside.
+
+    ``readable``: folders and files bound read-only at their own paths. ``writable``: bound
+    read-write (the task's folder). ``arrays``: the array files the task is given, read-only.
+    ``hidden``: emptied (an empty tmpfs) where they would otherwise show through a readable
+    folder: the data folder, the run folder, the caches. ``cwd``: the working directory inside.
+    """
+
+    readable: tuple[str, ...]
+    writable: tuple[str, ...]
+    arrays: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
+    cwd: str | None = None
+
+
+@functools.cache
+def interpreter_paths(python: str, env_items: tuple[tuple[str, str], ...] = ()) -> tuple[str, ...]:
+    """The folders an interpreter reads its standard library and packages from: its prefixes and
+    every folder on its ``sys.path`` (asked of the interpreter itself, once per process)."""
+    code = (
+        "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix,"
+        " sys.base_exec_prefix, *sys.path]))"
+    )
+    found = {str(Path(python).parent.parent)}  # a venv's own folder (bin/python inside it)
+    try:
+        out = subprocess.run(
+            [python, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(env_items) or None,
+            cwd="/",
+        )
+        found.update(p for p in json.loads(out.stdout) if p)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        log.warning("could not ask %s for its sys.path (%s); binding its prefix only", python, exc)
+    real = Path(os.path.realpath(python))
+    found.add(str(real.parent.parent))  # the installation the venv's python links to
+    return tuple(sorted(p for p in found if p != "/" and Path(p).exists()))
+
+
+def task_view(
+    *,
+    python: str,
+    code: Iterable[str],
+    task_dir: str,
+    arrays: Iterable[str],
+    shared: Iterable[str] = (),
+    hidden: Iterable[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> View:
+    """The view of one task: ``python``'s installation and packages, the ``code`` folders or
+    files the worker imports, ``task_dir`` and the ``shared`` paths read-write, the ``arrays``
+    files read-only, with the ``hidden`` folders emptied wherever they fall inside what is
+    bound."""
+    env_items = tuple(sorted((env or os.environ).items()))
+    readable = [*interpreter_paths(python, env_items), *code]
+    resolv = os.path.realpath("/etc/resolv.conf")  # often a link into /run
+    if os.path.exists(resolv):
+        readable.append(resolv)
+    return View(
+        readable=tuple(_outermost(readable)),
+        writable=(task_dir, *shared),
+        arrays=tuple(arrays),
+        hidden=tuple(os.path.abspath(h) for h in dict.fromkeys(hidden) if h),
+        cwd=cwd,
+    )
+
+
+def option_paths(options: Mapping[str, Any], hidden: Iterable[str]) -> list[str]:
+    """The existing files and folders an adapter's options name by absolute path (such as
+    ``model_dir``): the user pointed the adapter at them, so a sealed task sees them too, unless
+    they overlap a ``hidden`` folder (the data, the run folder), which stays hidden."""
+    hidden = [os.path.abspath(h) for h in hidden if h]
+    found = []
+    for value in options.values():
+        if isinstance(value, str) and os.path.isabs(value) and os.path.exists(value):
+            path = os.path.abspath(value)
+            if not any(_inside(path, h) or _inside(h, path) for h in hidden):
+                found.append(path)
+    return found
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """``paths`` without those inside another one of them (one bind covers them)."""
+    result: list[str] = []
+    for path in sorted({os.path.abspath(p) for p in paths}, key=lambda p: (p.count("/"), p)):
+        if not any(_inside(path, outer) for outer in result):
+            result.append(path)
+    return result
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _under_system(path: str) -> bool:
+    return any(_inside(os.path.realpath(path), os.path.realpath(s)) for s in SYSTEM_PATHS)
+
+
+def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> list[str]:
+    """bwrap's arguments (without the program name) that run ``command`` inside ``view``."""
+    args = _namespace_flags(network=network)
+    for path in SYSTEM_PATHS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind-try", "/sys", "/sys"]
+    for pattern in GPU_DEVICES:
+        for device in sorted(glob.glob(pattern)):
+            args += ["--dev-bind", device, device]
+    private = ["/tmp", "/var/tmp", "/run"]
+    home = os.path.expanduser("~")
+    if home not in ("/", "") and not _under_system(home):
+        private.append(home)
+    for folder in private:
+        args += ["--tmpfs", folder]
+    bound = [p for p in view.readable if not _under_system(p)]
+    # A hidden folder is emptied only where something bound would show it (elsewhere it is
+    # absent already). Mounts go outermost first: a hidden folder inside a bound one is emptied
+    # after that bind, and a bound folder inside a hidden one is bound after the emptying.
+    shown = [*SYSTEM_PATHS, *bound]
+    hidden = [
+        h for h in view.hidden if os.path.isdir(h) and any(_inside(h, v) and h != v for v in shown)
+    ]
+    mounts = [(p, "--ro-bind") for p in bound] + [(h, "--tmpfs") for h in hidden]
+    for path, how in sorted(mounts, key=lambda m: (m[0].count("/"), m[1] == "--ro-bind")):
+        args += [how, path] if how == "--tmpfs" else [how, path, path]
+    for path in view.writable:
+        args += ["--bind", path, path]
+    for path in view.arrays:
+        args += ["--ro-bind", path, path]
+    if view.cwd:
+        args += ["--chdir", view.cwd]
+    return [*args, "--", *command]
+
+
+# ---------------------------------------------------------------------------- memory cgroups
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroups: controller list -> path (``""`` for the v2 hierarchy)."""
+    found: dict[str, str] = {}
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            found[controllers] = path
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _cgroup_parent() -> tuple[str, Path] | None:
+    """(kind, folder) where this process's task cgroups can go: v1 memory, or v2."""
+    cgroups = _own_cgroups()
+    for controllers, path in cgroups.items():
+        if "memory" in controllers.split(","):
+            folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            if (folder / "memory.limit_in_bytes").exists():
+                return "cgroup v1", folder
+    if "" in cgroups and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        return "cgroup v2", Path("/sys/fs/cgroup") / cgroups[""].lstrip("/")
+    return None
+
+
+def _cgroup_kind() -> str:
+    found = _cgroup_parent()
+    return found[0] if found else "none"
+
+
+@functools.cache
+def cgroup_problem() -> str | None:
+    """``None`` when a task can get a memory cgroup of its own here, else why not (one line)."""
+    if not sys.platform.startswith("linux"):
+        return f"memory cgroups need Linux; this is {sys.platform}"
+    try:
+        cap = MemoryCgroup.create(f"probe-{os.getpid()}", 64)
+    except OSError as exc:
+        return f"cannot create a memory cgroup ({exc})"
+    if cap is None:
+        return (
+            "this process's memory cgroup takes no children"
+            " (no v1 memory controller, no delegated v2 one)"
+        )
+    cap.remove()
+    return None
+
+
+@dataclass
+class MemoryCgroup:
+    """One task's memory cgroup: a limit the kernel enforces, its out-of-memory kills, its peak."""
+
+    kind: str
+    folder: Path
+    limit_mb: int
+
+    @classmethod
+    def create(cls, name: str, limit_mb: int) -> MemoryCgroup | None:
+        """A new child of this process's memory cgroup holding at most ``limit_mb``; ``None``
+        when there is no such cgroup to make. Raises :class:`OSError` when making it fails."""
+        parent = _cgroup_parent()
+        if parent is None:
+            return None
+        kind, where = parent
+        _remove_stale(where)
+        folder = where / f"{_CGROUP_PREFIX}{name}"
+        folder.mkdir()
+        cap = cls(kind, folder, limit_mb)
+        try:
+            limit = str(int(limit_mb) * 2**20)
+            if kind == "cgroup v1":
+                (folder / "memory.limit_in_bytes").write_text(limit)
+                if (folder / "memory.memsw.limit_in_bytes").exists():  # no escape into swap
+                    try:
+                        (folder / "memory.memsw.limit_in_bytes").write_text(limit)
+                    except OSError:
+                        pass
+            else:
+                if not (folder / "memory.max").exists():
+                    try:
+                        (where / "cgroup.subtree_control").write_text("+memory")
+                    except OSError:
+                        folder.rmdir()
+                        return None
+                (folder / "memory.max").write_text(limit)
+                try:
+                    (folder / "memory.swap.max").write_text("0")
+                except OSError:
+                    pass
+        except OSError:
+            folder.rmdir()
+            raise
+        return cap
+
+    def wrap(self, command: Sequence[str]) -> list[str]:
+        """``command`` started inside this cgroup (a shell joins it, then execs the command, so
+        that every process of the task is born in it)."""
+        procs = str(self.folder / "cgroup.procs")
+        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *command]
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for going over the limit."""
+        name = "memory.oom_control" if self.kind == "cgroup v1" else "memory.events"
+        try:
+            for line in (self.folder / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def peak_mb(self) -> float:
+        name = "memory.max_usage_in_bytes" if self.kind == "cgroup v1" else "memory.peak"
+        try:
+            return int((self.folder / name).read_text().split()[0]) / 2**20
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def kill(self) -> None:
+        """SIGKILL every process still in the cgroup."""
+        if self.kind == "cgroup v2" and (self.folder / "cgroup.kill").exists():
+            try:
+                (self.folder / "cgroup.kill").write_text("1")
+                return
+            except OSError:
+                pass
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in (self.folder / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
+    def remove(self) -> None:
+        """Kill what is left and delete the cgroup (retried while the kernel reaps)."""
+        import time
+
+        for _ in range(50):
+            try:
+                self.folder.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                self.kill()
+                time.sleep(0.1)
+        log.warning("could not remove the memory cgroup %s", self.folder)
+
+
+def _remove_stale(parent: Path) -> None:
+    """Delete empty task cgroups left by a harness that was killed (rmdir refuses busy ones)."""
+    for folder in parent.glob(f"{_CGROUP_PREFIX}*"):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------- one sealed task
+
+
+@dataclass
+class Seal:
+    """How one task is started: its command wrapped in bwrap and its memory cgroup.
+
+    Made by :func:`seal` from a :class:`Policy`; :func:`decathlon.enforcement.run_limited` calls
+    :meth:`command` before it starts the task and :meth:`close` once the task is over.
+    """
+
+    policy: Policy
+    view: View | None = None
+    memory: MemoryCgroup | None = None
+    _args_file: IO[bytes] | None = field(default=None, repr=False)
+    _info_file: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def sealed(self) -> bool:
+        return self.view is not None
+
+    def command(self, command: Sequence[str]) -> tuple[list[str], tuple[int, ...]]:
+        """The command line that starts ``command`` sealed, and the file descriptors to pass."""
+        argv = list(command)
+        fds: tuple[int, ...] = ()
+        if self.view is not None:
+            args = bwrap_arguments(self.view, argv, network=self.policy.network)
+            options, command = args[: args.index("--")], args[args.index("--") :]
+            # bwrap reads its options from a file, so that its command line (visible as
+            # /proc/1/cmdline inside) names no folder of the harness: only the worker's command.
+            handle = tempfile.TemporaryFile()
+            # bwrap tells the pid of its init here (see close).
+            self._info_file = tempfile.TemporaryFile()
+            options += ["--info-fd", str(self._info_file.fileno())]
+            handle.write(b"".join(a.encode() + b"\0" for a in options))
+            handle.flush()
+            handle.seek(0)
+            self._args_file = handle
+            fds = (handle.fileno(), self._info_file.fileno())
+            argv = [shutil.which("bwrap") or "bwrap", "--args", str(handle.fileno()), *command]
+        if self.memory is not None:
+            argv = self.memory.wrap(argv)
+        return argv, fds
+
+    def returncode(self, code: int | None) -> int | None:
+        """The worker's exit status as a plain subprocess gives it: bwrap reports a death by
+        signal N as 128 + N, which becomes -N again."""
+        if self.view is not None and code is not None and 128 < code < 128 + 65:
+            return -(code - 128)
+        return code
+
+    def close(self) -> None:
+        """Once bwrap has exited: reap its init, delete the memory cgroup."""
+        if self._args_file is not None:
+            self._args_file.close()
+            self._args_file = None
+        if self._info_file is not None:
+            self._reap_init()
+            self._info_file.close()
+            self._info_file = None
+        if self.memory is not None:
+            self.memory.remove()
+
+    def _reap_init(self) -> None:
+        """bwrap's init (the namespace's first process) outlives bwrap by a moment; a harness
+        that is a child subreaper (see :mod:`decathlon.enforcement`) then inherits it and must
+        reap it, or it stays a zombie until the harness exits."""
+        import time
+
+        assert self._info_file is not None
+        try:
+            self._info_file.seek(0)
+            pid = int(json.loads(self._info_file.read() or b"{}").get("child-pid", 0))
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + 10
+        while pid and time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:  # this process's child now, and ended
+                    return
+            except ChildProcessError:  # not this process's child: still bwrap's, or gone
+                try:
+                    if psutil.Process(pid).parent().name() != "bwrap":
+                        return  # someone else's to reap
+                except (psutil.Error, AttributeError):
+                    return  # gone, or its parent is
+            time.sleep(0.02)
+
+
+def seal(
+    policy: Policy,
+    *,
+    tag: str,
+    memory_mb: int | None,
+    view: View | None,
+) -> Seal:
+    """The :class:`Seal` of one task under ``policy``: bwrap with ``view`` when the policy seals,
+    and a memory cgroup of ``memory_mb`` when asked for and possible."""
+    memory = None
+    if memory_mb and policy.mode != "off" and cgroup_problem() is None:
+        try:
+            memory = MemoryCgroup.create(tag, memory_mb)
+        except OSError as exc:
+            log.warning("no memory cgroup for this task (%s); the cap is sampled", exc)
+    return Seal(
+        policy=policy,
+        view=view if policy.sealed else None,
+        memory=memory,
+    )

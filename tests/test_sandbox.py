@@ -1,0 +1,309 @@
+"""Sealed tasks against hostile adapters: nothing of a task outlives it, no test label is reached.
+
+Every test runs real bubblewrap sandboxes, real memory cgroups and real processes, killed for
+real. Tests that need the sandbox fail when it is missing (CI installs bubblewrap); the ones that
+need a memory cgroup skip where this machine gives none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import misbehaving
+import pytest
+from conftest import TinyData
+from test_resume import harness, kill_harness, start_run, wait_for
+from test_runner import all_status, assert_tree_gone, run, task_rows
+
+from decathlon import leaderboard, sandbox
+from decathlon.leaderboard import COLUMNS
+
+TASK = Path("tasks") / "breastmnist" / "seed0"
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_bwrap() -> None:
+    problem = sandbox.bwrap_problem()
+    if problem:
+        pytest.fail(f"these tests need the sandbox: {problem}")
+
+
+def sealed(rows: list[dict[str, str]]) -> set[str]:
+    return {r["sealed"] for r in rows}
+
+
+def gone_within(pids: list[str], limit: float = 30.0) -> list[str]:
+    """The recorded processes still alive after up to ``limit`` seconds (the kernel tears a PID
+    namespace down asynchronously; this waits for it, it does not time it)."""
+    deadline = time.monotonic() + limit
+    while misbehaving.live_pids(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return misbehaving.live_pids(pids)
+
+
+# ---------------------------------------------------------------------------- containment
+
+
+@pytest.mark.parametrize("mode", ["setsid_env", "daemon", "ignore"])
+def test_hostile_descendants_end_with_the_task(
+    tiny_catalog: TinyData, tmp_path: Path, mode: str
+) -> None:
+    """`setsid env -i sleep` (new session, emptied environment: no tag to find), a classic
+    double-forked daemon that ignores SIGTERM, a child that ignores SIGTERM: each ends with the
+    task at its hard limit."""
+    rows = run("mis_spawner", tiny_catalog, tmp_path / "run", options={"mode": mode})
+    split_rows = task_rows(rows, "breastmnist")
+    all_status(split_rows, "timeout")
+    assert sealed(rows) == {"true"}
+    task_dir = tmp_path / "run" / TASK
+    assert len(misbehaving.recorded_pids(task_dir)) >= 3, "the grandchild never started"
+    assert_tree_gone(task_dir)
+
+
+@pytest.mark.parametrize("mode", ["setsid_env", "daemon"])
+def test_nothing_of_the_task_survives_a_harness_killed_with_sigkill(
+    tiny_catalog: TinyData, tmp_path: Path, mode: str
+) -> None:
+    """`kill -9` of the harness mid-task: the sandbox dies with its parent, and the kernel ends
+    every process of the task's namespace, the worker, the daemon and the emptied grandchild."""
+    proc = start_run(
+        tmp_path,
+        tiny_catalog,
+        "mis_spawner",
+        "--option",
+        f"mode={mode}",
+        flags=("breastmnist",),
+        seeds=(0,),
+    )
+    task_dir = tmp_path / "run" / TASK
+    try:
+        wait_for(
+            lambda: len(misbehaving.recorded_pids(task_dir)) >= 3, "the grandchild", proc, tmp_path
+        )
+        pids = misbehaving.recorded_pids(task_dir)
+        assert len(misbehaving.live_pids(pids)) >= 2  # alive before the harness dies
+        kill_harness(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert json.loads((task_dir / "task.json").read_text())["sealed"] is True
+    assert gone_within(pids) == []
+    assert misbehaving.tagged_processes(misbehaving.task_tag(task_dir)) == []
+
+
+# ---------------------------------------------------------------------------- data isolation
+
+
+def hunt(tmp_path: Path, data: TinyData, *extra: str) -> tuple[dict[str, str], dict]:
+    """Run the .npz hunter through the command line (so the harness's own command line names
+    the data folder) and return its test row and what it found."""
+    proc = start_run(tmp_path, data, "mis_npz_hunter", *extra, flags=("breastmnist",), seeds=(0,))
+    assert proc.wait(timeout=600) == 0, (tmp_path / "harness-1.log").read_text()
+    rows = task_rows(leaderboard.read(tmp_path / "run" / "leaderboard.csv"), "breastmnist")
+    return rows["test"], json.loads(rows["test"]["notes"])
+
+
+def test_a_sealed_adapter_cannot_find_the_test_labels(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """Task fields and every folder above them (the run's config.json), every command line in
+    sight, the environment, the home folder, ~/.medmnist, then every file reachable from `/`:
+    the hunter comes back empty-handed, and its test AUC is that of random scores."""
+    test, notes = hunt(tmp_path, tiny_catalog)
+    assert test["status"] == "ok" and test["sealed"] == "true"
+    assert notes["found"] == []
+    assert notes["files_walked"] > 1000  # it did search the whole visible file system
+    assert float(test["auc"]) < 0.99
+
+
+def test_unsealed_the_same_adapter_finds_them(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """The control: with --sandbox off the hunter finds the .npz (through the run's config.json)
+    and scores a perfect test AUC, and every row says the run was not sealed."""
+    test, notes = hunt(tmp_path, tiny_catalog, "--sandbox", "off")
+    assert test["sealed"] == "false"
+    assert notes["found"] and notes["found"][0].endswith("breastmnist.npz")
+    assert float(test["auc"]) == 1.0
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["sandbox"]["sealed"] is False
+
+
+def test_data_location_variables_do_not_reach_the_worker(
+    tiny_catalog: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DECATHLON_DATA_DIR", str(tiny_catalog.data_dir))
+    rows = run("mis_npz_hunter", tiny_catalog, tmp_path / "run", options={"walk": False})
+    test = task_rows(rows, "breastmnist")["test"]
+    assert json.loads(test["notes"])["found"] == []
+    task_log = (tmp_path / "run" / TASK / "log.txt").read_text()
+    assert str(tiny_catalog.data_dir) not in task_log
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+@pytest.fixture
+def cgroup() -> None:
+    problem = sandbox.cgroup_problem()
+    if problem:
+        pytest.skip(f"no memory cgroup here: {problem}")
+
+
+def test_one_large_allocation_is_stopped_by_the_kernel(
+    tiny_catalog: TinyData, tmp_path: Path, cgroup: None
+) -> None:
+    """A single 2 GB allocation under --memory-mb 300: the kernel stops it at the cap (no
+    sampling window to slip through), and the row says so."""
+    rows = run(
+        "mis_memory_hog",
+        tiny_catalog,
+        tmp_path / "run",
+        memory_mb=300,
+        options={"megabytes": 2048},
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["status"] == "error"
+    assert test["reason"] == "stopped by the kernel at the memory cap of 300 MB"
+    assert_tree_gone(tmp_path / "run" / TASK)
+    parent = sandbox._cgroup_parent()
+    assert parent is not None
+    tag = misbehaving.task_tag(tmp_path / "run" / TASK)
+    assert not (parent[1] / f"decathlon-{tag}").exists(), "the task's cgroup was left behind"
+
+
+# ---------------------------------------------------------------------------- network
+
+
+@pytest.mark.parametrize("network", ["on", "off"])
+def test_network_on_by_default_off_on_request(
+    tiny_catalog: TinyData, tmp_path: Path, http_server: tuple[str, Path], network: str
+) -> None:
+    url, served = http_server
+    (served / "hello.txt").write_text("hello from outside")
+    rows = run(
+        "mis_network",
+        tiny_catalog,
+        tmp_path / "run",
+        network=network,
+        options={"url": f"{url}/hello.txt"},
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    got = json.loads(test["notes"])
+    if network == "on":
+        assert got == {"body": "hello from outside"}
+    else:
+        assert "error" in got and "body" not in got
+
+
+# ---------------------------------------------------------------------------- --sandbox
+
+
+def _without_bwrap(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with a PATH that holds every program of the real one except bwrap."""
+    bin_dir = tmp_path / "bin-without-bwrap"
+    bin_dir.mkdir()
+    for folder in env["PATH"].split(os.pathsep):
+        for program in Path(folder).glob("*") if Path(folder).is_dir() else ():
+            target = bin_dir / program.name
+            if program.name != "bwrap" and not target.exists():
+                target.symlink_to(program)
+    return dict(env, PATH=str(bin_dir))
+
+
+def test_required_refuses_to_start_without_a_sandbox(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    cmd, env = harness(
+        tmp_path,
+        tiny_catalog,
+        "--adapter",
+        "mis_good",
+        "--profile",
+        "quick",
+        "--datasets",
+        "breastmnist",
+        "--data-dir",
+        str(tiny_catalog.data_dir),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--sandbox",
+        "required",
+    )
+    done = subprocess.run(
+        cmd, env=_without_bwrap(tmp_path, env), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--sandbox required" in lines[0] and "bwrap" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_auto_without_a_sandbox_runs_unsealed_and_says_so(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    cmd, env = harness(
+        tmp_path,
+        tiny_catalog,
+        "--adapter",
+        "mis_good",
+        "--profile",
+        "quick",
+        "--datasets",
+        "breastmnist",
+        "--data-dir",
+        str(tiny_catalog.data_dir),
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    done = subprocess.run(
+        cmd, env=_without_bwrap(tmp_path, env), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stdout.split())  # the console wraps long lines
+    assert said.count("no sandbox") == 1
+    assert "bwrap" in said and "tasks run unsealed (sealed=false in every row)" in said
+    board = (tmp_path / "run" / "leaderboard.csv").read_text().splitlines()
+    assert board[0].split(",") == list(COLUMNS)
+    rows = leaderboard.read(tmp_path / "run" / "leaderboard.csv")
+    assert sealed(rows) == {"false"}
+
+
+def test_network_off_without_the_sandbox_is_refused(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    cmd, env = harness(
+        tmp_path,
+        tiny_catalog,
+        "--adapter",
+        "mis_good",
+        "--profile",
+        "quick",
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--sandbox",
+        "off",
+        "--network",
+        "off",
+    )
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --network off needs the sandbox; drop --sandbox off"
+
+
+def test_a_sealed_task_sees_only_its_own_processes(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """Inside, /proc lists the sandbox's init, the worker and its children: not the harness."""
+    rows = run("mis_spawner", tiny_catalog, tmp_path / "run", options={"mode": "return"})
+    all_status(task_rows(rows, "breastmnist"), "ok")
+    recorded = misbehaving.recorded_pids(tmp_path / "run" / TASK)
+    # The worker is the namespace's second process (bwrap's init is the first).
+    assert [int(line.split()[0]) for line in recorded][:1] == [2]
+    # What the adapter left running was ended when the worker was done, and the log says so.
+    assert "process(es) terminated" in (tmp_path / "run" / TASK / "log.txt").read_text()
+    assert_tree_gone(tmp_path / "run" / TASK)
