@@ -10,6 +10,8 @@ own environment.
 - ``noop_sleeper``: ignores its budget and sleeps until the harness kills it.
 - ``noop_stubborn``: starts two children that ignore SIGTERM (one in its own session, so only
   the task's tag finds it), then sleeps; the harness must SIGKILL them after ``kill_grace``.
+- ``noop_hog``: one large allocation (``megabytes``, every page written at once), then sleeps:
+  how far past ``--memory-mb`` a task gets before it is stopped.
 
 Budgets: one hard-limit second in the ``quick`` profile, for the sleepers, so that
 ``scale_factor`` is the hard limit in seconds; 600 s for ``noop``.
@@ -48,6 +50,14 @@ STUBBORN = Adapter(
     default_budgets=_ONE_SECOND,
 )
 
+HOG = Adapter(
+    name="noop_hog",
+    run="noop_adapters:hog",
+    description="one large allocation, then sleeps (memory cap benchmark)",
+    default_budgets={"quick": {"hard_limit_seconds": 120}, "paper": {"hard_limit_seconds": 120}},
+    options={"megabytes": 4096},
+)
+
 _IGNORE_TERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(100000)"
 )
@@ -55,7 +65,7 @@ _IGNORE_TERM = (
 
 @hookimpl
 def decathlon_register_adapters(register) -> None:
-    for adapter in (NOOP, SLEEPER, STUBBORN):
+    for adapter in (NOOP, SLEEPER, STUBBORN, HOG):
         register(adapter)
 
 
@@ -97,3 +107,10 @@ def stubborn(task: Task) -> Predictions:
         )
     time.sleep(100000)
     raise AssertionError("unreachable")
+
+
+def hog(task: Task) -> Predictions:
+    block = np.ones(int(task.options["megabytes"]) * 2**20 // 8)  # one allocation, all pages
+    while True:
+        block[::512] += 1.0
+        time.sleep(0.5)
