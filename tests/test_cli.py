@@ -373,7 +373,12 @@ def test_redownload_replaces_a_damaged_file(
 
 #: Arguments the code passes to other programs (pip, nvidia-smi), as whole strings.
 ARGUMENTS_OF_OTHERS = {"--no-cache-dir", "--disable-pip-version-check", "--upgrade",
-                       "--query-gpu=name", "--format=csv,noheader"}  # fmt: skip
+                       "--query-gpu=name", "--format=csv,noheader",
+                       # bubblewrap's, in decathlon/sandbox.py
+                       "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
+                       "--unshare-user", "--cap-drop", "--unshare-net", "--ro-bind", "--symlink",
+                       "--proc", "--dev", "--ro-bind-try", "--dev-bind", "--tmpfs", "--bind",
+                       "--chdir", "--args", "--info-fd", "--version"}  # fmt: skip
 #: Flags of another program that a message quotes (`dask worker ... --nworkers 1`).
 FLAGS_OF_OTHERS = {"--nworkers", "--nthreads", "--resources"}
 #: The commands whose output a module's messages appear in, when a message names none.
@@ -385,6 +390,7 @@ SPOKEN_IN = {
     "budgets": ("run", "plan"),
     "environments": ("run", "setup"),
     "conformance": ("check",),
+    "sandbox": ("run",),
 }
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*(?:=\w+)?")
 _NAMED = re.compile(r"\b(run|setup|plan|check|show|compare|list|export-automl-vision)\s+$")
