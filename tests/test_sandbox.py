@@ -21,6 +21,8 @@ from test_runner import all_status, assert_tree_gone, run, task_rows
 
 from decathlon import leaderboard, sandbox
 from decathlon.leaderboard import COLUMNS
+from decathlon.plugins import make_plugin_manager
+from decathlon.runner import RunConfig, Runner
 
 TASK = Path("tasks") / "breastmnist" / "seed0"
 
@@ -135,6 +137,30 @@ def test_unsealed_the_same_adapter_finds_them(tiny_catalog: TinyData, tmp_path: 
     assert float(test["auc"]) == 1.0
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["sandbox"]["sealed"] is False
+
+
+def test_tasks_on_dask_workers_are_sealed_the_same(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """On a Dask worker (a local cluster of one worker process) the task is sealed as it is
+    locally: the hunter finds nothing there either."""
+    pytest.importorskip("distributed")
+    from decathlon.distributed import DaskExecutor
+
+    config = RunConfig(
+        adapter="mis_npz_hunter",
+        profile="quick",
+        datasets=("breastmnist",),
+        seeds=(0,),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+        n_jobs=1,
+        options={"walk": False},
+    )
+    registry = make_plugin_manager(extra_plugins=[misbehaving])
+    path = Runner(config, registry).run(tmp_path / "run", executor=DaskExecutor(workers=1))
+    test = task_rows(leaderboard.read(path), "breastmnist")["test"]
+    assert test["status"] == "ok" and test["sealed"] == "true"
+    assert json.loads(test["notes"])["found"] == []
 
 
 def test_data_location_variables_do_not_reach_the_worker(
