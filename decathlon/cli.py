@@ -19,17 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from decathlon_adapters.automl_vision.export import add_cli as add_automl_export
-from decathlon_adapters.automl_vision.export import run_cli as run_automl_export
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from decathlon import budgets as budgets_module
 from decathlon import datasets, environments, leaderboard
 from decathlon.errors import DecathlonError
-from decathlon.plugins import make_plugin_manager
-from decathlon.runner import PlannedTask, RunConfig, Runner
+from decathlon.plugins import Registry, add_commands, make_plugin_manager
+from decathlon.reporters import PlainReporter, RichReporter, results_table
+from decathlon.reporters import format_duration as _duration
+from decathlon.runner import RunConfig, Runner
 
 console = Console()
 err_console = Console(stderr=True)
@@ -110,7 +109,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
+    """The command line: the built-in commands, then each plugin's (``decathlon_add_commands``;
+    ``registry`` defaults to every installed plugin)."""
     parser = _Parser(
         prog="python -m decathlon",
         description="MedMNIST Classification Decathlon: run AutoML adapters on the ten MedMNIST "
@@ -225,8 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print one run's results")
     show.add_argument("run", type=Path, help="a run directory or leaderboard.csv")
 
-    add_automl_export(commands)
-
     compare = commands.add_parser(
         "compare", help="compare leaderboards with each other and with the published tables"
     )
@@ -256,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples of test AUC; 0 = off"
     )
+    add_commands(registry or make_plugin_manager(), commands)
     return parser
 
 
@@ -268,7 +268,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except DecathlonError as exc:  # a plugin that cannot add its commands
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -279,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
         previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except DecathlonError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
@@ -380,7 +386,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             config.n_jobs = local_jobs(args.workers)
         executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
     run_dir = run_dir.resolve()  # the worker runs in another folder
-    runner = Runner(config, registry, reporter=reporter or PlainReporter())
+    runner = Runner(config, registry, reporter=reporter or PlainReporter(console))
     path = runner.run(run_dir, resume=resume, executor=executor, retry_failed=args.retry_failed)
     rows = leaderboard.read(path)
     console.print(results_table(rows, title=str(path)))
@@ -454,7 +460,7 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
         reporter = (
             RichReporter(console, progress=progress, label=name)
             if progress is not None
-            else PlainReporter(prefix=f"{name} ")
+            else PlainReporter(console, prefix=f"{name} ")
         )
         runner = Runner(config, registry, reporter=reporter)
         runner.plan()  # budgets resolve for every dataset, or a one-line error now
@@ -643,152 +649,4 @@ COMMANDS = {
     "show": cmd_show,
     "check": cmd_check,
     "compare": cmd_compare,
-    "export-automl-vision": run_automl_export,
 }
-
-
-# ---------------------------------------------------------------------------- display
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _score(value: Any) -> str:
-    return f"{float(value):.3f}" if value not in ("", None) else ""
-
-
-def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
-    """The test rows of a run, one line each (the decathlon mean is printed under it).
-
-    No reason column: each failure's reason was printed once as its task ended, and the run's
-    last line says where they all are.
-    """
-    table = Table(title=title)
-    for column in ("adapter", "dataset", "seed", "status", "AUC", "ACC", "elapsed"):
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        if row["split"] != "test" or row["dataset"] == leaderboard.SUMMARY_DATASET:
-            continue
-        elapsed = _duration(float(row["elapsed_s"])) if row.get("elapsed_s") else ""
-        table.add_row(
-            row["adapter"],
-            row["dataset"],
-            str(row["seed"]),
-            row["status"],
-            _score(row["auc"]),
-            _score(row["acc"]),
-            elapsed,
-        )
-    return table
-
-
-class PlainReporter:
-    """One line per finished task, for logs and pipes; ``prefix`` names the adapter when a
-    command runs several."""
-
-    def __init__(self, prefix: str = "") -> None:
-        self.prefix = prefix
-
-    def run_started(self, tasks: Sequence[PlannedTask], done: int) -> None:
-        console.print(f"{self.prefix}{len(tasks)} tasks, {done} already done")
-
-    def message(self, text: str) -> None:
-        console.print(text)
-
-    def task_started(self, task: PlannedTask) -> None:
-        pass
-
-    def task_tick(self, task: PlannedTask, elapsed: float) -> None:
-        pass
-
-    def task_finished(self, task: PlannedTask, rows: list[dict[str, Any]]) -> None:
-        test = next((r for r in rows if r["split"] == "test"), rows[0])
-        score = (
-            f" AUC {test['auc']:.3f} ACC {test['acc']:.3f}" if test.get("auc") is not None else ""
-        )
-        console.print(
-            f"{self.prefix}{task.key}: {test['status']}{score} in "
-            f"{_duration(test.get('elapsed_s') or 0)}"
-            + (f" ({test['reason']})" if test.get("reason") else "")
-        )
-
-    def run_finished(self) -> None:
-        pass
-
-
-class RichReporter(PlainReporter):
-    """A live display: the current dataset, its elapsed time against its budget, the run's ETA.
-
-    With ``progress`` (from :meth:`make_progress`), several reporters share one display, each
-    run a bar named ``label``; whoever made it starts and stops it.
-    """
-
-    def __init__(self, out: Console, progress: Progress | None = None, label: str = "run") -> None:
-        super().__init__(prefix="" if label == "run" else f"{label} ")
-        self.shared = progress is not None
-        self.progress = progress or self.make_progress(out)
-        self.label = label
-        self.overall = None
-        self.current = None
-        self.remaining: dict[str, float] = {}
-        self.done_seconds = 0.0
-
-    @staticmethod
-    def make_progress(out: Console) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=out,
-        )
-
-    @staticmethod
-    def _expected(task: PlannedTask) -> float:
-        budget = task.budget
-        return budget.time_seconds + 60 if budget.time_seconds else budget.hard_limit_seconds
-
-    def run_started(self, tasks: Sequence[PlannedTask], done: int) -> None:
-        if not self.shared:
-            self.progress.start()
-        self.remaining = {t.key: self._expected(t) for t in tasks}
-        self.overall = self.progress.add_task(
-            self.label, total=len(tasks), completed=done, detail=""
-        )
-
-    def message(self, text: str) -> None:
-        self.progress.console.print(text)
-
-    def task_started(self, task: PlannedTask) -> None:
-        self.current = self.progress.add_task(
-            f"{self.prefix}{task.key}",
-            total=task.budget.hard_limit_seconds,
-            detail=f"budget {task.budget.describe()}",
-        )
-
-    def task_tick(self, task: PlannedTask, elapsed: float) -> None:
-        rest = sum(v for k, v in self.remaining.items() if k != task.key)
-        eta = max(0.0, self._expected(task) - elapsed) + rest
-        self.progress.update(
-            self.current,
-            completed=elapsed,
-            detail=f"{_duration(elapsed)} / {_duration(task.budget.hard_limit_seconds)} limit;"
-            f" run ETA at most ~{_duration(eta)}",
-        )
-
-    def task_finished(self, task: PlannedTask, rows: list[dict[str, Any]]) -> None:
-        self.remaining.pop(task.key, None)
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-        self.progress.advance(self.overall)
-        super().task_finished(task, rows)
-
-    def run_finished(self) -> None:
-        if not self.shared:
-            self.progress.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 from collections.abc import Iterable
@@ -89,6 +90,22 @@ def make_plugin_manager(
                 f"plugin '{name}' failed in decathlon_register_adapters: {exc}"
             ) from exc
     return registry
+
+
+def add_commands(
+    registry: Registry, commands: argparse._SubParsersAction[argparse.ArgumentParser]
+) -> None:
+    """Let every plugin add its commands (``decathlon_add_commands``); a plugin that fails, or
+    takes a name already taken, is a :class:`PluginError` that names it."""
+    for impl in registry.pm.hook.decathlon_add_commands.get_hookimpls():
+        try:
+            impl.function(commands=commands)
+        except argparse.ArgumentError as exc:  # argparse's "conflicting subparser: NAME"
+            raise PluginError(f"plugin '{impl.plugin_name}' adds a command: {exc}") from exc
+        except Exception as exc:  # a third-party plugin's bug: name it
+            raise PluginError(
+                f"plugin '{impl.plugin_name}' failed in decathlon_add_commands: {exc}"
+            ) from exc
 
 
 def find_adapter(name: str, registry: Optional[Registry] = None) -> Adapter:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import misbehaving
 import pytest
-from conftest import TinyData, copy_dataset
+from helpers import TinyData, copy_dataset
 
 from decathlon import cli, datasets
+from decathlon.errors import PluginError
+from decathlon.hookspecs import hookimpl
 from decathlon.plugins import make_plugin_manager
 from decathlon.runner import RunConfig, Runner
 
@@ -449,3 +451,47 @@ def test_every_flag_a_message_names_exists() -> None:
                     problems.append(f"{path.name}: {flag} ({where}) in {text!r}")
     assert seen > 20
     assert problems == []
+
+
+class _CommandPlugin:
+    """A third-party plugin that adds a command through decathlon_add_commands."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def decathlon_add_commands(self, commands) -> None:
+        parser = commands.add_parser(self.name, help="say hello")
+        parser.add_argument("--who", default="world")
+        parser.set_defaults(handler=lambda args: print(f"hello {args.who}") or 3)
+
+
+def test_a_plugin_adds_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser(make_plugin_manager([_CommandPlugin("hello")]))
+    args = parser.parse_args(["hello", "--who", "decathlon"])
+    assert args.handler(args) == 3
+    assert capsys.readouterr().out == "hello decathlon\n"
+    # the built-in commands are still there, and so is the built-in plugin's command
+    assert parser.parse_args(["list"]).command == "list"
+    assert parser.parse_args(["export-automl-vision", "--dataset", "x", "--out", "y"]).handler
+
+
+def test_a_plugin_command_that_takes_a_builtin_name_names_the_plugin() -> None:
+    with pytest.raises(PluginError, match=r"plugin '.*' adds a command: .*conflicting.*\brun\b"):
+        cli.build_parser(make_plugin_manager([_CommandPlugin("run")], entry_points=False))
+
+
+def test_export_automl_vision_comes_through_the_hook(tiny_catalog, tmp_path: Path) -> None:
+    """The core never imports a plugin: `export-automl-vision` is automl_vision's, added through
+    decathlon_add_commands, and runs from `python -m decathlon` as before."""
+    repo = Path(cli.__file__).resolve().parents[1]
+    for path in sorted((repo / "decathlon").rglob("*.py")):
+        assert "decathlon_adapters" not in path.read_text(), path
+    without = cli.build_parser(make_plugin_manager(entry_points=False))
+    (sub,) = [a for a in without._actions if isinstance(a, argparse._SubParsersAction)]
+    assert "export-automl-vision" not in sub.choices
+    out = tmp_path / "export"
+    argv = ["export-automl-vision", "--dataset", "breastmnist", "--out", str(out), "--no-download"]
+    argv += ["--data-dir", str(tiny_catalog.data_dir), "--info", str(tiny_catalog.info_path)]
+    assert cli.main(argv) == 0
+    assert (out / "breastmnist_import.csv").is_file()

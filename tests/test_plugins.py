@@ -161,3 +161,27 @@ def test_readme_writing_an_adapter_names_every_hook() -> None:
     # A complete example: the section registers a plugin through the entry-point group.
     assert "[project.entry-points.decathlon]" in section
     assert "@hookimpl" in section
+
+
+def _signature(name: str) -> str:
+    """A hook's signature as written in its spec: ``name(param: Type, ...) -> Return``."""
+    spec = getattr(hookspecs, name)
+    annotations = spec.__annotations__  # strings: the module uses `from __future__ import ...`
+    params = inspect.signature(spec).parameters
+    args = ", ".join(f"{p}: {annotations[p]}" for p in params)
+    return f"{name}({args}) -> {annotations['return']}"
+
+
+def test_plugin_hooks_are_documented_with_their_signatures() -> None:
+    """As datasette's test_plugin_hooks_are_documented: each hook's full typed signature is in
+    the README, and its spec has a ``:param`` line for every parameter (as pytest's hookspec)."""
+    section = _writing_an_adapter_section(README.read_text(encoding="utf-8"))
+    missing = [_signature(n) for n in hook_names() if f"`{_signature(n)}`" not in section]
+    assert not missing, f'README "Writing an adapter" lacks these signatures: {missing}'
+    for name in hook_names():
+        spec = getattr(hookspecs, name)
+        assert "return" in spec.__annotations__, f"{name} has no return annotation"
+        doc = inspect.getdoc(spec) or ""
+        for param in inspect.signature(spec).parameters:
+            assert param in spec.__annotations__, f"{name}: {param} has no type"
+            assert f":param {param}:" in doc, f"{name}: no ':param {param}:' line"

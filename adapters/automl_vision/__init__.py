@@ -68,6 +68,14 @@ def decathlon_register_adapters(register) -> None:
     register(ADAPTER)
 
 
+@hookimpl
+def decathlon_add_commands(commands) -> None:
+    """``python -m decathlon export-automl-vision``: the core knows it only through this hook."""
+    from decathlon_adapters.automl_vision import export
+
+    export.add_cli(commands).set_defaults(handler=export.run_cli)
+
+
 def _train_in_cloud(task: Task, notes: dict[str, Any]) -> Path:
     """Export, upload, train, export TFLite, download; the local model folder."""
     from . import cloud
