@@ -7,16 +7,26 @@ and test. Run it with ``python -m decathlon check NAME`` or from a test::
 
     from decathlon.conformance import assert_conforms
     assert_conforms("my_adapter", tmp_path, scale_factor=0.1)
+
+or, as scikit-learn's ``parametrize_with_checks``, each check as its own pytest test (named
+``my_adapter-registered``, ``my_adapter-imports``, ``my_adapter-breastmnist``, ..., so ``-k``
+picks one)::
+
+    from decathlon.conformance import parametrize_with_checks
+
+    @parametrize_with_checks(["my_adapter"], scale_factor=0.1)
+    def test_conformance(check, tmp_path):
+        check(tmp_path)
 """
 
 from __future__ import annotations
 
 import importlib
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from decathlon import environments, leaderboard, synthetic
 from decathlon.plugins import Registry, make_plugin_manager
@@ -47,10 +57,38 @@ def check_adapter(
 ) -> list[Check]:
     """Run the checks; each result says what was checked and, when it failed, why."""
     registry = registry or make_plugin_manager()
-    adapter = registry.get(name)
-    checks = [Check("registered", True, f"'{name}' from plugin '{registry.origin[name]}'")]
-    module = adapter.run.partition(":")[0]
-    checks.append(_check_import(adapter, module))
+    checks = [_check_registered(name, registry), _check_import(registry.get(name))]
+    return checks + _check_datasets(
+        name,
+        workdir,
+        registry=registry,
+        datasets=datasets,
+        profile=profile,
+        scale_factor=scale_factor,
+        options=options,
+        sizes=sizes,
+        budgets_path=budgets_path,
+    )
+
+
+def _check_registered(name: str, registry: Registry) -> Check:
+    registry.get(name)  # an unknown name is a PluginError with a "did you mean"
+    return Check("registered", True, f"'{name}' from plugin '{registry.origin[name]}'")
+
+
+def _check_datasets(
+    name: str,
+    workdir: Path,
+    *,
+    registry: Registry,
+    datasets: Sequence[str],
+    profile: str = "quick",
+    scale_factor: float = 1.0,
+    options: dict[str, Any] | None = None,
+    sizes: dict[str, int] | None = None,
+    budgets_path: Path | None = None,
+) -> list[Check]:
+    """One run of the real harness on generated ``datasets``; a check per dataset."""
     data_dir, info_path = synthetic.write_catalog(workdir / "data", datasets, sizes)
     config = RunConfig(
         adapter=name,
@@ -66,6 +104,7 @@ def check_adapter(
     )
     path = Runner(config, registry).run(workdir / "run")
     rows = [r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET]
+    checks = []
     for flag in datasets:
         split_rows = {r["split"]: r for r in rows if r["dataset"] == flag}
         test = split_rows.get("test")
@@ -82,8 +121,9 @@ def check_adapter(
     return checks
 
 
-def _check_import(adapter: Any, module: str) -> Check:
+def _check_import(adapter: Any) -> Check:
     """The adapter's module imports where it runs (its own environment, or the harness's)."""
+    module = adapter.run.partition(":")[0]
     if adapter.environment is None:
         try:
             importlib.import_module(module)
@@ -118,3 +158,88 @@ def assert_conforms(name: str, workdir: Path, **kwargs: Any) -> list[Check]:
             + "; ".join(f"{c.name}: {c.detail}" for c in failed)
         )
     return checks
+
+
+RegistryFactory = Callable[[], Registry]
+
+
+@dataclass(frozen=True)
+class ConformanceCheck:
+    """One conformance check of one adapter, callable on a work folder: passes silently, or
+    raises ``AssertionError`` with what failed and why (as :func:`assert_conforms` words it).
+
+    ``dataset`` is ``None`` for the ``registered`` and ``imports`` checks; otherwise the check
+    runs the real harness on that one generated dataset.
+    """
+
+    adapter: str
+    name: str
+    dataset: str | None = None
+    registry: Union[Registry, RegistryFactory, None] = field(default=None, compare=False)
+    kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.adapter}-{self.name}"
+
+    def __call__(self, workdir: Path, **overrides: Any) -> Check:
+        registry = self.registry() if callable(self.registry) else self.registry
+        registry = registry or make_plugin_manager()
+        if self.name == "registered":
+            result = _check_registered(self.adapter, registry)
+        elif self.name == "imports":
+            result = _check_import(registry.get(self.adapter))
+        else:
+            assert self.dataset is not None
+            kwargs = {**self.kwargs, **overrides}
+            (result,) = _check_datasets(
+                self.adapter, workdir, registry=registry, datasets=(self.dataset,), **kwargs
+            )
+        if not result.passed:
+            raise AssertionError(
+                f"adapter '{self.adapter}' fails 1 conformance check(s): "
+                f"{result.name}: {result.detail}"
+            )
+        return result
+
+
+def conformance_checks(
+    name: str,
+    *,
+    registry: Union[Registry, RegistryFactory, None] = None,
+    datasets: Sequence[str] = TASK_TYPE_DATASETS,
+    **kwargs: Any,
+) -> list[ConformanceCheck]:
+    """The checks of :func:`check_adapter` one by one: ``registered``, ``imports``, then one per
+    dataset. ``kwargs`` are :func:`check_adapter`'s run settings (``scale_factor``,
+    ``options``, ``profile``, ``sizes``, ``budgets_path``). Nothing runs until a check is
+    called, so this is cheap at pytest's collection time."""
+    return [
+        ConformanceCheck(name, "registered", registry=registry),
+        ConformanceCheck(name, "imports", registry=registry),
+        *(
+            ConformanceCheck(name, flag, dataset=flag, registry=registry, kwargs=dict(kwargs))
+            for flag in datasets
+        ),
+    ]
+
+
+def parametrize_with_checks(
+    adapters: Sequence[str],
+    *,
+    registry: Union[Registry, RegistryFactory, None] = None,
+    datasets: Sequence[str] = TASK_TYPE_DATASETS,
+    **kwargs: Any,
+) -> Any:
+    """A ``pytest.mark.parametrize`` over every conformance check of every adapter named, as
+    scikit-learn's ``parametrize_with_checks``: the test gets one :class:`ConformanceCheck` as
+    ``check`` and calls it with a work folder; each check is its own test, named
+    ``ADAPTER-CHECK`` (``baseline-registered``, ``baseline-breastmnist``, ...)."""
+    import pytest
+
+    checks = [
+        check
+        for adapter in adapters
+        for check in conformance_checks(adapter, registry=registry, datasets=datasets, **kwargs)
+    ]
+    return pytest.mark.parametrize("check", checks, ids=[c.id for c in checks])

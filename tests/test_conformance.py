@@ -8,7 +8,13 @@ from pathlib import Path
 import misbehaving
 import pytest
 
-from decathlon.conformance import TASK_TYPE_DATASETS, assert_conforms, check_adapter
+from decathlon.conformance import (
+    TASK_TYPE_DATASETS,
+    assert_conforms,
+    check_adapter,
+    conformance_checks,
+    parametrize_with_checks,
+)
 from decathlon.errors import DecathlonError
 from decathlon.plugins import make_plugin_manager
 
@@ -18,20 +24,45 @@ def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
 
 
-def test_baseline_conforms(tmp_path: Path) -> None:
-    # Fewer boosting rounds than the default 200 keep this to seconds; the contract (shapes,
-    # columns, probabilities) does not depend on them.
-    checks = assert_conforms("baseline", tmp_path, scale_factor=1.0, options={"max_iter": 20})
-    names = [c.name for c in checks]
-    assert names[:2] == ["registered", "imports"]
-    for flag in TASK_TYPE_DATASETS:  # one dataset per task type, each with valid scores
-        assert any(n.startswith(f"{flag} (") for n in names), names
-    assert all(c.passed for c in checks)
+# Fewer boosting rounds than the default 200 keep this to seconds; the contract (shapes,
+# columns, probabilities) does not depend on them.
+@parametrize_with_checks(["baseline"], scale_factor=1.0, options={"max_iter": 20})
+def test_baseline_conforms(check, tmp_path: Path) -> None:
+    result = check(tmp_path)
+    assert result.passed
+    if check.dataset:  # each dataset ends `ok` with valid scores
+        assert result.name.startswith(f"{check.dataset} ("), result.name
+
+
+def test_each_check_is_its_own_test() -> None:
+    """As scikit-learn's parametrize_with_checks: `-k baseline-chestmnist` picks one check."""
+    ids = [c.id for c in conformance_checks("baseline")]
+    assert ids[:2] == ["baseline-registered", "baseline-imports"]
+    # one dataset per task type: binary, multi-class, ordinal, multi-label
+    assert ids[2:] == [f"baseline-{flag}" for flag in TASK_TYPE_DATASETS]
 
 
 def test_a_well_behaved_test_adapter_conforms(tmp_path: Path) -> None:
     registry = make_plugin_manager([misbehaving])
     assert all(c.passed for c in assert_conforms("mis_good", tmp_path, registry=registry))
+
+
+def test_a_failing_check_names_the_adapter_dataset_and_reason(tmp_path: Path) -> None:
+    (check,) = [
+        c
+        for c in conformance_checks(
+            "mis_good",
+            registry=lambda: make_plugin_manager([misbehaving]),
+            options={"fail_on": ["retinamnist"]},
+        )
+        if c.dataset == "retinamnist"
+    ]
+    with pytest.raises(AssertionError) as caught:
+        check(tmp_path)
+    message = str(caught.value)
+    assert "adapter 'mis_good' fails 1 conformance check(s)" in message
+    assert "retinamnist (ordinal-regression): valid scores" in message
+    assert "error: RuntimeError: failing on retinamnist as asked" in message
 
 
 def test_failure_on_one_dataset_names_it(tmp_path: Path) -> None:

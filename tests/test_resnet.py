@@ -14,6 +14,7 @@ import pytest
 from decathlon_adapters import resnet
 
 from decathlon import environments, leaderboard, synthetic
+from decathlon.conformance import ConformanceCheck, parametrize_with_checks
 from decathlon.datasets import file_md5
 from decathlon.metrics import auc
 from decathlon.plugins import make_plugin_manager
@@ -179,8 +180,7 @@ def test_deadline_stops_training_and_keeps_the_best_epoch(tiny_catalog, tmp_path
 
 
 @pytest.mark.slow
-def test_resnet18_28_conforms(tmp_path: Path) -> None:
+@parametrize_with_checks(["resnet18_28"])
+def test_resnet18_28_conforms(check: ConformanceCheck, tmp_path: Path) -> None:
     """The harness's conformance check: one tiny generated dataset per task type, all `ok`."""
-    from decathlon.conformance import assert_conforms
-
-    assert_conforms("resnet18_28", tmp_path)
+    check(tmp_path)
