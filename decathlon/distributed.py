@@ -47,7 +47,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from decathlon import environments
+from decathlon import environments, files
 from decathlon.enforcement import kill_tree
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry, make_plugin_manager
@@ -363,9 +363,7 @@ def _cached_file(key: str, text: str) -> Path:
     path = environments.home() / "dask-runs" / "files" / f"{digest}{suffix}"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        files.write_text(path, text)
     return path
 
 

@@ -6,16 +6,14 @@ import contextlib
 import hashlib
 import http.client
 import logging
-import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
-from decathlon import __version__
+from decathlon import __version__, files
 from decathlon.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -85,14 +83,12 @@ def download(
     dest = Path(dest)
     name = dest.name
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     log.info("downloading %s from %s", name, url)
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        received = 0
-        total: Optional[int] = None
-        with os.fdopen(fd, "wb") as out:
+    digest = hashlib.md5(usedforsecurity=False)
+    received = 0
+    total: Optional[int] = None
+    with files.replacing(dest) as tmp:
+        with open(tmp, "wb") as out:
             try:
                 request = urllib.request.Request(
                     url, headers={"User-Agent": f"medmnist-decathlon/{__version__}"}
@@ -121,9 +117,5 @@ def download(
                 f"downloaded {name} has MD5 {got}, expected {md5} (corrupt or truncated transfer);"
                 " try again or use --mirror"
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("downloaded %s (%d bytes)", name, received)
     return dest

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from decathlon import files
 
 COLUMNS = (
     "run_id",
@@ -71,9 +72,7 @@ def to_csv(rows: Iterable[Row]) -> str:
 
 def write(path: Path, rows: Iterable[Row]) -> None:
     """Write rows (in the given order) to ``path`` atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(to_csv(rows), encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_text(path, to_csv(rows))
 
 
 def read(path: Path) -> list[Row]:

@@ -11,11 +11,11 @@ The rules of ``medmnist.evaluator.getAUC`` / ``getACC`` (medmnist 3.0.2), per ta
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from decathlon import files
 from decathlon.contract import BINARY, MULTI_LABEL, TASK_TYPES, DatasetInfo
 
 THRESHOLD = 0.5
@@ -126,7 +126,6 @@ def save_evaluator_csv(
         raise ValueError("cannot name an evaluator file after a NaN score")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / evaluator_filename(flag, split, auc_value, acc_value, run, size)
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(np.asarray(scores)).to_csv(tmp, header=None)
-    os.replace(tmp, path)
+    with files.replacing(path) as tmp:
+        pd.DataFrame(np.asarray(scores)).to_csv(tmp, header=None)
     return path

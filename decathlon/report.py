@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 import decathlon
-from decathlon import compare
+from decathlon import compare, files
 from decathlon.compare import Method, Significance
 from decathlon.errors import LeaderboardError
 
@@ -232,11 +232,9 @@ def write(
     """
     path = Path(path)
     page = render(methods, table, sigs, ci, ci_notes)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(path)
+        files.write_text(path, page)
     except OSError as exc:
         raise LeaderboardError(
             f"{path}: cannot write the report ({exc.strerror or exc}); choose another --report"

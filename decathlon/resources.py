@@ -8,10 +8,11 @@ is imported from an archive, the file is copied once into ``$DECATHLON_HOME/pack
 
 from __future__ import annotations
 
-import os
 import shutil
 from importlib import resources
 from pathlib import Path
+
+from decathlon import files
 
 
 def data_file(*parts: str, package: str = "decathlon") -> Path:
@@ -27,8 +28,6 @@ def data_file(*parts: str, package: str = "decathlon") -> Path:
     target = home() / "package-data" / __version__ / package / Path(*parts)
     if not target.is_file() and resource.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        with resources.as_file(resource) as source:
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with resources.as_file(resource) as source, files.replacing(target) as tmp:
             shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
     return target

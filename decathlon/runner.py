@@ -39,7 +39,7 @@ import numpy as np
 
 import decathlon
 from decathlon import budgets as budgets_module
-from decathlon import datasets, environments, leaderboard, metrics, sandbox
+from decathlon import datasets, environments, files, leaderboard, metrics, sandbox
 from decathlon.contract import Adapter, Budget, DatasetInfo
 from decathlon.enforcement import kill_tree, new_tag, run_limited
 from decathlon.errors import DecathlonError
@@ -783,9 +783,7 @@ def _now() -> str:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    files.write_text(path, json.dumps(payload, indent=2, default=str))
 
 
 def _read_json(path: Path) -> Any:
