@@ -1,5 +1,8 @@
 """Shared fixtures: tiny MedMNIST-format data, the real subsets, and a real local HTTP server.
 
+Helpers that tests import (``TinyData``, ``copy_dataset``, ``REAL_FLAGS``) live in
+``tests/helpers.py``; import them from there, not from this file.
+
 Session-scoped data (``tiny_catalog``, ``mixed_catalog``) is shared by every test: treat its
 files as read-only and copy them before changing anything.
 """
@@ -7,11 +10,8 @@ files as read-only and copy them before changing anything.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,39 +19,19 @@ from typing import Any
 
 import pytest
 
+# copy_dataset is re-exported only for tests written before helpers.py existed.
+from helpers import REAL_FLAGS, TinyData, copy_dataset, require_shared  # noqa: F401
+
 from decathlon.datasets import Catalog
 from decathlon.synthetic import bundled_info, write_info, write_tiny
 
 log = logging.getLogger(__name__)
 
-#: The real MedMNIST files: ``../shared/data/medmnist`` beside the repository.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medmnist"
-REAL_FLAGS: tuple[str, ...] = ("breastmnist", "pneumoniamnist", "retinamnist")
-
-
-@dataclass(frozen=True)
-class TinyData:
-    """A data directory, the ``info.json`` describing its files, and the catalog read from it."""
-
-    data_dir: Path
-    info_path: Path
-    catalog: Catalog
-
-
-def _require_shared() -> Path:
-    missing = [f for f in REAL_FLAGS if not (SHARED_DATA / f"{f}.npz").is_file()]
-    if missing:
-        reason = f"real MedMNIST files {missing} not found in {SHARED_DATA}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; under CI the real-data tests must run")
-        pytest.skip(reason)
-    return SHARED_DATA
-
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The folder with the three real MedMNIST files (read-only); skips without it, fails in CI."""
-    return _require_shared()
+    return require_shared()
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +50,7 @@ def tiny_catalog(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
 @pytest.fixture(scope="session")
 def mixed_catalog(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
     """The three real files (symlinked, published metadata) plus the seven others generated."""
-    shared = _require_shared()
+    shared = require_shared()
     root = tmp_path_factory.mktemp("mixed")
     data_dir = root / "data"
     data_dir.mkdir()
@@ -124,12 +104,6 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-def copy_dataset(src_dir: Path, flag: str, dest_dir: Path) -> Path:
-    """Copy ``{flag}.npz`` (following symlinks) into ``dest_dir``; returns the copy's path."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    return Path(shutil.copyfile(src_dir / f"{flag}.npz", dest_dir / f"{flag}.npz"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REAL_FLAGS, TinyData, copy_dataset
+from helpers import REAL_FLAGS, TinyData, copy_dataset
 
 from decathlon.datasets import (
     ALIASES,

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import TinyData
+from helpers import TinyData
 
 from decathlon.datasets import Catalog, dataset_file, ensure_file, file_md5, load
 from decathlon.download import download

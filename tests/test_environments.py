@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TinyData
+from helpers import TinyData
 
 from decathlon import environments, leaderboard
 from decathlon.contract import Adapter, Environment

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import misbehaving
 import pytest
-from conftest import REAL_FLAGS, TinyData
+from helpers import REAL_FLAGS, TinyData
 
 from decathlon import leaderboard
 from decathlon.conformance import TASK_TYPE_DATASETS

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import misbehaving
 import pytest
-from conftest import TinyData
+from helpers import TinyData
 
 from decathlon import leaderboard
 

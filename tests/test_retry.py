@@ -13,7 +13,7 @@ from pathlib import Path
 
 import misbehaving
 import pytest
-from conftest import REAL_FLAGS
+from helpers import REAL_FLAGS
 
 from decathlon import cli, leaderboard
 from decathlon.plugins import make_plugin_manager

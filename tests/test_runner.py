@@ -18,7 +18,7 @@ from typing import Any
 import misbehaving
 import numpy as np
 import pytest
-from conftest import TinyData
+from helpers import TinyData
 
 from decathlon import leaderboard, metrics
 from decathlon.datasets import file_md5

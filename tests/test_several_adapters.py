@@ -12,7 +12,7 @@ from pathlib import Path
 
 import misbehaving
 import pytest
-from conftest import REAL_FLAGS
+from helpers import REAL_FLAGS
 from rich.console import Console
 
 from decathlon import cli, leaderboard
