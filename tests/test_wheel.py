@@ -81,3 +81,20 @@ def test_the_wheel_runs_list_plan_and_compare_from_another_folder(
     assert compared.returncode == 0, compared.stderr
     assert "paper_v1/resnet18_28" in compared.stdout
     assert "0.906" in compared.stdout  # ResNet-18 (28)'s published v1 mean AUC
+
+
+@pytest.mark.parametrize(
+    "name, target",
+    [("budgets.toml", "decathlon/budgets.toml"), ("leaderboards", "decathlon/leaderboards")],
+)
+def test_top_level_names_are_links_into_the_package(name: str, target: str) -> None:
+    """The layout names budgets.toml and leaderboards/ at the top; the package data is the one
+    copy, and git records the links as links, so a clone has them too."""
+    link = ROOT / name
+    assert link.is_symlink() and os.readlink(link) == target
+    assert link.resolve() == (ROOT / target).resolve() and link.exists()
+    if (ROOT / ".git").exists():
+        staged = subprocess.run(
+            ["git", "ls-files", "-s", "--", name], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        assert staged.startswith("120000 "), f"{name} is not tracked as a symlink: {staged!r}"
