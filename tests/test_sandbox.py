@@ -15,7 +15,7 @@ from pathlib import Path
 
 import misbehaving
 import pytest
-from conftest import TinyData
+from helpers import TinyData
 from test_resume import harness, kill_harness, start_run, wait_for
 from test_runner import all_status, assert_tree_gone, run, task_rows
 
