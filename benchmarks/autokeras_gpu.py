@@ -84,10 +84,10 @@ def _harness() -> tuple[Any, ...]:
     from decathlon_adapters import autokeras
 
     from decathlon import environments, leaderboard
-    from decathlon.plugins import make_plugin_manager
+    from decathlon.plugins import make_registry
     from decathlon.runner import RunConfig, Runner, gpu_names
 
-    return environments, leaderboard, make_plugin_manager, Runner, RunConfig, gpu_names, autokeras
+    return environments, leaderboard, make_registry, Runner, RunConfig, gpu_names, autokeras
 
 
 def _find_data(explicit: str | None) -> Path:
@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["KERAS_BACKEND"] = args.keras_backend  # the worker inherits it
     if args.adopt_python:  # a private cache: the adopted folder is not a real build of the spec
         os.environ["DECATHLON_HOME"] = str(out / "home")
-    environments, leaderboard, make_plugin_manager, Runner, RunConfig, gpu_names, ak = _harness()
+    environments, leaderboard, make_registry, Runner, RunConfig, gpu_names, ak = _harness()
 
-    registry = make_plugin_manager()
+    registry = make_registry()
     if "autokeras" not in registry.adapters:  # the harness is not installed: register directly
-        registry = make_plugin_manager([ak], entry_points=False)
+        registry = make_registry([ak], entry_points=False)
     adapter = registry.get("autokeras")
     if args.adopt_python:
         _adopt(

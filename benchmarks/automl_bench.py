@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from decathlon import environments, leaderboard  # noqa: E402
-from decathlon.plugins import make_plugin_manager  # noqa: E402
+from decathlon.plugins import make_registry  # noqa: E402
 from decathlon.runner import PlannedTask, RunConfig, Runner  # noqa: E402
 
 log = logging.getLogger("automl_bench")
@@ -127,7 +127,7 @@ def _test_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def compare(out: Path, data_dir: Path, n_jobs: int) -> dict[str, Any]:
-    registry = make_plugin_manager()
+    registry = make_registry()
     links = _data_links(out, data_dir, DATASETS)
     runners = {
         name: Runner(
@@ -199,7 +199,7 @@ def _budgets_file(path: Path, adapter: str, seconds: float) -> Path:
 def budget(
     out: Path, data_dir: Path, n_jobs: int, budgets: Sequence[float], adapters: Sequence[str]
 ) -> dict[str, Any]:
-    registry = make_plugin_manager()
+    registry = make_registry()
     links = _data_links(out, data_dir, ("breastmnist",))
     results: list[dict[str, Any]] = []
     for seconds in budgets:

@@ -32,7 +32,7 @@ import numpy as np
 
 from decathlon import environments, metrics
 from decathlon.datasets import Catalog
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 
 log = logging.getLogger("automl_vision_tflite")
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def _tests_module() -> Any:
 
 
 def _python(name: str) -> Path:
-    return environments.build(make_plugin_manager().get(name))
+    return environments.build(make_registry().get(name))
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from decathlon import leaderboard  # noqa: E402
-from decathlon.plugins import make_plugin_manager  # noqa: E402
+from decathlon.plugins import make_registry  # noqa: E402
 from decathlon.runner import RunConfig, Runner  # noqa: E402
 
 log = logging.getLogger("autosklearn_budget")
@@ -62,7 +62,7 @@ def measure(out: Path, data_dir: Path, seconds: float, n_jobs: int) -> dict[str,
     )
     load_before = os.getloadavg()[0]
     started = time.monotonic()
-    path = Runner(config, make_plugin_manager()).run(work / "run")
+    path = Runner(config, make_registry()).run(work / "run")
     wall = time.monotonic() - started
     test = next(r for r in leaderboard.read(path) if r["split"] == "test")
     notes = json.loads(test["notes"]) if test.get("notes") else {}

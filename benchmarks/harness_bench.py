@@ -43,7 +43,7 @@ from decathlon import datasets, leaderboard, metrics
 from decathlon import runner as runner_module
 from decathlon.contract import MULTI_LABEL
 from decathlon.enforcement import TAG_VARIABLE
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 from decathlon.synthetic import write_catalog
 
@@ -169,7 +169,7 @@ def harness_task(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """One task through the whole runner, in this process; (stage timings, leaderboard rows)."""
     os.environ["DECATHLON_HOME"] = str(home)
-    registry = make_plugin_manager(extra_plugins=[noop_adapters])
+    registry = make_registry(extra_plugins=[noop_adapters])
     config = RunConfig(
         adapter=adapter,
         profile="quick",

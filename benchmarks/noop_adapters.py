@@ -1,6 +1,6 @@
 """Adapters that do nothing, or misbehave on purpose, for measuring the harness itself.
 
-Register with ``make_plugin_manager(extra_plugins=[noop_adapters])`` (this folder on
+Register with ``make_registry(extra_plugins=[noop_adapters])`` (this folder on
 ``sys.path``); the worker mounts this single module by its file path. All run in the harness's
 own environment.
 

@@ -37,7 +37,7 @@ import noop_adapters  # noqa: E402
 from harness_bench import machine, real_data  # noqa: E402
 
 from decathlon import leaderboard, sandbox  # noqa: E402
-from decathlon.plugins import make_plugin_manager  # noqa: E402
+from decathlon.plugins import make_registry  # noqa: E402
 from decathlon.runner import RunConfig, Runner  # noqa: E402
 
 log = logging.getLogger("sandbox_bench")
@@ -62,7 +62,7 @@ def one_task(
         **config,
     )
     started = time.perf_counter()
-    path = Runner(cfg, make_plugin_manager(extra_plugins=[noop_adapters])).run(run_dir / "run")
+    path = Runner(cfg, make_registry(extra_plugins=[noop_adapters])).run(run_dir / "run")
     wall = time.perf_counter() - started
     (row,) = [r for r in leaderboard.read(path) if r["dataset"] == flag and r["split"] == "test"]
     return wall, row

@@ -25,7 +25,7 @@ from rich.table import Table
 from decathlon import budgets as budgets_module
 from decathlon import datasets, environments, leaderboard
 from decathlon.errors import DecathlonError
-from decathlon.plugins import Registry, add_commands, make_plugin_manager
+from decathlon.plugins import Registry, add_commands, make_registry
 from decathlon.reporters import PlainReporter, RichReporter, results_table
 from decathlon.reporters import format_duration as _duration
 from decathlon.runner import RunConfig, Runner
@@ -255,7 +255,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     compare.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples of test AUC; 0 = off"
     )
-    add_commands(registry or make_plugin_manager(), commands)
+    add_commands(registry or make_registry(), commands)
     return parser
 
 
@@ -353,7 +353,7 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    registry = make_plugin_manager()
+    registry = make_registry()
     if args.retry_failed and not args.resume:
         raise DecathlonError(
             "--retry-failed needs --resume RUN_DIR (the run whose failures to rerun)"
@@ -526,7 +526,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    registry = make_plugin_manager()
+    registry = make_registry()
     names = sorted(registry.adapters) if args.adapters == ["all"] else args.adapters
     for name in names:
         adapter = registry.get(name)
@@ -544,7 +544,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    registry = make_plugin_manager()
+    registry = make_registry()
     table = Table(title="Adapters")
     for column in ("adapter", "environment", "plugin", "description"):
         table.add_column(column)
@@ -570,7 +570,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    runner = Runner(_config(args), make_plugin_manager())
+    runner = Runner(_config(args), make_registry())
     tasks = runner.plan()
     table = Table(
         title=f"{runner.adapter.name}, profile '{runner.config.profile}'"

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from decathlon import environments, leaderboard, synthetic
-from decathlon.plugins import Registry, make_plugin_manager
+from decathlon.plugins import Registry, make_registry
 from decathlon.runner import RunConfig, Runner
 
 #: One dataset per task type: binary, multi-class, ordinal, multi-label.
@@ -56,7 +56,7 @@ def check_adapter(
     budgets_path: Path | None = None,
 ) -> list[Check]:
     """Run the checks; each result says what was checked and, when it failed, why."""
-    registry = registry or make_plugin_manager()
+    registry = registry or make_registry()
     checks = [_check_registered(name, registry), _check_import(registry.get(name))]
     return checks + _check_datasets(
         name,
@@ -184,7 +184,7 @@ class ConformanceCheck:
 
     def __call__(self, workdir: Path, **overrides: Any) -> Check:
         registry = self.registry() if callable(self.registry) else self.registry
-        registry = registry or make_plugin_manager()
+        registry = registry or make_registry()
         if self.name == "registered":
             result = _check_registered(self.adapter, registry)
         elif self.name == "imports":

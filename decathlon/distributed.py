@@ -50,7 +50,7 @@ from typing import Any
 from decathlon import environments, files
 from decathlon.enforcement import kill_tree
 from decathlon.errors import DecathlonError
-from decathlon.plugins import Registry, make_plugin_manager
+from decathlon.plugins import Registry, make_registry
 from decathlon.runner import (
     PlannedTask,
     RunConfig,
@@ -349,7 +349,7 @@ def _import_plugin(ref: PluginRef) -> Any:
 
 def _worker_runner(payload: dict[str, Any]) -> Runner:
     plugins = [_import_plugin(ref) for ref in payload["plugins"]]
-    registry = make_plugin_manager(plugins, entry_points=payload["entry_points"])
+    registry = make_registry(plugins, entry_points=payload["entry_points"])
     config = dict(payload["config"])
     for key, text in payload["files"].items():
         config[key] = str(_cached_file(key, text))

@@ -48,8 +48,8 @@ class Outcome:
     timed_out: bool = False
     memory_exceeded: bool = False
     memory_kernel: bool = False  # the kernel stopped it at the cap (a memory cgroup)
-    peak_rss_mb: float = 0.0
-    killed: int = 0  # processes that had to be terminated after the worker ended or was stopped
+    peak_memory_mb: float = 0.0  # the tree's summed PSS, or its memory cgroup's peak when sealed
+    processes_killed: int = 0  # how many had to be terminated after the worker ended or stopped
 
     @property
     def signal(self) -> int | None:
@@ -169,7 +169,7 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _tree_rss_mb(root_pid: int, tag: str) -> float:
+def _tree_pss_mb(root_pid: int, tag: str) -> float:
     """The tree's memory: the sum of proportional set sizes (PSS) where Linux gives them, so
     that pages shared after a fork count once; resident sizes elsewhere."""
     total = 0
@@ -234,13 +234,13 @@ def run_limited(
             # Always sweep: a worker that exited normally may have left children running.
             leftovers = [p for p in task_processes(proc.pid, tag) if _alive(p)]
             if leftovers or outcome.returncode is None:
-                outcome.killed = kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
+                outcome.processes_killed = kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
             if outcome.returncode is None:
                 outcome.returncode = proc.wait()
             if seal is not None:
                 outcome.returncode = seal.returncode(outcome.returncode)
             if seal is not None and seal.memory is not None:
-                outcome.peak_rss_mb = seal.memory.peak_mb()
+                outcome.peak_memory_mb = seal.memory.peak_mb()
                 if seal.memory.oom_kills() and outcome.returncode != 0:
                     outcome.memory_exceeded = outcome.memory_kernel = True
             _footer(out, outcome, hard_limit, memory_mb)
@@ -258,8 +258,8 @@ def _footer(out: IO[bytes], outcome: Outcome, hard_limit: float, memory_mb: floa
         footer += f", stopped by the kernel at the memory cap of {memory_mb:.0f} MB"
     elif outcome.memory_exceeded:
         footer += f", killed over the memory cap of {memory_mb:.0f} MB"
-    if outcome.killed:
-        footer += f", {outcome.killed} process(es) terminated"
+    if outcome.processes_killed:
+        footer += f", {outcome.processes_killed} process(es) terminated"
     out.write((footer + "\n").encode())
 
 
@@ -283,11 +283,11 @@ def _watch(
         elapsed = time.monotonic() - started
         ticks += 1
         if memory_mb and ticks % 3 == 1:  # the tree scan costs a few ms: not every tick
-            rss = _tree_rss_mb(proc.pid, tag)
-            outcome.peak_rss_mb = max(outcome.peak_rss_mb, rss)
-            if rss > memory_mb:
+            pss = _tree_pss_mb(proc.pid, tag)
+            outcome.peak_memory_mb = max(outcome.peak_memory_mb, pss)
+            if pss > memory_mb:
                 outcome.memory_exceeded = True
-                log.warning("task exceeded its memory cap: %.0f MB > %.0f MB", rss, memory_mb)
+                log.warning("task exceeded its memory cap: %.0f MB > %.0f MB", pss, memory_mb)
                 return
         if elapsed >= hard_limit:
             outcome.timed_out = True

@@ -113,7 +113,7 @@ def real_baseline_runs(real_data_dir: Path, tmp_path_factory: pytest.TempPathFac
     ``seeds/`` holds seeds 0 and 1 with the adapter's defaults; ``small/`` seed 0 with fewer
     boosting rounds and PCA components, so that the two are different methods.
     """
-    from decathlon.plugins import make_plugin_manager
+    from decathlon.plugins import make_registry
     from decathlon.runner import RunConfig, Runner
 
     root = tmp_path_factory.mktemp("real-baseline")
@@ -132,6 +132,6 @@ def real_baseline_runs(real_data_dir: Path, tmp_path_factory: pytest.TempPathFac
             n_jobs=1,
             options=options,
         )
-        Runner(config, make_plugin_manager()).run(root / name)
+        Runner(config, make_registry()).run(root / name)
         runs.append(root / name)
     return runs

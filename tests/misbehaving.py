@@ -1,6 +1,6 @@
 """Adapters that misbehave on purpose, to exercise the runner's enforcement and checks.
 
-A single-module plugin: register it with ``make_plugin_manager(extra_plugins=[misbehaving])``
+A single-module plugin: register it with ``make_registry(extra_plugins=[misbehaving])``
 (the worker mounts it by file path) or through a ``decathlon`` entry point. Every adapter runs
 in the harness's own environment and ships tiny ``quick`` budgets, so no budgets file is needed.
 

@@ -16,7 +16,7 @@ import pytest
 
 from decathlon import leaderboard
 from decathlon.conformance import assert_conforms
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 
@@ -77,7 +77,7 @@ def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
         download=False,
         n_jobs=2,
     )
-    rows = _rows(Runner(config, make_plugin_manager()).run(tmp_path / "run"))
+    rows = _rows(Runner(config, make_registry()).run(tmp_path / "run"))
     test = {r["split"]: r for r in rows}["test"]
     assert test["status"] == "ok", test["reason"]
     assert float(test["auc"]) > 0.7

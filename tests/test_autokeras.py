@@ -20,7 +20,7 @@ from decathlon_adapters import autokeras as adapter
 from decathlon import environments, leaderboard
 from decathlon.conformance import assert_conforms
 from decathlon.contract import BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 
@@ -50,7 +50,7 @@ def _run(tmp_path: Path, data_dir: Path, budgets: Path) -> tuple[dict[str, dict]
         budgets_path=str(budgets),
     )
     run_dir = tmp_path / "run"
-    path = Runner(config, make_plugin_manager()).run(run_dir)
+    path = Runner(config, make_registry()).run(run_dir)
     rows = {
         r["split"]: r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET
     }
@@ -71,7 +71,7 @@ def breast_dir(real_data_dir: Path, tmp_path: Path) -> Path:
 
 def test_registered_with_the_verified_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(adapter.TF_PACKAGE_VARIABLE, raising=False)
-    record = make_plugin_manager().get("autokeras")
+    record = make_registry().get("autokeras")
     assert record.run == "decathlon_adapters.autokeras:run"
     assert record.uses_gpu
     assert record.environment is not None and record.environment.python == "3.11"

@@ -38,7 +38,7 @@ from decathlon.conformance import TASK_TYPE_DATASETS, assert_conforms
 from decathlon.contract import MULTI_LABEL
 from decathlon.datasets import Catalog
 from decathlon.errors import DecathlonError, PluginError
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,7 +280,7 @@ def _in_ci() -> bool:
 
 def _adapter_python(name: str) -> Path:
     try:
-        adapter = make_plugin_manager().get(name)
+        adapter = make_registry().get(name)
     except PluginError as exc:
         if _in_ci():
             pytest.fail(f"adapter '{name}' is needed here: {exc}")
@@ -357,7 +357,7 @@ def _run_harness(
         download=False,
         options=options,
     )
-    path = Runner(config, make_plugin_manager()).run(tmp_path / run)
+    path = Runner(config, make_registry()).run(tmp_path / run)
     rows = [r for r in leaderboard.read(path) if r["dataset"] == flag and r["split"] == "test"]
     return rows[0], path.parent / "tasks" / flag / "seed0"
 

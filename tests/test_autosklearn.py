@@ -21,7 +21,7 @@ from decathlon import environments, leaderboard
 from decathlon.conformance import assert_conforms
 from decathlon.contract import Budget, DatasetInfo, Task
 from decathlon.errors import EnvironmentBuildError
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_columns_follow_class_ids_even_with_an_absent_class() -> None:
 
 
 def test_registered_with_its_python_39_environment() -> None:
-    registered = make_plugin_manager().get("autosklearn")
+    registered = make_registry().get("autosklearn")
     assert registered is adapter.ADAPTER
     env = registered.environment
     assert env is not None and env.python == "3.9"
@@ -153,7 +153,7 @@ def test_explicit_interpreter_of_the_wrong_version_is_refused(
 
 
 def _run(tmp_path: Path, config: RunConfig) -> list[dict[str, object]]:
-    path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
+    path = Runner(config, make_registry()).run(tmp_path / "run")
     return [r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET]
 
 

@@ -19,7 +19,7 @@ from helpers import TinyData, copy_dataset
 from decathlon import cli, datasets
 from decathlon.errors import PluginError
 from decathlon.hookspecs import hookimpl
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 BAD_BUDGETS = {
@@ -61,7 +61,7 @@ def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The harness's cache in a temporary folder; the misbehaving plugin installed beside the
     entry points; a wide console so that tables are not cut."""
     monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cli, "make_plugin_manager", lambda: make_plugin_manager([misbehaving]))
+    monkeypatch.setattr(cli, "make_registry", lambda: make_registry([misbehaving]))
     monkeypatch.setattr(cli.console, "width", 240)
 
 
@@ -105,7 +105,7 @@ def finished_run(tiny_catalog: TinyData, tmp_path: Path) -> Path:
         kill_grace=1.0,
     )
     run_dir = tmp_path / "existing"
-    Runner(config, make_plugin_manager([misbehaving])).run(run_dir)
+    Runner(config, make_registry([misbehaving])).run(run_dir)
     assert (run_dir / "tasks" / "breastmnist" / "seed0" / "result.json").is_file()
     return run_dir
 
@@ -467,7 +467,7 @@ class _CommandPlugin:
 
 
 def test_a_plugin_adds_a_command(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = cli.build_parser(make_plugin_manager([_CommandPlugin("hello")]))
+    parser = cli.build_parser(make_registry([_CommandPlugin("hello")]))
     args = parser.parse_args(["hello", "--who", "decathlon"])
     assert args.handler(args) == 3
     assert capsys.readouterr().out == "hello decathlon\n"
@@ -478,7 +478,7 @@ def test_a_plugin_adds_a_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_plugin_command_that_takes_a_builtin_name_names_the_plugin() -> None:
     with pytest.raises(PluginError, match=r"plugin '.*' adds a command: .*conflicting.*\brun\b"):
-        cli.build_parser(make_plugin_manager([_CommandPlugin("run")], entry_points=False))
+        cli.build_parser(make_registry([_CommandPlugin("run")], entry_points=False))
 
 
 def test_export_automl_vision_comes_through_the_hook(tiny_catalog, tmp_path: Path) -> None:
@@ -487,7 +487,7 @@ def test_export_automl_vision_comes_through_the_hook(tiny_catalog, tmp_path: Pat
     repo = Path(cli.__file__).resolve().parents[1]
     for path in sorted((repo / "decathlon").rglob("*.py")):
         assert "decathlon_adapters" not in path.read_text(), path
-    without = cli.build_parser(make_plugin_manager(entry_points=False))
+    without = cli.build_parser(make_registry(entry_points=False))
     (sub,) = [a for a in without._actions if isinstance(a, argparse._SubParsersAction)]
     assert "export-automl-vision" not in sub.choices
     out = tmp_path / "export"

@@ -653,7 +653,7 @@ def test_bootstrap_with_real_labels_from_the_catalog(tmp_path: Path, real_data_d
 def baseline_runs(tiny_catalog, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two real runs of the built-in baseline on all ten (generated) datasets, with a different
     number of boosting rounds, so that they are two methods."""
-    from decathlon.plugins import make_plugin_manager
+    from decathlon.plugins import make_registry
     from decathlon.runner import RunConfig, Runner
 
     root = tmp_path_factory.mktemp("baseline-runs")
@@ -667,7 +667,7 @@ def baseline_runs(tiny_catalog, tmp_path_factory: pytest.TempPathFactory) -> lis
             download=False,
             options={"max_iter": max_iter, "pca_components": 16},
         )
-        Runner(config, make_plugin_manager()).run(root / name)
+        Runner(config, make_registry()).run(root / name)
         runs.append(root / name)
     return runs
 

@@ -16,7 +16,7 @@ from decathlon.conformance import (
     parametrize_with_checks,
 )
 from decathlon.errors import DecathlonError
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def test_each_check_is_its_own_test() -> None:
 
 
 def test_a_well_behaved_test_adapter_conforms(tmp_path: Path) -> None:
-    registry = make_plugin_manager([misbehaving])
+    registry = make_registry([misbehaving])
     assert all(c.passed for c in assert_conforms("mis_good", tmp_path, registry=registry))
 
 
@@ -52,7 +52,7 @@ def test_a_failing_check_names_the_adapter_dataset_and_reason(tmp_path: Path) ->
         c
         for c in conformance_checks(
             "mis_good",
-            registry=lambda: make_plugin_manager([misbehaving]),
+            registry=lambda: make_registry([misbehaving]),
             options={"fail_on": ["retinamnist"]},
         )
         if c.dataset == "retinamnist"
@@ -66,7 +66,7 @@ def test_a_failing_check_names_the_adapter_dataset_and_reason(tmp_path: Path) ->
 
 
 def test_failure_on_one_dataset_names_it(tmp_path: Path) -> None:
-    registry = make_plugin_manager([misbehaving])
+    registry = make_registry([misbehaving])
     with pytest.raises(AssertionError) as caught:
         assert_conforms(
             "mis_good", tmp_path, registry=registry, options={"fail_on": ["retinamnist"]}
@@ -80,7 +80,7 @@ def test_failure_on_one_dataset_names_it(tmp_path: Path) -> None:
 
 
 def test_invalid_scores_fail_every_dataset(tmp_path: Path) -> None:
-    registry = make_plugin_manager([misbehaving])
+    registry = make_registry([misbehaving])
     checks = check_adapter("mis_garbage", tmp_path, registry=registry, options={"mode": "range"})
     failed = {c.name.split(" ")[0]: c.detail for c in checks if not c.passed}
     assert set(failed) == set(TASK_TYPE_DATASETS)
@@ -103,7 +103,7 @@ def test_an_adapter_whose_module_does_not_import(tmp_path: Path) -> None:
                 )
             )
 
-    registry = make_plugin_manager([Missing()])
+    registry = make_registry([Missing()])
     # Either a failed check or a one-line harness error; both name the module.
     with pytest.raises((AssertionError, DecathlonError)) as caught:
         assert_conforms("ghost", tmp_path, registry=registry, datasets=("breastmnist",))

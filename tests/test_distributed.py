@@ -23,7 +23,7 @@ import pytest
 
 from decathlon import leaderboard
 from decathlon.distributed import DaskExecutor
-from decathlon.plugins import Registry, make_plugin_manager
+from decathlon.plugins import Registry, make_registry
 from decathlon.runner import RunConfig, Runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,7 +97,7 @@ def _wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
 
 
 def _registry() -> Registry:
-    return make_plugin_manager([distributed_plugin])
+    return make_registry([distributed_plugin])
 
 
 def _slow_config(tiny_catalog: Any, marker_dir: Path, **changes: Any) -> RunConfig:
@@ -295,7 +295,7 @@ def test_cli_local_cluster_gives_the_sequential_scores(real_data_dir: Path, tmp_
         n_jobs=1,
         options=options,
     )
-    local = leaderboard.read(Runner(config, make_plugin_manager()).run(tmp_path / "local"))
+    local = leaderboard.read(Runner(config, make_registry()).run(tmp_path / "local"))
     cmd = [sys.executable, "-m", "decathlon", "run", "--adapter", "baseline", "--profile",
            "quick", "--datasets", ",".join(REAL_FLAGS), "--seeds", "0", "--data-dir",
            str(data_dir), "--no-download", "--jobs", "1", "--run-dir", str(tmp_path / "dask"),

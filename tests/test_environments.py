@@ -12,7 +12,7 @@ from decathlon import environments, leaderboard
 from decathlon.contract import Adapter, Environment
 from decathlon.errors import EnvironmentBuildError
 from decathlon.hookspecs import hookimpl
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 HERE = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -74,7 +74,7 @@ def test_an_adopted_interpreter_runs_the_adapter(
     wrapper = environments.adopt(adapter, sys.executable)
     assert environments.is_ready(adapter)
     assert environments.interpreter(adapter) == wrapper
-    registry = make_plugin_manager([_Plugin(adapter)], entry_points=False)
+    registry = make_registry([_Plugin(adapter)], entry_points=False)
     config = RunConfig(
         adapter="envprobe",
         profile="quick",

@@ -22,7 +22,7 @@ from helpers import REAL_FLAGS, TinyData
 
 from decathlon import leaderboard
 from decathlon.conformance import TASK_TYPE_DATASETS
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_medmnist_rescores_every_task_type(
         kill_grace=1.0,
     )
     run_dir = tmp_path / "run"
-    Runner(config, make_plugin_manager([misbehaving])).run(run_dir)
+    Runner(config, make_registry([misbehaving])).run(run_dir)
     tasks = {tiny_catalog.catalog.info(f).task for f in TASK_TYPE_DATASETS}
     assert len(tasks) == 4
     n = assert_medmnist_agrees(run_dir, tiny_catalog.data_dir, tmp_path / "home")

@@ -15,7 +15,7 @@ import pytest
 
 from decathlon import leaderboard
 from decathlon.conformance import assert_conforms
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 
@@ -60,7 +60,7 @@ def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
         download=False,
         n_jobs=2,
     )
-    rows = _rows(Runner(config, make_plugin_manager()).run(tmp_path / "run"))
+    rows = _rows(Runner(config, make_registry()).run(tmp_path / "run"))
     by_split = {r["split"]: r for r in rows}
     test = by_split["test"]
     assert test["status"] == "ok", test["reason"]

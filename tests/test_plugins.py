@@ -15,7 +15,7 @@ from decathlon import hookspecs
 from decathlon.contract import Adapter
 from decathlon.errors import PluginError
 from decathlon.hookspecs import hookimpl
-from decathlon.plugins import find_adapter, make_plugin_manager
+from decathlon.plugins import find_adapter, make_registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -56,30 +56,30 @@ def test_hook_specs_are_prefixed_and_documented() -> None:
 
 
 def test_builtins_come_through_the_entry_point_group() -> None:
-    registry = make_plugin_manager()
+    registry = make_registry()
     assert "baseline" in registry.adapters
     assert registry.origin["baseline"] == "baseline"  # the entry point's name
     assert find_adapter("baseline", registry).run == "decathlon_adapters.baseline:run"
 
 
 def test_every_call_makes_a_fresh_manager() -> None:
-    first = make_plugin_manager([plugin("p1", adapter())], entry_points=False)
+    first = make_registry([plugin("p1", adapter())], entry_points=False)
     assert set(first.adapters) == {"knn"} and first.origin["knn"] == "p1"
-    second = make_plugin_manager(entry_points=False)
+    second = make_registry(entry_points=False)
     assert second.adapters == {} and second.pm is not first.pm
     with pytest.raises(PluginError, match="unknown adapter 'knn'"):
         second.get("knn")
 
 
 def test_misbehaving_module_registers_like_a_third_party_plugin() -> None:
-    registry = make_plugin_manager([misbehaving], entry_points=False)
+    registry = make_registry([misbehaving], entry_points=False)
     assert set(registry.adapters) == {a.name for a in misbehaving.ADAPTERS}
     assert {registry.origin[a.name] for a in misbehaving.ADAPTERS} == {"misbehaving"}
 
 
 def test_duplicate_name_names_both_plugins() -> None:
     with pytest.raises(PluginError) as caught:
-        make_plugin_manager(
+        make_registry(
             [plugin("first_plugin", adapter()), plugin("second_plugin", adapter())],
             entry_points=False,
         )
@@ -89,7 +89,7 @@ def test_duplicate_name_names_both_plugins() -> None:
 
 def test_clash_with_a_builtin_names_both() -> None:
     with pytest.raises(PluginError) as caught:
-        make_plugin_manager([plugin("my_plugin", adapter("baseline"))])
+        make_registry([plugin("my_plugin", adapter("baseline"))])
     assert "'baseline'" in str(caught.value) and "my_plugin" in str(caught.value)
     assert "plugin 'baseline'" in str(caught.value)
 
@@ -106,7 +106,7 @@ def test_clash_with_a_builtin_names_both() -> None:
 )
 def test_malformed_adapters_name_the_plugin(item: object, fragment: str) -> None:
     with pytest.raises(PluginError) as caught:
-        make_plugin_manager([plugin("sloppy_plugin", item)], entry_points=False)
+        make_registry([plugin("sloppy_plugin", item)], entry_points=False)
     assert fragment in str(caught.value) and "sloppy_plugin" in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -120,16 +120,14 @@ def test_a_plugin_that_raises_is_named() -> None:
 
     module.decathlon_register_adapters = decathlon_register_adapters  # type: ignore[attr-defined]
     with pytest.raises(PluginError) as caught:
-        make_plugin_manager([module], entry_points=False)
+        make_registry([module], entry_points=False)
     assert str(caught.value) == (
         "plugin 'exploding_plugin' failed in decathlon_register_adapters: no config found"
     )
 
 
 def test_unknown_adapter_suggests_the_closest() -> None:
-    registry = make_plugin_manager(
-        [plugin("p", adapter("knn"), adapter("svm"))], entry_points=False
-    )
+    registry = make_registry([plugin("p", adapter("knn"), adapter("svm"))], entry_points=False)
     with pytest.raises(PluginError) as caught:
         registry.get("knm")
     assert str(caught.value) == "unknown adapter 'knm'. Did you mean 'knn'? Known: knn, svm"

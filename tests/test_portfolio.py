@@ -16,17 +16,15 @@ from decathlon import environments, leaderboard, synthetic
 from decathlon.conformance import assert_conforms
 from decathlon.contract import BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL
 from decathlon.metrics import auc
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 
 def test_registered_in_the_resnets_environment() -> None:
-    adapter = make_plugin_manager().get("portfolio")
+    adapter = make_registry().get("portfolio")
     assert adapter.run == "decathlon_adapters.portfolio:run"
     assert adapter.environment == resnet.ENVIRONMENT
-    assert environments.env_dir(adapter) == environments.env_dir(
-        make_plugin_manager().get("resnet18_28")
-    )
+    assert environments.env_dir(adapter) == environments.env_dir(make_registry().get("resnet18_28"))
     assert adapter.uses_gpu
 
 
@@ -95,7 +93,7 @@ def _run(tmp_path: Path, data_dir: Path, info_path: Path, budgets: Path, name: s
         n_jobs=2,
         budgets_path=str(budgets),
     )
-    return Runner(config, make_plugin_manager()).run(tmp_path / name)
+    return Runner(config, make_registry()).run(tmp_path / name)
 
 
 @pytest.mark.slow

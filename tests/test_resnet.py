@@ -17,14 +17,14 @@ from decathlon import environments, leaderboard, synthetic
 from decathlon.conformance import ConformanceCheck, parametrize_with_checks
 from decathlon.datasets import file_md5
 from decathlon.metrics import auc
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 NAMES = ("resnet18_28", "resnet18_224", "resnet50_28", "resnet50_224")
 
 
 def test_four_adapters_registered_sharing_one_environment() -> None:
-    registry = make_plugin_manager()
+    registry = make_registry()
     adapters = [registry.get(name) for name in NAMES]
     assert all(a.uses_gpu for a in adapters)
     assert len({environments.env_dir(a) for a in adapters}) == 1
@@ -58,7 +58,7 @@ def test_resnet18_28_real_breastmnist_quick_is_ok(mixed_catalog, tmp_path: Path)
         device="cpu",
         n_jobs=2,
     )
-    path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
+    path = Runner(config, make_registry()).run(tmp_path / "run")
     rows = _rows(path)
     assert {s: r["status"] for s, r in rows.items()} == {"train": "ok", "val": "ok", "test": "ok"}
     notes = json.loads(rows["test"]["notes"])
@@ -125,7 +125,7 @@ def test_best_validation_epoch_not_the_last_predicts(tmp_path: Path) -> None:
         budgets_path=str(budgets),
         options={"batch_size": 32, "predict_train": False},
     )
-    path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
+    path = Runner(config, make_registry()).run(tmp_path / "run")
     rows = _rows(path)
     assert rows["test"]["status"] == "ok", rows["test"]["reason"]
     notes = json.loads(rows["test"]["notes"])
@@ -169,7 +169,7 @@ def test_deadline_stops_training_and_keeps_the_best_epoch(tiny_catalog, tmp_path
         n_jobs=2,
         budgets_path=str(budgets),
     )
-    path = Runner(config, make_plugin_manager()).run(tmp_path / "run")
+    path = Runner(config, make_registry()).run(tmp_path / "run")
     rows = _rows(path)
     assert rows["test"]["status"] == "ok", rows["test"]["reason"]
     notes = json.loads(rows["test"]["notes"])

@@ -16,13 +16,13 @@ import pytest
 from helpers import REAL_FLAGS
 
 from decathlon import cli, leaderboard
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 
 
 @pytest.fixture(autouse=True)
 def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cli, "make_plugin_manager", lambda: make_plugin_manager([misbehaving]))
+    monkeypatch.setattr(cli, "make_registry", lambda: make_registry([misbehaving]))
     monkeypatch.setattr(cli.console, "width", 200)
 
 

@@ -22,7 +22,7 @@ from helpers import TinyData
 
 from decathlon import leaderboard, metrics
 from decathlon.datasets import file_md5
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 from decathlon.synthetic import make_medmnist_npz
 
@@ -46,7 +46,7 @@ def run(
     **config: Any,
 ) -> list[dict[str, str]]:
     """Run one misbehaving adapter in-process; return the leaderboard's rows."""
-    registry = make_plugin_manager(extra_plugins=[misbehaving])
+    registry = make_registry(extra_plugins=[misbehaving])
     cfg = RunConfig(
         adapter=adapter,
         profile="quick",
@@ -263,7 +263,7 @@ def test_hooks_hear_every_task_and_a_failing_hook_stops_nothing(
         def decathlon_run_finished(self, run_dir: Path, leaderboard: Path) -> None:
             heard.append(("run", (run_dir, leaderboard)))
 
-    registry = make_plugin_manager(extra_plugins=[misbehaving, Tracker()])
+    registry = make_registry(extra_plugins=[misbehaving, Tracker()])
     cfg = RunConfig(
         adapter="mis_good",
         profile="quick",

@@ -21,7 +21,7 @@ from test_runner import all_status, assert_tree_gone, run, task_rows
 
 from decathlon import leaderboard, sandbox
 from decathlon.leaderboard import COLUMNS
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
 TASK = Path("tasks") / "breastmnist" / "seed0"
@@ -156,7 +156,7 @@ def test_tasks_on_dask_workers_are_sealed_the_same(tiny_catalog: TinyData, tmp_p
         n_jobs=1,
         options={"walk": False},
     )
-    registry = make_plugin_manager(extra_plugins=[misbehaving])
+    registry = make_registry(extra_plugins=[misbehaving])
     path = Runner(config, registry).run(tmp_path / "run", executor=DaskExecutor(workers=1))
     test = task_rows(leaderboard.read(path), "breastmnist")["test"]
     assert test["status"] == "ok" and test["sealed"] == "true"

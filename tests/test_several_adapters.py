@@ -19,7 +19,7 @@ from decathlon import cli, leaderboard
 from decathlon.contract import Adapter, Environment
 from decathlon.errors import DecathlonError
 from decathlon.hookspecs import hookimpl
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 
 
 class _Unbuildable:
@@ -41,7 +41,7 @@ class _Unbuildable:
 @pytest.fixture(autouse=True)
 def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(cli, "make_plugin_manager", lambda: make_plugin_manager([misbehaving]))
+    monkeypatch.setattr(cli, "make_registry", lambda: make_registry([misbehaving]))
 
 
 def run_args(real_data_dir: Path, runs: Path, adapters: str, *extra: str) -> list[str]:
@@ -106,7 +106,7 @@ def test_unknown_adapter_among_several_is_one_line_and_runs_nothing(
 
 
 def test_all_means_every_registered_adapter() -> None:
-    registry = make_plugin_manager([misbehaving])
+    registry = make_registry([misbehaving])
     names = cli.adapter_names("all", registry)
     assert names == sorted(registry.adapters)
     assert {"baseline", "autosklearn", "mis_good"} <= set(names)
@@ -120,9 +120,7 @@ def test_an_adapter_failing_mid_way_leaves_the_others_and_exits_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DECATHLON_PYTHON_2_7", str(tmp_path / "no-such-python"))
-    monkeypatch.setattr(
-        cli, "make_plugin_manager", lambda: make_plugin_manager([misbehaving, _Unbuildable()])
-    )
+    monkeypatch.setattr(cli, "make_registry", lambda: make_registry([misbehaving, _Unbuildable()]))
     runs = tmp_path / "runs"
     args = run_args(real_data_dir, runs, "needs_py27,mis_good", "--no-progress")
     args = [a for a in args if a not in ("--option", "max_iter=10")]

@@ -15,7 +15,7 @@ import pytest
 from decathlon_adapters import autogluon, flaml, tabular
 
 from decathlon.contract import Budget, DatasetInfo, Task
-from decathlon.plugins import make_plugin_manager
+from decathlon.plugins import make_registry
 
 
 def _task(*, budget: float = 120, hard_limit: float = 240, deadline: float = float("inf")) -> Task:
@@ -118,7 +118,7 @@ def test_write_rows_keeps_the_column_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("module", [autogluon, flaml])
 def test_registered_with_a_pinned_python_311_environment(module: object) -> None:
     adapter = module.ADAPTER  # type: ignore[attr-defined]
-    assert make_plugin_manager().get(adapter.name) is adapter
+    assert make_registry().get(adapter.name) is adapter
     env = adapter.environment
     assert env is not None and env.python == "3.11"
     for requirement in env.requirements:  # exact pins only
