@@ -1395,7 +1395,7 @@ def show_command(run: Path, *, width: int | None = None, color: bool = False) ->
 
 def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
     """Every row of a run, one line per (adapter, seed, dataset); fits 100 columns, the reason
-    wrapping in the room left."""
+    wrapping in the room left (scores under two-line headers: ``train`` over ``AUC``)."""
     from rich import box
     from rich.table import Table
 
@@ -1405,6 +1405,7 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        collapse_padding=True,
     )
     rows = board.rows
     several = rows["adapter"].nunique() > 1
@@ -1423,7 +1424,7 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
         for dataset in DATASETS:
             cell = group[group["dataset"] == dataset].set_index("split")
             if cell.empty:
-                table.add_row(*lead, str(seed), _SHORT[dataset], "not run")
+                table.add_row(*lead, str(seed), dataset, "not run")
                 continue
             status = cell.loc["test", "status"] if "test" in cell.index else "no test row"
             values = [
@@ -1437,9 +1438,7 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
             except ValueError:
                 pass
             reasons = sorted({r for r in cell["reason"] if r})
-            table.add_row(
-                *lead, str(seed), _SHORT[dataset], status, *values, elapsed, "; ".join(reasons)
-            )
+            table.add_row(*lead, str(seed), dataset, status, *values, elapsed, "; ".join(reasons))
     console.print(table)
     return console.export_text(styles=color)
 

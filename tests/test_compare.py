@@ -618,7 +618,9 @@ def test_show_command(tmp_path: Path) -> None:
     text = compare.show_command(run, width=220)
     assert "one/baseline †" in text
     assert "timeout after 60 s" in text
-    assert "train AUC" in text and "0.870" in text  # pathmnist train AUC: 0.70 + 0.05 + 0.12
+    header = next(i for i, line in enumerate(text.splitlines()) if line.split()[:1] == ["train"])
+    assert text.splitlines()[header + 1].split()[-3:] == ["ACC", "time", "reason"]
+    assert "0.870" in text  # pathmnist train AUC: 0.70 + 0.05 + 0.12
 
 
 @pytest.mark.realdata
@@ -876,8 +878,7 @@ def test_show_reads_at_100_columns(real_baseline_runs: list[Path], tmp_path: Pat
     per_seed = per_seed_results(real_baseline_runs[0])
     for dataset in REAL:
         for seed, (auc, acc) in enumerate(per_seed[dataset]):
-            short = dataset.removesuffix("mnist")
-            (line,) = [ln for ln in lines if ln.split()[:3] == [str(seed), short, "ok"]]
+            (line,) = [ln for ln in lines if ln.split()[:3] == [str(seed), dataset, "ok"]]
             assert f"{auc:.3f}" in line and f"{acc:.3f}" in line
     # Two adapters and failures with reasons: an adapter column, and the reason wraps.
     run = write_run(
@@ -888,7 +889,7 @@ def test_show_reads_at_100_columns(real_baseline_runs: list[Path], tmp_path: Pat
     )
     text = compare.show_command(run, width=100)
     assert max(len(line) for line in text.splitlines()) <= 100
-    assert any(ln.split()[:4] == ["two", "0", "oct", "timeout"] for ln in text.splitlines())
+    assert any(ln.split()[:4] == ["two", "0", "octmnist", "timeout"] for ln in text.splitlines())
 
 
 # --------------------------------------------------------------------------------- sealed
