@@ -3,9 +3,15 @@
 Four adapters share this module and one environment (torch and torchvision):
 
 - ``resnet18_28``, ``resnet50_28``: torchvision's ResNet (not pretrained) with a 3x3 stride-1
-  first convolution and no max-pool, on the 28x28 images.
-- ``resnet18_224``, ``resnet50_224``: the stock torchvision ResNet on the images upscaled to
-  224x224 by nearest neighbour (done per batch on the device, never stored).
+  first convolution and no max-pool, on the images as they are (28x28, or the MedMNIST+ 64, 128
+  and 224 pixel images: the stem accepts every size).
+- ``resnet18_224``, ``resnet50_224``: the stock torchvision ResNet at 224x224: MedMNIST+ 224
+  images as they are, smaller ones upscaled by nearest neighbour (per batch on the device,
+  never stored).
+
+The images are read from the task's memory-mapped arrays one batch at a time (a background
+thread reads the next batch while the device works on this one), never as whole tensors: at 224
+pathmnist's training images are 13 GB.
 
 Protocol of the published experiment code: ``task.budget.epochs`` epochs (100 in the paper
 profile), batch 128, learning rate 1e-3, Adam with the rate divided by 10 at 50% and 75% of the
@@ -23,7 +29,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +75,7 @@ ADAPTERS = tuple(
         environment=ENVIRONMENT,
         options=dict(OPTIONS),
         uses_gpu=True,
+        sizes=(28, 64, 128, 224),
     )
     for name, arch, size in VARIANTS
 )
@@ -85,7 +93,7 @@ def run_resnet18_28(task: Task) -> Predictions:
 
 
 def run_resnet18_224(task: Task) -> Predictions:
-    """Train and predict with ResNet-18 on the images upscaled to 224x224."""
+    """Train and predict with ResNet-18 at 224x224 (smaller images upscaled)."""
     return train_and_predict(task, "resnet18", 224)
 
 
@@ -95,7 +103,7 @@ def run_resnet50_28(task: Task) -> Predictions:
 
 
 def run_resnet50_224(task: Task) -> Predictions:
-    """Train and predict with ResNet-50 on the images upscaled to 224x224."""
+    """Train and predict with ResNet-50 at 224x224 (smaller images upscaled)."""
     return train_and_predict(task, "resnet50", 224)
 
 
@@ -107,8 +115,9 @@ DEADLINE_MARGIN_S = 20.0
 
 
 def build_model(arch: str, size: int, in_channels: int, n_outputs: int) -> Any:
-    """torchvision's ``arch`` (untrained) for ``size`` 28 (3x3 stride-1 stem, no max-pool) or 224,
-    with ``in_channels`` input channels and ``n_outputs`` logits."""
+    """torchvision's ``arch`` (untrained) for the variant ``size`` 28 (3x3 stride-1 stem, no
+    max-pool; it takes any image size) or 224 (the stock stem), with ``in_channels`` input
+    channels and ``n_outputs`` logits."""
     import torchvision
     from torch import nn
 
@@ -129,7 +138,10 @@ def milestones(epochs: int) -> list[int]:
 
 
 def images_tensor(images: np.ndarray, device: Any) -> Any:
-    """uint8 images (N, H, W) or (N, H, W, C) as a contiguous uint8 tensor (N, C, H, W)."""
+    """uint8 images (N, H, W) or (N, H, W, C) as a contiguous uint8 tensor (N, C, H, W).
+
+    For a few images at a time (a batch): the training loop never converts a whole split.
+    """
     import torch
 
     array = np.asarray(images)
@@ -138,7 +150,24 @@ def images_tensor(images: np.ndarray, device: Any) -> Any:
     else:
         array = array.transpose(0, 3, 1, 2)
     # A copy: the task's arrays are read-only memory maps, which torch will not wrap.
-    return torch.from_numpy(np.array(array, order="C")).to(device)
+    tensor = torch.from_numpy(np.array(array, order="C"))
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+def prefetched(load: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+    """``load(item)`` for each item, the next one loaded in a thread while this one is used
+    (numpy's copies out of the memory map release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        iterator = iter(items)
+        first = next(iterator, None)
+        pending = None if first is None else pool.submit(load, first)
+        while pending is not None:
+            result = pending.result()
+            following = next(iterator, None)
+            pending = None if following is None else pool.submit(load, following)
+            yield result
 
 
 @dataclass
@@ -188,7 +217,7 @@ class Trainer:
         if self.cuda:
             torch.backends.cudnn.benchmark = True
         self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
-        self.x_train = images_tensor(x_train, self.device)
+        self.x_train = x_train  # memory-mapped: read a batch at a time
         labels = np.asarray(y_train)
         if task_type == MULTI_LABEL:
             self.y_train = torch.from_numpy(labels.astype(np.float32)).to(self.device)
@@ -196,7 +225,7 @@ class Trainer:
         else:
             self.y_train = torch.from_numpy(labels.reshape(-1).astype(np.int64)).to(self.device)
             self.loss_fn = torch.nn.CrossEntropyLoss()
-        in_channels = int(self.x_train.shape[1])
+        in_channels = int(x_train.shape[3]) if x_train.ndim == 4 else 1
         self.model = build_model(arch, size, in_channels, n_outputs).to(self.device)
         self.model = self.model.to(memory_format=self.memory_format)
         if optimizer == "adam":
@@ -211,9 +240,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
 
     def prepare(self, batch: Any) -> Any:
-        """uint8 (B, C, 28, 28) on the device -> normalised float input of the model's size."""
+        """uint8 (B, C, S, S) on the device -> normalised float input of the model's size
+        (upscaled by nearest neighbour only for the 224 variants on smaller images)."""
         x = batch.float().div_(255.0).sub_(0.5).div_(0.5)
-        if self.size != x.shape[-1]:
+        if self.size == 224 and x.shape[-1] != 224:
             x = self.torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="nearest")
         return x.contiguous(memory_format=self.memory_format)
 
@@ -222,14 +252,18 @@ class Trainer:
             return contextlib.nullcontext()
         return self.torch.autocast("cuda", dtype=self.torch.float16)
 
-    def batches(self, max_batches: int | None = None) -> Iterator[Any]:
-        """Shuffled index batches of one epoch (all of it, or its first ``max_batches``)."""
-        order = self.torch.randperm(len(self.x_train), generator=self.generator)
-        order = order.to(self.device)
+    def batches(self, max_batches: int | None = None) -> Iterator[np.ndarray]:
+        """Shuffled index batches of one epoch (all of it, or its first ``max_batches``), each
+        sorted so that it reads the memory-mapped images front to back."""
+        order = self.torch.randperm(len(self.x_train), generator=self.generator).numpy()
         for i, start in enumerate(range(0, len(order), self.batch_size)):
             if max_batches is not None and i >= max_batches:
                 return
-            yield order[start : start + self.batch_size]
+            yield np.sort(order[start : start + self.batch_size])
+
+    def _load(self, index: np.ndarray) -> tuple[Any, Any]:
+        index_tensor = self.torch.from_numpy(index).to(self.device)
+        return images_tensor(self.x_train[index], self.device), index_tensor
 
     def train_epoch(self, max_batches: int | None = None) -> EpochStats:
         """One pass over the (shuffled) training set; the scheduler steps only after full ones."""
@@ -238,8 +272,8 @@ class Trainer:
         started = time.perf_counter()
         total = torch.zeros((), device=self.device)
         seen = 0
-        for index in self.batches(max_batches):
-            x = self.prepare(self.x_train[index])
+        for batch, index in prefetched(self._load, self.batches(max_batches)):
+            x = self.prepare(batch)
             y = self.y_train[index]
             with self._autocast():
                 loss = self.loss_fn(self.model(x), y)
@@ -254,15 +288,18 @@ class Trainer:
             self.scheduler.step()
         return EpochStats(seen, time.perf_counter() - started, mean_loss)
 
-    def predict(self, images: np.ndarray | Any) -> np.ndarray:
-        """Probabilities (softmax, or sigmoid for multi-label) for uint8 images, in order."""
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities (softmax, or sigmoid for multi-label) for uint8 images (memory-mapped
+        or not, read a batch at a time), in order."""
         torch = self.torch
-        x_all = images if isinstance(images, torch.Tensor) else images_tensor(images, self.device)
         self.model.eval()
         out = []
+        step = self.eval_batch_size
+        starts = range(0, len(images), step)
+        batches = prefetched(lambda i: images_tensor(images[i : i + step], self.device), starts)
         with torch.inference_mode(), self._autocast():
-            for start in range(0, len(x_all), self.eval_batch_size):
-                logits = self.model(self.prepare(x_all[start : start + self.eval_batch_size]))
+            for batch in batches:
+                logits = self.model(self.prepare(batch))
                 logits = logits.float()
                 if self.task_type == MULTI_LABEL:
                     out.append(torch.sigmoid(logits))
@@ -304,7 +341,7 @@ def train_and_predict(task: Task, arch: str, size: int) -> Predictions:
         seed=task.seed,
         eval_batch_size=int(opts.get("eval_batch_size", 256)),
     )
-    x_val = images_tensor(task.x_val, trainer.device)
+    x_val = task.x_val
     y_val = np.asarray(task.y_val)
     n_all = len(task.x_train) + len(task.x_val) + len(task.x_test)
     history: list[float | None] = []
@@ -375,7 +412,7 @@ def train_and_predict(task: Task, arch: str, size: int) -> Predictions:
     if reason:
         info["stop_reason"] = reason
     return Predictions(
-        train=trainer.predict(trainer.x_train) if predict_train else None,
+        train=trainer.predict(task.x_train) if predict_train else None,
         val=trainer.predict(x_val),
         test=trainer.predict(task.x_test),
         info=info,

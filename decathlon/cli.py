@@ -68,6 +68,26 @@ def _option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value not in datasets.SIZES:
+        choices = ", ".join(str(s) for s in datasets.SIZES)
+        raise argparse.ArgumentTypeError(f"image size must be one of {choices}, got '{text}'")
+    return value
+
+
+def add_size_arg(parser: argparse.ArgumentParser, *, default: int | None = 28) -> None:
+    """``--size 28|64|128|224``: the image side (MedMNIST+ publishes all four)."""
+    if default is None:
+        help_text = "only rows of this image size (28, 64, 128, 224)"
+    else:
+        help_text = f"image size: 28, 64, 128 or 224 (MedMNIST+; default {default})"
+    parser.add_argument("--size", type=_size, default=default, metavar="PIXELS", help=help_text)
+
+
 def _add_budget_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
     parser.add_argument(
         "--adapter",
@@ -78,6 +98,7 @@ def _add_budget_args(parser: argparse.ArgumentParser, several: bool = False) -> 
             else ""
         ),
     )
+    add_size_arg(parser)
     parser.add_argument("--profile", default="paper", help="budget profile (default: paper)")
     parser.add_argument(
         "--datasets", type=_csv_list, help="comma-separated subset (default: all ten)"
@@ -125,7 +146,10 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     run.add_argument(
         "--data-dir", type=Path, help="MedMNIST files (default: $DECATHLON_DATA_DIR or ~/.medmnist)"
     )
-    run.add_argument("--mirror", help="base URL to download <flag>.npz from instead of Zenodo")
+    run.add_argument(
+        "--mirror",
+        help="base URL to download <flag>.npz (<flag>_<size>.npz above 28) from instead of Zenodo",
+    )
     download = run.add_mutually_exclusive_group()
     download.add_argument(
         "--no-download", action="store_true", help="never download; fail if a file is missing"
@@ -147,8 +171,8 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     run.add_argument(
         "--run-dir",
         type=Path,
-        help="where to write (default: runs/ADAPTER-PROFILE-TIME); with several adapters, the"
-        " folder that gets their ADAPTER-PROFILE-TIME run directories",
+        help="where to write (default: runs/ADAPTER-PROFILE-SIZE-TIME); with several adapters,"
+        " the folder that gets their ADAPTER-PROFILE-SIZE-TIME run directories",
     )
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run")
     run.add_argument(
@@ -218,6 +242,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
         "check", help="conformance check of an adapter on tiny generated data"
     )
     check.add_argument("adapter")
+    add_size_arg(check)
     check.add_argument("--workdir", type=Path, help="where to write (default: a temporary folder)")
     check.add_argument("--scale-factor", type=float, default=1.0, help="multiply the quick budgets")
     check.add_argument("--budgets", type=Path, help="budgets file (default: ./budgets.toml)")
@@ -225,12 +250,18 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print one run's results")
     show.add_argument("run", type=Path, help="a run directory or leaderboard.csv")
+    add_size_arg(show, default=None)
 
     compare = commands.add_parser(
         "compare", help="compare leaderboards with each other and with the published tables"
     )
     compare.add_argument("paths", nargs="*", type=Path, help="leaderboard CSVs or run directories")
-    compare.add_argument("--reference", choices=["v1", "v2"], help="add a published table")
+    compare.add_argument(
+        "--reference",
+        choices=["v1", "v2", "plus"],
+        help="add a published table (plus: MedMNIST+ at 28, 64, 128 and 224)",
+    )
+    add_size_arg(compare, default=None)
     compare.add_argument(
         "--datasets",
         type=_csv_list,
@@ -324,6 +355,7 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
     config = RunConfig(
         adapter=adapter or args.adapter,
         profile=args.profile,
+        size=args.size,
         datasets=args.datasets,
         seeds=args.seeds,
         scale_factor=args.scale_factor,
@@ -369,7 +401,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return _run_several(args, registry, names)
         config = _config(args, names[0])
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = args.run_dir or Path("runs") / f"{config.adapter}-{config.profile}-{stamp}"
+        name = f"{config.adapter}-{config.profile}-{config.size}-{stamp}"
+        run_dir = args.run_dir or Path("runs") / name
         resume = False
     reporter = None if args.no_progress or not console.is_terminal else RichReporter(console)
     executor = None
@@ -573,7 +606,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     runner = Runner(_config(args), make_registry())
     tasks = runner.plan()
     table = Table(
-        title=f"{runner.adapter.name}, profile '{runner.config.profile}'"
+        title=f"{runner.adapter.name}, profile '{runner.config.profile}',"
+        f" {runner.config.size}x{runner.config.size} images"
         f" (scale factor {runner.config.scale_factor:g}) from {runner.budgets.path}"
     )
     for column in ("dataset", "seed", "images", "tier", "budget", "hard limit"):
@@ -598,7 +632,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from decathlon.compare import show_command
 
-    print(show_command(args.run, color=console.is_terminal), end="")
+    print(show_command(args.run, color=console.is_terminal, size=args.size), end="")
     return 0
 
 
@@ -615,6 +649,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         color=console.is_terminal,
         datasets=args.datasets,
         report=args.report,
+        size=args.size,
     )
     print(text, end="")
     return 0
@@ -632,6 +667,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         scale_factor=args.scale_factor,
         options=dict(args.option),
         budgets_path=args.budgets,
+        size=args.size,
     )
     for check in checks:
         mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"

@@ -8,9 +8,11 @@ recomputes itself.
 The comparison table follows Table 2 of the 2021 decathlon paper: one row per method, the test
 AUC and ACC of each dataset, the decathlon means and the mean ranks.
 
-* A *method* is ``run_id/adapter``. When it holds several seeds, each dataset's value is the mean
-  over the seeds (shown with the standard deviation over the seeds, ``0.871 ± 0.012``), and only
-  when every seed is ``ok`` on that dataset.
+* A *method* is ``run_id/adapter`` at one image size (``run_id/adapter@64`` above 28). Methods
+  of different sizes are never averaged, ranked or tested together: ``compare`` shows one table
+  per size (``--size`` picks one). When a method holds several seeds, each dataset's value is the
+  mean over the seeds (shown with the standard deviation over the seeds, ``0.871 ± 0.012``), and
+  only when every seed is ``ok`` on that dataset.
 * The compared datasets are all ten, or the subset chosen with ``datasets=`` (``compare
   --datasets``): table, means, ranks, statistics and the published reference rows then all cover
   those datasets only, and every mean says how many datasets it covers.
@@ -71,9 +73,19 @@ METRICS = ("auc", "acc")
 
 #: The reference leaderboards the package ships (in ``decathlon/leaderboards/``), by the names
 #: ``--reference`` accepts.
-REFERENCES = {"v1": "medmnist_v1_isbi2021.csv", "v2": "medmnist_v2_scidata2023.csv"}
+REFERENCES = {
+    "v1": "medmnist_v1_isbi2021.csv",
+    "v2": "medmnist_v2_scidata2023.csv",
+    "plus": "medmnist_plus_scirep2025.csv",
+}
 #: Short names of the reference run_ids in method labels (``paper_v1/resnet18_28``).
-REFERENCE_LABELS = {"medmnist_v1_isbi2021": "paper_v1", "medmnist_v2_scidata2023": "paper_v2"}
+REFERENCE_LABELS = {
+    "medmnist_v1_isbi2021": "paper_v1",
+    "medmnist_v2_scidata2023": "paper_v2",
+    "medmnist_plus_scirep2025": "paper_plus",
+}
+#: The image sizes a leaderboard's ``size`` column may hold.
+SIZES = datasets.SIZES
 
 #: File names that ``compare --format`` writes in the output folder.
 FORMAT_FILES = {"md": "table.md", "html": "table.html", "csv": "table.csv"}
@@ -92,6 +104,7 @@ def table_columns(chosen: Sequence[str] = DATASETS) -> list[str]:
         "method",
         "run_id",
         "adapter",
+        "size",
         "seeds",
         "profile",
         "complete",
@@ -112,7 +125,7 @@ CI_COLUMNS = ["method", "dataset", "auc", "ci_low", "ci_high", "n_boot", "note"]
 
 ALPHA = 0.05
 MIN_DATASETS = 5
-_KEY = ["run_id", "adapter", "dataset", "seed", "split"]
+_KEY = ["run_id", "adapter", "dataset", "size", "seed", "split"]
 _SHORT = {d: d.removesuffix("mnist") for d in DATASETS}
 
 LabelsFn = Callable[[str], "np.ndarray | None"]
@@ -127,9 +140,9 @@ class Leaderboard:
     """One validated leaderboard file.
 
     ``rows`` holds the per-dataset rows (summary rows dropped) with ``seed`` as int and ``auc`` /
-    ``acc`` as float (NaN when empty). ``run_dir`` is the run directory when the file sits in one
-    (where ``tasks/<dataset>/seed<k>/predictions/`` may hold scores); ``profile`` is its one
-    profile.
+    ``acc`` as float (NaN when empty), ``size`` as int. ``run_dir`` is the run directory when
+    the file sits in one (where ``tasks/<dataset>/seed<k>/predictions/`` may hold scores);
+    ``profile`` is its one profile.
     """
 
     path: Path
@@ -167,6 +180,9 @@ def read_leaderboard(path: Path) -> Leaderboard:
         raise LeaderboardError(f"{path}: not a leaderboard CSV ({first})") from None
 
     df.columns = [str(c).strip() for c in df.columns]
+    if "size" not in df.columns and "run_id" in df.columns:
+        # Written before MedMNIST+ sizes existed: every row is at 28.
+        df.insert(min(3, len(df.columns)), "size", "28")
     for column in OPTIONAL_COLUMNS:
         if column not in df.columns:
             df[column] = ""
@@ -210,6 +226,9 @@ def read_leaderboard(path: Path) -> Leaderboard:
             raise fail(i, f"seed '{row['seed']}' is not an integer") from None
         if row["sealed"] not in ("true", "false", ""):
             raise fail(i, f"sealed '{row['sealed']}' is not true, false or empty")
+        if row["size"] not in {str(s) for s in SIZES}:
+            choices = ", ".join(str(s) for s in SIZES)
+            raise fail(i, f"size '{row['size']}' is not an image size ({choices})")
         for metric in METRICS:
             text = row[metric]
             if text == "":
@@ -248,6 +267,7 @@ def read_leaderboard(path: Path) -> Leaderboard:
         raise LeaderboardError(f"{path}: no test rows (splits found: {found}); nothing to compare")
 
     rows["seed"] = rows["seed"].astype(int)
+    rows["size"] = rows["size"].astype(int)
     for metric in METRICS:
         values = pd.to_numeric(rows[metric].replace("", np.nan), errors="coerce")
         # Scores of a failed row are not results, whatever the file says.
@@ -289,6 +309,7 @@ def _check_summary_rows(path: Path, df: pd.DataFrame, rows: pd.DataFrame) -> Non
         test = rows[
             (rows["run_id"] == srow["run_id"])
             & (rows["adapter"] == srow["adapter"])
+            & (rows["size"] == int(srow["size"]))
             & (rows["seed"] == int(srow["seed"]))
             & (rows["split"] == "test")
             & (rows["status"] == "ok")
@@ -310,10 +331,10 @@ def _check_summary_rows(path: Path, df: pd.DataFrame, rows: pd.DataFrame) -> Non
 
 
 def reference_path(name: str) -> Path:
-    """The reference leaderboard for ``--reference NAME`` (``v1`` or ``v2``)."""
+    """The reference leaderboard for ``--reference NAME`` (``v1``, ``v2`` or ``plus``)."""
     if name not in REFERENCES:
         raise LeaderboardError(
-            f"unknown reference '{name}' (choose {' or '.join(REFERENCES)})"
+            f"unknown reference '{name}' (choose {', '.join(REFERENCES)})"
             + did_you_mean(name, REFERENCES)
         )
     path = resources.data_file("leaderboards", REFERENCES[name])
@@ -327,7 +348,8 @@ def reference_path(name: str) -> Path:
 
 @dataclass
 class Method:
-    """One compared method (``run_id/adapter``), its seeds averaged, on the compared datasets.
+    """One compared method (``run_id/adapter`` at one image size), its seeds averaged, on the
+    compared datasets.
 
     ``scores[(dataset, split)] = (auc, acc)`` holds the mean over seeds where every seed is ok
     (auc may be NaN for train splits without scores), ``sd`` the sample standard deviation over
@@ -343,6 +365,7 @@ class Method:
     source: Path
     run_dir: Path | None
     datasets: tuple[str, ...] = DATASETS
+    size: int = 28
     scores: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     sd: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     per_seed: dict[str, np.ndarray] = field(default_factory=dict)
@@ -351,7 +374,8 @@ class Method:
 
     @property
     def label(self) -> str:
-        return f"{REFERENCE_LABELS.get(self.run_id, self.run_id)}/{self.adapter}"
+        at = "" if self.size == datasets.DEFAULT_SIZE else f"@{self.size}"
+        return f"{REFERENCE_LABELS.get(self.run_id, self.run_id)}/{self.adapter}{at}"
 
     @property
     def complete(self) -> bool:
@@ -422,7 +446,7 @@ def methods_of(board: Leaderboard, chosen: Sequence[str] = DATASETS) -> list[Met
     """The methods of a leaderboard, in file order, on the ``chosen`` datasets."""
     out = []
     rows = board.rows
-    for (run_id, adapter), group in rows.groupby(["run_id", "adapter"], sort=False):
+    for (run_id, adapter, size), group in rows.groupby(["run_id", "adapter", "size"], sort=False):
         seeds = tuple(sorted(int(s) for s in set(group["seed"])))
         method = Method(
             run_id=str(run_id),
@@ -433,6 +457,7 @@ def methods_of(board: Leaderboard, chosen: Sequence[str] = DATASETS) -> list[Met
             run_dir=board.run_dir,
             datasets=tuple(chosen),
             unsealed=int((group["sealed"] == "false").sum()),
+            size=int(size),
         )
         for dataset in chosen:
             for split in SPLITS:
@@ -506,13 +531,45 @@ def collect(
 # --------------------------------------------------------------------------------- the table
 
 
+def by_size(methods: Sequence[Method]) -> dict[int, list[Method]]:
+    """The methods grouped by image size, smallest first (each group keeps its order)."""
+    groups: dict[int, list[Method]] = {}
+    for m in methods:
+        groups.setdefault(m.size, []).append(m)
+    return dict(sorted(groups.items()))
+
+
+def select_size(methods: Sequence[Method], size: int | None) -> list[Method]:
+    """The methods at ``size`` (all when None); a one-line error when none is at that size."""
+    if size is None:
+        return list(methods)
+    chosen = [m for m in methods if m.size == size]
+    if not chosen:
+        found = ", ".join(str(s) for s in by_size(methods)) or "none"
+        raise LeaderboardError(f"no results at image size {size} (the inputs hold sizes {found})")
+    return chosen
+
+
+def _one_size(methods: Sequence[Method]) -> None:
+    sizes = sorted({m.size for m in methods})
+    if len(sizes) > 1:
+        raise LeaderboardError(
+            f"methods at image sizes {', '.join(map(str, sizes))} are never averaged or ranked"
+            " together; compare one size at a time (--size N)"
+        )
+
+
 def compared_datasets(methods: Sequence[Method]) -> tuple[str, ...]:
     """The datasets a comparison covers (all ten unless ``--datasets`` chose fewer)."""
     return methods[0].datasets if methods else DATASETS
 
 
 def comparison_table(methods: Sequence[Method]) -> pd.DataFrame:
-    """The Table-2 view as a frame with :func:`table_columns` (one row per method)."""
+    """The Table-2 view as a frame with :func:`table_columns` (one row per method).
+
+    All methods must be at one image size (else a one-line :class:`LeaderboardError`).
+    """
+    _one_size(methods)
     chosen = compared_datasets(methods)
     columns = table_columns(chosen)
     records = []
@@ -528,6 +585,7 @@ def comparison_table(methods: Sequence[Method]) -> pd.DataFrame:
             "method": m.label,
             "run_id": m.run_id,
             "adapter": m.adapter,
+            "size": m.size,
             "seeds": " ".join(map(str, m.seeds)),
             "profile": m.profile,
             "complete": m.complete,
@@ -1018,8 +1076,11 @@ def _seed_mean(metric_fn: MetricFn) -> MetricFn:
     )
 
 
-def catalog_labels(data_dir: Path | None, info_path: Path | None = None) -> LabelsFn:
-    """Test labels from the local dataset files (never downloads); ``None`` where unavailable.
+def catalog_labels(
+    data_dir: Path | None, info_path: Path | None = None, size: int = datasets.DEFAULT_SIZE
+) -> LabelsFn:
+    """Test labels from the local dataset files at ``size`` (never downloads, reads no image);
+    ``None`` where unavailable.
 
     ``data_dir`` defaults to the catalog's default folder, ``info_path`` to the bundled (or
     ``$DECATHLON_INFO``) metadata.
@@ -1033,8 +1094,10 @@ def catalog_labels(data_dir: Path | None, info_path: Path | None = None) -> Labe
                 catalog,
                 flag,
                 data_dir or datasets.default_data_dir(),
+                size=size,
                 download=False,
                 progress=False,
+                images=False,
             )
             return np.asarray(loaded.arrays["test_labels"])
         except (DecathlonError, OSError, KeyError, ValueError) as exc:
@@ -1065,12 +1128,12 @@ def bootstrap_table(
     records: list[dict[str, Any]] = []
     notes: list[str] = []
     tasks = _task_types()
-    label_cache: dict[tuple[str | None, str], np.ndarray | None] = {}
+    label_cache: dict[tuple[str | None, str], np.ndarray | None] = {}  # (run, flag@size)
     no_predictions: list[str] = []
     for m in methods:
         if m.run_dir is None:
             continue
-        fn = labels_fn or catalog_labels(*_run_paths(m.run_dir))
+        fn = labels_fn or catalog_labels(*_run_paths(m.run_dir), size=m.size)
         skipped: list[str] = []
         for dataset in m.datasets:
             if (dataset, "test") not in m.scores:
@@ -1082,7 +1145,7 @@ def bootstrap_table(
             if not all(f.is_file() for f in files):
                 skipped.append(f"{dataset} (no predictions)")
                 continue
-            key = (str(m.run_dir) if labels_fn is None else None, dataset)
+            key = (str(m.run_dir) if labels_fn is None else None, f"{dataset}@{m.size}")
             if key not in label_cache:
                 label_cache[key] = fn(dataset)
             y_true = label_cache[key]
@@ -1318,38 +1381,37 @@ def compare_command(
     color: bool = False,
     datasets: Iterable[str] | None = None,
     report: Path | None = None,
+    size: int | None = None,
 ) -> str:
     """``decathlon compare``: the table, the statistics and the bootstrap intervals, as text.
 
-    ``paths`` are leaderboard CSVs or run directories; ``reference`` (``v1``/``v2``) adds a
-    published table; ``datasets`` restricts everything to those datasets. With ``formats``
-    (``md``, ``html``, ``csv``) or ``plots`` the files go to ``out`` (default ``./comparison``):
-    table.md / table.html / table.csv (and bootstrap_ci.csv), bars.png, splits_auc.png /
-    splits_acc.png, cd_auc.png / cd_acc.png. ``bootstrap`` is the number of resamples (0 turns
-    the intervals off). ``report`` writes the one-page HTML report there
-    (:mod:`decathlon.report`). Returns the text for the CLI to print.
+    ``paths`` are leaderboard CSVs or run directories; ``reference`` (``v1``/``v2``/``plus``)
+    adds a published table; ``datasets`` restricts everything to those datasets. Methods at
+    different image sizes are never averaged or ranked together: the text holds one section per
+    size, and ``size`` keeps only that one. With ``formats`` (``md``, ``html``, ``csv``) or
+    ``plots`` the files go to ``out`` (default ``./comparison``): table.md / table.html /
+    table.csv (and bootstrap_ci.csv), bars.png, splits_auc.png / splits_acc.png, cd_auc.png /
+    cd_acc.png; files need a single size (else a one-line error naming ``--size``). ``bootstrap``
+    is the number of resamples (0 turns the intervals off). ``report`` writes the one-page HTML
+    report there (:mod:`decathlon.report`), also for a single size. Returns the text for the CLI
+    to print.
     """
     wanted = _formats(formats)
-    methods = collect(list(paths), reference, datasets)
-    table = comparison_table(methods)
-    parts = [render_terminal(table, methods, width=width, color=color).rstrip()]
-
-    sigs = [significance(methods, metric) for metric in METRICS]
-    lines = [line for s in sigs for line in s.lines]
-    unique = list(dict.fromkeys(lines))  # both metrics may be skipped for the same reason
-    columns = width or max(shutil.get_terminal_size((140, 24)).columns, 100)
-    parts.append("Statistics:\n" + "\n".join(_wrap(line, columns) for line in unique))
-
-    ci = pd.DataFrame(columns=CI_COLUMNS)
-    notes: list[str] = []
-    if bootstrap > 0:
-        ci, notes = bootstrap_table(methods, labels_fn, n_boot=bootstrap)
-        lines = []
-        if not ci.empty:
-            lines.append("Bootstrap 95% CI of test AUC (images resampled):\n" + render_ci(ci))
-        lines += [f"  {n}" for n in notes]
-        if lines:
-            parts.append("\n".join(lines))
+    methods = select_size(collect(list(paths), reference, datasets), size)
+    groups = by_size(methods)
+    if len(groups) > 1 and (wanted or plots or report is not None):
+        raise LeaderboardError(
+            f"the inputs hold image sizes {', '.join(map(str, groups))}, and a table never mixes"
+            " sizes: pass --size N to write files for one of them"
+        )
+    parts: list[str] = []
+    for group_size, group in groups.items():
+        if len(groups) > 1:
+            parts.append(f"=== Image size {group_size}x{group_size} ===")
+        table, sigs, ci, notes, text = _compare_group(
+            group, bootstrap=bootstrap, labels_fn=labels_fn, width=width, color=color
+        )
+        parts.extend(text)
 
     written: list[Path] = []
     if wanted or plots:
@@ -1357,8 +1419,8 @@ def compare_command(
         folder.mkdir(parents=True, exist_ok=True)
         for fmt in wanted:
             target = folder / FORMAT_FILES[fmt]
-            text = {"md": to_markdown, "html": to_html}.get(fmt)
-            target.write_text(text(table, methods) if text else to_csv(table))
+            render = {"md": to_markdown, "html": to_html}.get(fmt)
+            target.write_text(render(table, methods) if render else to_csv(table))
             written.append(target)
             if fmt == "csv" and not ci.empty:
                 ci_path = folder / "bootstrap_ci.csv"
@@ -1383,12 +1445,51 @@ def compare_command(
     return "\n\n".join(parts) + "\n"
 
 
-def show_command(run: Path, *, width: int | None = None, color: bool = False) -> str:
-    """``decathlon show RUN``: one run's Table-2 view, then every row by split with its status."""
-    board = read_leaderboard(Path(run))
-    methods = methods_of(board)
+def _compare_group(
+    methods: Sequence[Method],
+    *,
+    bootstrap: int,
+    labels_fn: LabelsFn | None,
+    width: int | None,
+    color: bool,
+) -> tuple[pd.DataFrame, list[Significance], pd.DataFrame, list[str], list[str]]:
+    """Table, statistics, bootstrap intervals and their notes for methods at one image size,
+    and the text."""
     table = comparison_table(methods)
     parts = [render_terminal(table, methods, width=width, color=color).rstrip()]
+
+    sigs = [significance(methods, metric) for metric in METRICS]
+    lines = [line for s in sigs for line in s.lines]
+    unique = list(dict.fromkeys(lines))  # both metrics may be skipped for the same reason
+    columns = width or max(shutil.get_terminal_size((140, 24)).columns, 100)
+    parts.append("Statistics:\n" + "\n".join(_wrap(line, columns) for line in unique))
+
+    ci = pd.DataFrame(columns=CI_COLUMNS)
+    notes: list[str] = []
+    if bootstrap > 0:
+        ci, notes = bootstrap_table(methods, labels_fn, n_boot=bootstrap)
+        lines = []
+        if not ci.empty:
+            lines.append("Bootstrap 95% CI of test AUC (images resampled):\n" + render_ci(ci))
+        lines += [f"  {n}" for n in notes]
+        if lines:
+            parts.append("\n".join(lines))
+    return table, sigs, ci, notes, parts
+
+
+def show_command(
+    run: Path, *, width: int | None = None, color: bool = False, size: int | None = None
+) -> str:
+    """``decathlon show RUN``: one run's Table-2 view (one per image size; ``size`` keeps one),
+    then every row by split with its status."""
+    board = read_leaderboard(Path(run))
+    methods = select_size(methods_of(board), size)
+    if size is not None:
+        board.rows = board.rows[board.rows["size"] == size].reset_index(drop=True)
+    parts = []
+    for group in by_size(methods).values():
+        table = comparison_table(group)
+        parts.append(render_terminal(table, group, width=width, color=color).rstrip())
     parts.append(_render_rows(board, width=width, color=color).rstrip())
     return "\n\n".join(parts) + "\n"
 
@@ -1400,8 +1501,9 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
     from rich.table import Table
 
     console = _console(width, color)
+    sizes_shown = "/".join(str(s) for s in sorted(set(board.rows["size"])))
     table = Table(
-        title=f"{board.path} (profile {board.profile})",
+        title=f"{board.path} (profile {board.profile}, size {sizes_shown})",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -1411,6 +1513,9 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
     several = rows["adapter"].nunique() > 1
     if several:
         table.add_column("adapter", no_wrap=True)
+    sizes = rows["size"].nunique() > 1
+    if sizes:
+        table.add_column("size", no_wrap=True, justify="right")
     table.add_column("seed", no_wrap=True, justify="right")
     table.add_column("dataset", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -1419,8 +1524,9 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
             table.add_column(f"{split}\n{metric.upper()}", justify="right", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
     table.add_column("reason", overflow="fold", ratio=1, min_width=12)
-    for (_, adapter, seed), group in rows.groupby(["run_id", "adapter", "seed"], sort=False):
-        lead = [str(adapter)] if several else []
+    keys = ["run_id", "adapter", "size", "seed"]
+    for (_, adapter, size, seed), group in rows.groupby(keys, sort=False):
+        lead = ([str(adapter)] if several else []) + ([str(size)] if sizes else [])
         for dataset in DATASETS:
             cell = group[group["dataset"] == dataset].set_index("split")
             if cell.empty:

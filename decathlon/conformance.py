@@ -30,7 +30,7 @@ from typing import Any, Union
 
 from decathlon import environments, leaderboard, synthetic
 from decathlon.plugins import Registry, make_registry
-from decathlon.runner import RunConfig, Runner
+from decathlon.runner import RunConfig, Runner, check_size
 
 #: One dataset per task type: binary, multi-class, ordinal, multi-label.
 TASK_TYPE_DATASETS = ("breastmnist", "organamnist", "retinamnist", "chestmnist")
@@ -54,9 +54,15 @@ def check_adapter(
     options: dict[str, Any] | None = None,
     sizes: dict[str, int] | None = None,
     budgets_path: Path | None = None,
+    size: int = 28,
 ) -> list[Check]:
-    """Run the checks; each result says what was checked and, when it failed, why."""
+    """Run the checks; each result says what was checked and, when it failed, why.
+
+    ``sizes`` are the generated splits' image counts; ``size`` the image side (28, 64, 128,
+    224), which the adapter must declare (else a one-line error before anything runs).
+    """
     registry = registry or make_registry()
+    check_size(registry.get(name), size)
     checks = [_check_registered(name, registry), _check_import(registry.get(name))]
     return checks + _check_datasets(
         name,
@@ -68,6 +74,7 @@ def check_adapter(
         options=options,
         sizes=sizes,
         budgets_path=budgets_path,
+        size=size,
     )
 
 
@@ -87,12 +94,14 @@ def _check_datasets(
     options: dict[str, Any] | None = None,
     sizes: dict[str, int] | None = None,
     budgets_path: Path | None = None,
+    size: int = 28,
 ) -> list[Check]:
-    """One run of the real harness on generated ``datasets``; a check per dataset."""
-    data_dir, info_path = synthetic.write_catalog(workdir / "data", datasets, sizes)
+    """One run of the real harness on generated ``datasets`` at ``size``; a check per dataset."""
+    data_dir, info_path = synthetic.write_catalog(workdir / "data", datasets, sizes, size)
     config = RunConfig(
         adapter=name,
         profile=profile,
+        size=size,
         datasets=tuple(datasets),
         seeds=(0,),
         scale_factor=scale_factor,

@@ -55,6 +55,8 @@ class Adapter:
     ``options``: the options the adapter accepts, with their defaults; ``budgets.toml`` and
     ``--option KEY=VALUE`` may override them, and unknown names are refused.
     ``uses_gpu``: whether the adapter uses a CUDA device when one is given.
+    ``sizes``: the image sizes (28, 64, 128, 224: MedMNIST+) the adapter accepts; a run at any
+    other size is refused before anything starts. Only 28 unless the adapter says more.
     """
 
     name: str
@@ -65,11 +67,14 @@ class Adapter:
     options: dict[str, Any] = field(default_factory=dict)
     uses_gpu: bool = False
     version: str = ""
+    sizes: tuple[int, ...] = (28,)
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Published facts about one MedMNIST subset (``INFO[flag]`` of the ``medmnist`` package)."""
+    """Published facts about one MedMNIST subset (``INFO[flag]`` of the ``medmnist`` package)
+    at one image size: ``size`` is the side of the square images (28, 64, 128 or 224), and
+    ``url``/``md5`` are those of that size's file."""
 
     flag: str
     task: str
@@ -81,6 +86,7 @@ class DatasetInfo:
     md5: str = ""
     license: str = ""
     python_class: str = ""
+    size: int = 28
 
     @property
     def n_outputs(self) -> int:
@@ -129,8 +135,10 @@ class Budget:
 class Task:
     """Everything an adapter is given for one (dataset, seed). There are no test labels here.
 
-    Images are uint8 arrays shaped (N, 28, 28) for grey-scale and (N, 28, 28, 3) for colour sets,
-    memory-mapped read-only: copy before modifying. Labels are uint8 (N, 1) integer class ids, or
+    Images are uint8 arrays shaped (N, S, S) for grey-scale and (N, S, S, 3) for colour sets,
+    where S is ``dataset.size`` (28, or 64, 128, 224 for MedMNIST+), memory-mapped read-only:
+    copy before modifying, and read large ones in batches (pathmnist's training images are
+    about 13 GB at 224). Labels are uint8 (N, 1) integer class ids, or
     (N, 14) zeros and ones for chestmnist.
 
     ``scratch_dir`` is empty at the start and deleted after the task; ``output_dir`` is kept in the

@@ -1,9 +1,14 @@
-"""The dataset registry and loading: the ten MedMNIST 28x28 subsets, their files and checks.
+"""The dataset registry and loading: the ten MedMNIST subsets, their files and checks.
 
 The published facts (task, classes, split sizes, URL, MD5) come from a metadata file in the
 format of ``medmnist.INFO``: the bundled ``medmnist_info.json`` unless another one is named.
-Files are the official ``{flag}.npz`` releases, kept in one data directory (by default the
-``medmnist`` package's own ``~/.medmnist``, so both share one cache).
+Files are the official releases, ``{flag}.npz`` at 28x28 and ``{flag}_{size}.npz`` at 64, 128
+and 224 (MedMNIST+), kept in one data directory (by default the ``medmnist`` package's own
+``~/.medmnist``, so both share one cache).
+
+Nothing here holds a split's images in memory: the archive is checked from its members' headers,
+and the images are streamed out of the zip into plain ``.npy`` files that are memory-mapped, so
+the harness's memory does not grow with the image size (pathmnist at 224 is about 16 GB).
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
+import tokenize
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+from zlib import error as zlib_error
 
 import numpy as np
 
@@ -48,12 +56,26 @@ ALIASES: dict[str, str] = {
     "organmnist_sagittal": "organsmnist",
 }
 
+#: The image sizes MedMNIST+ publishes (``medmnist`` 3.0: ``url_{size}``, ``MD5_{size}``).
+SIZES: tuple[int, ...] = (28, 64, 128, 224)
+DEFAULT_SIZE = 28
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 KEYS: tuple[str, ...] = tuple(f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels"))
 
 BUNDLED_INFO = resources.data_file("medmnist_info.json")
 _REQUIRED = ("task", "n_channels", "label", "n_samples")
 _FIX = "delete it or pass --redownload"
+#: How a damaged archive fails: in zipfile, zlib, or numpy's header parser (tokenize, ast).
+_DAMAGED = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    zipfile.BadZipFile,
+    zlib_error,
+    tokenize.TokenError,
+)
 
 
 @dataclass(frozen=True)
@@ -104,11 +126,17 @@ class Catalog:
         hint = did_you_mean(key, [*self.datasets, *self.aliases])
         raise DataError(f"unknown dataset '{name}'.{hint} Known: {known}")
 
-    def info(self, flag: str) -> DatasetInfo:
-        """The published facts about one dataset (``flag`` may be an alias)."""
+    def info(self, flag: str, size: int = DEFAULT_SIZE) -> DatasetInfo:
+        """The published facts about one dataset at one image size (``flag`` may be an alias).
+
+        The URL and MD5 are the metadata's ``url``/``MD5`` at 28 and ``url_{size}``/``MD5_{size}``
+        above (empty when the metadata has none).
+        """
         flag = self.resolve(flag)
+        size = check_size(size)
         d = self.datasets[flag]
         labels = {str(k): str(v) for k, v in d["label"].items()}
+        suffix = size_suffix(size)
         return DatasetInfo(
             flag=flag,
             task=d["task"],
@@ -116,19 +144,36 @@ class Catalog:
             n_classes=int(d.get("n_classes", len(labels))),
             labels=labels,
             n_samples={s: int(d["n_samples"][s]) for s in SPLITS},
-            url=d.get("url", ""),
-            md5=d.get("MD5", ""),
+            url=d.get(f"url{suffix}", ""),
+            md5=d.get(f"MD5{suffix}", ""),
             license=d.get("license", ""),
             python_class=d.get("python_class", ""),
+            size=size,
         )
+
+
+def check_size(size: int) -> int:
+    """``size`` if MedMNIST+ publishes it, else a one-line :class:`DataError`."""
+    if isinstance(size, bool) or size not in SIZES:
+        raise DataError(
+            f"unknown image size {size!r}; MedMNIST publishes {', '.join(map(str, SIZES))}"
+        )
+    return int(size)
+
+
+def size_suffix(size: int) -> str:
+    """``""`` at 28, ``"_{size}"`` above: what ``medmnist`` appends to file names and keys."""
+    return "" if size == DEFAULT_SIZE else f"_{size}"
 
 
 @dataclass
 class LoadedDataset:
-    """A dataset file that passed every check, with its six arrays in memory.
+    """A dataset file that passed every check.
 
-    ``verified`` is false only when ``allow_unverified`` let a file with the wrong MD5 through;
-    ``md5`` is the file's own MD5.
+    ``arrays`` holds the six arrays: the labels in memory (small), the images memory-mapped
+    read-only from the ``.npy`` files in ``files`` (streamed out of the archive once, into the
+    cache folder). ``verified`` is false only when ``allow_unverified`` let a file with the wrong
+    MD5 through; ``md5`` is the file's own MD5.
     """
 
     info: DatasetInfo
@@ -136,6 +181,7 @@ class LoadedDataset:
     verified: bool
     md5: str
     arrays: dict[str, np.ndarray]
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 def default_data_dir() -> Path:
@@ -144,9 +190,21 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".medmnist"
 
 
-def dataset_file(data_dir: Path, flag: str) -> Path:
-    """Where the file of ``flag`` lives in ``data_dir``."""
-    return Path(data_dir) / f"{flag}.npz"
+def default_cache_root() -> Path:
+    """Where images are materialized: ``$DECATHLON_HOME/arrays`` (default
+    ``~/.cache/decathlon/arrays``)."""
+    home = os.environ.get("DECATHLON_HOME")
+    return (Path(home) if home else Path.home() / ".cache" / "decathlon") / "arrays"
+
+
+def file_name(flag: str, size: int = DEFAULT_SIZE) -> str:
+    """The published file name: ``{flag}.npz`` at 28, ``{flag}_{size}.npz`` above."""
+    return f"{flag}{size_suffix(size)}.npz"
+
+
+def dataset_file(data_dir: Path, flag: str, size: int = DEFAULT_SIZE) -> Path:
+    """Where the file of ``flag`` at ``size`` lives in ``data_dir``."""
+    return Path(data_dir) / file_name(flag, size)
 
 
 def file_md5(path: Path, chunk: int = 1 << 20) -> str:
@@ -186,19 +244,20 @@ def _ensure(
     flag: str,
     data_dir: Path,
     *,
+    size: int,
     mirror: Optional[str],
     download: bool,
     allow_unverified: bool,
     progress: bool,
     redownload: bool,
 ) -> tuple[Path, bool, str]:
-    info = catalog.info(flag)
-    path = dataset_file(data_dir, info.flag)
+    info = catalog.info(flag, size)
+    path = dataset_file(data_dir, info.flag, size)
     if redownload:
         path.unlink(missing_ok=True)
         _sidecar(path).unlink(missing_ok=True)
     if not path.is_file():
-        url = f"{mirror.rstrip('/')}/{info.flag}.npz" if mirror else info.url
+        url = f"{mirror.rstrip('/')}/{path.name}" if mirror else info.url
         if not (download or redownload):
             raise DataError(
                 f"{path.name} is not in {path.parent} and downloading is off; download it from"
@@ -213,7 +272,7 @@ def _ensure(
     if info.md5 and md5 == info.md5.lower():
         return path, True, md5
     if not info.md5:
-        message = f"{path.name}: no MD5 is published for {info.flag}; cannot verify it"
+        message = f"{path.name}: no MD5 is published for {info.flag} at {size}; cannot verify it"
     else:
         message = (
             f"{path.name}: MD5 {md5} does not match the published {info.md5}; delete it or"
@@ -230,17 +289,19 @@ def ensure_file(
     flag: str,
     data_dir: Path,
     *,
+    size: int = DEFAULT_SIZE,
     mirror: Optional[str] = None,
     download: bool = True,
     allow_unverified: bool = False,
     progress: bool = True,
     redownload: bool = False,
 ) -> tuple[Path, bool]:
-    """Make sure ``{flag}.npz`` is in ``data_dir`` and matches the published MD5.
+    """Make sure the file of ``flag`` at ``size`` (:func:`file_name`) is in ``data_dir`` and
+    matches the published MD5.
 
-    A missing file is downloaded (from ``mirror + "/{flag}.npz"`` when a mirror base URL is
-    given, else from the published URL) unless ``download`` is false; ``redownload`` deletes
-    the file first. An existing file's MD5 is cached in a ``{flag}.npz.md5ok`` sidecar
+    A missing file is downloaded (from ``mirror + "/" + file_name(flag, size)`` when a mirror
+    base URL is given, else from the published URL) unless ``download`` is false; ``redownload``
+    deletes the file first. An existing file's MD5 is cached in a ``.md5ok`` sidecar beside it
     ("size mtime md5") and recomputed when size or mtime change. A mismatch raises
     :class:`DataError` unless ``allow_unverified``, which logs a warning instead. Returns
     ``(path, verified)``.
@@ -249,6 +310,7 @@ def ensure_file(
         catalog,
         flag,
         data_dir,
+        size=size,
         mirror=mirror,
         download=download,
         allow_unverified=allow_unverified,
@@ -258,34 +320,53 @@ def ensure_file(
     return path, verified
 
 
-def _expect(name: str, key: str, arr: np.ndarray, tail: tuple[int, ...]) -> None:
-    if arr.ndim != 1 + len(tail) or arr.shape[1:] != tail:
-        n = arr.shape[0] if arr.ndim else "N"
-        expected = "(" + ", ".join(str(d) for d in (n, *tail)) + ")"
-        raise DataError(f"{name}: {key} has shape {arr.shape}; expected {expected}")
+@dataclass(frozen=True)
+class Member:
+    """One array of an archive, as its ``.npy`` header describes it (no data read)."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
 
 
-def _validate(name: str, info: DatasetInfo, arrays: dict[str, np.ndarray]) -> None:
-    image_tail = (28, 28) if info.n_channels == 1 else (28, 28, info.n_channels)
+def _expected(info: DatasetInfo, key: str, n: Any) -> tuple[Any, ...]:
+    if key.endswith("_labels"):
+        return (n, info.n_classes if info.task == MULTI_LABEL else 1)
+    side = info.size
+    return (n, side, side) if info.n_channels == 1 else (n, side, side, info.n_channels)
+
+
+def _validate(
+    name: str, info: DatasetInfo, members: dict[str, Member], labels: dict[str, np.ndarray]
+) -> None:
+    """Check dtypes and shapes from the headers, then the label values (held in memory)."""
     multi = info.task == MULTI_LABEL
     for split in SPLITS:
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        for key, arr in ((f"{split}_images", images), (f"{split}_labels", labels)):
-            if arr.dtype != np.uint8:
-                raise DataError(f"{name}: {key} has dtype {arr.dtype}; expected uint8")
-        _expect(name, f"{split}_images", images, image_tail)
-        _expect(name, f"{split}_labels", labels, (info.n_classes if multi else 1,))
-        if len(images) != len(labels):
+        images, labels_key = members[f"{split}_images"], f"{split}_labels"
+        for member in (images, members[labels_key]):
+            if member.dtype != np.uint8:
+                raise DataError(f"{name}: {member.key} has dtype {member.dtype}; expected uint8")
+            n = member.shape[0] if member.shape else "N"
+            expected = _expected(info, member.key, n)
+            if member.shape != expected:
+                shown = "(" + ", ".join(str(d) for d in expected) + ")"
+                raise DataError(f"{name}: {member.key} has shape {member.shape}; expected {shown}")
+        n_images, n_labels = images.shape[0], members[labels_key].shape[0]
+        if n_images != n_labels:
             raise DataError(
-                f"{name}: {split}_images has {len(images)} images but {split}_labels has"
-                f" {len(labels)} rows"
+                f"{name}: {split}_images has {n_images} images but {split}_labels has"
+                f" {n_labels} rows"
             )
-        if len(images) != info.n_samples[split]:
+        if n_images != info.n_samples[split]:
             raise DataError(
-                f"{name}: {split} has {len(images)} images; the published size is"
+                f"{name}: {split} has {n_images} images; the published size is"
                 f" {info.n_samples[split]}"
             )
-        top = int(labels.max()) if labels.size else 0
+        values = labels.get(labels_key)
+        if values is None:
+            continue
+        top = int(values.max()) if values.size else 0
         if multi and top > 1:
             raise DataError(f"{name}: {split}_labels has values other than 0 and 1 (up to {top})")
         if not multi and top >= info.n_classes:
@@ -295,37 +376,101 @@ def _validate(name: str, info: DatasetInfo, arrays: dict[str, np.ndarray]) -> No
             )
 
 
-def _read_npz(path: Path, keys: Sequence[str] = KEYS) -> dict[str, np.ndarray]:
-    """Read ``keys`` from the archive (every one of the six must be there)."""
+def _npy_header(handle: Any, key: str) -> Member:
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    return Member(key, tuple(int(d) for d in shape), np.dtype(dtype), bool(fortran))
+
+
+def _unreadable(name: str, exc: BaseException) -> DataError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return DataError(f"{name}: is not a readable .npz (truncated or corrupt?): {reason}; {_FIX}")
+
+
+def _open_archive(path: Path) -> zipfile.ZipFile:
+    """The file as a zip archive, or a one-line :class:`DataError` saying what it is instead."""
     name = path.name
-    key = ""
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise DataError(f"{name}: holds a single array, not an .npz archive; {_FIX}")
-        with npz:
-            missing = [k for k in KEYS if k not in npz.files]
-            if missing:
-                has = ", ".join(npz.files) or "nothing"
-                raise DataError(f"{name}: missing {', '.join(missing)} (has {has})")
-            arrays: dict[str, np.ndarray] = {}
-            for key in keys:
-                arrays[key] = npz[key]
-            return arrays
-    except DataError:
+        return zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        if head.startswith(b"\x93NUMPY"):
+            raise DataError(f"{name}: holds a single array, not an .npz archive; {_FIX}") from exc
+        if head[:1] == b"\x80":  # a pickle's protocol opcode: never unpickled
+            raise DataError(
+                f"{name}: holds pickled Python objects, not arrays; refusing to load it; {_FIX}"
+            ) from exc
+        raise _unreadable(name, exc) from exc
+
+
+def read_members(path: Path) -> dict[str, Member]:
+    """The six arrays' headers, read from the archive without decompressing their data.
+
+    Raises a one-line :class:`DataError` naming the file when it is not an ``.npz``, lacks a key,
+    or holds an object (pickled) array.
+    """
+    name = Path(path).name
+    with _open_archive(Path(path)) as archive:
+        files = [f.removesuffix(".npy") for f in archive.namelist()]
+        missing = [k for k in KEYS if k not in files]
+        if missing:
+            has = ", ".join(files) or "nothing"
+            raise DataError(f"{name}: missing {', '.join(missing)} (has {has})")
+        members = {}
+        for key in KEYS:
+            try:
+                with archive.open(f"{key}.npy") as handle:
+                    members[key] = _npy_header(handle, key)
+            except _DAMAGED as exc:
+                raise _unreadable(name, exc) from exc
+            if members[key].dtype.hasobject:
+                raise DataError(
+                    f"{name}: {key} is an object array (pickled Python objects); refusing to"
+                    f" load it; {_FIX}"
+                )
+    return members
+
+
+def _read_labels(path: Path) -> dict[str, np.ndarray]:
+    """The three label arrays (small: at most N x 14 bytes), streamed from the archive."""
+    labels = {}
+    with _open_archive(path) as archive:
+        for key in KEYS:
+            if not key.endswith("_labels"):
+                continue
+            try:
+                with archive.open(f"{key}.npy") as handle:
+                    labels[key] = np.lib.format.read_array(handle, allow_pickle=False)
+            except _DAMAGED as exc:
+                raise _unreadable(path.name, exc) from exc
+    return labels
+
+
+def _stream_member(path: Path, key: str, dest: Path, chunk: int = 1 << 22) -> None:
+    """Copy the ``{key}.npy`` member out of the archive to ``dest`` in chunks.
+
+    An ``.npz`` member is a complete ``.npy`` file, so the copy is memory-mappable as it is;
+    zipfile checks the member's CRC when the copy reaches its end. Written to a temporary name
+    and renamed, so ``dest`` is complete or absent.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(path) as archive:
+            with archive.open(f"{key}.npy") as member:
+                shutil.copyfileobj(member, out, chunk)
+        os.replace(tmp, dest)
+    except _DAMAGED as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:  # disk full, permissions
+            raise DataError(f"{dest.parent}: cannot write {dest.name}: {exc.strerror}") from exc
+        raise _unreadable(path.name, exc) from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
-    except Exception as exc:  # a damaged file fails in zipfile, zlib or numpy's header parser
-        if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
-            what = (
-                f"{key} is an object array (pickled Python objects)"
-                if key
-                else ("holds pickled Python objects, not arrays")
-            )
-            raise DataError(f"{name}: {what}; refusing to load it; {_FIX}") from exc
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(
-            f"{name}: is not a readable .npz (truncated or corrupt?): {reason}; {_FIX}"
-        ) from exc
 
 
 def load(
@@ -333,82 +478,102 @@ def load(
     flag: str,
     data_dir: Path,
     *,
+    size: int = DEFAULT_SIZE,
     mirror: Optional[str] = None,
     download: bool = True,
     allow_unverified: bool = False,
     progress: bool = True,
     redownload: bool = False,
     cache_root: Optional[Path] = None,
+    images: bool = True,
 ) -> LoadedDataset:
-    """Ensure the file (as :func:`ensure_file`), read it without pickles and check every array.
+    """Ensure the file (as :func:`ensure_file`), check it and make its images memory-mappable.
 
-    Checks: the six keys, uint8, image shape (N, 28, 28) or (N, 28, 28, 3), label shape (N, 1)
-    or (N, n_classes) for multi-label, label values, and each split's size against the
-    published one. Any problem raises a one-line :class:`DataError` naming the file.
+    Checks, from the members' headers: the six keys, uint8, image shape (N, size, size) or
+    (N, size, size, 3), label shape (N, 1) or (N, n_classes) for multi-label, each split's size
+    against the published one; then the label values. Any problem raises a one-line
+    :class:`DataError` naming the file; nothing is ever unpickled.
 
-    With ``cache_root``, images that :func:`materialize` already wrote for this file (same MD5)
-    are memory-mapped from there instead of decompressed again; labels always come from the
-    archive.
+    The images are then streamed out of the archive into ``.npy`` files under ``cache_root``
+    (default :func:`default_cache_root`) in a folder named after the file and its MD5, unless
+    they are already there, and memory-mapped read-only from there: no split's images are ever
+    held in memory. The labels are read into memory. With ``images=False`` only the labels are
+    read (``arrays`` then holds no images).
     """
     path, verified, md5 = _ensure(
         catalog,
         flag,
         data_dir,
+        size=size,
         mirror=mirror,
         download=download,
         allow_unverified=allow_unverified,
         progress=progress,
         redownload=redownload,
     )
-    info = catalog.info(flag)
-    cached = _cached_images(cache_root, flag, md5) if cache_root is not None else {}
-    arrays = _read_npz(path, [k for k in KEYS if k not in cached])
-    arrays.update(cached)
-    _validate(path.name, info, arrays)
-    return LoadedDataset(info=info, path=path, verified=verified, md5=md5, arrays=arrays)
+    info = catalog.info(flag, size)
+    members = read_members(path)
+    _validate(path.name, info, members, {})  # shapes first: no label is read from a bad file
+    labels = _read_labels(path)
+    _validate(path.name, info, members, labels)
+    if not images:
+        return LoadedDataset(info=info, path=path, verified=verified, md5=md5, arrays=labels)
+    folder = _cache_folder(Path(cache_root or default_cache_root()), info, md5)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = dict(labels)
+    files: dict[str, Path] = {}
+    for key in (k for k in KEYS if k.endswith("_images")):
+        dest = folder / f"{key}.npy"
+        if not dest.is_file():
+            log.info("%s: writing %s to %s", path.name, key, dest)
+            _stream_member(path, key, dest)
+        try:
+            arrays[key] = np.load(dest, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{dest}: cannot memory-map it ({exc}); delete {folder}") from exc
+        if arrays[key].shape != members[key].shape or arrays[key].dtype != members[key].dtype:
+            raise DataError(f"{dest}: does not match {path.name}; delete {folder}")
+        files[key] = dest
+    return LoadedDataset(
+        info=info, path=path, verified=verified, md5=md5, arrays=arrays, files=files
+    )
 
 
-def _cache_folder(cache_root: Path, flag: str, md5: str) -> Path:
-    return Path(cache_root) / f"{flag}-{md5[:12]}"
-
-
-def _cached_images(cache_root: Path, flag: str, md5: str) -> dict[str, np.ndarray]:
-    """The images :func:`materialize` wrote for this file, memory-mapped; {} if any is missing."""
-    folder = _cache_folder(cache_root, flag, md5)
-    keys = [k for k in KEYS if k.endswith("_images")]
-    try:
-        return {k: np.load(folder / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in keys}
-    except (OSError, ValueError):
-        return {}
+def _cache_folder(cache_root: Path, info: DatasetInfo, md5: str) -> Path:
+    return Path(cache_root) / f"{info.flag}{size_suffix(info.size)}-{md5[:12]}"
 
 
 def materialize(
     loaded: LoadedDataset, cache_root: Path, keys: tuple[str, ...] = KEYS
 ) -> dict[str, Path]:
-    """Write the arrays ``keys`` (default: all six) as plain ``.npy`` files for
+    """The arrays ``keys`` (default: all six) as plain ``.npy`` files for
     ``np.load(..., mmap_mode="r")``.
 
-    They go under ``cache_root / f"{flag}-{md5[:12]}"``; each is written to a temporary name and
-    moved into place, and one already there is kept. Returns key -> path.
+    They go under ``cache_root`` in a folder named after the file and its MD5 (where
+    :func:`load` already streamed the images); each is written to a temporary name and moved
+    into place, and one already there is kept. Returns key -> path.
     """
-    folder = _cache_folder(cache_root, loaded.info.flag, loaded.md5)
+    folder = _cache_folder(cache_root, loaded.info, loaded.md5)
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     for key in keys:
         dest = folder / f"{key}.npy"
         if not dest.is_file():
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, np.ascontiguousarray(loaded.arrays[key]), allow_pickle=False)
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            if key in loaded.files:  # an image file of another cache root: stream it again
+                _stream_member(loaded.path, key, dest)
+            else:
+                fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=folder)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        np.save(f, np.ascontiguousarray(loaded.arrays[key]), allow_pickle=False)
+                    os.replace(tmp, dest)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
         paths[key] = dest
     return paths
 
 
-def is_cached(catalog: Catalog, flag: str, data_dir: Path) -> bool:
-    """Whether the file of ``flag`` is in ``data_dir`` (its MD5 is not checked)."""
-    return dataset_file(data_dir, catalog.resolve(flag)).is_file()
+def is_cached(catalog: Catalog, flag: str, data_dir: Path, size: int = DEFAULT_SIZE) -> bool:
+    """Whether the file of ``flag`` at ``size`` is in ``data_dir`` (its MD5 is not checked)."""
+    return dataset_file(data_dir, catalog.resolve(flag), size).is_file()

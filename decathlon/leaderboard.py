@@ -1,9 +1,9 @@
 """The leaderboard: rows with a fixed column order, written atomically, and the decathlon mean.
 
-One row per (adapter, dataset, seed, split), whatever the task's status, plus one ``decathlon``
-row per (adapter, seed) holding the mean test AUC and ACC over the ten datasets: status ``ok``
-only when all ten are ``ok``, else ``incomplete`` with empty scores and the missing datasets
-named. The mean is never taken over fewer than ten.
+One row per (adapter, dataset, size, seed, split), whatever the task's status, plus one
+``decathlon`` row per (adapter, size, seed) holding the mean test AUC and ACC over the ten
+datasets: status ``ok`` only when all ten are ``ok``, else ``incomplete`` with empty scores and
+the missing datasets named. The mean is never taken over fewer than ten, nor over sizes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ COLUMNS = (
     "run_id",
     "adapter",
     "dataset",
+    "size",
     "seed",
     "split",
     "status",
@@ -82,15 +83,16 @@ def read(path: Path) -> list[Row]:
 
 
 def summarize(rows: Sequence[Row], datasets: Sequence[str]) -> list[Row]:
-    """One ``decathlon`` row per (run_id, adapter, seed): the mean test scores over ``datasets``."""
-    groups: dict[tuple[str, str, str], dict[str, Row]] = {}
+    """One ``decathlon`` row per (run_id, adapter, size, seed): the mean test scores over
+    ``datasets`` (never over several image sizes)."""
+    groups: dict[tuple[str, str, str, str], dict[str, Row]] = {}
     for row in rows:
         if row["dataset"] == SUMMARY_DATASET or row["split"] != "test":
             continue
-        key = (str(row["run_id"]), str(row["adapter"]), str(row["seed"]))
+        key = (str(row["run_id"]), str(row["adapter"]), str(row.get("size")), str(row["seed"]))
         groups.setdefault(key, {})[row["dataset"]] = row
     summary = []
-    for (run_id, adapter, seed), by_dataset in groups.items():
+    for (run_id, adapter, size, seed), by_dataset in groups.items():
         ok = [by_dataset[d] for d in datasets if by_dataset.get(d, {}).get("status") == "ok"]
         missing = [
             f"{d} ({by_dataset[d]['status']})" if d in by_dataset else f"{d} (not run)"
@@ -103,6 +105,7 @@ def summarize(rows: Sequence[Row], datasets: Sequence[str]) -> list[Row]:
             "run_id": run_id,
             "adapter": adapter,
             "dataset": SUMMARY_DATASET,
+            "size": size,
             "seed": seed,
             "split": "test",
             "status": "ok" if complete else "incomplete",

@@ -60,6 +60,7 @@ class RunConfig:
 
     adapter: str
     profile: str = "paper"
+    size: int = datasets.DEFAULT_SIZE  # image side: 28, or 64 / 128 / 224 (MedMNIST+)
     datasets: tuple[str, ...] | None = None  # None: the profile's, else all ten
     seeds: tuple[int, ...] | None = None  # None: the profile's
     scale_factor: float = 1.0
@@ -157,6 +158,7 @@ class Runner:
         self.registry = registry
         self.reporter: Reporter = reporter or NullReporter()
         self.adapter: Adapter = registry.get(config.adapter)
+        check_size(self.adapter, config.size)
         self.catalog = datasets.Catalog.load(Path(config.info_path) if config.info_path else None)
         self.budgets = budgets_module.load(
             Path(config.budgets_path) if config.budgets_path else None,
@@ -186,7 +188,7 @@ class Runner:
         """Every task of the run with its budget, in run order; nothing is started."""
         tasks = []
         for flag in self.flags():
-            info = self.catalog.info(flag)
+            info = self.catalog.info(flag, self.config.size)
             budget = self.budgets.resolve(
                 self.config.profile,
                 self.adapter,
@@ -307,6 +309,7 @@ class Runner:
                 self.catalog,
                 flag,
                 self.data_dir,
+                size=self.config.size,
                 mirror=self.config.mirror,
                 download=self.config.download,
                 allow_unverified=self.config.allow_unverified,
@@ -362,6 +365,7 @@ class Runner:
                 "sha256": hashlib.sha256(budgets_path.read_bytes()).hexdigest(),
             },
             "datasets": self.flags(),
+            "size": self.config.size,
             "seeds": list(self.seeds()),
             "device": self.device,
             "sandbox": self.sandbox.record(),
@@ -378,6 +382,7 @@ class Runner:
             "run_id": run_dir.name,
             "adapter": self.adapter.name,
             "dataset": task.dataset.flag,
+            "size": task.dataset.size,
             "seed": task.seed,
             "task": task.dataset.task,
             "profile": self.config.profile,
@@ -572,6 +577,8 @@ def collect_rows(run_dir: Path) -> list[dict[str, Any]]:
     for result in sorted((run_dir / "tasks").glob("*/seed*/result.json")):
         data = _read_json(result)
         if data:
+            for row in data["rows"]:
+                row.setdefault("size", datasets.DEFAULT_SIZE)  # written before sizes existed
             rows.extend(data["rows"])
     order = {flag: i for i, flag in enumerate(datasets.DECATHLON_FLAGS)}
     split_order = {s: i for i, s in enumerate(leaderboard.SPLITS)}
@@ -657,7 +664,14 @@ def score(
             continue
         row["auc"], row["acc"] = results[split]
         metrics.save_evaluator_csv(
-            evaluator_dir, info.flag, split, loaded[split], row["auc"], row["acc"], run_id
+            evaluator_dir,
+            info.flag,
+            split,
+            loaded[split],
+            row["auc"],
+            row["acc"],
+            run_id,
+            size=info.size,
         )
         rows.append(row)
     return rows
@@ -709,6 +723,18 @@ def worker_environment(n_jobs: int, device: str) -> dict[str, str]:
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
+
+
+def check_size(adapter: Adapter, size: int) -> None:
+    """Refuse, in one line, a size that MedMNIST does not publish or the adapter does not take."""
+    datasets.check_size(size)
+    if size not in adapter.sizes:
+        supported = ", ".join(str(s) for s in adapter.sizes)
+        raise DecathlonError(
+            f"adapter '{adapter.name}' does not take {size}x{size} images (it declares sizes"
+            f" {supported}); choose --size {adapter.sizes[0]}"
+            + (" or another adapter" if len(adapter.sizes) == 1 else "")
+        )
 
 
 def resolve_device(requested: str, adapter: Adapter) -> str:

@@ -7,6 +7,7 @@ Files have the real keys, dtypes and shapes, a learnable signal and every class 
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from decathlon.contract import MULTI_LABEL
-from decathlon.datasets import BUNDLED_INFO, file_md5
+from decathlon.datasets import BUNDLED_INFO, DEFAULT_SIZE, dataset_file, file_md5, size_suffix
 
 TINY_SIZES: dict[str, int] = {"train": 60, "val": 30, "test": 30}
 
@@ -27,40 +28,77 @@ def make_medmnist_npz(
     n_classes: int,
     sizes: dict[str, int],
     seed: int,
+    image_size: int = 28,
+    *,
+    compresslevel: int | None = None,
 ) -> None:
     """Write a MedMNIST-format ``.npz`` with a learnable signal and every class in every split.
 
     Single-label sets: the image brightness rises with the class id (plus per-image and
     per-pixel noise), labels uint8 (N, 1). Multi-label (``task`` "multi-label, binary-class"):
-    label j brightens rows 2j and 2j+1, labels uint8 (N, n_classes) of zeros and ones, each
-    column holding both values. Images are (N, 28, 28), or (N, 28, 28, n_channels) when
-    ``n_channels`` > 1. ``flag`` only names the file in error messages.
+    label j brightens the band of rows 2j..2j+1 of 28 (scaled to ``image_size``), labels uint8
+    (N, n_classes) of zeros and ones, each column holding both values. Images are
+    (N, image_size, image_size), or (N, image_size, image_size, n_channels) when ``n_channels``
+    > 1. ``flag`` only names the file in error messages.
+
+    Written as ``np.savez_compressed`` writes (a deflated zip of ``.npy`` members, in the key
+    order of the published files), but member by member and a few images at a time, so that
+    files of any size (pathmnist at 224 is 16 GB of pixels) are made in little memory.
+    ``compresslevel`` is zlib's (None: zipfile's default, as numpy).
     """
     rng = np.random.default_rng(seed)
     multi = task == MULTI_LABEL
-    arrays: dict[str, np.ndarray] = {}
-    for split, n in sizes.items():
-        if n < (2 if multi else n_classes):
-            raise ValueError(f"{flag}: {split} size {n} is too small for {n_classes} classes")
-        shape = (n, 28, 28) + ((n_channels,) if n_channels > 1 else ())
-        noise = rng.normal(0.0, 25.0, size=shape)
-        if multi:
-            labels = (rng.random((n, n_classes)) < 0.3).astype(np.uint8)
-            for j in range(n_classes):  # both values present in every column
-                labels[(2 * j) % n, j] = 1
-                labels[(2 * j + 1) % n, j] = 0
-            signal = np.full(shape, 60.0)
-            for j in range(n_classes):
-                rows = slice((2 * j) % 28, (2 * j) % 28 + 2)
-                signal[:, rows] += 90.0 * labels[:, j].reshape((n,) + (1,) * (len(shape) - 1))
-        else:
-            labels = rng.permutation(np.arange(n) % n_classes).astype(np.uint8)[:, None]
-            step = 170.0 / max(n_classes - 1, 1)
-            level = 40.0 + step * labels[:, 0] + rng.normal(0.0, step / 3, size=n)
-            signal = level.reshape((n,) + (1,) * (len(shape) - 1)) * np.ones(shape)
-        arrays[f"{split}_images"] = np.clip(signal + noise, 0, 255).astype(np.uint8)
-        arrays[f"{split}_labels"] = labels
-    np.savez_compressed(path, **arrays)
+    side = int(image_size)
+    tail = (side, side) + ((n_channels,) if n_channels > 1 else ())
+    per_image = int(np.prod(tail))
+    chunk = max(1, (1 << 23) // per_image)  # about 8 M pixels (32 MB of float32) at a time
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(
+        tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel, allowZip64=True
+    ) as archive:
+        for split, n in sizes.items():
+            if n < (2 if multi else n_classes):
+                raise ValueError(f"{flag}: {split} size {n} is too small for {n_classes} classes")
+            if multi:
+                labels = (rng.random((n, n_classes)) < 0.3).astype(np.uint8)
+                for j in range(n_classes):  # both values present in every column
+                    labels[(2 * j) % n, j] = 1
+                    labels[(2 * j + 1) % n, j] = 0
+            else:
+                labels = rng.permutation(np.arange(n) % n_classes).astype(np.uint8)[:, None]
+            header = {"descr": "|u1", "fortran_order": False, "shape": (n, *tail)}
+            with archive.open(f"{split}_images.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, header)
+                for start in range(0, n, chunk):
+                    rows = labels[start : start + chunk]
+                    member.write(_images(rng, rows, multi, n_classes, tail).tobytes())
+            with archive.open(f"{split}_labels.npy", "w") as member:
+                np.lib.format.write_array(member, labels, allow_pickle=False)
+    tmp.replace(path)
+
+
+def _images(
+    rng: np.random.Generator, labels: np.ndarray, multi: bool, n_classes: int, tail: tuple[int, ...]
+) -> np.ndarray:
+    """uint8 images (len(labels), *tail) whose pixels carry the labels' signal."""
+    n, side = len(labels), tail[0]
+    shape = (n, *tail)
+    ones = (n,) + (1,) * len(tail)
+    pixels = rng.standard_normal(shape, dtype=np.float32) * 25.0
+    if multi:
+        pixels += 60.0
+        for j in range(n_classes):
+            low = ((2 * j) % 28) * side // 28
+            high = ((2 * j) % 28 + 2) * side // 28
+            pixels[:, low:high] += 90.0 * labels[:, j].reshape(ones).astype(np.float32)
+    else:
+        step = 170.0 / max(n_classes - 1, 1)
+        level = 40.0 + step * labels[:, 0] + rng.normal(0.0, step / 3, size=n)
+        pixels += level.astype(np.float32).reshape(ones)
+    np.clip(pixels, 0, 255, out=pixels)
+    return pixels.astype(np.uint8)
 
 
 def bundled_info() -> dict[str, Any]:
@@ -72,12 +110,15 @@ def write_tiny(
     flags: Iterable[str],
     meta: dict[str, Any],
     sizes: dict[str, int] | None = None,
+    image_size: int = DEFAULT_SIZE,
 ) -> None:
-    """Generate files for ``flags`` and rewrite their entries in ``meta`` to match them."""
+    """Generate files for ``flags`` at ``image_size`` and rewrite their entries in ``meta`` to
+    match them (``MD5``/``url`` at 28, ``MD5_{size}``/``url_{size}`` above)."""
     sizes = dict(sizes or TINY_SIZES)
+    suffix = size_suffix(image_size)
     for i, flag in enumerate(flags):
         entry = meta["datasets"][flag]
-        path = data_dir / f"{flag}.npz"
+        path = dataset_file(data_dir, flag, image_size)
         make_medmnist_npz(
             path,
             flag,
@@ -86,10 +127,11 @@ def write_tiny(
             entry["n_classes"],
             sizes,
             seed=1000 + i,
+            image_size=image_size,
         )
         entry["n_samples"] = dict(sizes)
-        entry["MD5"] = file_md5(path)
-        entry["url"] = f"http://127.0.0.1:9/nowhere/{flag}.npz"
+        entry[f"MD5{suffix}"] = file_md5(path)
+        entry[f"url{suffix}"] = f"http://127.0.0.1:9/nowhere/{path.name}"
 
 
 def write_info(meta: dict[str, Any], path: Path) -> Path:
@@ -98,9 +140,13 @@ def write_info(meta: dict[str, Any], path: Path) -> Path:
 
 
 def write_catalog(
-    root: Path, flags: Iterable[str] | None = None, sizes: dict[str, int] | None = None
+    root: Path,
+    flags: Iterable[str] | None = None,
+    sizes: dict[str, int] | None = None,
+    image_size: int = DEFAULT_SIZE,
 ) -> tuple[Path, Path]:
-    """Generated files for ``flags`` (default: all ten) in ``root/data`` and ``root/info.json``.
+    """Generated files for ``flags`` (default: all ten) at ``image_size`` in ``root/data`` and
+    ``root/info.json``.
 
     Returns (data_dir, info_path); pass the latter as ``--info``/``DECATHLON_INFO``/
     ``RunConfig.info_path``. Datasets not generated keep their published entries.
@@ -108,5 +154,5 @@ def write_catalog(
     data_dir = root / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     meta = bundled_info()
-    write_tiny(data_dir, list(flags or meta["datasets"]), meta, sizes)
+    write_tiny(data_dir, list(flags or meta["datasets"]), meta, sizes, image_size)
     return data_dir, write_info(meta, root / "info.json")

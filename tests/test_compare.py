@@ -56,6 +56,7 @@ def write_run(
     skip: Iterable[str] = (),
     splits: bool = True,
     seed_noise: float = 0.0,
+    size: int = 28,
 ) -> Path:
     """Write a run directory with a leaderboard.csv in the project format; return the directory.
 
@@ -86,6 +87,7 @@ def write_run(
                         run_id=run_id,
                         adapter=adapter,
                         dataset=dataset,
+                        size=size,
                         seed=seed,
                         split=split,
                         status=status,
@@ -104,7 +106,12 @@ def write_run(
                     missing.append(f"{dataset} ({status})")
             summary = {c: "" for c in COLUMNS}
             summary.update(
-                run_id=run_id, adapter=adapter, dataset="decathlon", seed=seed, split="test"
+                run_id=run_id,
+                adapter=adapter,
+                dataset="decathlon",
+                size=size,
+                seed=seed,
+                split="test",
             )
             summary["profile"] = profile
             if not missing:

@@ -60,6 +60,7 @@ ADAPTER = Adapter(
         "score_train": True,  # when it fits before the hard limit
     },
     version="vertex-ai-automl-edge",
+    sizes=(28, 64, 128, 224),  # images are resized to the edge model's input anyway
 )
 
 

@@ -2,7 +2,7 @@
 
 Layout written under ``out_dir``::
 
-    images/<ml_use>/<flag>_<ml_use>_<index>.png   one PNG per image (grey "L" or "RGB"), 28x28
+    images/<ml_use>/<flag>_<ml_use>_<index>.png   one PNG per image (grey "L" or "RGB"), --size
     <flag>_import.csv                             the Vertex AI import file
     labels.json                                   class id <-> dataset name <-> Vertex label
 
@@ -117,7 +117,8 @@ def export_dataset(
     """Write PNGs, the Vertex AI import CSV and ``labels.json`` under ``out_dir``; return the CSV.
 
     ``splits`` maps an ML_USE value (``training``, ``validation``, ``test``) to ``(images,
-    labels)`` as MedMNIST stores them: uint8 images (N, 28, 28) or (N, 28, 28, 3), labels (N, 1)
+    labels)`` as MedMNIST stores them: uint8 images (N, S, S) or (N, S, S, 3) (S = 28, or 64,
+    128, 224; memory-mapped arrays are read one image at a time), labels (N, 1)
     class ids or (N, n_classes) zeros and ones for multi-label. Every row carries labels: Vertex
     reads a ``test`` row without labels as unlabelled, so a split whose labels must stay hidden is
     left out rather than exported bare. ``gcs_prefix`` (``gs://bucket/path``) makes the CSV's
@@ -191,6 +192,14 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--info", type=Path, help="dataset metadata file (default: bundled)")
     parser.add_argument(
+        "--size",
+        type=int,
+        default=28,
+        choices=(28, 64, 128, 224),
+        metavar="PIXELS",
+        help="image size: 28, 64, 128 or 224 (MedMNIST+; default 28)",
+    )
+    parser.add_argument(
         "--no-download", action="store_true", help="never download; fail if the file is missing"
     )
     return parser
@@ -205,7 +214,12 @@ def run_cli(args: argparse.Namespace) -> int:
     catalog = datasets.Catalog.load(args.info)
     data_dir = args.data_dir or datasets.default_data_dir()
     loaded = datasets.load(
-        catalog, args.dataset, Path(data_dir), download=not args.no_download, progress=False
+        catalog,
+        args.dataset,
+        Path(data_dir),
+        size=args.size,
+        download=not args.no_download,
+        progress=False,
     )
     splits = {
         ml_use: (loaded.arrays[f"{split}_images"], loaded.arrays[f"{split}_labels"])

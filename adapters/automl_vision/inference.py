@@ -6,13 +6,14 @@ model's output columns) and, when Vertex AI wrote one, ``tflite_metadata.json``;
 sit beside them and then names the labels, else they are derived from the dataset's label names
 exactly as the export derives them.
 
-Input: each 28x28 image is resized to the model's input size with Pillow (``resize`` option:
-``bilinear``, the default, or ``nearest``), grey images are repeated to three channels when the
-model wants three (colour ones are converted to luminance when it wants one). Integer inputs
-(AutoML's ``QUANTIZED_UINT8`` models) get the raw pixel values, the convention of uint8 image
-models, unless ``input_range`` ("lo,hi") names the real-valued range the model was trained on;
-then the pixels are scaled to that range and quantized with the input tensor's own
-(scale, zero point). Float inputs get the pixels scaled to ``input_range``, by default [0, 1].
+Input: each image (28x28, or MedMNIST+ 64 to 224) is resized to the model's input size with
+Pillow (``resize`` option: ``bilinear``, the default, or ``nearest``), grey images are repeated
+to three channels when the model wants three (colour ones are converted to luminance when it
+wants one). Integer inputs (AutoML's ``QUANTIZED_UINT8`` models) get the raw pixel values, the
+convention of uint8 image models, unless ``input_range`` ("lo,hi") names the real-valued range
+the model was trained on; then the pixels are scaled to that range and quantized with the input
+tensor's own (scale, zero point). Float inputs get the pixels scaled to ``input_range``, by
+default [0, 1].
 
 Output: integer outputs are dequantized with the output tensor's (scale, zero point). Rows that
 are not probabilities (a value below 0 or above 1) are treated as logits: softmax for
@@ -139,7 +140,7 @@ def parse_range(text: Any) -> Optional[tuple[float, float]]:
 def prepare_images(
     images: np.ndarray, height: int, width: int, channels: int, resize: str = "bilinear"
 ) -> np.ndarray:
-    """uint8 (N, 28, 28[, 3]) -> uint8 (N, height, width, channels), resized with Pillow."""
+    """uint8 (N, S, S[, 3]) -> uint8 (N, height, width, channels), resized with Pillow."""
     from PIL import Image
 
     if resize not in RESIZE_MODES:
