@@ -487,7 +487,7 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
             from decathlon.distributed import local_jobs
 
             config.n_jobs = local_jobs(args.workers)
-        run_dir = (parent / f"{name}-{config.profile}-{stamp}").resolve()
+        run_dir = (parent / f"{name}-{config.profile}-{config.size}-{stamp}").resolve()
         if (run_dir / "config.json").exists():
             raise DecathlonError(f"{run_dir} already holds a run; choose another --run-dir")
         reporter = (
