@@ -84,6 +84,8 @@ REFERENCE_LABELS = {
     "medmnist_v2_scidata2023": "paper_v2",
     "medmnist_plus_scirep2025": "paper_plus",
 }
+#: ``adapter_version`` of the published rows in the reference leaderboards.
+PUBLISHED = "published"
 #: The image sizes a leaderboard's ``size`` column may hold.
 SIZES = datasets.SIZES
 
@@ -241,6 +243,8 @@ def read_leaderboard(path: Path) -> Leaderboard:
                 raise fail(i, f"{metric} {text} is outside [0, 1]")
         if dataset != SUMMARY_DATASET and status == "ok" and split != "train":
             empty = [m for m in METRICS if row[m] == ""]
+            if row["adapter_version"] == PUBLISHED and len(empty) < len(METRICS):
+                empty = []  # a published row leaves empty what its source does not report
             if empty:
                 raise fail(i, f"status ok but no {' or '.join(empty)} for the {split} split")
         if status == leaderboard.NOT_GIVEN:
@@ -399,6 +403,10 @@ class Method:
         if pair is None:
             return math.nan
         return pair[METRICS.index(metric)]
+
+    def unreported(self, metric: str) -> bool:
+        """Whether no dataset has this metric (a published method whose source gives none)."""
+        return all(math.isnan(self.test(d, metric)) for d in self.datasets)
 
     def mean(self, metric: str) -> float:
         """The mean over the compared datasets, NaN unless the method has every one of them."""
@@ -610,10 +618,13 @@ def _mean_ranks(table: pd.DataFrame, metric: str, chosen: Sequence[str]) -> pd.S
     from scipy.stats import rankdata
 
     ranks = pd.Series(np.nan, index=table.index, dtype=float)
-    complete = table[table["complete"].astype(bool)]
+    columns = [f"{d}_{metric}" for d in chosen]
+    # Complete methods that report this metric (published kNN rows have no AUC).
+    reported = table[columns].notna().all(axis=1)
+    complete = table[table["complete"].astype(bool) & reported]
     if complete.empty:
         return ranks
-    values = complete[[f"{d}_{metric}" for d in chosen]].to_numpy(dtype=float)
+    values = complete[columns].to_numpy(dtype=float)
     # Rank within each dataset (column), higher score = rank 1, ties share the mean rank.
     per_dataset = np.column_stack([rankdata(-values[:, j]) for j in range(values.shape[1])])
     ranks.loc[complete.index] = per_dataset.mean(axis=1)
@@ -925,8 +936,13 @@ def significance(methods: Sequence[Method], metric: str = "auc") -> Significance
     the test runs on the datasets that every method has, when there are enough of them.
     Otherwise nothing runs and the one line in ``lines`` says why.
     """
-    complete = [m for m in methods if m.complete]
     notes: list[str] = []
+    unreported = [m for m in methods if m.complete and m.unreported(metric)]
+    if unreported:
+        labels = ", ".join(m.label for m in unreported)
+        notes.append(f"Not in the {metric.upper()} test (no {metric.upper()} published): {labels}.")
+        methods = [m for m in methods if m not in unreported]
+    complete = [m for m in methods if m.complete]
     if len(complete) >= 2 and len(complete) < len(methods):
         left_out = ", ".join(m.label for m in methods if not m.complete)
         notes.append(f"Left out of the {metric.upper()} test (datasets missing): {left_out}.")

@@ -305,3 +305,115 @@ def test_show_filters_by_size_and_old_files_read_as_28(
         writer.writerows(rows)
     (method,) = compare.methods_of(compare.read_leaderboard(old))
     assert method.size == 28
+
+
+# ------------------------------------------------------------------------- --reference plus
+
+#: Typed from the study's own table images (end-to-end VGG16, the first row of each dataset's
+#: table), independently of the transcription in the reference file: percent, ACC at 28, 64, 128,
+#: 224, then AUC at 28, 64, 128, 224.
+E2E_VGG16 = {
+    "pathmnist": (88.93, 93.83, 94.85, 94.73, 98.57, 99.34, 99.42, 99.33),
+    "chestmnist": (94.79, 94.82, 94.79, 94.83, 76.16, 78.59, 80.07, 80.92),
+    "dermamnist": (76.58, 79.53, 81.80, 81.55, 92.69, 94.36, 95.71, 95.51),
+    "octmnist": (77.50, 81.93, 90.50, 90.30, 95.84, 97.50, 98.73, 99.17),
+    "pneumoniamnist": (84.78, 89.26, 87.13, 87.39, 97.04, 98.69, 98.55, 98.47),
+    "retinamnist": (54.17, 55.75, 62.00, 64.17, 75.35, 80.63, 85.26, 87.82),
+    "breastmnist": (85.26, 87.82, 89.32, 88.03, 87.48, 90.21, 92.40, 91.11),
+    "organamnist": (93.19, 96.44, 94.24, 94.61, 99.47, 99.79, 99.75, 99.75),
+    "organcmnist": (91.35, 93.51, 92.54, 93.37, 99.32, 99.64, 99.61, 99.65),
+    "organsmnist": (78.87, 81.60, 82.36, 82.06, 97.64, 98.06, 98.11, 97.89),
+}
+#: The study's configurations: training scheme x backbone (the reference file's adapter names).
+PLUS_SCHEMES = ("e2e", "lp", "knn")
+PLUS_MODELS = {
+    "vgg16": "VGG16",
+    "alexnet": "AlexNet",
+    "resnet18": "ResNet-18",
+    "densenet121": "DenseNet-121",
+    "efficientnet_b4": "EfficientNet-B4",
+    "vit_b16": "ViT-B/16",
+    "clip_vit_b16": "CLIP ViT-B/16",
+    "eva02_vit_b16": "EVA-02 ViT-B/16",
+    "dino_vit_b16": "DINO ViT-B/16",
+    "sam_vit_b16": "SAM ViT-B/16",
+}
+OTHER_TABLES = Path(__file__).with_name("data") / "medmnist_plus_other.json"
+OTHER = ("bloodmnist", "tissuemnist")  # the study's two datasets that are not in the decathlon
+
+
+def test_plus_reference_is_in_the_project_format() -> None:
+    path = compare.reference_path("plus")
+    with path.open(newline="") as handle:
+        assert next(csv.reader(handle)) == list(leaderboard.COLUMNS)
+    board = compare.read_leaderboard(path)
+    assert len(board.rows) == 3 * 10 * 4 * 10  # schemes x backbones x sizes x datasets
+    assert set(board.rows["size"]) == set(datasets.SIZES)
+    methods = compare.methods_of(board)
+    assert len(methods) == 120 and all(m.complete for m in methods)
+    expected = {f"{s}_{m}" for s in PLUS_SCHEMES for m in PLUS_MODELS}
+    assert {m.adapter for m in methods} == expected
+    for m in methods:  # the study publishes no AUC for k-NN
+        assert m.unreported("auc") == m.adapter.startswith("knn_")
+        assert not m.unreported("acc")
+
+
+def test_plus_decathlon_means_are_the_published_numbers_averaged() -> None:
+    methods = compare.collect([], "plus")
+    by_key = {(m.adapter, m.size): m for m in methods}
+    for i, size in enumerate(datasets.SIZES):
+        method = by_key[("e2e_vgg16", size)]
+        for flag, published in E2E_VGG16.items():
+            assert method.test(flag, "acc") == pytest.approx(published[i] / 100, abs=1e-9)
+            assert method.test(flag, "auc") == pytest.approx(published[4 + i] / 100, abs=1e-9)
+        acc = np.mean([published[i] for published in E2E_VGG16.values()]) / 100
+        auc = np.mean([published[4 + i] for published in E2E_VGG16.values()]) / 100
+        assert method.mean("acc") == pytest.approx(acc, abs=1e-9)
+        assert method.mean("auc") == pytest.approx(auc, abs=1e-9)
+    table = compare.comparison_table([m for m in methods if m.size == 128])
+    row = table[table["adapter"] == "e2e_vgg16"].iloc[0]
+    assert row["decathlon_acc"] == pytest.approx(0.86953, abs=1e-9)  # mean of the ten at 128
+    knn = table[table["adapter"] == "knn_vgg16"].iloc[0]
+    assert np.isnan(knn["decathlon_auc"]) and np.isnan(knn["rank_auc"])
+    assert not np.isnan(knn["decathlon_acc"]) and not np.isnan(knn["rank_acc"])
+
+
+def test_plus_transcription_reproduces_the_studys_average_table() -> None:
+    """The study's Average table is the mean over its 12 datasets: the ten decathlon ones here
+    plus bloodmnist and tissuemnist (kept beside this test). Every one of its 200 published
+    cells is reproduced to its rounding, which a misread digit above the second decimal of any
+    transcribed value would break."""
+    other = json.loads(OTHER_TABLES.read_text())
+    scheme_names = {"e2e": "end_to_end", "lp": "linear_probing", "knn": "knn"}
+    methods = compare.collect([], "plus")
+    by_key = {(m.adapter, m.size): m for m in methods}
+    checked = 0
+    for scheme, name in scheme_names.items():
+        for slug, model in PLUS_MODELS.items():
+            for k, metric in enumerate(("acc", "auc")):
+                for i, size in enumerate(datasets.SIZES):
+                    published = other["average"][name][model][4 * k + i]
+                    if published is None:
+                        assert scheme == "knn" and metric == "auc"
+                        continue
+                    method = by_key[(f"{scheme}_{slug}", size)]
+                    ours = [100 * method.test(flag, metric) for flag in datasets.DECATHLON_FLAGS]
+                    extra = [other[f][name][model][4 * k + i] for f in OTHER]
+                    assert abs(np.mean(ours + extra) - published) <= 0.005 + 1e-9, (
+                        scheme,
+                        model,
+                        metric,
+                        size,
+                    )
+                    checked += 1
+    assert checked == 200
+
+
+def test_compare_a_run_beside_plus_at_its_size(tmp_path: Path) -> None:
+    from test_compare import write_run
+
+    run = write_run(tmp_path, "mine", {"baseline": 0.0}, size=64)
+    text = compare.compare_command([run], "plus", bootstrap=0, width=240, size=64)
+    assert "mine/baseline@64" in text and "paper_plus/e2e_vgg16@64" in text
+    assert "@128" not in text and "=== Image size" not in text
+    assert "Not in the AUC test (no AUC published): paper_plus/knn_vgg16@64" in text
