@@ -36,6 +36,7 @@ NOOP = Adapter(
     description="constant valid scores, no work (harness overhead benchmark)",
     default_budgets={"quick": {"hard_limit_seconds": 600}, "paper": {"hard_limit_seconds": 600}},
     options={"touch": False},
+    sizes=(28, 64, 128, 224),
 )
 SLEEPER = Adapter(
     name="noop_sleeper",
