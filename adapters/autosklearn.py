@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 MIN_SEARCH_SECONDS = 30
 
 #: The recipe verified in ../shared/ENVIRONMENTS.md: without the pins pip takes numpy 2 and
-#: pandas 2 and auto-sklearn fails; a cached bad ConfigSpace wheel survives without --no-cache-dir.
+#: pandas 2 and auto-sklearn fails. ConfigSpace built from source with Cython 3 breaks
+#: auto-sklearn's search space, so only its published wheels are taken. auto-sklearn imports
+#: pkg_resources, which setuptools 81 removed (and uv's environments have no setuptools at all).
 ENVIRONMENT = Environment(
     python="3.9",
     requirements=(
@@ -66,8 +68,9 @@ ENVIRONMENT = Environment(
         "scipy<1.11",
         "dask<2023",
         "distributed<2023",
+        "setuptools<81",
     ),
-    pip_args=("--no-cache-dir",),
+    pip_args=("--only-binary", "ConfigSpace"),
 )
 
 OPTIONS: dict[str, Any] = {

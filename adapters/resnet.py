@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 ENVIRONMENT = Environment(
     python="3.11",
     requirements=("torch==2.14.1", "torchvision==0.29.1", "scikit-learn"),
+    name="resnet",  # the four variants share one environment and one lock
 )
 
 #: The adapter options and their defaults (``--option key=value`` overrides them).

@@ -230,6 +230,19 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
         help="use this existing interpreter and its packages instead of building (offline GPU"
         " images, cluster modules); its packages are not checked",
     )
+    setup.add_argument(
+        "--installer",
+        choices=list(environments.INSTALLERS),
+        help="build with uv (the default) or pip (default: $DECATHLON_INSTALLER, else uv)",
+    )
+
+    lock = commands.add_parser(
+        "lock",
+        help="compile the lock of each adapter environment (uv pip compile, Linux x86-64)",
+    )
+    lock.add_argument(
+        "adapters", nargs="*", default=["all"], help="adapter names, or 'all' (the default)"
+    )
 
     commands.add_parser(
         "list", help="adapters (environment ready or not) and datasets (cached or not)"
@@ -570,9 +583,23 @@ def cmd_setup(args: argparse.Namespace) -> int:
             python = environments.adopt(adapter, args.adopt)
         else:
             python = environments.build(
-                adapter, python=args.python, force=args.force, on_step=console.print
+                adapter,
+                python=args.python,
+                force=args.force,
+                installer=args.installer,
+                on_step=console.print,
             )
         console.print(f"{name}: ready ({python})")
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    registry = make_registry()
+    names = sorted(registry.adapters) if args.adapters in ([], ["all"]) else args.adapters
+    adapters = [registry.get(name) for name in names]
+    written = environments.lock(adapters, on_step=console.print)
+    changed = sum(1 for _, was_changed in written if was_changed)
+    console.print(f"{len(written)} lock(s), {changed} changed")
     return 0
 
 
@@ -680,6 +707,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 COMMANDS = {
     "run": cmd_run,
     "setup": cmd_setup,
+    "lock": cmd_lock,
     "list": cmd_list,
     "plan": cmd_plan,
     "show": cmd_show,

@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 #: The leaderboard CSV's columns, in order.
 COLUMNS = list(leaderboard.COLUMNS)
 #: Columns that files written before they existed lack; read as empty.
-OPTIONAL_COLUMNS = ("sealed",)
+OPTIONAL_COLUMNS = ("sealed", "environment")
 #: The ten decathlon datasets, in the papers' order.
 DATASETS = datasets.DECATHLON_FLAGS
 #: The 2021 paper's names for the organ datasets.

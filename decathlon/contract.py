@@ -30,15 +30,20 @@ TASK_TYPES = (BINARY, MULTI_CLASS, ORDINAL, MULTI_LABEL)
 class Environment:
     """Where an adapter runs: its own virtual environment, built once and cached.
 
-    ``python`` is a version ("3.9") that the harness looks for (an explicit setting, then the PATH,
-    then pyenv's versions). ``requirements`` are pip requirement strings; the harness adds numpy
-    and pluggy, which its worker needs. ``pip_args`` go to every ``pip install`` (for example
-    ``("--no-cache-dir",)``). The environment's cache key is a hash of all three.
+    ``python`` is a version ("3.9") that the harness looks for (an explicit setting, the PATH,
+    pyenv's versions, uv's managed Pythons) or has uv fetch. ``requirements`` are pip requirement
+    strings; the harness adds numpy and pluggy, which its worker needs. ``pip_args`` are install
+    options (for example ``("--only-binary", "ConfigSpace")``), given to pip, or to uv as uv's
+    equivalents. ``name`` names the lock file (``locks/<name>-py<python>.txt`` beside the
+    adapter's module; default: the adapter's name); adapters that share an environment give it
+    one name. The environment's cache key is the hash of its lock, or without a usable lock a
+    hash of ``python``, ``requirements`` and ``pip_args``.
     """
 
     python: str
     requirements: tuple[str, ...] = ()
     pip_args: tuple[str, ...] = ()
+    name: str = ""
 
 
 @dataclass(frozen=True)

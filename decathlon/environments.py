@@ -1,10 +1,22 @@
-"""Adapter environments: one virtual environment per adapter specification, built once, cached.
+"""Adapter environments: one virtual environment per adapter, built once from a lock, cached.
 
 Frameworks the decathlon drives cannot share an environment (auto-sklearn 0.15 needs numpy<1.24
 on Python 3.9; AutoKeras 3 needs numpy 2), so, as in the OpenML AutoML Benchmark, each adapter
 that declares an :class:`~decathlon.contract.Environment` runs in its own venv under
-``$DECATHLON_HOME/envs/HASH`` where HASH covers the interpreter version and requirements, so
-adapters that declare the same environment (the four ResNets) share one folder.
+``$DECATHLON_HOME/envs/KEY``.
+
+* **Interpreter**: the declared version is looked up as an explicit setting (``--python``,
+  ``$DECATHLON_PYTHON_3_9``), the harness's own Python, ``python3.9`` on the PATH (every entry,
+  so a pyenv shim that does not run is passed over), pyenv's versions folder, uv's managed
+  Pythons, and, unless downloads are off, uv fetches a managed CPython of that version.
+* **Lock**: ``locks/<name>-py<version>.txt`` beside the adapter's module (the built-in ones in
+  ``adapters/locks/``), compiled by ``python -m decathlon lock`` with ``uv pip compile`` for the
+  declared Python on Linux x86-64 and installed exactly (``uv pip sync``). KEY is the hash of
+  the lock file, so changing the lock builds a new environment. Without a usable lock (none
+  shipped, made for another specification, or not a Linux x86-64 machine) the requirements are
+  resolved at setup, KEY is a hash of the specification, and the resolution is recorded.
+* **Installer**: uv (a dependency of the harness), with pip's configuration carried over
+  (:mod:`decathlon.pipconfig`); ``DECATHLON_INSTALLER=pip`` builds with pip instead.
 """
 
 from __future__ import annotations
@@ -14,13 +26,19 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import IO
 
+from decathlon import files, pipconfig
 from decathlon.contract import Adapter, Environment
 from decathlon.errors import EnvironmentBuildError
 
@@ -29,6 +47,11 @@ log = logging.getLogger(__name__)
 #: What the worker itself needs inside every adapter environment.
 WORKER_REQUIREMENTS = ("numpy", "pluggy")
 _MARKER = "decathlon-env.json"
+#: The platform locks are compiled for (uv's name); glibc 2.28 or later installs them.
+LOCK_PLATFORM = "x86_64-manylinux_2_28"
+_LOCK_GLIBC = (2, 28)
+INSTALLERS = ("uv", "pip")
+_OFF = ("0", "no", "off", "false", "never")
 
 
 def home() -> Path:
@@ -37,6 +60,7 @@ def home() -> Path:
 
 
 def spec_key(env: Environment) -> str:
+    """A hash of the environment's specification (its key when no lock is used)."""
     payload = json.dumps(
         {
             "python": env.python,
@@ -49,9 +73,105 @@ def spec_key(env: Environment) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def requirements_of(env: Environment) -> list[str]:
+    """Everything installed: the worker's needs, then the adapter's requirements."""
+    return [*WORKER_REQUIREMENTS, *env.requirements]
+
+
+# ------------------------------------------------------------------------------------ locks
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A lock file: its path, the hash of its bytes, the specification it was compiled for."""
+
+    path: Path
+    sha256: str
+    spec: str | None
+
+    @property
+    def key(self) -> str:
+        return self.sha256[:12]
+
+
+def lock_name(adapter: Adapter) -> str:
+    """The lock's file name: ``<environment name>-py<version>.txt``."""
+    assert adapter.environment is not None
+    env = adapter.environment
+    return f"{env.name or adapter.name}-py{env.python}.txt"
+
+
+def lock_dir(adapter: Adapter) -> Path:
+    """Where the adapter's lock lives: ``$DECATHLON_LOCK_DIR`` when set, else the ``locks``
+    folder of the package that holds the adapter's module (``decathlon_adapters/locks``)."""
+    override = os.environ.get("DECATHLON_LOCK_DIR")
+    if override:
+        return Path(override)
+    package = adapter.run.split(":")[0].split(".")[0]
+    try:
+        folder = resources.files(package) / "locks"
+    except ModuleNotFoundError:
+        return home() / "locks"  # an adapter whose module is not importable here
+    return folder if isinstance(folder, Path) else home() / "locks"
+
+
+def lock_path(adapter: Adapter) -> Path:
+    return lock_dir(adapter) / lock_name(adapter)
+
+
+def read_lock(path: Path) -> Lock | None:
+    """The lock at ``path``, or None when there is none."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    spec = None
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.startswith("# spec: "):
+            spec = line.removeprefix("# spec: ").strip()
+            break
+    return Lock(path=path, sha256=hashlib.sha256(data).hexdigest(), spec=spec)
+
+
+def lock_platform_ok() -> bool:
+    """Whether this machine installs the Linux x86-64 (manylinux 2.28) locks."""
+    if sys.platform != "linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    libc, version = platform.libc_ver()
+    try:
+        numbers = tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return False
+    return libc == "glibc" and numbers >= _LOCK_GLIBC
+
+
+def usable_lock(adapter: Adapter) -> tuple[Lock | None, str]:
+    """The lock the environment is built from, or None and why none is used."""
+    assert adapter.environment is not None
+    path = lock_path(adapter)
+    lock = read_lock(path)
+    if lock is None:
+        return None, f"no lock at {path}"
+    if lock.spec != spec_key(adapter.environment):
+        return None, (
+            f"{path.name} was compiled for another specification (refresh it with"
+            f" `python -m decathlon lock {adapter.name}`)"
+        )
+    if not lock_platform_ok():
+        return None, f"{path.name} is for Linux x86-64 (glibc 2.28 or later), not this machine"
+    return lock, ""
+
+
+def cache_key(adapter: Adapter) -> str:
+    """The environment's cache key: its lock's hash, else its specification's hash."""
+    assert adapter.environment is not None
+    lock, _ = usable_lock(adapter)
+    return lock.key if lock else spec_key(adapter.environment)
+
+
 def env_dir(adapter: Adapter, root: Path | None = None) -> Path:
     assert adapter.environment is not None
-    return (root or home()) / "envs" / spec_key(adapter.environment)
+    return (root or home()) / "envs" / cache_key(adapter)
 
 
 def _env_python(directory: Path) -> Path:
@@ -72,6 +192,81 @@ def interpreter(adapter: Adapter, root: Path | None = None) -> Path:
     return _env_python(env_dir(adapter, root))
 
 
+# ---------------------------------------------------------------------------- installers
+
+
+def uv_binary() -> str | None:
+    """The uv executable that came with the harness (the ``uv`` package), else the PATH's."""
+    try:
+        import uv
+
+        return uv.find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+def choose_installer(requested: str | None = None) -> str:
+    """``uv`` or ``pip``: ``requested``, else ``$DECATHLON_INSTALLER``, else uv when present."""
+    name = (requested or os.environ.get("DECATHLON_INSTALLER") or "uv").strip().lower()
+    if name not in INSTALLERS:
+        raise EnvironmentBuildError(
+            f"DECATHLON_INSTALLER={name!r}: choose {' or '.join(INSTALLERS)}"
+        )
+    if name == "uv" and uv_binary() is None:
+        log.warning("uv not found; building adapter environments with pip")
+        return "pip"
+    return name
+
+
+def _tool_version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    words = out.stdout.split()
+    return " ".join(words[:2]) if out.returncode == 0 and len(words) >= 2 else "unknown"
+
+
+#: pip options in ``Environment.pip_args`` and what uv calls them (None: the same).
+_UV_EQUIVALENTS: dict[str, tuple[str, ...] | None] = {
+    "--no-cache-dir": ("--no-cache",),
+    "--pre": ("--prerelease", "allow"),
+    "--no-build-isolation": None,
+    "--no-index": None,
+}
+_UV_WITH_VALUE = (
+    "--only-binary",
+    "--no-binary",
+    "--index-url",
+    "--extra-index-url",
+    "--find-links",
+)
+
+
+def uv_pip_args(pip_args: Sequence[str], adapter_name: str) -> list[str]:
+    """An environment's ``pip_args`` as uv options; one line naming any that uv lacks."""
+    out: list[str] = []
+    args = list(pip_args)
+    while args:
+        arg = args.pop(0)
+        name = arg.split("=", 1)[0]
+        if name in _UV_WITH_VALUE:
+            out.append(arg)
+            if "=" not in arg and args:
+                out.append(args.pop(0))
+        elif name in _UV_EQUIVALENTS:
+            out += list(_UV_EQUIVALENTS[name] or (arg,))
+        else:
+            raise EnvironmentBuildError(
+                f"adapter '{adapter_name}': pip option {arg} has no uv equivalent here;"
+                " build with DECATHLON_INSTALLER=pip"
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- interpreters
+
+
 def _version_of(python: str | Path) -> str | None:
     try:
         out = subprocess.run(
@@ -85,13 +280,56 @@ def _version_of(python: str | Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def find_python(version: str, explicit: str | Path | None = None) -> Path:
-    """An interpreter of ``version`` ("3.9"): explicit setting, then PATH, then pyenv.
+def downloads_allowed() -> bool:
+    """Whether uv may fetch a managed CPython: not when ``$DECATHLON_PYTHON_DOWNLOADS`` or
+    ``$UV_PYTHON_DOWNLOADS`` say never, nor when ``$UV_OFFLINE`` is set."""
+    ours = os.environ.get("DECATHLON_PYTHON_DOWNLOADS", "").strip().lower()
+    theirs = os.environ.get("UV_PYTHON_DOWNLOADS", "").strip().lower()
+    offline = os.environ.get("UV_OFFLINE", "").strip().lower() not in ("", *_OFF)
+    return ours not in _OFF and theirs not in ("never", "manual") and not offline
 
-    The explicit setting is ``explicit`` or the environment variable ``DECATHLON_PYTHON_3_9``
-    (for version 3.9). A shim that exists but does not run (pyenv's when that version is not
-    selected) is skipped.
+
+def _uv_managed(version: str, install: bool, say: Callable[[str], None]) -> tuple[Path | None, str]:
+    """A uv-managed CPython of ``version`` (fetched first when ``install``), and why not."""
+    uv = uv_binary()
+    if uv is None:
+        return None, "uv is not installed"
+    if install:
+        say(f"no Python {version} on this machine: uv is fetching a managed CPython {version}")
+        fetched = subprocess.run(
+            [uv, "python", "install", version], capture_output=True, text=True, timeout=1800
+        )
+        if fetched.returncode != 0:
+            lines = [x.strip() for x in fetched.stderr.splitlines() if x.strip()]
+            return None, f"uv could not fetch one ({lines[-1][:200] if lines else 'no output'})"
+    found = subprocess.run(
+        [uv, "python", "find", "--managed-python", "--no-python-downloads", version],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    path = found.stdout.strip()
+    if found.returncode == 0 and path and _version_of(path) == version:
+        return Path(path), ""
+    return None, "uv manages none"
+
+
+def find_python(
+    version: str,
+    explicit: str | Path | None = None,
+    *,
+    downloads: bool | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> Path:
+    """An interpreter of ``version`` ("3.9").
+
+    In order: ``explicit`` or ``$DECATHLON_PYTHON_3_9`` (for 3.9), which must be that version;
+    the harness's own Python; ``python3.9`` in each folder of the PATH (a pyenv shim that does
+    not run, because that version is not selected, is passed over); pyenv's versions folder
+    (``$PYENV_ROOT/versions/3.9.*``, newest first); uv's managed Pythons; and a managed CPython
+    that uv fetches, when ``downloads`` (default: :func:`downloads_allowed`) allows.
     """
+    say = on_step or (lambda message: log.info(message))
     variable = "DECATHLON_PYTHON_" + version.replace(".", "_")
     chosen = explicit or os.environ.get(variable)
     if chosen:
@@ -106,9 +344,9 @@ def find_python(version: str, explicit: str | Path | None = None) -> Path:
     candidates: list[Path] = []
     if f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
         candidates.append(Path(sys.executable))
-    on_path = shutil.which(f"python{version}")
-    if on_path:
-        candidates.append(Path(on_path))
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if folder:
+            candidates.append(Path(folder) / f"python{version}")
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     versions = sorted(
         (pyenv_root / "versions").glob(f"{version}.*"),
@@ -117,14 +355,28 @@ def find_python(version: str, explicit: str | Path | None = None) -> Path:
     )
     candidates += [v / "bin" / f"python{version}" for v in versions]
     for candidate in candidates:
-        if candidate.exists() and _version_of(candidate) == version:
-            return candidate
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            if _version_of(candidate) == version:
+                return candidate
+    allowed = downloads_allowed() if downloads is None else downloads
+    managed, why = _uv_managed(version, install=False, say=say)
+    if managed is None and allowed:
+        managed, why = _uv_managed(version, install=True, say=say)
+    if managed is not None:
+        return managed
+    looked = (
+        f"looked at ${variable}, python{version} on the PATH, pyenv's versions in"
+        f" {pyenv_root / 'versions'} and uv's managed Pythons"
+    )
+    fetch = why if allowed else "fetching is off (DECATHLON_PYTHON_DOWNLOADS=never)"
     raise EnvironmentBuildError(
-        f"no Python {version} found (looked at ${variable}, python{version} on the PATH and"
-        f" pyenv's versions in {pyenv_root / 'versions'}); install one (pyenv install {version},"
-        f" uv python install {version}, conda) and set {variable}=/path/to/python{version}"
+        f"no Python {version} found ({looked}; {fetch}); install one (uv python install"
+        f" {version}, pyenv install {version}, conda) and set {variable}=/path/to/python{version}"
         " or pass it to `python -m decathlon setup --python PATH`"
     )
+
+
+# ------------------------------------------------------------------------------- building
 
 
 def build(
@@ -133,6 +385,7 @@ def build(
     root: Path | None = None,
     python: str | Path | None = None,
     force: bool = False,
+    installer: str | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> Path:
     """Build the adapter's environment if it is not ready; return its interpreter.
@@ -146,57 +399,190 @@ def build(
     directory = env_dir(adapter, root)
     directory.parent.mkdir(parents=True, exist_ok=True)
     say = on_step or (lambda message: log.info(message))
-    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
         if is_ready(adapter, root) and not force:
             return _env_python(directory)
-        base = find_python(env.python, python)
+        lock, why_not = usable_lock(adapter)
+        tool = choose_installer(installer)
+        base = find_python(env.python, python, on_step=say)
         if directory.exists():
             shutil.rmtree(directory)
+        source = f"lock {lock.path.name}" if lock else f"its requirements ({why_not})"
         say(f"building the environment of '{adapter.name}' in {directory} (Python {env.python})")
         started = time.monotonic()
         log_path = directory.parent / f"{directory.name}.build.log"
         with open(log_path, "w") as build_log:
-            _step([str(base), "-m", "venv", str(directory)], build_log, adapter, log_path)
-            pip = [
-                str(_env_python(directory)),
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-            ]
-            _step(pip + ["--upgrade", "pip"], build_log, adapter, log_path)
-            requirements = [*WORKER_REQUIREMENTS, *env.requirements]
-            _step(pip + [*env.pip_args, *requirements], build_log, adapter, log_path)
+            steps = _Steps(adapter, build_log, log_path)
+            if tool == "uv":
+                version, packages = _build_with_uv(steps, env, base, directory, lock, adapter.name)
+            else:
+                version, packages = _build_with_pip(steps, env, base, directory, lock)
+        seconds = round(time.monotonic() - started, 1)
         marker = {
             "adapter": adapter.name,
             "python": env.python,
+            "python_version": _full_version(_env_python(directory)),
             "base_interpreter": str(base),
             "requirements": list(env.requirements),
             "pip_args": list(env.pip_args),
+            "installer": version,
+            "key": directory.name,
+            "lock": {"file": lock.path.name, "sha256": lock.sha256} if lock else None,
+            "resolved_at_setup": None if lock else why_not,
+            "packages": packages,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.monotonic() - started, 1),
+            "build_seconds": seconds,
         }
-        tmp = directory / (_MARKER + ".tmp")
-        tmp.write_text(json.dumps(marker, indent=2))
-        os.replace(tmp, directory / _MARKER)
-        say(f"environment of '{adapter.name}' ready after {marker['build_seconds']:.0f} s")
+        files.write_text(directory / _MARKER, json.dumps(marker, indent=2))
+        say(f"environment of '{adapter.name}' built by {version} from {source} in {seconds:.0f} s")
         return _env_python(directory)
 
 
-def _step(cmd: list[str], build_log, adapter: Adapter, log_path: Path) -> None:
-    build_log.write("$ " + " ".join(cmd) + "\n")
-    build_log.flush()
-    result = subprocess.run(cmd, stdout=build_log, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        build_log.flush()
-        tail = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-        last = tail[-1].strip() if tail else ""
-        program = cmd[2] if cmd[1] == "-m" else Path(cmd[0]).name
-        raise EnvironmentBuildError(
-            f"building the environment of '{adapter.name}' failed ({program} exited"
-            f" {result.returncode}): {last[:200]}; full log: {log_path}"
+class _Steps:
+    """Runs build commands into the build log; a failure is one line naming the log."""
+
+    def __init__(self, adapter: Adapter, build_log: IO[str], log_path: Path) -> None:
+        self.adapter, self.build_log, self.log_path = adapter, build_log, log_path
+
+    def note(self, text: str) -> None:
+        self.build_log.write(f"# {text}\n")
+        self.build_log.flush()
+
+    def run(self, cmd: list[str], environ: dict[str, str] | None = None) -> None:
+        self.build_log.write("$ " + " ".join(cmd) + "\n")
+        self.build_log.flush()
+        result = subprocess.run(cmd, stdout=self.build_log, stderr=subprocess.STDOUT, env=environ)
+        if result.returncode != 0:
+            self.build_log.flush()
+            text = self.log_path.read_text(errors="replace")
+            tail = [line for line in text.splitlines() if line.strip()]
+            last = tail[-1].strip() if tail else ""
+            program = cmd[2] if cmd[1] == "-m" else Path(cmd[0]).name
+            raise EnvironmentBuildError(
+                f"building the environment of '{self.adapter.name}' failed ({program} exited"
+                f" {result.returncode}): {last[:200]}; full log: {self.log_path}"
+            )
+
+    def output(self, cmd: list[str], environ: dict[str, str] | None = None) -> str:
+        result = subprocess.run(cmd, capture_output=True, text=True, env=environ)
+        return result.stdout if result.returncode == 0 else ""
+
+
+def _build_with_uv(
+    steps: _Steps,
+    env: Environment,
+    base: Path,
+    directory: Path,
+    lock: Lock | None,
+    name: str,
+) -> tuple[str, list[str]]:
+    uv = uv_binary()
+    assert uv is not None
+    settings = pipconfig.read()
+    steps.note(settings.describe())
+    environ = pipconfig.uv_environ(settings)
+    carried = pipconfig.uv_args(settings) + uv_pip_args(env.pip_args, name)
+    target = ["--python", str(_env_python(directory))]
+    steps.run([uv, "venv", "--quiet", "--python", str(base), str(directory)], environ)
+    if lock:
+        steps.run([uv, "pip", "sync", *target, *carried, str(lock.path)], environ)
+    else:
+        steps.run([uv, "pip", "install", *target, *carried, *requirements_of(env)], environ)
+    frozen = steps.output([uv, "pip", "freeze", *target], environ)
+    return _tool_version([uv, "--version"]), frozen.split()
+
+
+def _build_with_pip(
+    steps: _Steps, env: Environment, base: Path, directory: Path, lock: Lock | None
+) -> tuple[str, list[str]]:
+    steps.run([str(base), "-m", "venv", str(directory)])
+    pip = [str(_env_python(directory)), "-m", "pip"]
+    install = [*pip, "install", "--disable-pip-version-check"]
+    steps.run([*install, "--upgrade", "pip"])
+    if lock:  # a fresh venv and every pin with --no-deps: exactly the lock's packages
+        steps.run([*install, *env.pip_args, "--no-deps", "-r", str(lock.path)])
+    else:
+        steps.run([*install, *env.pip_args, *requirements_of(env)])
+    frozen = steps.output([*pip, "freeze", "--disable-pip-version-check"])
+    return _tool_version([*pip, "--version"]), frozen.split()
+
+
+def _full_version(python: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            [str(python), "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+# ---------------------------------------------------------------------------------- lock
+
+
+def lock(
+    adapters: Iterable[Adapter], *, on_step: Callable[[str], None] | None = None
+) -> list[tuple[Path, bool]]:
+    """Compile the lock of each adapter environment; return (path, changed) per lock written.
+
+    Adapters that share an environment share one lock. The lock is compiled with
+    ``uv pip compile`` for the declared Python on Linux x86-64 from the worker's and the
+    adapter's requirements, with pip's configuration carried over (indexes, links,
+    constraints), so that what a machine's pip may install is what the lock pins.
+    """
+    say = on_step or (lambda message: log.info(message))
+    uv = uv_binary()
+    if uv is None:
+        raise EnvironmentBuildError("`decathlon lock` needs uv (pip install uv)")
+    settings = pipconfig.read()
+    environ = pipconfig.uv_environ(settings)
+    done: dict[Path, tuple[Path, bool]] = {}
+    for adapter in adapters:
+        env = adapter.environment
+        if env is None:
+            continue
+        path = lock_path(adapter)
+        if path in done:
+            continue
+        say(f"{adapter.name}: compiling {path.name} (Python {env.python}, Linux x86-64)")
+        with tempfile.TemporaryDirectory(prefix="decathlon-lock-") as tmp:
+            source = Path(tmp) / "requirements.in"
+            source.write_text("\n".join(requirements_of(env)) + "\n")
+            out = Path(tmp) / "lock.txt"
+            cmd = [
+                uv, "pip", "compile", str(source), "--output-file", str(out),
+                "--python-version", env.python, "--python-platform", LOCK_PLATFORM,
+                "--no-header", "--no-annotate", "--quiet",
+                *pipconfig.uv_args(settings), *uv_pip_args(env.pip_args, adapter.name),
+            ]  # fmt: skip
+            result = subprocess.run(cmd, capture_output=True, text=True, env=environ)
+            if result.returncode != 0:
+                lines = [x.strip() for x in result.stderr.splitlines() if x.strip()]
+                detail = " ".join(lines)[-300:] if lines else f"exit {result.returncode}"
+                raise EnvironmentBuildError(f"locking '{adapter.name}' failed: {detail}")
+            body = out.read_text()
+        header = (
+            f"# decathlon lock of the environment '{env.name or adapter.name}':"
+            f" Python {env.python} on Linux x86-64 ({LOCK_PLATFORM})\n"
+            f"# spec: {spec_key(env)}\n"
+            f"# requirements: {json.dumps(requirements_of(env))}\n"
+            f"# pip options: {json.dumps(list(env.pip_args))}\n"
+            "# refresh: python -m decathlon lock all (uv pip compile); setup installs it exactly\n"
+        )
+        text = header + body
+        old = path.read_text() if path.is_file() else None
+        if old != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            files.write_text(path, text)
+        done[path] = (path, old != text)
+        pins = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+        state = "written" if old != text else "unchanged"
+        say(f"{adapter.name}: {path} {state} ({pins} packages)")
+    return list(done.values())
 
 
 def adopt(
@@ -234,6 +620,8 @@ def adopt(
         "adopted_from": str(executable),
         "extra_paths": [str(p) for p in extra_paths],
         "python": _version_of(executable),
+        "installer": "adopted",
+        "key": directory.name,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (directory / _MARKER).write_text(json.dumps(marker, indent=2))
@@ -255,3 +643,18 @@ def describe(adapter: Adapter, root: Path | None = None) -> str:
     if adapter.environment is None:
         return "harness env"
     return "ready" if is_ready(adapter, root) else "not built"
+
+
+def provenance(adapter: Adapter, root: Path | None = None) -> str:
+    """One cell for the leaderboard: what the adapter's environment was built from."""
+    if adapter.environment is None:
+        return "harness"
+    built = record(adapter, root) or {}
+    if built.get("installer") == "adopted":
+        return f"adopted {built.get('adopted_from', '')}".strip()
+    lock = built.get("lock")
+    if lock:
+        return f"lock {lock['file']} sha256:{lock['sha256'][:12]}"
+    if built:
+        return f"resolved at setup {built.get('key', '')}".strip()
+    return ""

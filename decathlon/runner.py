@@ -395,6 +395,7 @@ class Runner:
             "python": self.adapter.environment.python
             if self.adapter.environment
             else platform.python_version(),
+            "environment": environments.provenance(self.adapter),
         }
 
     def _run_task(

@@ -1,14 +1,20 @@
-"""Adapter environments: built once and reused, a failed build leaves nothing ready, adoption."""
+"""Adapter environments: interpreters found or not, locks as cache keys, pip's settings carried
+over to uv, built once and reused, a failed build leaves nothing ready, adoption."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from helpers import TinyData
 
-from decathlon import environments, leaderboard
+from decathlon import environments, leaderboard, pipconfig
 from decathlon.contract import Adapter, Environment
 from decathlon.errors import EnvironmentBuildError
 from decathlon.hookspecs import hookimpl
@@ -49,7 +55,7 @@ def test_a_failed_build_is_one_line_and_leaves_nothing_ready(tmp_path: Path) -> 
         environments.build(adapter, root=tmp_path)
     message = str(caught.value)
     assert "\n" not in message
-    assert "envprobe" in message and "pip exited" in message and "build.log" in message
+    assert "envprobe" in message and "uv exited" in message and "build.log" in message
     assert not environments.is_ready(adapter, tmp_path)
 
 
@@ -59,6 +65,7 @@ def test_missing_interpreter_is_one_line_naming_the_fixes(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
     monkeypatch.delenv("DECATHLON_PYTHON_2_7", raising=False)
+    monkeypatch.setenv("DECATHLON_PYTHON_DOWNLOADS", "never")
     with pytest.raises(EnvironmentBuildError) as caught:
         environments.find_python("2.7")
     message = str(caught.value)
@@ -93,3 +100,240 @@ def _budgets(tmp_path: Path) -> Path:
     path = tmp_path / "budgets.toml"
     path.write_text('[profiles.quick]\ndescription = "test"\n')
     return path
+
+
+# ------------------------------------------------------------------- interpreter search
+
+OTHER = "3.9"  # a version the harness itself is not: its interpreter cannot answer for it
+#: The machine's pyenv, read before any test points PYENV_ROOT elsewhere.
+PYENV_ROOT = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+
+
+def _real_python(version: str) -> Path:
+    """A working interpreter of ``version`` from the machine's pyenv, else skip."""
+    root = PYENV_ROOT
+    for candidate in sorted((root / "versions").glob(f"{version}.*/bin/python{version}")):
+        if environments._version_of(candidate) == version:
+            return candidate
+    pytest.skip(f"no Python {version} under {root}/versions on this machine")
+
+
+def _broken_shim(folder: Path, version: str) -> Path:
+    """What pyenv's shim does when that version is not selected."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / f"python{version}"
+    shim.write_text(f"#!/bin/sh\necho 'pyenv: python{version}: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    return shim
+
+
+@pytest.fixture
+def bare_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No Python OTHER anywhere: a broken shim on the PATH, empty pyenv and uv folders."""
+    if f"{sys.version_info[0]}.{sys.version_info[1]}" == OTHER:
+        pytest.skip(f"the harness itself runs on {OTHER}")
+    _broken_shim(tmp_path / "shims", OTHER)
+    monkeypatch.setenv("PATH", str(tmp_path / "shims"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv-pythons"))
+    monkeypatch.delenv("DECATHLON_PYTHON_" + OTHER.replace(".", "_"), raising=False)
+    return tmp_path
+
+
+def test_interpreter_found_on_the_path_past_a_broken_shim(
+    bare_machine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = _real_python(OTHER)
+    folder = bare_machine / "bin"
+    folder.mkdir()
+    (folder / f"python{OTHER}").symlink_to(real)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bare_machine / "shims"), str(folder)]))
+    found = environments.find_python(OTHER, downloads=False)
+    assert found == folder / f"python{OTHER}"
+
+
+def test_interpreter_found_under_pyenv_newest_first(bare_machine: Path) -> None:
+    real = _real_python(OTHER)
+    for patch in ("2", "18", "7"):
+        binary = bare_machine / "pyenv" / "versions" / f"{OTHER}.{patch}" / "bin"
+        binary.mkdir(parents=True)
+        (binary / f"python{OTHER}").symlink_to(real)
+    found = environments.find_python(OTHER, downloads=False)
+    assert found == bare_machine / "pyenv" / "versions" / f"{OTHER}.18" / "bin" / f"python{OTHER}"
+
+
+def test_no_interpreter_and_fetching_off_is_one_line_saying_what_to_install(
+    bare_machine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DECATHLON_PYTHON_DOWNLOADS", "never")
+    with pytest.raises(EnvironmentBuildError) as caught:
+        environments.find_python(OTHER)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"no Python {OTHER} found" in message and "fetching is off" in message
+    assert f"uv python install {OTHER}" in message and f"pyenv install {OTHER}" in message
+    assert not (bare_machine / "uv-pythons").exists() or not any(
+        (bare_machine / "uv-pythons").iterdir()
+    )
+
+
+# ------------------------------------------------------------------------------- locks
+
+
+def _pin(environment_python: Path, package: str) -> str:
+    out = subprocess.run(
+        [str(environment_python), "-c", f"import {package}; print({package}.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_a_lock_change_rebuilds_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))
+    adapter = _adapter(("pluggy>=1.4",))
+    ((path, changed),) = environments.lock([adapter])
+    assert changed and path == tmp_path / "locks" / f"envprobe-py{HERE}.txt"
+    pins = dict(line.split("==") for line in path.read_text().splitlines() if "==" in line)
+    assert {"numpy", "pluggy"} <= set(pins)
+
+    first = environments.build(adapter)
+    built = environments.record(adapter)
+    assert built is not None and built["installer"].startswith("uv ")
+    assert built["lock"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert first.parent.parent.name == built["lock"]["sha256"][:12]  # the lock's hash is the key
+    assert _pin(first, "pluggy") == pins["pluggy"]
+    assert environments.provenance(adapter).startswith(f"lock {path.name} sha256:")
+
+    older = "1.5.0" if pins["pluggy"] != "1.5.0" else "1.4.0"
+    path.write_text(path.read_text().replace(f"pluggy=={pins['pluggy']}", f"pluggy=={older}"))
+    assert not environments.is_ready(adapter)  # a new key: not built yet
+    second = environments.build(adapter)
+    assert second != first
+    assert _pin(second, "pluggy") == older  # installed exactly as the lock says
+    assert _pin(first, "pluggy") == pins["pluggy"]  # the old environment is untouched
+
+
+def test_without_a_usable_lock_requirements_are_resolved_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))
+    locked = _adapter(("pluggy>=1.4",))
+    environments.lock([locked])
+    changed = _adapter(("pluggy>=1.4", "threadpoolctl"))  # a lock made for another spec
+    lock, why = environments.usable_lock(changed)
+    assert lock is None and "another specification" in why and "decathlon lock" in why
+    python = environments.build(changed)
+    built = environments.record(changed)
+    assert built is not None and built["lock"] is None
+    assert "another specification" in built["resolved_at_setup"]
+    assert any(p.startswith("threadpoolctl==") for p in built["packages"])
+    assert python.parent.parent.name == environments.spec_key(changed.environment)
+    assert environments.provenance(changed).startswith("resolved at setup")
+
+
+def test_the_built_in_locks_are_current_and_autosklearn_keeps_pkg_resources() -> None:
+    registry = make_registry()
+    stale = []
+    for adapter in registry.adapters.values():
+        if adapter.environment is None:
+            continue
+        lock = environments.read_lock(environments.lock_path(adapter))
+        if lock is None or lock.spec != environments.spec_key(adapter.environment):
+            stale.append(adapter.name)
+    assert not stale, (
+        f"no current lock for {stale}: run `python -m decathlon lock all`"
+        " and commit adapters/locks/"
+    )
+    text = environments.lock_path(registry.get("autosklearn")).read_text()
+    (setuptools,) = [line for line in text.splitlines() if line.startswith("setuptools==")]
+    assert int(setuptools.split("==")[1].split(".")[0]) < 81
+
+
+# --------------------------------------------------------------------- pip's settings
+
+
+def _wheel(folder: Path, name: str, version: str) -> Path:
+    """A real, minimal wheel of a package that exists on no index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module = name.replace("-", "_")
+    dist_info = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": f"__version__ = {version!r}\n",
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = []
+    for member, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{member},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
+    path = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+    return path
+
+
+def test_pip_settings_are_read_as_pip_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in [v for v in os.environ if v.startswith("PIP_")]:
+        monkeypatch.delenv(variable)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_DIRS", str(tmp_path / "etc"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    (tmp_path / "etc" / "pip").mkdir(parents=True)
+    (tmp_path / "etc" / "pip" / "pip.conf").write_text(
+        "[global]\nconstraint = /c/one.txt\nfind-links = /global/wheels\n"
+    )
+    (tmp_path / ".config" / "pip").mkdir(parents=True)
+    (tmp_path / ".config" / "pip" / "pip.conf").write_text(
+        "[global]\nextra-index-url =\n    https://a.example/simple\n    file:///b/simple\n"
+        "[install]\nfind-links = /user/wheels\n"
+    )
+    monkeypatch.setenv("PIP_FIND_LINKS", "/env/wheels /env/more")
+    settings = pipconfig.read()
+    assert settings.extra_index_urls == ("https://a.example/simple", "file:///b/simple")
+    assert settings.find_links == ("/env/wheels", "/env/more")  # the variable wins over files
+    assert settings.constraints == ("/c/one.txt",)
+    args = pipconfig.uv_args(settings)
+    assert args[args.index("--constraint") + 1] == "/c/one.txt"
+    assert ["--index-strategy", "unsafe-best-match"] == args[-2:]  # pip looks at every source
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    assert pipconfig.read().constraints == ()
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_package_only_pip_knows_where_to_find_installs(
+    installer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wheel that lies only in a folder named by pip's configuration: uv must find it too."""
+    _wheel(tmp_path / "wheels", "decathlon-probe-only-here", "1.2.3")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("DECATHLON_INSTALLER", installer)
+    adapter = _adapter(("decathlon-probe-only-here==1.2.3",))
+    steps: list[str] = []
+    python = environments.build(adapter, on_step=steps.append)
+    assert _pin(python, "decathlon_probe_only_here") == "1.2.3"
+    built = environments.record(adapter)
+    assert built is not None and built["installer"].startswith(f"{installer} ")
+    assert any(f"built by {installer} " in step for step in steps)  # one line says which
+    assert "decathlon-probe-only-here==1.2.3" in built["packages"]
+
+
+def test_an_unknown_installer_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DECATHLON_INSTALLER", "conda")
+    with pytest.raises(
+        EnvironmentBuildError, match="DECATHLON_INSTALLER='conda': choose uv or pip"
+    ):
+        environments.choose_installer()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from decathlon import environments, pipconfig
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,9 +30,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (wheel,) = dist.glob("medmnist_decathlon-*.whl")
     env = base / "env"
-    venv.create(env, with_pip=True)
+    venv.create(env, with_pip=False)
     python = env / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True)
+    # Installed with uv from wherever this machine's pip installs from (as setup does).
+    uv = environments.uv_binary()
+    assert uv is not None
+    settings = pipconfig.read()
+    subprocess.run(
+        [uv, "pip", "install", "--quiet", "--python", str(python), *pipconfig.uv_args(settings)]
+        + [str(wheel)],
+        env=pipconfig.uv_environ(settings),
+        check=True,
+    )
     return python
 
 
@@ -60,8 +71,13 @@ def test_the_wheel_runs_list_plan_and_compare_from_another_folder(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = (
-        "import decathlon, decathlon.budgets as b, decathlon.compare as c;"
-        " print(decathlon.__file__); print(b.default_budgets_path()); print(c.reference_path('v1'))"
+        "import decathlon, decathlon.budgets as b, decathlon.compare as c\n"
+        "from decathlon import environments as e\n"
+        "from decathlon.plugins import make_registry\n"
+        "print(decathlon.__file__)\n"
+        "print(b.default_budgets_path())\n"
+        "print(c.reference_path('v1'))\n"
+        "print(e.lock_path(make_registry().get('autosklearn')))\n"
     )
     paths = _decathlon_python(installed, elsewhere, code)
     env_root = installed.parent.parent
