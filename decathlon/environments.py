@@ -483,13 +483,15 @@ def _build_with_uv(
     steps.note(settings.describe())
     environ = pipconfig.uv_environ(settings)
     carried = pipconfig.uv_args(settings) + uv_pip_args(env.pip_args, name)
-    target = ["--python", str(_env_python(directory))]
+    # Compiled to bytecode at install, as pip does: otherwise the first imports of every
+    # process (auto-sklearn starts one per model) compile the frameworks again and again.
+    target = ["--python", str(_env_python(directory)), "--compile-bytecode"]
     steps.run([uv, "venv", "--quiet", "--python", str(base), str(directory)], environ)
     if lock:
         steps.run([uv, "pip", "sync", *target, *carried, str(lock.path)], environ)
     else:
         steps.run([uv, "pip", "install", *target, *carried, *requirements_of(env)], environ)
-    frozen = steps.output([uv, "pip", "freeze", *target], environ)
+    frozen = steps.output([uv, "pip", "freeze", "--python", str(_env_python(directory))], environ)
     return _tool_version([uv, "--version"]), frozen.split()
 
 
