@@ -103,7 +103,7 @@ def lock_name(adapter: Adapter) -> str:
 
 def lock_dir(adapter: Adapter) -> Path:
     """Where the adapter's lock lives: ``$DECATHLON_LOCK_DIR`` when set, else the ``locks``
-    folder of the package that holds the adapter's module (``decathlon_adapters/locks``)."""
+    folder of the package that holds the adapter's module (the built-ins': ``adapters/locks``)."""
     override = os.environ.get("DECATHLON_LOCK_DIR")
     if override:
         return Path(override)

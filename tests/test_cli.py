@@ -380,7 +380,15 @@ ARGUMENTS_OF_OTHERS = {"--no-cache-dir", "--disable-pip-version-check", "--upgra
                        "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session",
                        "--unshare-user", "--cap-drop", "--unshare-net", "--ro-bind", "--symlink",
                        "--proc", "--dev", "--ro-bind-try", "--dev-bind", "--tmpfs", "--bind",
-                       "--chdir", "--args", "--info-fd", "--version"}  # fmt: skip
+                       "--chdir", "--args", "--info-fd", "--version",
+                       # pip's and uv's, in decathlon/environments.py and pipconfig.py
+                       "--pre", "--no-build-isolation", "--no-index", "--only-binary",
+                       "--no-binary", "--index-url", "--extra-index-url", "--find-links",
+                       "--no-cache", "--prerelease", "--python", "--compile-bytecode",
+                       "--managed-python", "--no-python-downloads", "--quiet", "--no-deps",
+                       "--output-file", "--python-version", "--python-platform", "--no-header",
+                       "--no-annotate", "--allow-insecure-host", "--index-strategy",
+                       "--constraint"}  # fmt: skip
 #: Flags of another program that a message quotes (`dask worker ... --nworkers 1`).
 FLAGS_OF_OTHERS = {"--nworkers", "--nthreads", "--resources"}
 #: The commands whose output a module's messages appear in, when a message names none.
