@@ -110,8 +110,9 @@ def lock_dir(adapter: Adapter) -> Path:
     package = adapter.run.split(":")[0].split(".")[0]
     try:
         folder = resources.files(package) / "locks"
-    except ModuleNotFoundError:
-        return home() / "locks"  # an adapter whose module is not importable here
+    except (ModuleNotFoundError, TypeError):
+        # a module that is not importable here, or a plain module outside any package
+        return home() / "locks"
     return folder if isinstance(folder, Path) else home() / "locks"
 
 
