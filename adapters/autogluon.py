@@ -284,45 +284,31 @@ def run(task: Task) -> Predictions:
     info: dict[str, Any] = {"presets": opts["presets"], "time_limit": seconds}
     root = task.scratch_dir / "autogluon"
     if multi_label:
-        n_labels = y_train.shape[1]
-        per_label: list[dict[str, Any]] = []
-        columns_out: dict[str, list[np.ndarray]] = {s: [] for s in frames}
-        shares = tabular.label_budgets(
-            seconds,
-            n_labels,
-            minimum=float(opts["min_label_seconds"]),
-            latest=task.deadline - float(opts["reserve_seconds"]),
-        )
-        for label, share in shares:
-            try:
-                fitted, notes, board = _fit_one(
-                    task,
-                    with_label("train", y_train[:, label]),
-                    with_label("val", y_val[:, label]),
-                    "binary",
-                    share,
-                    root / f"label{label}",
-                    hyperparameters,
-                    f" label {label}",
-                )
-            except tabular.NoModel as exc:
-                # The other labels' models stand; this label scores its training prior.
-                log.warning("%s; label %d scores its prior", exc, label)
-                fitted, board = _Fitted(prior=tabular.label_prior(y_train[:, label])), []
-                notes = {"no_model": str(exc)[:200], "time_limit": share}
-            rows += [{"label": label, **r} for r in board]
-            per_label.append({"label": label, **notes})
-            for split, frame in frames.items():
-                columns_out[split].append(fitted.proba(frame, 2)[:, 1])
-        scores = {s: np.stack(c, axis=1) for s, c in columns_out.items()}
-        info["models_trained"] = sum(int(n.get("models_trained", 0)) for n in per_label)
-        info["labels_without_model"] = [n["label"] for n in per_label if "no_model" in n]
-        info["labels"] = per_label
-        if len(info["labels_without_model"]) == n_labels:
-            raise tabular.NoModel(
-                f"AutoGluon trained no model for any label of {task.dataset.flag} in"
-                f" {seconds:g} s; give it more time"
+
+        def fit_label(label: int, share: float) -> tuple[_Fitted, dict[str, Any], list[Any]]:
+            return _fit_one(
+                task,
+                with_label("train", y_train[:, label]),
+                with_label("val", y_val[:, label]),
+                "binary",
+                share,
+                root / f"label{label}",
+                hyperparameters,
+                f" label {label}",
             )
+
+        scores, rows, notes = tabular.fit_per_label(
+            task,
+            seconds,
+            y_train,
+            frames,
+            opts,
+            fit_label,
+            library="AutoGluon",
+            budget_key="time_limit",
+            count_key="models_trained",
+        )
+        info.update(notes)
     else:
         n_classes = task.dataset.n_classes
         problem_type = "binary" if n_classes == 2 else "multiclass"

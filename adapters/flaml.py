@@ -224,44 +224,30 @@ def run(task: Task) -> Predictions:
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {"time_budget": seconds}
     if multi_label:
-        n_labels = y_train.shape[1]
-        per_label: list[dict[str, Any]] = []
-        columns: dict[str, list[np.ndarray]] = {s: [] for s in x}
-        shares = tabular.label_budgets(
-            seconds,
-            n_labels,
-            minimum=float(opts["min_label_seconds"]),
-            latest=task.deadline - float(opts["reserve_seconds"]),
-        )
-        for label, share in shares:
-            try:
-                fitted, notes, board = _fit_one(
-                    task,
-                    x["train"],
-                    y_train[:, label],
-                    x["val"],
-                    y_val[:, label],
-                    share,
-                    task.output_dir / f"flaml_label{label}.log",
-                )
-            except tabular.NoModel as exc:
-                # The other labels' models stand; this label scores its training prior.
-                log.warning("%s; label %d scores its prior", exc, label)
-                fitted, board = _Fitted(prior=tabular.label_prior(y_train[:, label])), []
-                notes = {"no_model": str(exc)[:200], "time_budget": share}
-            rows += [{"label": label, **r} for r in board]
-            per_label.append({"label": label, **notes})
-            for split, values in x.items():
-                columns[split].append(fitted.proba(values, 2)[:, 1])
-        scores = {s: np.stack(c, axis=1) for s, c in columns.items()}
-        info["trials"] = sum(int(n.get("trials", 0)) for n in per_label)
-        info["labels_without_model"] = [n["label"] for n in per_label if "no_model" in n]
-        info["labels"] = per_label
-        if len(info["labels_without_model"]) == n_labels:
-            raise tabular.NoModel(
-                f"FLAML finished no model for any label of {task.dataset.flag} in"
-                f" {seconds:g} s; give it more time"
+
+        def fit_label(label: int, share: float) -> tuple[_Fitted, dict[str, Any], list[Any]]:
+            return _fit_one(
+                task,
+                x["train"],
+                y_train[:, label],
+                x["val"],
+                y_val[:, label],
+                share,
+                task.output_dir / f"flaml_label{label}.log",
             )
+
+        scores, rows, notes = tabular.fit_per_label(
+            task,
+            seconds,
+            y_train,
+            x,
+            opts,
+            fit_label,
+            library="FLAML",
+            budget_key="time_budget",
+            count_key="trials",
+        )
+        info.update(notes)
     else:
         n_classes = task.dataset.n_classes
         fitted, notes, rows = _fit_one(

@@ -11,7 +11,7 @@ Every one of them sees a task the same way, so that their rows compare:
   prediction (``margin_fraction`` of it, at least ``margin_min_seconds``), and never more than
   the time left before the harness's hard limit less ``reserve_seconds`` (:func:`search_seconds`).
   Libraries without a multi-label mode fit one model per label, each taking an equal share of
-  what is left when it starts (:func:`label_budgets`).
+  what is left when it starts (:func:`label_budgets`, :func:`fit_per_label`).
 - Scores: one column per class id in order, even for a class absent from the training data
   (:func:`class_columns`).
 
@@ -22,15 +22,18 @@ so it stays Python 3.9-valid and needs numpy alone.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
 from decathlon.contract import MULTI_LABEL, Task
+
+log = logging.getLogger(__name__)
 
 #: The margin options every tabular adapter accepts, with the same defaults.
 MARGIN_OPTIONS: dict[str, Any] = {
@@ -115,6 +118,83 @@ def label_budgets(
         now = clock()
         share = max(minimum, (end - now) / (n_labels - label))
         yield label, max(1.0, min(share, latest - now))
+
+
+class Fitted(Protocol):
+    """A fitted model as the adapters use it: class probabilities, one column per class id."""
+
+    def proba(self, inputs: Any, n_classes: int) -> np.ndarray: ...
+
+
+class Prior:
+    """Fixed class probabilities for every image, where there is no model to ask."""
+
+    def __init__(self, prior: np.ndarray) -> None:
+        self.prior = prior
+
+    def proba(self, inputs: Any, n_classes: int) -> np.ndarray:
+        return np.tile(self.prior, (len(inputs), 1))
+
+
+#: One label's search: (label, seconds) -> (the fitted model, its notes, its leaderboard rows).
+FitLabel = Callable[[int, float], "tuple[Fitted, dict[str, Any], list[dict[str, Any]]]"]
+
+
+def fit_per_label(
+    task: Task,
+    seconds: float,
+    y_train: np.ndarray,
+    inputs: Mapping[str, Any],
+    options: Mapping[str, Any],
+    fit_label: FitLabel,
+    *,
+    library: str,
+    budget_key: str,
+    count_key: str,
+) -> tuple[dict[str, np.ndarray], list[dict[str, Any]], dict[str, Any]]:
+    """One search per label of a multi-label task (chestmnist), sharing ``seconds``.
+
+    Each label's time comes from :func:`label_budgets`. A label whose search ends without a
+    model (:class:`NoModel`) scores its training prior while the other labels' models stand;
+    when no label has a model the task fails. Returns the scores per split (N, n_labels), the
+    libraries' leaderboard rows with a ``label`` column, and the notes: ``count_key`` summed
+    over the labels, ``labels_without_model`` and each label's own notes.
+    """
+    n_labels = y_train.shape[1]
+    rows: list[dict[str, Any]] = []
+    per_label: list[dict[str, Any]] = []
+    columns: dict[str, list[np.ndarray]] = {split: [] for split in inputs}
+    shares = label_budgets(
+        seconds,
+        n_labels,
+        minimum=float(options["min_label_seconds"]),
+        latest=task.deadline - float(options["reserve_seconds"]),
+    )
+    for label, share in shares:
+        fitted: Fitted
+        try:
+            fitted, notes, board = fit_label(label, share)
+        except NoModel as exc:
+            # The other labels' models stand; this label scores its training prior.
+            log.warning("%s; label %d scores its prior", exc, label)
+            fitted, board = Prior(label_prior(y_train[:, label])), []
+            notes = {"no_model": str(exc)[:200], budget_key: share}
+        rows += [{"label": label, **row} for row in board]
+        per_label.append({"label": label, **notes})
+        for split, values in inputs.items():
+            columns[split].append(fitted.proba(values, 2)[:, 1])
+    without = [notes["label"] for notes in per_label if "no_model" in notes]
+    if len(without) == n_labels:
+        raise NoModel(
+            f"{library} finished no model for any label of {task.dataset.flag} in"
+            f" {seconds:g} s; give it more time"
+        )
+    info = {
+        count_key: sum(int(notes.get(count_key, 0)) for notes in per_label),
+        "labels_without_model": without,
+        "labels": per_label,
+    }
+    return {split: np.stack(c, axis=1) for split, c in columns.items()}, rows, info
 
 
 def class_columns(proba: np.ndarray, classes: Sequence[Any], n_classes: int) -> np.ndarray:

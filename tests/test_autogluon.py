@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_real_quick
 
 from decathlon import leaderboard
 from decathlon.conformance import assert_conforms
-from decathlon.plugins import make_registry
-from decathlon.runner import RunConfig, Runner
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -65,28 +64,14 @@ def test_conforms_on_multi_label(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "breastmnist.npz").symlink_to(real_data_dir / "breastmnist.npz")
-    config = RunConfig(
-        adapter="autogluon",
-        profile="quick",  # 120 s for breastmnist, hard limit 240 s: halved here
-        scale_factor=0.5,
-        datasets=("breastmnist",),
-        data_dir=str(data),
-        download=False,
-        n_jobs=2,
-    )
-    rows = _rows(Runner(config, make_registry()).run(tmp_path / "run"))
-    test = {r["split"]: r for r in rows}["test"]
-    assert test["status"] == "ok", test["reason"]
+    rows, task_dir = run_real_quick("autogluon", tmp_path, real_data_dir)
+    test = rows["test"]
     assert float(test["auc"]) > 0.7
-    notes = json.loads(test["notes"])
+    notes = json.loads(str(test["notes"]))
     assert notes["presets"] == "medium_quality"
     assert notes["models_trained"] >= 2  # at least one model and the weighted ensemble
     assert notes["best_model"] and notes["ensemble_weights"]
     assert notes["time_limit"] <= 50  # 60 s less the 10 s margin, counted from the start
-    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
     with open(task_dir / "output" / "leaderboard.csv") as handle:
         board = list(csv.DictReader(handle))
     assert list(board[0])[:3] == ["model", "score_val", "eval_metric"]

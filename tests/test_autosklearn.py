@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from decathlon_adapters import autosklearn as adapter
 from decathlon_adapters import tabular
+from helpers import run_real_quick
 
-from decathlon import environments, leaderboard
+from decathlon import environments
 from decathlon.conformance import assert_conforms
 from decathlon.contract import Budget, DatasetInfo, Task
 from decathlon.errors import EnvironmentBuildError
 from decathlon.plugins import make_registry
-from decathlon.runner import RunConfig, Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,36 +155,16 @@ def test_explicit_interpreter_of_the_wrong_version_is_refused(
 # ---------------------------------------------------------------------------- slow
 
 
-def _run(tmp_path: Path, config: RunConfig) -> list[dict[str, object]]:
-    path = Runner(config, make_registry()).run(tmp_path / "run")
-    return [r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET]
-
-
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "breastmnist.npz").symlink_to(real_data_dir / "breastmnist.npz")
-    config = RunConfig(
-        adapter="autosklearn",
-        profile="quick",  # 120 s for breastmnist, hard limit 240 s: halved here
-        scale_factor=0.5,
-        datasets=("breastmnist",),
-        data_dir=str(data),
-        download=False,
-        n_jobs=2,
-    )
-    rows = _run(tmp_path, config)
-    by_split = {r["split"]: r for r in rows}
-    assert set(by_split) == {"train", "val", "test"}
-    test = by_split["test"]
-    assert test["status"] == "ok", test["reason"]
+    rows, task_dir = run_real_quick("autosklearn", tmp_path, real_data_dir)
+    assert set(rows) == {"train", "val", "test"}
+    test = rows["test"]
     assert float(test["auc"]) > 0.7
     notes = json.loads(str(test["notes"]))
     assert notes["models_succeeded"] >= 1 and notes["dummy_weight"] < 1.0
     assert notes["time_left_for_this_task"] == 50 and notes["per_run_time_limit"] == 25
-    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
     board = (task_dir / "output" / "leaderboard.csv").read_text().splitlines()
     assert board[0].startswith("model_id,rank,ensemble_weight,type,cost,duration")
     assert len(board) >= 2

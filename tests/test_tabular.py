@@ -98,6 +98,67 @@ def test_a_label_without_a_model_scores_its_training_prior() -> None:
     np.testing.assert_allclose(tabular.label_prior(np.array([0, 1, 1, 1])), [0.25, 0.75])
 
 
+class _Model:
+    """A real fitted model, as an adapter's ``_Fitted`` is: logistic regression on the inputs."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        self.model = LogisticRegression().fit(x, y)
+
+    def proba(self, inputs: np.ndarray, n_classes: int) -> np.ndarray:
+        return tabular.class_columns(
+            self.model.predict_proba(inputs), self.model.classes_, n_classes
+        )
+
+
+def test_per_label_searches_share_the_budget_and_a_label_without_a_model_scores_its_prior() -> None:
+    rng = np.random.default_rng(0)
+    inputs = {"train": rng.random((60, 5)), "val": rng.random((20, 5)), "test": rng.random((30, 5))}
+    y_train = (inputs["train"][:, :3] > 0.5).astype(np.uint8)  # label k is feature k > 0.5
+    shares: list[tuple[int, float]] = []
+    options = {"min_label_seconds": 1, "reserve_seconds": 30}
+
+    def fit_label(label: int, share: float) -> tuple[tabular.Fitted, dict, list]:
+        shares.append((label, share))
+        if label == 1:
+            raise tabular.NoModel("no model for label 1")
+        model = _Model(inputs["train"], y_train[:, label])
+        return model, {"trials": 2}, [{"model": "logreg", "score": 1.0}]
+
+    scores, rows, notes = tabular.fit_per_label(
+        _task(), 30, y_train, inputs, options, fit_label,
+        library="Lib", budget_key="time_budget", count_key="trials",
+    )  # fmt: skip
+    assert {s: v.shape for s, v in scores.items()} == {
+        "train": (60, 3),
+        "val": (20, 3),
+        "test": (30, 3),
+    }
+    # Label 1 gives every image its training frequency; labels 0 and 2 their model's output.
+    np.testing.assert_allclose(scores["test"][:, 1], y_train[:, 1].mean())
+    assert np.corrcoef(scores["test"][:, 0], inputs["test"][:, 0])[0, 1] > 0.8
+    assert [r["label"] for r in rows] == [0, 2]
+    assert notes["trials"] == 4 and notes["labels_without_model"] == [1]
+    assert notes["labels"][1]["time_budget"] == shares[1][1] and "no_model" in notes["labels"][1]
+    # A third each of 30 s, and the time label 1 left unused goes to label 2.
+    assert [label for label, _ in shares] == [0, 1, 2]
+    assert shares[0][1] == pytest.approx(10, abs=1) and shares[2][1] > 15
+
+
+def test_per_label_searches_without_any_model_fail_the_task() -> None:
+    def fit_label(label: int, share: float) -> tuple[tabular.Fitted, dict, list]:
+        raise tabular.NoModel(f"nothing for label {label}")
+
+    y_train = np.zeros((4, 2), np.uint8)
+    with pytest.raises(tabular.NoModel, match="Lib finished no model for any label of breastmnist"):
+        tabular.fit_per_label(
+            _task(), 10, y_train, {"test": np.zeros((3, 1))},
+            {"min_label_seconds": 1, "reserve_seconds": 30}, fit_label,
+            library="Lib", budget_key="time_budget", count_key="trials",
+        )  # fmt: skip
+
+
 def test_targets_are_class_ids_or_a_label_matrix() -> None:
     task = _task()
     task.y_train = np.array([[1], [0]], np.uint8)
