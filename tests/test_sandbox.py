@@ -245,9 +245,10 @@ def _without_bwrap(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
     return dict(env, PATH=str(bin_dir))
 
 
-def test_required_refuses_to_start_without_a_sandbox(
-    tiny_catalog: TinyData, tmp_path: Path
-) -> None:
+def _run_without_bwrap(
+    tiny_catalog: TinyData, tmp_path: Path, *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """``decathlon run`` of a good adapter on breastmnist on a machine without bwrap."""
     cmd, env = harness(
         tmp_path,
         tiny_catalog,
@@ -261,12 +262,16 @@ def test_required_refuses_to_start_without_a_sandbox(
         str(tiny_catalog.data_dir),
         "--run-dir",
         str(tmp_path / "run"),
-        "--sandbox",
-        "required",
+        *flags,
     )
-    done = subprocess.run(
-        cmd, env=_without_bwrap(tmp_path, env), capture_output=True, text=True, timeout=300
-    )
+    env = _without_bwrap(tmp_path, env)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_required_refuses_to_start_without_a_sandbox(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    done = _run_without_bwrap(tiny_catalog, tmp_path, "--sandbox", "required")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--sandbox required" in lines[0] and "bwrap" in lines[0]
@@ -276,23 +281,7 @@ def test_required_refuses_to_start_without_a_sandbox(
 def test_auto_without_a_sandbox_runs_unsealed_and_says_so(
     tiny_catalog: TinyData, tmp_path: Path
 ) -> None:
-    cmd, env = harness(
-        tmp_path,
-        tiny_catalog,
-        "--adapter",
-        "mis_good",
-        "--profile",
-        "quick",
-        "--datasets",
-        "breastmnist",
-        "--data-dir",
-        str(tiny_catalog.data_dir),
-        "--run-dir",
-        str(tmp_path / "run"),
-    )
-    done = subprocess.run(
-        cmd, env=_without_bwrap(tmp_path, env), capture_output=True, text=True, timeout=300
-    )
+    done = _run_without_bwrap(tiny_catalog, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     said = " ".join(done.stdout.split())  # the console wraps long lines
     assert said.count("no sandbox") == 1
