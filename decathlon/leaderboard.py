@@ -4,17 +4,30 @@ One row per (adapter, dataset, size, seed, split), whatever the task's status, p
 ``decathlon`` row per (adapter, size, seed) holding the mean test AUC and ACC over the ten
 datasets: status ``ok`` only when all ten are ``ok``, else ``incomplete`` with empty scores and
 the missing datasets named. The mean is never taken over fewer than ten, nor over sizes.
+
+This module owns the file format: it writes a leaderboard (:func:`write`), reads it back as
+rows (:func:`read`), and reads it validated for comparison (:func:`read_leaderboard`, which
+``compare`` and ``show`` use), with the reference leaderboards the package ships
+(:func:`reference_path`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from decathlon import files
+from decathlon import datasets, files, resources
+from decathlon.errors import LeaderboardError, did_you_mean
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "run_id",
@@ -49,6 +62,27 @@ NOT_GIVEN = "not_given"
 STATUSES = ("ok", "timeout", "error", "invalid", NOT_GIVEN)
 SPLITS = ("train", "val", "test")
 SUMMARY_DATASET = "decathlon"
+SUMMARY_STATUSES = ("ok", "incomplete")
+#: Columns that files written before they existed lack; read as empty.
+OPTIONAL_COLUMNS = ("sealed", "environment")
+METRICS = ("auc", "acc")
+#: The columns that identify a row: no two rows of a file share them.
+KEY = ["run_id", "adapter", "dataset", "size", "seed", "split"]
+#: The ten decathlon datasets, in the papers' order.
+DATASETS = datasets.DECATHLON_FLAGS
+#: The 2021 paper's names for the organ datasets.
+V1_FLAGS = datasets.ALIASES
+#: The reference leaderboards the package ships (in ``decathlon/leaderboards/``), by the names
+#: ``--reference`` accepts.
+REFERENCES = {
+    "v1": "medmnist_v1_isbi2021.csv",
+    "v2": "medmnist_v2_scidata2023.csv",
+    "plus": "medmnist_plus_scirep2025.csv",
+}
+#: ``adapter_version`` of the published rows in the reference leaderboards.
+PUBLISHED = "published"
+#: The image sizes a leaderboard's ``size`` column may hold.
+SIZES = datasets.SIZES
 
 Row = dict[str, Any]
 
@@ -131,3 +165,219 @@ def summarize(rows: Sequence[Row], datasets: Sequence[str]) -> list[Row]:
 
 def _truthy(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
+
+
+# ---------------------------------------------------------------------- reading, validated
+
+
+@dataclass
+class Leaderboard:
+    """One validated leaderboard file.
+
+    ``rows`` holds the per-dataset rows (summary rows dropped) with ``seed`` as int and ``auc`` /
+    ``acc`` as float (NaN when empty), ``size`` as int. ``run_dir`` is the run directory when
+    the file sits in one (where ``tasks/<dataset>/seed<k>/predictions/`` may hold scores);
+    ``profile`` is its one profile.
+    """
+
+    path: Path
+    rows: pd.DataFrame
+    run_dir: Path | None
+    profile: str
+
+
+def read_leaderboard(path: Path) -> Leaderboard:
+    """Read and check a leaderboard CSV, or the ``leaderboard.csv`` of a run directory.
+
+    Raises :class:`LeaderboardError` with one line naming the file for anything that is not a
+    well-formed leaderboard: unreadable or empty file, missing columns, unknown dataset, split or
+    status, non-numeric or out-of-range scores, an ``ok`` test row without scores, duplicate
+    (run_id, adapter, dataset, size, seed, split) rows, several profiles in one file, no test rows.
+    """
+    import numpy as np  # here: the harness's other paths need no pandas
+    import pandas as pd
+
+    path = Path(path)
+    run_dir: Path | None = None
+    if path.is_dir():
+        run_dir, path = path, path / "leaderboard.csv"
+        if not path.is_file():
+            raise LeaderboardError(f"{run_dir}: not a run directory (no leaderboard.csv in it)")
+    elif not path.is_file():
+        raise LeaderboardError(f"{path}: no such leaderboard file or run directory")
+    elif (path.parent / "tasks").is_dir():
+        run_dir = path.parent
+
+    _check_whole_rows(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise LeaderboardError(f"{path}: empty file, not a leaderboard") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LeaderboardError(f"{path}: not a leaderboard CSV ({first})") from None
+
+    df.columns = [str(c).strip() for c in df.columns]
+    if "size" not in df.columns and "run_id" in df.columns:
+        # Written before MedMNIST+ sizes existed: every row is at 28.
+        df.insert(min(3, len(df.columns)), "size", "28")
+    for column in OPTIONAL_COLUMNS:
+        if column not in df.columns:
+            df[column] = ""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if len(missing) == len(COLUMNS) or {"run_id", "dataset", "split"} <= set(missing):
+        found = ", ".join(list(df.columns)[:6])
+        raise LeaderboardError(
+            f"{path}: not a decathlon leaderboard (columns found: {found}; "
+            f"expected {', '.join(COLUMNS[:8])}, ...)"
+        )
+    if missing:
+        raise LeaderboardError(f"{path}: missing column(s) {', '.join(missing)}")
+    if df.empty:
+        raise LeaderboardError(f"{path}: no rows, nothing to compare")
+    df = df[list(COLUMNS)].apply(lambda s: s.str.strip())
+
+    def fail(i: int, problem: str) -> LeaderboardError:
+        # i is the frame's 0-based row; line 1 is the header.
+        return LeaderboardError(f"{path}: line {i + 2}: {problem}")
+
+    for i, row in df.iterrows():
+        assert isinstance(i, int)
+        dataset, split, status = row["dataset"], row["split"], row["status"]
+        if dataset not in DATASETS and dataset != SUMMARY_DATASET:
+            hint = (
+                f" (the current medmnist flag is '{V1_FLAGS[dataset]}')"
+                if dataset in V1_FLAGS
+                else "." + did_you_mean(dataset, DATASETS)
+            )
+            raise fail(i, f"unknown dataset '{dataset}'{hint}")
+        if split not in SPLITS:
+            raise fail(i, f"unknown split '{split}' (expected train, val or test)")
+        allowed = SUMMARY_STATUSES if dataset == SUMMARY_DATASET else STATUSES
+        if status not in allowed:
+            raise fail(i, f"unknown status '{status}' (expected {', '.join(allowed)})")
+        if dataset == SUMMARY_DATASET and split != "test":
+            raise fail(i, f"a '{SUMMARY_DATASET}' summary row must have split test, not '{split}'")
+        try:
+            int(row["seed"])
+        except ValueError:
+            raise fail(i, f"seed '{row['seed']}' is not an integer") from None
+        if row["sealed"] not in ("true", "false", ""):
+            raise fail(i, f"sealed '{row['sealed']}' is not true, false or empty")
+        if row["size"] not in {str(s) for s in SIZES}:
+            choices = ", ".join(str(s) for s in SIZES)
+            raise fail(i, f"size '{row['size']}' is not an image size ({choices})")
+        for metric in METRICS:
+            text = row[metric]
+            if text == "":
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                raise fail(i, f"{metric} '{text}' is not a number") from None
+            if not (0.0 <= value <= 1.0):
+                raise fail(i, f"{metric} {text} is outside [0, 1]")
+        if dataset != SUMMARY_DATASET and status == "ok" and split != "train":
+            empty = [m for m in METRICS if row[m] == ""]
+            if row["adapter_version"] == PUBLISHED and len(empty) < len(METRICS):
+                empty = []  # a published row leaves empty what its source does not report
+            if empty:
+                raise fail(i, f"status ok but no {' or '.join(empty)} for the {split} split")
+        if status == NOT_GIVEN:
+            if split != "train":
+                raise fail(i, f"status {status} is for train rows only, not {split}")
+            if row["auc"] != "" or row["acc"] != "":
+                raise fail(i, f"status {status} but the row has scores")
+
+    dup = df.duplicated(KEY, keep=False)
+    if dup.any():
+        lines = [i + 2 for i in df.index[dup][:2]]
+        key = ", ".join(f"{k}={df.loc[df.index[dup][0], k]}" for k in KEY)
+        raise LeaderboardError(f"{path}: duplicate rows ({key}) on lines {lines[0]} and {lines[1]}")
+
+    profiles = sorted(set(df["profile"]))
+    if len(profiles) > 1:
+        raise LeaderboardError(
+            f"{path}: mixed profiles {', '.join(repr(p) for p in profiles)}; a leaderboard holds "
+            "one profile (split it and compare the files)"
+        )
+    rows = df[df["dataset"] != SUMMARY_DATASET].copy()
+    if not (rows["split"] == "test").any():
+        found = ", ".join(sorted(set(rows["split"]))) or "none"
+        raise LeaderboardError(f"{path}: no test rows (splits found: {found}); nothing to compare")
+
+    rows["seed"] = rows["seed"].astype(int)
+    rows["size"] = rows["size"].astype(int)
+    for metric in METRICS:
+        values = pd.to_numeric(rows[metric].replace("", np.nan), errors="coerce")
+        # Scores of a failed row are not results, whatever the file says.
+        rows[metric] = values.where(rows["status"] == "ok")
+    rows = rows.reset_index(drop=True)
+    _check_summary_rows(path, df, rows)
+    return Leaderboard(path=path, rows=rows, run_dir=run_dir, profile=profiles[0])
+
+
+def _check_whole_rows(path: Path) -> None:
+    """Refuse a file cut off in the middle of a row (any split): every record has every field.
+
+    The harness rewrites its leaderboard atomically, so a short row means a truncated copy.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, strict=True)
+            header = next(reader, None)
+            if not header:
+                return  # empty: read_leaderboard says so
+            for record in reader:
+                if record and len(record) != len(header):
+                    raise LeaderboardError(
+                        f"{path}: line {reader.line_num}: cut off ({len(record)} of"
+                        f" {len(header)} fields); the file is truncated or not a leaderboard"
+                    )
+    except csv.Error as exc:  # e.g. cut off inside a quoted field
+        raise LeaderboardError(
+            f"{path}: line {reader.line_num}: {exc}; the file is truncated or not a leaderboard CSV"
+        ) from None
+    except UnicodeDecodeError:
+        return  # read_leaderboard says so
+
+
+def _check_summary_rows(path: Path, df: pd.DataFrame, rows: pd.DataFrame) -> None:
+    """Log a warning where a file's own ``decathlon`` row disagrees with the recomputed mean."""
+    summary = df[(df["dataset"] == SUMMARY_DATASET) & (df["status"] == "ok")]
+    for _, srow in summary.iterrows():
+        test = rows[
+            (rows["run_id"] == srow["run_id"])
+            & (rows["adapter"] == srow["adapter"])
+            & (rows["size"] == int(srow["size"]))
+            & (rows["seed"] == int(srow["seed"]))
+            & (rows["split"] == "test")
+            & (rows["status"] == "ok")
+        ]
+        for metric in METRICS:
+            if srow[metric] == "" or len(test) != len(DATASETS):
+                continue
+            if abs(float(srow[metric]) - float(test[metric].mean())) > 5e-4:
+                log.warning(
+                    "%s: the decathlon %s of %s/%s seed %s is %s, the ten test rows give %.4f",
+                    path,
+                    metric,
+                    srow["run_id"],
+                    srow["adapter"],
+                    srow["seed"],
+                    srow[metric],
+                    test[metric].mean(),
+                )
+
+
+def reference_path(name: str) -> Path:
+    """The reference leaderboard for ``--reference NAME`` (``v1``, ``v2`` or ``plus``)."""
+    if name not in REFERENCES:
+        raise LeaderboardError(
+            f"unknown reference '{name}' (choose {', '.join(REFERENCES)})"
+            + did_you_mean(name, REFERENCES)
+        )
+    path = resources.data_file("leaderboards", REFERENCES[name])
+    if not path.is_file():
+        raise LeaderboardError(f"{path}: reference leaderboard missing from this installation")
+    return path

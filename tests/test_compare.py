@@ -426,7 +426,7 @@ def test_comparison_of_synthetic_runs(tmp_path: Path) -> None:
 
     md = compare.to_markdown(table, methods)
     assert "| runA/good |" in md and "**" in md
-    assert md.splitlines()[0].count("|") == len(compare._value_columns()) + 2
+    assert md.splitlines()[0].count("|") == len(compare.value_columns()) + 2
     html = compare.to_html(table, methods)
     assert "<b>" in html and "runB/broken †" in html
     csv_text = compare.to_csv(table)

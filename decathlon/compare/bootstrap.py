@@ -1,0 +1,211 @@
+"""Bootstrap confidence intervals of test AUC, from a run's predictions and the dataset's labels."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from decathlon import datasets, metrics
+from decathlon.compare.base import CI_COLUMNS, SHORT, LabelsFn, MetricFn
+from decathlon.compare.methods import Method
+from decathlon.errors import DecathlonError
+from decathlon.leaderboard import DATASETS
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_ci(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    metric_fn: MetricFn,
+    *,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, int]:
+    """Percentile bootstrap interval of ``metric_fn(y_true, y_score)``, resampling images.
+
+    Rows of ``y_true`` and ``y_score`` are drawn together with replacement ``n_boot`` times.
+    Resamples on which the metric is undefined (a class absent: ``ValueError``, or NaN) are
+    skipped. Returns ``(low, high, n_used)``; ``(nan, nan, 0)`` when no resample worked.
+    """
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score)
+    if len(y_true) != len(y_score):
+        raise ValueError(f"{len(y_true)} labels but {len(y_score)} score rows")
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                v = float(metric_fn(y_true[idx], y_score[idx]))
+        except ValueError:
+            continue
+        if not math.isnan(v):
+            values.append(v)
+    if not values:
+        return math.nan, math.nan, 0
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high), len(values)
+
+
+def _auc_fn(task: str) -> MetricFn:
+    return lambda y_true, y_score: metrics.auc(task, y_true, y_score)
+
+
+def _seed_mean(metric_fn: MetricFn) -> MetricFn:
+    # Scores of several seeds stacked as (N, seeds, C): the same images resampled for every seed.
+    return lambda y_true, y_score: float(
+        np.mean([metric_fn(y_true, y_score[:, k]) for k in range(y_score.shape[1])])
+    )
+
+
+def catalog_labels(
+    data_dir: Path | None, info_path: Path | None = None, size: int = datasets.DEFAULT_SIZE
+) -> LabelsFn:
+    """Test labels from the local dataset files at ``size`` (never downloads, reads no image);
+    ``None`` where unavailable.
+
+    ``data_dir`` defaults to the catalog's default folder, ``info_path`` to the bundled (or
+    ``$DECATHLON_INFO``) metadata.
+    """
+
+    def labels(flag: str) -> np.ndarray | None:
+
+        try:
+            catalog = datasets.Catalog.load(info_path)
+            loaded = datasets.load(
+                catalog,
+                flag,
+                data_dir or datasets.default_data_dir(),
+                size=size,
+                download=False,
+                progress=False,
+                images=False,
+            )
+            return np.asarray(loaded.arrays["test_labels"])
+        except (DecathlonError, OSError, KeyError, ValueError) as exc:
+            log.info("no test labels for %s: %s", flag, exc)
+            return None
+
+    return labels
+
+
+def _task_types() -> dict[str, str]:
+
+    catalog = datasets.Catalog.load()
+    return {flag: catalog.info(flag).task for flag in DATASETS}
+
+
+def bootstrap_table(
+    methods: Sequence[Method],
+    labels_fn: LabelsFn | None = None,
+    *,
+    n_boot: int = 1000,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Bootstrap 95% intervals of each test AUC that has saved predictions and known labels.
+
+    Returns a frame with :data:`CI_COLUMNS` and notes on what was skipped. ``labels_fn`` maps a
+    dataset flag to its test labels; by default the catalog, with the run's ``config.json``
+    ``data_dir`` when it names one.
+    """
+    records: list[dict[str, Any]] = []
+    notes: list[str] = []
+    tasks = _task_types()
+    label_cache: dict[tuple[str | None, str], np.ndarray | None] = {}  # (run, flag@size)
+    no_predictions: list[str] = []
+    for m in methods:
+        if m.run_dir is None:
+            continue
+        fn = labels_fn or catalog_labels(*_run_paths(m.run_dir), size=m.size)
+        skipped: list[str] = []
+        for dataset in m.datasets:
+            if (dataset, "test") not in m.scores:
+                continue
+            files = [
+                m.run_dir / "tasks" / dataset / f"seed{s}" / "predictions" / "test.npy"
+                for s in m.seeds
+            ]
+            if not all(f.is_file() for f in files):
+                skipped.append(f"{dataset} (no predictions)")
+                continue
+            key = (str(m.run_dir) if labels_fn is None else None, f"{dataset}@{m.size}")
+            if key not in label_cache:
+                label_cache[key] = fn(dataset)
+            y_true = label_cache[key]
+            if y_true is None:
+                skipped.append(f"{dataset} (no labels)")
+                continue
+            scores = [np.load(f) for f in files]
+            if any(len(s) != len(y_true) for s in scores):
+                skipped.append(f"{dataset} (predictions do not match the labels' length)")
+                continue
+            metric = _seed_mean(_auc_fn(tasks[dataset]))
+            stacked = np.stack(scores, axis=1)
+            low, high, used = bootstrap_ci(y_true, stacked, metric, n_boot=n_boot)
+            records.append(
+                {
+                    "method": m.label,
+                    "dataset": dataset,
+                    "auc": m.test(dataset, "auc"),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_boot": used,
+                    "note": "" if used == n_boot else f"{n_boot - used} resamples undefined",
+                }
+            )
+        if (
+            skipped
+            and all(s.endswith("(no predictions)") for s in skipped)
+            and not any(r["method"] == m.label for r in records)
+        ):
+            no_predictions.append(m.label)
+        elif skipped:
+            notes.append(f"Bootstrap CI skipped for {m.label}: {', '.join(skipped)}.")
+    if no_predictions:
+        notes.insert(
+            0, f"Bootstrap CI skipped (no saved predictions): {', '.join(no_predictions)}."
+        )
+    return pd.DataFrame.from_records(records, columns=CI_COLUMNS), notes
+
+
+def _run_paths(run_dir: Path) -> tuple[Path | None, Path | None]:
+    """The data folder and catalog file a run used, from its ``config.json`` where it names them.
+
+    The runner records them under ``config``; relative paths are taken from the current folder.
+    """
+    try:
+        record = json.loads((run_dir / "config.json").read_text())
+        config = record.get("config", record)
+    except (OSError, ValueError, AttributeError):
+        return None, None
+
+    def existing(key: str) -> Path | None:
+        value = config.get(key) if isinstance(config, dict) else None
+        return Path(value).expanduser() if value and Path(value).expanduser().exists() else None
+
+    return existing("data_dir"), existing("info_path")
+
+
+def render_ci(ci: pd.DataFrame) -> str:
+    """Bootstrap intervals as text lines, one per method."""
+    lines = []
+    for method, group in ci.groupby("method", sort=False):
+        cells = ", ".join(
+            f"{SHORT[r.dataset]} {r.auc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+            for r in group.itertuples()
+        )
+        lines.append(f"  {method}: {cells}")
+    return "\n".join(lines)
