@@ -412,9 +412,27 @@ def train_and_predict(task: Task, arch: str, size: int) -> Predictions:
     }
     if reason:
         info["stop_reason"] = reason
-    return Predictions(
-        train=trainer.predict(task.x_train) if predict_train else None,
-        val=trainer.predict(x_val),
-        test=trainer.predict(task.x_test),
-        info=info,
-    )
+    # Test and val first: the scores. Train predictions are optional, so they come last and only
+    # when the time left covers them (at the val pass's speed); a stop close to the deadline
+    # must not lose the whole task to them.
+    test = trainer.predict(task.x_test)
+    val = trainer.predict(x_val)
+    train = None
+    if predict_train:
+        left = task.deadline - time.time() - DEADLINE_MARGIN_S / 2
+        need = predict_seconds * len(task.x_train) / max(len(y_val), 1)
+        if train_predictions_fit(left, need):
+            train = trainer.predict(task.x_train)
+        else:
+            info["train_predictions"] = (
+                f"skipped: about {need:.0f} s needed, {max(0.0, left):.0f} s left before the"
+                " deadline"
+            )
+            log.warning("train predictions %s", info["train_predictions"])
+    return Predictions(train=train, val=val, test=test, info=info)
+
+
+def train_predictions_fit(left_seconds: float, need_seconds: float) -> bool:
+    """Whether predicting the training split (estimated ``need_seconds``, with a fifth to spare)
+    ends in the ``left_seconds`` before the deadline."""
+    return 1.2 * need_seconds <= left_seconds
