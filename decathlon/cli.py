@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from decathlon import budgets as budgets_module
-from decathlon import datasets, environments, leaderboard
+from decathlon import datasets, environments, leaderboard, rundir
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry, add_commands, make_registry
 from decathlon.reporters import PlainReporter, RichReporter, results_table
@@ -501,7 +501,7 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
 
             config.n_jobs = local_jobs(args.workers)
         run_dir = (parent / f"{name}-{config.profile}-{config.size}-{stamp}").resolve()
-        if (run_dir / "config.json").exists():
+        if rundir.config_path(run_dir).exists():
             raise DecathlonError(f"{run_dir} already holds a run; choose another --run-dir")
         reporter = (
             RichReporter(console, progress=progress, label=name)
@@ -556,13 +556,13 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
             end="",
         )
     for run_dir in finished:
-        console.print(f"leaderboard: {run_dir / 'leaderboard.csv'}")
-    not_ok = _say_not_ok([run_dir / "leaderboard.csv" for run_dir in finished])
+        console.print(f"leaderboard: {rundir.leaderboard_path(run_dir)}")
+    not_ok = _say_not_ok([rundir.leaderboard_path(run_dir) for run_dir in finished])
     return 2 if failed else not_ok
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
+    path = rundir.config_path(run_dir)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from decathlon import environments, leaderboard, synthetic
+from decathlon import environments, launcher, leaderboard, rundir, synthetic
 from decathlon.plugins import Registry, make_registry
 from decathlon.runner import RunConfig, Runner, check_size
 
@@ -124,7 +124,8 @@ def _check_datasets(
         detail = (
             f"test AUC {float(test['auc']):.3f}, ACC {float(test['acc']):.3f}"
             if ok
-            else f"{test['status']}: {test['reason']} (log: {path.parent / 'tasks' / flag})"
+            else f"{test['status']}: {test['reason']}"
+            f" (log: {rundir.task_dir(path.parent, flag, 0) / rundir.LOG})"
         )
         checks.append(Check(f"{flag} ({test['task']}): valid scores", ok, detail))
     return checks
@@ -141,15 +142,7 @@ def _check_import(adapter: Any) -> Check:
         return Check("imports", True, module)
     python = environments.build(adapter)
     # Mount the packages exactly as the worker does, then import the adapter's module.
-    from decathlon.runner import WORKER, mounts_for
-
-    code = (
-        "import importlib, importlib.util as u\n"
-        f"s = u.spec_from_file_location('decathlon_worker', {str(WORKER)!r})\n"
-        "w = u.module_from_spec(s); s.loader.exec_module(w)\n"
-        f"for name, folder in {mounts_for(adapter)!r}.items(): w._mount(name, folder)\n"
-        f"importlib.import_module({module!r})\n"
-    )
+    code = launcher.import_check_code(adapter, module)
     result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["?"])[-1]

@@ -47,15 +47,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from decathlon import environments, files
-from decathlon.enforcement import kill_tree
+from decathlon import environments, files, rundir
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry, make_registry
 from decathlon.runner import (
     PlannedTask,
     RunConfig,
     Runner,
-    clear_task_dir,
     failed_rows,
     gpu_names,
 )
@@ -183,7 +181,7 @@ class DaskExecutor:
                 "run_dir": str(run_dir),
                 "retries": self.retries,
                 "shared_run_dir": self.shared_run_dir,
-                "config_sha256": _sha256(run_dir / "config.json"),
+                "config_sha256": _sha256(rundir.config_path(run_dir)),
             }
             token = uuid.uuid4().hex[:12]
             for task in tasks:
@@ -207,14 +205,14 @@ class DaskExecutor:
                     result = future.result()
                     rows = result["rows"]
                     if result.get("archive"):
-                        _unpack(result["archive"], runner._task_dir(run_dir, task))
+                        _unpack(result["archive"], runner.task_dir(run_dir, task))
                     if result.get("kept_on"):
                         runner.reporter.message(f"{task.key}: output/ kept on {result['kept_on']}")
                 except KilledWorker as exc:  # the scheduler's allowed-failures ran out first
                     last = getattr(getattr(exc, "last_worker", None), "address", "a worker")
                     tries = getattr(exc, "allowed_failures", 0) + 1
                     rows = failed_rows(
-                        runner._base_row(run_dir, task),
+                        runner.base_row(run_dir, task),
                         "error",
                         f"worker died: {last} was lost while running the task ({tries} workers"
                         " tried; the scheduler's allowed-failures ran out)",
@@ -222,7 +220,7 @@ class DaskExecutor:
                 except Exception as exc:  # a failure on the worker outside the task: still a row
                     log.warning("%s failed on the cluster: %r", task.key, exc)
                     rows = failed_rows(
-                        runner._base_row(run_dir, task),
+                        runner.base_row(run_dir, task),
                         "error",
                         f"on the Dask worker: {type(exc).__name__}: {exc}",
                     )
@@ -290,8 +288,11 @@ def plugin_refs(registry: Registry) -> list[PluginRef]:
         if id(plugin) in from_entry_points:
             continue
         if isinstance(plugin, ModuleType):
+            # No __file__ (a module made in memory, a namespace package): workers import it by
+            # name, or say in one line that they cannot.
             path = getattr(plugin, "__file__", None)
-            refs.append(PluginRef(module=plugin.__name__, path=str(Path(path).resolve())))
+            where = str(Path(path).resolve()) if path else None
+            refs.append(PluginRef(module=plugin.__name__, path=where))
         else:
             refs.append(PluginRef(obj=plugin))
     return refs
@@ -308,7 +309,7 @@ def _forget_state(client: Any, name: str) -> None:
 
 def _unpack(archive: bytes, task_dir: Path) -> None:
     if task_dir.exists():
-        clear_task_dir(task_dir)  # earlier attempts (--retry-failed) stay
+        rundir.clear_task_dir(task_dir)  # earlier attempts (--retry-failed) stay
     task_dir.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(io.BytesIO(archive)) as bundle:
         bundle.extractall(task_dir)
@@ -388,7 +389,7 @@ def run_task(payload: dict[str, Any], task: PlannedTask, state_name: str) -> dic
     run_dir = Path(payload["run_dir"])
     shared = payload["shared_run_dir"]
     if shared is None:  # the client's run folder, if this worker sees the same one
-        shared = _sha256(run_dir / "config.json") == payload["config_sha256"]
+        shared = _sha256(rundir.config_path(run_dir)) == payload["config_sha256"]
     where = run_dir if shared else _staging_dir(run_dir)
     state_var = Variable(state_name)
     state = state_var.get(timeout=60)
@@ -401,7 +402,7 @@ def run_task(payload: dict[str, Any], task: PlannedTask, state_name: str) -> dic
             state_var.set(state)
             tries = f" ({state['attempts']} attempts)" if state["attempts"] > 1 else ""
             rows = failed_rows(
-                runner._base_row(where, task),
+                runner.base_row(where, task),
                 "error",
                 f"worker died: {state['worker']} was lost while running the task{tries}",
             )
@@ -412,7 +413,7 @@ def run_task(payload: dict[str, Any], task: PlannedTask, state_name: str) -> dic
     try:
         environments.build(runner.adapter, on_step=log.info)
         if not shared:
-            (where / "tasks").mkdir(parents=True, exist_ok=True)
+            rundir.tasks_dir(where).mkdir(parents=True, exist_ok=True)
         rows = runner.execute(where, task)
     except BaseException:
         state["running"] = False
@@ -436,15 +437,7 @@ def _staging_dir(run_dir: Path) -> Path:
 
 def _kill_leftovers(runner: Runner, where: Path, task: PlannedTask) -> None:
     """Stop what a dead attempt left running on this machine (its worker outlived it)."""
-    import json
-
-    task_json = runner._task_dir(where, task) / "task.json"
-    try:
-        tag = json.loads(task_json.read_text()).get("tag")
-    except (OSError, ValueError):
-        return
-    if tag:
-        kill_tree(None, tag, grace=runner.config.kill_grace)
+    rundir.stop_leftovers(runner.task_dir(where, task), runner.config.kill_grace)
 
 
 def _result(
@@ -452,17 +445,17 @@ def _result(
 ) -> dict[str, Any]:
     if shared:
         return {"rows": rows, "archive": None, "kept_on": None}
-    task_dir = runner._task_dir(where, task)
+    task_dir = runner.task_dir(where, task)
     if not task_dir.is_dir():
         return {"rows": rows, "archive": None, "kept_on": None}
-    output = task_dir / "output"
+    output = task_dir / rundir.OUTPUT
     output_size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
     ship_output = output_size <= SHIP_OUTPUT_LIMIT
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
         for path in sorted(task_dir.rglob("*")):
             relative = path.relative_to(task_dir)
-            if not ship_output and relative.parts[0] == "output" and len(relative.parts) > 1:
+            if not ship_output and relative.parts[0] == rundir.OUTPUT and len(relative.parts) > 1:
                 continue
             bundle.write(path, relative.as_posix())  # folders too: an empty output/ stays
     kept_on = None

@@ -197,15 +197,17 @@ def read_leaderboard(path: Path) -> Leaderboard:
     import numpy as np  # here: the harness's other paths need no pandas
     import pandas as pd
 
+    from decathlon import rundir  # here: rundir reads this module's names
+
     path = Path(path)
     run_dir: Path | None = None
     if path.is_dir():
-        run_dir, path = path, path / "leaderboard.csv"
+        run_dir, path = path, rundir.leaderboard_path(path)
         if not path.is_file():
             raise LeaderboardError(f"{run_dir}: not a run directory (no leaderboard.csv in it)")
     elif not path.is_file():
         raise LeaderboardError(f"{path}: no such leaderboard file or run directory")
-    elif (path.parent / "tasks").is_dir():
+    elif rundir.is_run_dir(path.parent):
         run_dir = path.parent
 
     _check_whole_rows(path)

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 import decathlon
-from decathlon import compare, files
+from decathlon import compare, files, rundir
 from decathlon.compare import Method, Significance
 from decathlon.errors import LeaderboardError
 
@@ -132,10 +132,7 @@ def provenance(method: Method) -> dict[str, str]:
 def _config_record(method: Method) -> dict[str, Any] | None:
     if method.run_dir is None:
         return None
-    try:
-        record = json.loads((method.run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
+    record = rundir.read_config(method.run_dir)  # None when missing or unreadable
     return record if isinstance(record, dict) else None
 
 

@@ -39,19 +39,16 @@ import numpy as np
 
 import decathlon
 from decathlon import budgets as budgets_module
-from decathlon import datasets, environments, files, leaderboard, metrics, sandbox
+from decathlon import datasets, environments, launcher, leaderboard, metrics, rundir, sandbox
 from decathlon.contract import Adapter, Budget, DatasetInfo
-from decathlon.enforcement import kill_tree, new_tag, run_limited
+from decathlon.enforcement import new_tag, run_limited
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry
 
 log = logging.getLogger(__name__)
 
-WORKER = Path(__file__).resolve().parent / "worker.py"
 #: Statuses that ``--retry-failed`` reruns.
 RETRY_STATUSES = ("error", "timeout", "invalid")
-#: The folder in a task's folder that keeps its earlier attempts (``attempts/1/``, ...).
-ATTEMPTS = "attempts"
 
 
 @dataclass
@@ -224,8 +221,8 @@ class Runner:
             self._retry_failed(run_dir, tasks)
         if resume:
             for task in self.pending(run_dir, tasks):
-                self._clear_scratch(self._task_dir(run_dir, task))
-        done = sum(1 for t in tasks if (self._task_dir(run_dir, t) / "result.json").is_file())
+                self._clear_scratch(self.task_dir(run_dir, task))
+        done = sum(1 for t in tasks if rundir.is_finished(self.task_dir(run_dir, t)))
         self.reporter.run_started(tasks, done)
         if self.sandbox.notice:
             self.reporter.message(self.sandbox.notice)
@@ -252,22 +249,20 @@ class Runner:
 
     def _record_environment(self, run_dir: Path) -> None:
         """Add the environment's build record to config.json once it exists (first use)."""
-        path = run_dir / "config.json"
-        record = _read_json(path)
+        record = rundir.read_config(run_dir)
         if record and not record["adapter"].get("environment_built"):
             built = environments.record(self.adapter)
             if built:
                 record["adapter"]["environment_built"] = built
-                _write_json(path, record)
+                rundir.write_config(run_dir, record)
 
     def failed(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> list[tuple[PlannedTask, str]]:
         """The finished tasks whose status is in :data:`RETRY_STATUSES`, with that status."""
         out = []
         for task in tasks:
-            result = _read_json(self._task_dir(run_dir, task) / "result.json")
-            if not result:
+            rows = rundir.read_rows(self.task_dir(run_dir, task))
+            if rows is None:
                 continue
-            rows = result.get("rows") or []
             test = next((r for r in rows if r.get("split") == "test"), rows[0] if rows else {})
             if test.get("status") in RETRY_STATUSES:
                 out.append((task, str(test["status"])))
@@ -282,15 +277,15 @@ class Runner:
         counts = {s: sum(1 for _, st in failed if st == s) for s in RETRY_STATUSES}
         what = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         for task, _ in failed:
-            archive_attempt(self._task_dir(run_dir, task))
+            rundir.archive_attempt(self.task_dir(run_dir, task))
         self.reporter.message(
             f"retrying {len(failed)} failed task{'s' if len(failed) > 1 else ''} ({what}); "
-            f"earlier attempts kept in tasks/<dataset>/seed<N>/{ATTEMPTS}/"
+            f"earlier attempts kept in tasks/<dataset>/seed<N>/{rundir.ATTEMPTS}/"
         )
 
     def pending(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> list[PlannedTask]:
         """The tasks without a ``result.json``: what a run (or a resumed one) still has to do."""
-        return [t for t in tasks if not (self._task_dir(run_dir, t) / "result.json").is_file()]
+        return [t for t in tasks if not rundir.is_finished(self.task_dir(run_dir, t))]
 
     def execute(self, run_dir: Path, task: PlannedTask) -> list[dict[str, Any]]:
         """Run one task to its rows: load (or download) its data, start and watch the worker,
@@ -323,16 +318,10 @@ class Runner:
 
     def _clear_scratch(self, task_dir: Path) -> None:
         """Remove the scratch folder an interrupted task left, after stopping its worker."""
-        scratch = task_dir / "scratch"
-        if not scratch.exists():
-            return
-        old = _read_json(task_dir / "task.json") or {}
-        if old.get("tag"):  # its worker may have outlived the harness that started it
-            kill_tree(None, old["tag"], grace=self.config.kill_grace)
-        shutil.rmtree(scratch, ignore_errors=True)
+        rundir.clear_scratch(task_dir, self.config.kill_grace)
 
     def _prepare_run_dir(self, run_dir: Path, resume: bool) -> None:
-        config_path = run_dir / "config.json"
+        config_path = rundir.config_path(run_dir)
         if config_path.exists() and not resume:
             raise DecathlonError(
                 f"{run_dir} already holds a run; pass --resume {run_dir} to finish it,"
@@ -340,9 +329,9 @@ class Runner:
             )
         if resume and not config_path.exists():
             raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)")
-        (run_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        rundir.tasks_dir(run_dir).mkdir(parents=True, exist_ok=True)
         if not config_path.exists():
-            _write_json(config_path, self.record())
+            rundir.write_config(run_dir, self.record())
 
     def record(self) -> dict[str, Any]:
         """config.json: the request, the adapter, the budgets file, versions, host and devices."""
@@ -374,10 +363,12 @@ class Runner:
             "started_at": _now(),
         }
 
-    def _task_dir(self, run_dir: Path, task: PlannedTask) -> Path:
-        return run_dir / "tasks" / task.dataset.flag / f"seed{task.seed}"
+    def task_dir(self, run_dir: Path, task: PlannedTask) -> Path:
+        """The task's folder in the run directory."""
+        return rundir.task_dir(run_dir, task.dataset.flag, task.seed)
 
-    def _base_row(self, run_dir: Path, task: PlannedTask) -> dict[str, Any]:
+    def base_row(self, run_dir: Path, task: PlannedTask) -> dict[str, Any]:
+        """The leaderboard columns a task's rows share, whatever their status."""
         return {
             "run_id": run_dir.name,
             "adapter": self.adapter.name,
@@ -401,13 +392,10 @@ class Runner:
     def _run_task(
         self, run_dir: Path, task: PlannedTask, data: datasets.LoadedDataset | DecathlonError
     ) -> list[dict[str, Any]]:
-        base = self._base_row(run_dir, task)
-        task_dir = self._task_dir(run_dir, task)
+        base = self.base_row(run_dir, task)
+        task_dir = self.task_dir(run_dir, task)
         if task_dir.exists():  # left by a run that was killed mid-task: start it over
-            old = _read_json(task_dir / "task.json") or {}
-            if old.get("tag"):  # its worker may have outlived the harness that started it
-                kill_tree(None, old["tag"], grace=self.config.kill_grace)
-            clear_task_dir(task_dir)
+            rundir.clear_stale_task(task_dir, self.config.kill_grace)
         task_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(data, DecathlonError):
             return failed_rows(base, "error", f"data: {data}", elapsed=0.0)
@@ -416,9 +404,9 @@ class Runner:
         # The worker's folder of arrays holds no test labels: the harness scores from memory.
         worker_keys = tuple(k for k in datasets.KEYS if k != "test_labels")
         arrays = datasets.materialize(data, environments.home() / "arrays", worker_keys)
-        scratch = task_dir / "scratch"
-        output = task_dir / "output"
-        predictions = task_dir / "predictions"
+        scratch = task_dir / rundir.SCRATCH
+        output = task_dir / rundir.OUTPUT
+        predictions = task_dir / rundir.PREDICTIONS
         for folder in (scratch, output, predictions):
             folder.mkdir()
         deadline = time.time() + task.budget.hard_limit_seconds
@@ -426,7 +414,7 @@ class Runner:
         spec = {
             "tag": tag,
             "adapter": {"name": self.adapter.name, "run": self.adapter.run},
-            "mounts": mounts_for(self.adapter),
+            "mounts": launcher.mounts_for(self.adapter),
             "dataset": dataclasses.asdict(data.info),
             # Test labels are deliberately absent: the harness alone scores.
             "arrays": {
@@ -447,15 +435,15 @@ class Runner:
             "options": self.options,
             "sealed": self.sandbox.sealed,
         }
-        task_file = task_dir / "task.json"
-        _write_json(task_file, spec)
+        task_file = task_dir / rundir.TASK_SPEC
+        rundir.write_json(task_file, spec)
         python = str(environments.interpreter(self.adapter))
-        env = worker_environment(self.config.n_jobs, self.device)
+        env = launcher.worker_environment(self.config.n_jobs, self.device)
         try:
             outcome = run_limited(
-                [python, str(WORKER), str(task_file)],
+                launcher.command(python, task_file),
                 hard_limit=task.budget.hard_limit_seconds,
-                log_path=task_dir / "log.txt",
+                log_path=task_dir / rundir.LOG,
                 env=env,
                 cwd=scratch,
                 memory_mb=task.budget.memory_mb,
@@ -467,25 +455,13 @@ class Runner:
         finally:  # also on Ctrl-C or SIGTERM, once run_limited has taken the tree down
             shutil.rmtree(scratch, ignore_errors=True)
         base["elapsed_s"] = round(outcome.elapsed, 2)
-        notes = _read_json(predictions / "info.json") or {}
-        if outcome.timed_out:
-            return failed_rows(
-                base,
-                "timeout",
-                f"killed at the hard limit of {task.budget.hard_limit_seconds:.0f} s",
-                notes=notes,
-            )
-        if outcome.memory_exceeded:
-            how = "stopped by the kernel at" if outcome.memory_kernel else "killed over"
-            return failed_rows(
-                base,
-                "error",
-                f"{how} the memory cap of {task.budget.memory_mb} MB",
-                notes=notes,
-            )
-        if outcome.returncode != 0:
-            return failed_rows(base, "error", _failure_reason(outcome, predictions, task_dir))
-        return score(base, data, predictions, task_dir / "evaluator", run_dir.name, notes)
+        notes = rundir.read_json(predictions / rundir.WORKER_INFO) or {}
+        failure = launcher.failure(outcome, task.budget, predictions, task_dir / rundir.LOG)
+        if failure is not None:
+            status, reason = failure
+            crashed = not (outcome.timed_out or outcome.memory_exceeded)
+            return failed_rows(base, status, reason, notes=None if crashed else notes)
+        return score(base, data, predictions, task_dir / rundir.EVALUATOR, run_dir.name, notes)
 
     def _seal(
         self,
@@ -515,7 +491,7 @@ class Runner:
             ]
             view = sandbox.task_view(
                 python=python,
-                code=[str(WORKER.parent), *spec["mounts"].values()],
+                code=[str(launcher.WORKER.parent), *spec["mounts"].values()],
                 task_dir=str(task_dir),
                 shared=sandbox.option_paths(self.options, hidden),
                 arrays=spec["arrays"].values(),
@@ -527,12 +503,11 @@ class Runner:
 
     def finish_task(self, run_dir: Path, task: PlannedTask, rows: list[dict[str, Any]]) -> None:
         """Record a task's rows (result.json, then the leaderboard) and tell plugins and display."""
-        task_dir = self._task_dir(run_dir, task)
-        task_dir.mkdir(parents=True, exist_ok=True)
+        task_dir = self.task_dir(run_dir, task)
         stamp = _now()
         for row in rows:
             row["finished_at"] = stamp
-        _write_json(task_dir / "result.json", {"rows": rows})
+        rundir.write_rows(task_dir, rows)
         self.write_leaderboard(run_dir)
         try:
             self.registry.pm.hook.decathlon_task_finished(rows=rows, task_dir=task_dir)
@@ -542,56 +517,11 @@ class Runner:
 
     def write_leaderboard(self, run_dir: Path) -> Path:
         """Gather every finished task's rows, add the decathlon means, write leaderboard.csv."""
-        rows = collect_rows(run_dir)
-        path = run_dir / "leaderboard.csv"
+        rows = rundir.collect_rows(run_dir)
+        path = rundir.leaderboard_path(run_dir)
         rows += leaderboard.summarize(rows, self.catalog.flags)
         leaderboard.write(path, rows)
         return path
-
-
-def archive_attempt(task_dir: Path) -> Path:
-    """Move everything in a task's folder (but earlier attempts) to ``attempts/K/``, K = 1, 2..."""
-    attempts = task_dir / ATTEMPTS
-    numbers = [int(p.name) for p in attempts.glob("*") if p.name.isdigit()]
-    target = attempts / str(max(numbers, default=0) + 1)
-    target.mkdir(parents=True)
-    for entry in task_dir.iterdir():
-        if entry.name != ATTEMPTS:
-            shutil.move(str(entry), str(target / entry.name))
-    return target
-
-
-def clear_task_dir(task_dir: Path) -> None:
-    """Delete what a task's folder holds, except its earlier attempts."""
-    for entry in task_dir.iterdir():
-        if entry.name == ATTEMPTS:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-
-
-def collect_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of every finished task of a run, in dataset and seed order."""
-    rows = []
-    for result in sorted((run_dir / "tasks").glob("*/seed*/result.json")):
-        data = _read_json(result)
-        if data:
-            for row in data["rows"]:
-                row.setdefault("size", datasets.DEFAULT_SIZE)  # written before sizes existed
-            rows.extend(data["rows"])
-    order = {flag: i for i, flag in enumerate(datasets.DECATHLON_FLAGS)}
-    split_order = {s: i for i, s in enumerate(leaderboard.SPLITS)}
-    rows.sort(
-        key=lambda r: (
-            order.get(r["dataset"], 99),
-            r["dataset"],
-            int(r["seed"]),
-            split_order.get(r["split"], 9),
-        )
-    )
-    return rows
 
 
 def failed_rows(
@@ -678,54 +608,6 @@ def score(
     return rows
 
 
-def _failure_reason(outcome: Any, predictions: Path, task_dir: Path) -> str:
-    error = _read_json(predictions / "error.json")
-    if error:
-        return f"{error['type']}: {error['message']}"
-    if outcome.signal:
-        import signal
-
-        try:
-            name = signal.Signals(outcome.signal).name
-        except ValueError:
-            name = str(outcome.signal)
-        return f"worker died from {name}; see {task_dir / 'log.txt'}"
-    return f"worker exited {outcome.returncode}; see {task_dir / 'log.txt'}"
-
-
-def mounts_for(adapter: Adapter) -> dict[str, str]:
-    """Where the worker imports from: the harness's package folder and the adapter's top-level
-    package folder (or module file, for a single-module plugin)."""
-    import importlib.util
-
-    top = adapter.run.split(":")[0].split(".")[0]
-    mounts = {"decathlon": str(Path(decathlon.__file__).resolve().parent)}
-    if top == "decathlon":
-        return mounts
-    spec = importlib.util.find_spec(top)
-    if spec is not None and spec.submodule_search_locations:
-        mounts[top] = str(Path(list(spec.submodule_search_locations)[0]).resolve())
-    elif spec is not None and spec.origin:
-        mounts[top] = str(Path(spec.origin).resolve())
-    else:
-        raise DecathlonError(f"adapter '{adapter.name}': cannot find '{top}' of {adapter.run}")
-    return mounts
-
-
-def worker_environment(n_jobs: int, device: str) -> dict[str, str]:
-    """The worker's environment: the harness's, less its Python paths and the variables that
-    say where the data is, with thread counts set."""
-    dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *sandbox.DATA_LOCATION_VARIABLES)
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    threads = str(max(1, n_jobs))
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = threads
-    env["PYTHONUNBUFFERED"] = "1"
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
-
-
 def check_size(adapter: Adapter, size: int) -> None:
     """Refuse, in one line, a size that MedMNIST does not publish or the adapter does not take."""
     datasets.check_size(size)
@@ -807,14 +689,3 @@ def _one_line(text: str) -> str:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    files.write_text(path, json.dumps(payload, indent=2, default=str))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

@@ -1,9 +1,11 @@
 """The worker: runs one adapter on one dataset inside the adapter's environment.
 
 Started by the runner as ``PYTHON /path/to/decathlon/worker.py TASK.json`` in a new process
-session. It runs on Python 3.9+ with the standard library, numpy and pluggy only, and imports
-the harness and the adapter's package from their folders (listed in the task file under
-``mounts``) so that nothing else from the harness's environment leaks into the adapter's.
+session; :mod:`decathlon.launcher` is its harness-side half (command line, mounts, environment,
+failure reasons), as the AutoML Benchmark's ``caller.py`` / ``callee.py``. It runs on Python
+3.9+ with the standard library, numpy and pluggy only, and imports the harness and the adapter's
+package from their folders (listed in the task file under ``mounts``) so that nothing else from
+the harness's environment leaks into the adapter's.
 
 It reads the arrays memory-mapped, calls the adapter's ``run(task)``, and writes the scores as
 ``.npy`` files to ``predictions_dir`` (each written to a temporary name, then renamed). On an
@@ -32,7 +34,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
     sys.path.pop(0)
 
 
-def _mount(name: str, location: str) -> None:
+def mount(name: str, location: str) -> None:
     """Make ``name`` importable from ``location``: a package's folder or a module's file."""
     if name in sys.modules:
         return
@@ -129,7 +131,7 @@ def main(task_file: str) -> int:
 
 def _run(spec: Any) -> int:
     for name, folder in spec["mounts"].items():
-        _mount(name, folder)
+        mount(name, folder)
 
     import numpy as np
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from decathlon import datasets, metrics
+from decathlon import datasets, metrics, rundir
 from decathlon.compare.base import CI_COLUMNS, SHORT, LabelsFn, MetricFn
 from decathlon.compare.methods import Method
 from decathlon.errors import DecathlonError
@@ -134,10 +133,7 @@ def bootstrap_table(
         for dataset in m.datasets:
             if (dataset, "test") not in m.scores:
                 continue
-            files = [
-                m.run_dir / "tasks" / dataset / f"seed{s}" / "predictions" / "test.npy"
-                for s in m.seeds
-            ]
+            files = [rundir.predictions_file(m.run_dir, dataset, s, "test") for s in m.seeds]
             if not all(f.is_file() for f in files):
                 skipped.append(f"{dataset} (no predictions)")
                 continue
@@ -186,11 +182,10 @@ def _run_paths(run_dir: Path) -> tuple[Path | None, Path | None]:
 
     The runner records them under ``config``; relative paths are taken from the current folder.
     """
-    try:
-        record = json.loads((run_dir / "config.json").read_text())
-        config = record.get("config", record)
-    except (OSError, ValueError, AttributeError):
+    record = rundir.read_config(run_dir)
+    if not isinstance(record, dict):  # none, unreadable, or not a JSON object
         return None, None
+    config = record.get("config", record)
 
     def existing(key: str) -> Path | None:
         value = config.get(key) if isinstance(config, dict) else None

@@ -1,0 +1,99 @@
+"""Launching a worker: the harness-side half of :mod:`decathlon.worker`.
+
+The pair is named as the AutoML Benchmark's ``caller.py`` / ``callee.py``: ``worker.py`` runs
+inside the adapter's environment (Python 3.9+, numpy and pluggy only, standalone); this module
+is its caller in the harness. It says how the worker is started (its command line), what it
+imports from (the mounts), the environment it gets, and what its ending means (the failure
+reasons of a task's rows). The runner decides when; :mod:`decathlon.enforcement` watches it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+from pathlib import Path
+
+import decathlon
+from decathlon import rundir, sandbox
+from decathlon.contract import Adapter, Budget
+from decathlon.enforcement import Outcome
+from decathlon.errors import DecathlonError
+
+#: The worker script, run by the adapter environment's interpreter.
+WORKER = Path(__file__).resolve().parent / "worker.py"
+
+
+def command(python: str | Path, task_file: Path) -> list[str]:
+    """The worker's command line: ``PYTHON worker.py TASK.json``."""
+    return [str(python), str(WORKER), str(task_file)]
+
+
+def mounts_for(adapter: Adapter) -> dict[str, str]:
+    """Where the worker imports from: the harness's package folder and the adapter's top-level
+    package folder (or module file, for a single-module plugin)."""
+    top = adapter.run.split(":")[0].split(".")[0]
+    mounts = {"decathlon": str(Path(decathlon.__file__).resolve().parent)}
+    if top == "decathlon":
+        return mounts
+    spec = importlib.util.find_spec(top)
+    if spec is not None and spec.submodule_search_locations:
+        mounts[top] = str(Path(list(spec.submodule_search_locations)[0]).resolve())
+    elif spec is not None and spec.origin:
+        mounts[top] = str(Path(spec.origin).resolve())
+    else:
+        raise DecathlonError(f"adapter '{adapter.name}': cannot find '{top}' of {adapter.run}")
+    return mounts
+
+
+def import_check_code(adapter: Adapter, module: str) -> str:
+    """Python code that mounts the packages exactly as the worker does, then imports
+    ``module``: the conformance check runs it in the adapter's environment."""
+    return (
+        "import importlib, importlib.util as u\n"
+        f"s = u.spec_from_file_location('decathlon_worker', {str(WORKER)!r})\n"
+        "w = u.module_from_spec(s); s.loader.exec_module(w)\n"
+        f"for name, folder in {mounts_for(adapter)!r}.items(): w.mount(name, folder)\n"
+        f"importlib.import_module({module!r})\n"
+    )
+
+
+def worker_environment(n_jobs: int, device: str) -> dict[str, str]:
+    """The worker's environment: the harness's, less its Python paths and the variables that
+    say where the data is, with thread counts set."""
+    dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *sandbox.DATA_LOCATION_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    threads = str(max(1, n_jobs))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = threads
+    env["PYTHONUNBUFFERED"] = "1"
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def failure(
+    outcome: Outcome, budget: Budget, predictions: Path, log_path: Path
+) -> tuple[str, str] | None:
+    """How the worker failed, as a row's ``(status, reason)``; ``None`` when it exited 0."""
+    if outcome.timed_out:
+        return "timeout", f"killed at the hard limit of {budget.hard_limit_seconds:.0f} s"
+    if outcome.memory_exceeded:
+        how = "stopped by the kernel at" if outcome.memory_kernel else "killed over"
+        return "error", f"{how} the memory cap of {budget.memory_mb} MB"
+    if outcome.returncode != 0:
+        return "error", _crash_reason(outcome, predictions, log_path)
+    return None
+
+
+def _crash_reason(outcome: Outcome, predictions: Path, log_path: Path) -> str:
+    error = rundir.read_json(predictions / rundir.WORKER_ERROR)
+    if error:
+        return f"{error['type']}: {error['message']}"
+    if outcome.signal:
+        try:
+            name = signal.Signals(outcome.signal).name
+        except ValueError:
+            name = str(outcome.signal)
+        return f"worker died from {name}; see {log_path}"
+    return f"worker exited {outcome.returncode}; see {log_path}"

@@ -1,0 +1,183 @@
+"""The run directory: this module alone knows its layout; everybody else asks it.
+
+::
+
+    RUN_DIR/
+      config.json                 the request, the adapter, the budgets file, versions, host
+      leaderboard.csv             every finished task's rows, then the decathlon means
+      tasks/<dataset>/seed<N>/    one folder per task
+        task.json                 the worker's task (its ``tag`` names its process tree)
+        log.txt                   the worker's output
+        result.json               the task's rows: a task is finished when this file exists
+        predictions/ output/ evaluator/
+        scratch/                  the adapter's scratch folder, removed when the task ends
+        attempts/<K>/             earlier attempts (``run --retry-failed``)
+
+The runner, the Dask executor, the conformance check, ``compare`` and ``show`` read and write it
+through the functions below.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from decathlon import datasets, files, leaderboard
+from decathlon.enforcement import kill_tree
+
+CONFIG = "config.json"
+LEADERBOARD = "leaderboard.csv"
+TASKS = "tasks"
+TASK_SPEC = "task.json"
+LOG = "log.txt"
+RESULT = "result.json"
+PREDICTIONS = "predictions"
+OUTPUT = "output"
+EVALUATOR = "evaluator"
+#: What the worker may leave in ``predictions/`` beside the scores (the worker, standalone,
+#: spells these names too): the adapter's notes, and the exception that ended it.
+WORKER_INFO = "info.json"
+WORKER_ERROR = "error.json"
+SCRATCH = "scratch"
+ATTEMPTS = "attempts"
+
+
+def task_dir(run_dir: Path, flag: str, seed: int) -> Path:
+    """The folder of one task (dataset ``flag``, ``seed``)."""
+    return Path(run_dir) / TASKS / flag / f"seed{seed}"
+
+
+def tasks_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / TASKS
+
+
+def config_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CONFIG
+
+
+def leaderboard_path(run_dir: Path) -> Path:
+    return Path(run_dir) / LEADERBOARD
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run (its ``tasks/`` folder)."""
+    return (Path(path) / TASKS).is_dir()
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or ``None`` when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: Path, payload: Any) -> None:
+    files.write_text(path, json.dumps(payload, indent=2, default=str))
+
+
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``config.json``, or ``None`` when there is none (or it is unreadable)."""
+    return read_json(config_path(run_dir))
+
+
+def write_config(run_dir: Path, record: dict[str, Any]) -> None:
+    write_json(config_path(run_dir), record)
+
+
+def is_finished(task_folder: Path) -> bool:
+    return (task_folder / RESULT).is_file()
+
+
+def read_rows(task_folder: Path) -> list[dict[str, Any]] | None:
+    """A finished task's rows, or ``None`` when it has not finished."""
+    result = read_json(task_folder / RESULT)
+    return list(result.get("rows") or []) if result else None
+
+
+def write_rows(task_folder: Path, rows: list[dict[str, Any]]) -> None:
+    """Record a task's rows: from now on the task is finished."""
+    task_folder.mkdir(parents=True, exist_ok=True)
+    write_json(task_folder / RESULT, {"rows": rows})
+
+
+def pending(folders: Iterable[Path]) -> list[Path]:
+    """The task folders without a ``result.json``."""
+    return [f for f in folders if not is_finished(f)]
+
+
+def collect_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of every finished task of a run, in dataset and seed order."""
+    rows = []
+    for result in sorted(tasks_dir(run_dir).glob(f"*/seed*/{RESULT}")):
+        data = read_json(result)
+        if data:
+            for row in data["rows"]:
+                row.setdefault("size", datasets.DEFAULT_SIZE)  # written before sizes existed
+            rows.extend(data["rows"])
+    order = {flag: i for i, flag in enumerate(datasets.DECATHLON_FLAGS)}
+    split_order = {s: i for i, s in enumerate(leaderboard.SPLITS)}
+    rows.sort(
+        key=lambda r: (
+            order.get(r["dataset"], 99),
+            r["dataset"],
+            int(r["seed"]),
+            split_order.get(r["split"], 9),
+        )
+    )
+    return rows
+
+
+def predictions_file(run_dir: Path, flag: str, seed: int, split: str) -> Path:
+    """Where a task's worker left its ``split`` scores."""
+    return task_dir(run_dir, flag, seed) / PREDICTIONS / f"{split}.npy"
+
+
+def stop_leftovers(task_folder: Path, kill_grace: float) -> None:
+    """Stop the process tree a task's worker left (it may have outlived the harness that started
+    it): the tree is named by the ``tag`` in the task's ``task.json``."""
+    tag = (read_json(task_folder / TASK_SPEC) or {}).get("tag")
+    if tag:
+        kill_tree(None, tag, grace=kill_grace)
+
+
+def clear_stale_task(task_folder: Path, kill_grace: float) -> None:
+    """A task folder left by a run that was killed mid-task: stop its worker, empty it (earlier
+    attempts stay)."""
+    stop_leftovers(task_folder, kill_grace)
+    clear_task_dir(task_folder)
+
+
+def clear_scratch(task_folder: Path, kill_grace: float) -> None:
+    """Remove the scratch folder an interrupted task left, after stopping its worker."""
+    scratch = task_folder / SCRATCH
+    if not scratch.exists():
+        return
+    stop_leftovers(task_folder, kill_grace)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def archive_attempt(task_folder: Path) -> Path:
+    """Move everything in a task's folder (but earlier attempts) to ``attempts/K/``, K = 1, 2..."""
+    attempts = task_folder / ATTEMPTS
+    numbers = [int(p.name) for p in attempts.glob("*") if p.name.isdigit()]
+    target = attempts / str(max(numbers, default=0) + 1)
+    target.mkdir(parents=True)
+    for entry in task_folder.iterdir():
+        if entry.name != ATTEMPTS:
+            shutil.move(str(entry), str(target / entry.name))
+    return target
+
+
+def clear_task_dir(task_folder: Path) -> None:
+    """Delete what a task's folder holds, except its earlier attempts."""
+    for entry in task_folder.iterdir():
+        if entry.name == ATTEMPTS:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
