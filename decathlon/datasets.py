@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import tokenize
 import zipfile
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from decathlon import resources
 from decathlon.contract import MULTI_LABEL, DatasetInfo
 from decathlon.download import download as _download
 from decathlon.errors import DataError, did_you_mean
+from decathlon.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -454,23 +454,17 @@ def _stream_member(path: Path, key: str, dest: Path, chunk: int = 1 << 22) -> No
     """Copy the ``{key}.npy`` member out of the archive to ``dest`` in chunks.
 
     An ``.npz`` member is a complete ``.npy`` file, so the copy is memory-mappable as it is;
-    zipfile checks the member's CRC when the copy reaches its end. Written to a temporary name
-    and renamed, so ``dest`` is complete or absent.
+    zipfile checks the member's CRC when the copy reaches its end. Written beside ``dest`` and
+    renamed (:func:`decathlon.files.replacing`), so ``dest`` is complete or absent.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(path) as archive:
+        with replacing(dest) as tmp, open(tmp, "wb") as out, zipfile.ZipFile(path) as archive:
             with archive.open(f"{key}.npy") as member:
                 shutil.copyfileobj(member, out, chunk)
-        os.replace(tmp, dest)
     except _DAMAGED as exc:
-        Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno is not None:  # disk full, permissions
             raise DataError(f"{dest.parent}: cannot write {dest.name}: {exc.strerror}") from exc
         raise _unreadable(path.name, exc) from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load(
@@ -562,14 +556,8 @@ def materialize(
             if key in loaded.files:  # an image file of another cache root: stream it again
                 _stream_member(loaded.path, key, dest)
             else:
-                fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=folder)
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        np.save(f, np.ascontiguousarray(loaded.arrays[key]), allow_pickle=False)
-                    os.replace(tmp, dest)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                with replacing(dest) as tmp, open(tmp, "wb") as f:
+                    np.save(f, np.ascontiguousarray(loaded.arrays[key]), allow_pickle=False)
         paths[key] = dest
     return paths
 

@@ -627,7 +627,7 @@ def adopt(
         "key": directory.name,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (directory / _MARKER).write_text(json.dumps(marker, indent=2))
+    files.write_text(directory / _MARKER, json.dumps(marker, indent=2))
     return wrapper
 
 
