@@ -835,7 +835,9 @@ def _race(
                 "configs": list(survivors),
                 "runs": count,
                 **(
-                    {"epochs": epochs} if epoch_bounded else {"seconds_per_run": round(allotted, 1)}
+                    {"epochs": epochs}
+                    if epoch_bounded
+                    else {"seconds_per_run": round(allotted or 0.0, 1)}
                 ),
             }
         )

@@ -455,7 +455,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _say_not_ok(paths: Sequence[Path]) -> int:
     """0 when every task of these leaderboards ended ``ok``; else 1, after a last line (on
     stderr) that says how many did not and where their reasons are."""
-    tests, failed = 0, Counter()
+    tests = 0
+    failed: Counter[str] = Counter()
     for path in paths:
         for row in leaderboard.read(path):
             if row["split"] == "test" and row["dataset"] != leaderboard.SUMMARY_DATASET:

@@ -136,7 +136,7 @@ def summarize(rows: Sequence[Row], datasets: Sequence[str]) -> list[Row]:
         ]
         any_row = next(iter(by_dataset.values()))
         complete = not missing
-        row: Row = {
+        summary_row: Row = {
             "run_id": run_id,
             "adapter": adapter,
             "dataset": SUMMARY_DATASET,
@@ -154,12 +154,14 @@ def summarize(rows: Sequence[Row], datasets: Sequence[str]) -> list[Row]:
             "sealed": all(_truthy(r.get("sealed")) for r in by_dataset.values()),
         }
         if complete:
-            row["auc"] = sum(float(r["auc"]) for r in ok) / len(ok)
-            row["acc"] = sum(float(r["acc"]) for r in ok) / len(ok)
-            row["reason"] = f"mean of {len(ok)} datasets"
+            summary_row["auc"] = sum(float(r["auc"]) for r in ok) / len(ok)
+            summary_row["acc"] = sum(float(r["acc"]) for r in ok) / len(ok)
+            summary_row["reason"] = f"mean of {len(ok)} datasets"
         else:
-            row["reason"] = f"{len(ok)}/{len(datasets)} datasets ok; missing: {', '.join(missing)}"
-        summary.append(row)
+            summary_row["reason"] = (
+                f"{len(ok)}/{len(datasets)} datasets ok; missing: {', '.join(missing)}"
+            )
+        summary.append(summary_row)
     return summary
 
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import re
 from collections.abc import Iterable
-from typing import Optional
+from typing import Any, Optional
 
 import pluggy
 
@@ -91,9 +91,7 @@ def make_registry(extra_plugins: Iterable[object] = (), *, entry_points: bool = 
     return registry
 
 
-def add_commands(
-    registry: Registry, commands: argparse._SubParsersAction[argparse.ArgumentParser]
-) -> None:
+def add_commands(registry: Registry, commands: argparse._SubParsersAction[Any]) -> None:
     """Let every plugin add its commands (``decathlon_add_commands``); a plugin that fails, or
     takes a name already taken, is a :class:`PluginError` that names it."""
     for impl in registry.pm.hook.decathlon_add_commands.get_hookimpls():

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from decathlon import leaderboard
@@ -99,8 +99,8 @@ class RichReporter(PlainReporter):
         self.shared = progress is not None
         self.progress = progress or self.make_progress(out)
         self.label = label
-        self.overall = None
-        self.current = None
+        self.overall: TaskID | None = None
+        self.current: TaskID | None = None
         self.remaining: dict[str, float] = {}
         self.done_seconds = 0.0
 
@@ -140,6 +140,8 @@ class RichReporter(PlainReporter):
     def task_tick(self, task: PlannedTask, elapsed: float) -> None:
         rest = sum(v for k, v in self.remaining.items() if k != task.key)
         eta = max(0.0, self._expected(task) - elapsed) + rest
+        if self.current is None:  # a tick before task_started: nothing to update
+            return
         self.progress.update(
             self.current,
             completed=elapsed,
@@ -152,7 +154,8 @@ class RichReporter(PlainReporter):
         self.remaining.pop(task.key, None)
         if self.current is not None:
             self.progress.remove_task(self.current)
-        self.progress.advance(self.overall)
+        if self.overall is not None:
+            self.progress.advance(self.overall)
         super().task_finished(task, rows)
 
     def run_finished(self) -> None:

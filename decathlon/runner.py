@@ -183,7 +183,7 @@ class Runner:
 
     def plan(self) -> list[PlannedTask]:
         """Every task of the run with its budget, in run order; nothing is started."""
-        tasks = []
+        tasks: list[PlannedTask] = []
         for flag in self.flags():
             info = self.catalog.info(flag, self.config.size)
             budget = self.budgets.resolve(

@@ -331,3 +331,23 @@ def test_task_resources(tiny_catalog: Any, tmp_path: Path) -> None:
     assert wanted("dask_test_gpu", "cpu", [{"GPU": 1}]) == {}
     assert wanted("dask_test_slow", "auto", [{"GPU": 1}]) == {}
     assert wanted("dask_test_slow", "auto", [{}, {"CPU": 8}]) == {"CPU": 3}
+
+
+def test_a_plugin_module_without_a_file_is_sent_by_name() -> None:
+    """A plugin module made in memory has no __file__: workers get its name to import (this
+    crashed with Path(None) before the type checks found it)."""
+    import types
+
+    from decathlon.contract import Adapter
+    from decathlon.distributed import plugin_refs
+    from decathlon.hookspecs import hookimpl
+
+    module = types.ModuleType("in_memory_plugin")
+
+    @hookimpl
+    def decathlon_register_adapters(register: Any) -> None:
+        register(Adapter(name="in_memory", run="in_memory_plugin:run"))
+
+    module.decathlon_register_adapters = decathlon_register_adapters  # type: ignore[attr-defined]
+    (ref,) = plugin_refs(make_registry([module], entry_points=False))
+    assert ref.module == "in_memory_plugin" and ref.path is None and ref.obj is None

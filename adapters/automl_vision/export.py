@@ -103,7 +103,7 @@ def _check_prefix(gcs_prefix: Optional[str]) -> Optional[str]:
 
 def _row_labels(info: DatasetInfo, names: Sequence[str], label_row: np.ndarray) -> list[str]:
     if info.task == MULTI_LABEL:
-        positive = [names[j] for j in np.flatnonzero(np.asarray(label_row).ravel())]
+        positive = [names[int(j)] for j in np.flatnonzero(np.asarray(label_row).ravel())]
         return positive or [EMPTY_LABEL]
     return [names[int(np.asarray(label_row).ravel()[0])]]
 

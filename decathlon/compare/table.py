@@ -9,6 +9,7 @@ import math
 import shutil
 import textwrap
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -284,7 +285,7 @@ def render_terminal(
 
     for metric in METRICS:
         columns = [f"{d}_{metric}" for d in chosen] + [f"decathlon_{metric}", f"rank_{metric}"]
-        chunks = _fit(console, lambda cols, m=metric: build(m, cols, ""), columns)
+        chunks = _fit(console, partial(build, metric, title=""), columns)
         for k, chunk in enumerate(chunks):
             title = f"Test {metric.upper()}" + (f" ({k + 1}/{len(chunks)})" if k else "")
             if len(chunks) > 1 and not k:
