@@ -4,6 +4,11 @@ Exit codes: 0 when everything asked for ended well (for ``run``: every task ``ok
 ``run`` finished with tasks that are not ``ok`` (or a ``check`` failed); 2 for expected problems
 (typed :class:`~decathlon.errors.DecathlonError`, usage mistakes), one line; 130 on Ctrl-C and
 143 on SIGTERM. Anything else is a bug and keeps its traceback.
+
+Plugins add their own commands through the ``decathlon_add_commands`` hook; what a run shows
+while it goes is in :mod:`decathlon.reporters`. Longer than 600 lines: the argument definitions
+of every built-in command and their short handlers, kept together so that the whole command
+line reads in one place.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ that declares an :class:`~decathlon.contract.Environment` runs in its own venv u
   resolved at setup, KEY is a hash of the specification, and the resolution is recorded.
 * **Installer**: uv (a dependency of the harness), with pip's configuration carried over
   (:mod:`decathlon.pipconfig`); ``DECATHLON_INSTALLER=pip`` builds with pip instead.
+
+Longer than 600 lines: finding an interpreter, compiling and keying a lock, building under a
+file lock and recording what was built are one concept, an adapter's environment; each step
+needs the others' names (the key, the marker, the interpreter), and pip's configuration, the one
+part that stands alone, is already its own module.
 """
 
 from __future__ import annotations

@@ -1,19 +1,19 @@
 """The runner: turns (adapter, datasets, seeds) into isolated, budget-enforced tasks and rows.
 
-A run directory holds::
-
-    config.json                       what was asked, versions, host, CPU and GPU
-    leaderboard.csv                   every row so far, rewritten atomically after each task
-    tasks/DATASET/seedN/task.json     what the worker was given (no test labels)
-    tasks/DATASET/seedN/log.txt       the worker's stdout and stderr
-    tasks/DATASET/seedN/predictions/  the adapter's scores as .npy
-    tasks/DATASET/seedN/evaluator/    the same as MedMNIST evaluator CSV files
-    tasks/DATASET/seedN/output/       what the adapter chose to keep (models, search logs)
-    tasks/DATASET/seedN/result.json   the task's rows; written last, so its presence means done
+It keeps the run's plan and its loop: resolve each task's budget, load its data, start its
+worker through :mod:`decathlon.launcher`, score what it wrote, record the rows. The run
+directory's layout (``config.json``, ``leaderboard.csv``, ``tasks/DATASET/seedN/`` with the
+task's ``task.json``, ``log.txt``, ``predictions/``, ``evaluator/``, ``output/`` and, written
+last, ``result.json``) belongs to :mod:`decathlon.rundir`.
 
 ``--resume`` skips every task that has a ``result.json`` and reruns the others from scratch.
 With ``--retry-failed`` it also reruns the tasks whose rows are ``error``, ``timeout`` or
 ``invalid``; what the earlier attempt wrote moves to ``tasks/DATASET/seedN/attempts/K/`` first.
+
+Longer than 600 lines: the plan and the loop are one concept (pluggy keeps its ``_manager.py``
+whole for the same reason); the helpers below the class (a task's failed rows, scoring its
+predictions, the size check, the device, the host facts recorded in ``config.json``) serve the
+runner alone.
 """
 
 from __future__ import annotations
