@@ -509,7 +509,12 @@ def _build_with_pip(
     install = [*pip, "install", "--disable-pip-version-check"]
     steps.run([*install, "--upgrade", "pip"])
     if lock:  # a fresh venv and every pin with --no-deps: exactly the lock's packages
-        steps.run([*install, *env.pip_args, "--no-deps", "-r", str(lock.path)])
+        # --ignore-requires-python: uv ignores upper bounds of Requires-Python when it compiles
+        # a lock (backports-strenum 1.3.1, "<3.11", is in automl_vision's Python 3.11 lock), so
+        # pip, which honours them, would refuse a package that uv installs from the same lock.
+        steps.run(
+            [*install, *env.pip_args, "--no-deps", "--ignore-requires-python", "-r", str(lock.path)]
+        )
     else:
         steps.run([*install, *env.pip_args, *requirements_of(env)])
     frozen = steps.output([*pip, "freeze", "--disable-pip-version-check"])

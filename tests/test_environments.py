@@ -258,14 +258,17 @@ def test_the_built_in_locks_are_current_and_autosklearn_keeps_pkg_resources() ->
 # --------------------------------------------------------------------- pip's settings
 
 
-def _wheel(folder: Path, name: str, version: str) -> Path:
+def _wheel(folder: Path, name: str, version: str, requires_python: str = "") -> Path:
     """A real, minimal wheel of a package that exists on no index."""
     folder.mkdir(parents=True, exist_ok=True)
     module = name.replace("-", "_")
     dist_info = f"{module}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    if requires_python:
+        metadata += f"Requires-Python: {requires_python}\n"
     files = {
         f"{module}/__init__.py": f"__version__ = {version!r}\n",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist_info}/METADATA": metadata,
         f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
         "Tag: py3-none-any\n",
     }
@@ -329,6 +332,27 @@ def test_a_package_only_pip_knows_where_to_find_installs(
     assert built is not None and built["installer"].startswith(f"{installer} ")
     assert any(f"built by {installer} " in step for step in steps)  # one line says which
     assert "decathlon-probe-only-here==1.2.3" in built["packages"]
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_lock_installs_the_same_with_pip_and_uv_despite_requires_python_bounds(
+    installer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv ignores an upper bound of Requires-Python when it locks; pip must install the lock too
+    (automl_vision's lock has backports-strenum 1.3.1, which says "<3.11", for Python 3.11)."""
+    _wheel(tmp_path / "wheels", "decathlon-probe-bounded", "1.0.0", requires_python=">=3.8,<3.9")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))
+    adapter = _adapter(("decathlon-probe-bounded==1.0.0",))
+    ((path, _),) = environments.lock([adapter])
+    assert "decathlon-probe-bounded==1.0.0" in path.read_text().splitlines()
+    monkeypatch.setenv("DECATHLON_INSTALLER", installer)
+    python = environments.build(adapter)
+    assert _pin(python, "decathlon_probe_bounded") == "1.0.0"
+    built = environments.record(adapter)
+    assert built is not None and built["lock"] is not None
+    assert built["installer"].startswith(f"{installer} ")
 
 
 def test_an_unknown_installer_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
