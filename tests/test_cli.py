@@ -385,6 +385,7 @@ ARGUMENTS_OF_OTHERS = {"--no-cache-dir", "--disable-pip-version-check", "--upgra
                        "--pre", "--no-build-isolation", "--no-index", "--only-binary",
                        "--no-binary", "--index-url", "--extra-index-url", "--find-links",
                        "--no-cache", "--prerelease", "--python", "--compile-bytecode",
+                       "--ignore-requires-python",
                        "--managed-python", "--no-python-downloads", "--quiet", "--no-deps",
                        "--output-file", "--python-version", "--python-platform", "--no-header",
                        "--no-annotate", "--allow-insecure-host", "--index-strategy",
