@@ -273,17 +273,17 @@ def uv_pip_args(pip_args: Sequence[str], adapter_name: str) -> list[str]:
 # --------------------------------------------------------------------------- interpreters
 
 
-def _version_of(python: str | Path) -> str | None:
+def _ask(python: str | Path, code: str) -> str | None:
+    """What ``python -c CODE`` prints, or None where it cannot run or says nothing."""
     try:
-        out = subprocess.run(
-            [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def _version_of(python: str | Path) -> str | None:
+    return _ask(python, "import sys; print('%d.%d' % sys.version_info[:2])")
 
 
 def downloads_allowed() -> bool:
@@ -522,16 +522,7 @@ def _build_with_pip(
 
 
 def _full_version(python: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            [str(python), "-c", "import platform; print(platform.python_version())"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
+    return _ask(python, "import platform; print(platform.python_version())")
 
 
 # ---------------------------------------------------------------------------------- lock
