@@ -2,8 +2,9 @@
 
 ``benchmarks/portfolio_wall5.sh`` runs each (adapter, dataset, seed) as its own harness run so
 that the adapters can be interleaved; ``compare`` counts a method as ``run_id/adapter``, so this
-rewrites each adapter's rows under one run_id (``wall5``) and recomputes the summary rows over
-the three real subsets with the harness's own :func:`decathlon.leaderboard.summarize`.
+rewrites each adapter's rows under one run_id (the folder's name: ``wall5``, ``wall10``) and
+recomputes the summary rows over the three real subsets with the harness's own
+:func:`decathlon.leaderboard.summarize`.
 
     python benchmarks/portfolio_merge.py runs/wall5     # writes runs/wall5/merged/ADAPTER.csv
 """
@@ -24,7 +25,7 @@ def main(out: Path) -> None:
     for path in sorted(out.glob("*-seed*/leaderboard.csv")):
         for row in leaderboard.read(path):
             if row["dataset"] != leaderboard.SUMMARY_DATASET:
-                rows_by_adapter[row["adapter"]].append({**row, "run_id": "wall5"})
+                rows_by_adapter[row["adapter"]].append({**row, "run_id": out.name})
     merged = out / "merged"
     merged.mkdir(exist_ok=True)
     for adapter, rows in rows_by_adapter.items():

@@ -11,9 +11,11 @@
 # Then benchmarks/portfolio_merge.py gathers one leaderboard per adapter for `compare`.
 #
 #   bash benchmarks/portfolio_wall5.sh [OUT_DIR]      (default runs/wall5)
+#   PROFILE=wall10 bash benchmarks/portfolio_wall5.sh  (10 minutes; default runs/wall10)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-runs/wall5}
+profile=${PROFILE:-wall5}
+out=${1:-runs/$profile}
 data=${DECATHLON_DATA_DIR:-../shared/data/medmnist}
 mkdir -p "$out"
 
@@ -26,7 +28,7 @@ task() {  # adapter dataset seed
   rm -rf "$dir"
   flock /tmp/decathlon-bench.lock bash -c "
     echo \"\$(date -u +%FT%TZ) start $1 $2 seed $3 load: \$(uptime | sed 's/.*load average: //')\" >> '$out/load.log'
-    .venv/bin/python -m decathlon run --adapter $1 --profile wall5 --datasets $2 --seeds $3 \
+    .venv/bin/python -m decathlon run --adapter $1 --profile $profile --datasets $2 --seeds $3 \
       --data-dir '$data' --no-download --no-progress --device cpu --jobs 2 --run-dir '$dir' \
       > '$out/$1-$2-seed$3.log' 2>&1
     echo \"\$(date -u +%FT%TZ) end   $1 $2 seed $3 load: \$(uptime | sed 's/.*load average: //')\" >> '$out/load.log'
