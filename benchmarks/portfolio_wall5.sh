@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The portfolio measurement (benchmarks/RESULTS.md, "portfolio"): the three real subsets, every
-# adapter under the same 5-minute wall-clock limit per dataset (profile wall5 of budgets.toml),
-# portfolio seeds 0, 1, 2 beside resnet18_28, autosklearn and baseline (seed 0).
+# adapter under the same wall-clock limit per dataset (profile wall5 of budgets.toml, 5 minutes; or
+# PROFILE=wall10, 10 minutes), portfolio seeds 0, 1, 2 beside resnet18_28, autosklearn and baseline (seed 0).
 #
 # Interleaved (seed 0 of every method on each dataset first, then the portfolio's seeds 1 and 2),
 # so that a measurement cut short is still a fair comparison on the datasets it finished. Each task
