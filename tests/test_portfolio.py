@@ -59,6 +59,18 @@ def test_ensemble_selection_weights_the_informative_members() -> None:
     assert weights[-1] == weights.max() and weights[-1] > 0.5
 
 
+def test_soft_ordinal_targets_favour_the_neighbouring_grades() -> None:
+    grades = np.array([0, 2, 4])
+    soft = portfolio.ordinal_targets(grades, 5, alpha=1.0)
+    assert soft.sum(axis=1) == pytest.approx(np.ones(3))
+    assert (soft.argmax(axis=1) == grades).all()
+    middle = soft[1]
+    assert middle[1] == pytest.approx(middle[3]) and middle[1] > middle[0] > 0
+    assert (np.diff(soft[0]) < 0).all()  # grade 0: less mass the further the grade
+    one_hot = portfolio.ordinal_targets(grades, 5, alpha=0.0)
+    assert (one_hot == np.eye(5, dtype=np.float32)[grades]).all()
+
+
 def _rows(path: Path) -> dict[str, dict]:
     return {
         r["split"]: r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET
