@@ -61,6 +61,8 @@ OPTIONS: dict[str, Any] = {
     "threads": 0,  # torch threads per process; 0 = n_jobs / processes
     # Ordinal-regression tasks: soft ordinal targets exp(-alpha (k - y)^2) (SORD); 0 = one-hot.
     "ordinal_alpha": 0.0,
+    # Intensity jitter in training: contrast and brightness within +-this share; 0 = none.
+    "intensity": 0.0,
 }
 
 ADAPTER = Adapter(
@@ -214,9 +216,10 @@ def build_network(config: Config, width: int, in_channels: int, n_outputs: int) 
 # ----------------------------------------------------------------------------- augmentation
 
 
-def augment(x: Any, family: str, generator: Any) -> Any:
+def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
     """Random flips and shifts ("flip"), plus small rotations and scaling ("geo"), for a float
-    batch (B, C, H, W), as one batched affine resampling."""
+    batch (B, C, H, W), as one batched affine resampling; with ``intensity``, each image's
+    contrast (about its mean) and brightness also change by up to that share."""
     import torch
     import torch.nn.functional as F
 
@@ -242,7 +245,13 @@ def augment(x: Any, family: str, generator: Any) -> Any:
         dim=1,
     ).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if intensity > 0:
+        contrast = uniform(1 - intensity, 1 + intensity).view(b, 1, 1, 1).to(x.dtype)
+        brightness = uniform(-intensity, intensity).view(b, 1, 1, 1).to(x.dtype)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * contrast + mean + brightness
+    return x
 
 
 def mix_batch(x: Any, y: Any, kind: str, rng: np.random.Generator) -> tuple[Any, Any]:
@@ -283,6 +292,7 @@ class TaskData:
     y_val: np.ndarray
     x_test: np.ndarray
     ordinal_alpha: float = 0.0
+    intensity: float = 0.0
 
 
 def ordinal_targets(classes: np.ndarray, n_classes: int, alpha: float) -> np.ndarray:
@@ -346,6 +356,7 @@ class Runner:
         self.n_outputs = data.n_outputs
         self.width = width
         self.batch_size = batch_size
+        self.intensity = data.intensity
         self.x_train = images_tensor(data.x_train, self.device)
         self.x_val = images_tensor(data.x_val, self.device)
         self.x_test = images_tensor(data.x_test, self.device)
@@ -374,7 +385,8 @@ class Runner:
             t0 = time.perf_counter()
             model.train()
             start = (step * b) % max(1, len(self.x_train) - b)
-            x = augment(self.prepare(self.x_train[start : start + b]), config.aug, generator)
+            x = self.prepare(self.x_train[start : start + b])
+            x = augment(x, config.aug, generator, self.intensity)
             loss = self.loss(model(x), self.y_train[start : start + b], config.smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -493,7 +505,9 @@ class Runner:
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * max(factor, 1e-3)
                 index = order[start : start + self.batch_size]
-                x = augment(self.prepare(self.x_train[index]), config.aug, generator)
+                x = augment(
+                    self.prepare(self.x_train[index]), config.aug, generator, self.intensity
+                )
                 y = self.y_train[index]
                 if config.mix:
                     x, y = mix_batch(x, y, config.mix, rng)
@@ -672,6 +686,7 @@ def run(task: Task) -> Predictions:
         np.array(task.y_val),
         np.array(task.x_test),
         float(opts["ordinal_alpha"]),
+        float(opts["intensity"]),
     )
     initargs = (data, device, width, batch_size, threads)
     # Imported here once, so that forked processes inherit it rather than import it again
@@ -709,6 +724,7 @@ def run(task: Task) -> Predictions:
             "mixed_precision": device == "cuda",
             "width": width,
             "ordinal_alpha": data.ordinal_alpha if task.dataset.task == ORDINAL else None,
+            "intensity": data.intensity,
             "processes": processes,
             "threads_per_process": threads,
             "search_s": round(time.time() - started, 1),
