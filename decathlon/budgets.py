@@ -158,6 +158,12 @@ class Budgets:
                         f"{source}: adapter '{adapter.name}' has no option '{key}'."
                         f"{did_you_mean(key, adapter.options)} Options: {known}"
                     )
+                kind = _kind(adapter.options[key])
+                if kind and _kind(value) != kind:
+                    raise BudgetError(
+                        f"{source}: option '{key}' of adapter '{adapter.name}' takes {kind},"
+                        f" got {value!r}"
+                    )
                 merged[key] = value
         return merged
 
@@ -295,3 +301,12 @@ def _check_table(table: Mapping[str, Any], where: str) -> None:
 def worst_case_seconds(budgets: Iterable[Budget]) -> float:
     """The longest a run can take: the sum of the hard limits."""
     return sum(b.hard_limit_seconds for b in budgets)
+
+
+def _kind(value: Any) -> str:
+    """What an option's default says its values must be: a number or true/false ("" = any)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    return ""

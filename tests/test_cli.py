@@ -142,6 +142,10 @@ def test_plan_prints_budgets_and_worst_case(capsys: pytest.CaptureFixture[str]) 
         (["plan", "--adapter", "baseline", "--datasets", "breastmnit"], ["unknown dataset"]),
         (["plan", "--adapter", "baseline", "--scale-factor", "0"], ["scale factor must be"]),
         (["plan", "--adapter", "baseline", "--option", "pca=3"], ["has no option 'pca'"]),
+        (
+            ["plan", "--adapter", "baseline", "--option", "max_iter=lots"],
+            ["option 'max_iter' of adapter 'baseline' takes a number, got 'lots'"],
+        ),
         (["plan", "--adapter", "baseline", "--budgets", "/nonexistent/b.toml"], ["no such"]),
         (["show", "/nonexistent/run"], ["/nonexistent/run"]),
         (["check", "no_such_adapter"], ["unknown adapter 'no_such_adapter'"]),
