@@ -102,8 +102,8 @@ class Budgets:
         ``scale_factor`` multiplies every time (seconds, node hours, hard limit); trial and epoch
         counts stay as written. ``memory_mb`` overrides the table's memory cap.
         """
-        if not scale_factor > 0:
-            raise BudgetError(f"the scale factor must be positive, got {scale_factor}")
+        if not (scale_factor > 0 and math.isfinite(scale_factor)):
+            raise BudgetError(f"the scale factor must be a positive number, got {scale_factor}")
         table = self.table(profile, adapter)
         per_size = table.get("sizes", {}).get(str(info.size))
         if per_size:
@@ -129,6 +129,11 @@ class Budgets:
             hard = time_seconds + (DEFAULT_GRACE_SECONDS if grace is None else grace)
         elif grace is not None:
             hard = hard + grace
+        if not math.isfinite(float(hard) * scale_factor):
+            raise BudgetError(
+                f"the scale factor {scale_factor} makes the hard limit of {adapter.name} on"
+                f" {info.flag} infinite; choose a smaller one"
+            )
         return Budget(
             hard_limit_seconds=float(hard) * scale_factor,
             time_seconds=None if time_seconds is None else float(time_seconds) * scale_factor,

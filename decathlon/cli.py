@@ -409,8 +409,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             "--retry-failed needs --resume RUN_DIR (the run whose failures to rerun)"
         )
     if args.resume:
-        record = _read_config(args.resume)
-        config = RunConfig.from_json(record["config"])
+        _refuse_changes_on_resume(args)
+        config = _read_config(args.resume)
         config.redownload = args.redownload  # a request of this invocation, not of the run
         run_dir, resume = args.resume, True
     else:
@@ -567,14 +567,47 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
     return 2 if failed else not_ok
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
+#: What ``run --resume`` may be told: how to carry on, not what the run is.
+RESUME_FLAGS = frozenset(
+    {"command", "verbose", "func", "resume", "retry_failed", "redownload", "no_progress"}
+    | {"scheduler", "workers", "retries"}
+)
+
+
+def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
+    """``--resume`` finishes the run its ``config.json`` describes: a flag that would change it
+    (``--sandbox required``, ``--jobs``, ``--option`` ...) is refused in one line rather than
+    silently ignored."""
+    defaults = vars(build_parser().parse_args(["run"]))
+    changed = sorted(
+        name
+        for name, value in vars(args).items()
+        if name not in RESUME_FLAGS and name in defaults and value != defaults[name]
+    )
+    if changed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise DecathlonError(
+            f"--resume finishes the run as {args.resume}/config.json describes it; {flags} would"
+            " change it: leave it out, or start a new run"
+        )
+
+
+def _read_config(run_dir: Path) -> RunConfig:
+    """The configuration of the run to resume, or one line on why there is none."""
     path = rundir.config_path(run_dir)
     try:
-        return json.loads(path.read_text())
+        json.loads(path.read_text())
     except FileNotFoundError:
         raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)") from None
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise DecathlonError(f"{path}: not valid JSON ({exc})") from None
+    record = rundir.read_config(run_dir)
+    try:
+        if record is None:
+            raise ValueError("no 'config' record")
+        return RunConfig.from_json(record["config"])
+    except (TypeError, ValueError) as exc:
+        raise DecathlonError(f"{path}: not a run's configuration ({exc})") from None
 
 
 def cmd_setup(args: argparse.Namespace) -> int:

@@ -263,9 +263,11 @@ def read_leaderboard(path: Path) -> Leaderboard:
         if dataset == SUMMARY_DATASET and split != "test":
             raise fail(i, f"a '{SUMMARY_DATASET}' summary row must have split test, not '{split}'")
         try:
-            int(row["seed"])
+            seed = int(row["seed"])
         except ValueError:
             raise fail(i, f"seed '{row['seed']}' is not an integer") from None
+        if not 0 <= seed < 2**63:
+            raise fail(i, f"seed {seed} is out of range (0 to 2**63 - 1)")
         if row["sealed"] not in ("true", "false", ""):
             raise fail(i, f"sealed '{row['sealed']}' is not true, false or empty")
         if row["size"] not in {str(s) for s in SIZES}:

@@ -79,23 +79,45 @@ def write_json(path: Path, payload: Any) -> None:
     files.write_text(path, json.dumps(payload, indent=2, default=str))
 
 
+#: The parts of ``config.json`` that are records of their own.
+CONFIG_RECORDS = ("config", "adapter", "budgets_file", "host")
+
+
 def read_config(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``config.json``, or ``None`` when there is none (or it is unreadable)."""
-    return read_json(config_path(run_dir))
+    """The run's ``config.json``, or ``None`` when there is none, it is unreadable, or it is not
+    a run's configuration (each of :data:`CONFIG_RECORDS` a record, ``config`` among them)."""
+    record = read_json(config_path(run_dir))
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        return None
+    if any(not isinstance(record.get(key, {}), dict) for key in CONFIG_RECORDS):
+        return None
+    return record
 
 
 def write_config(run_dir: Path, record: dict[str, Any]) -> None:
     write_json(config_path(run_dir), record)
 
 
+def _rows_of(result: Any) -> list[dict[str, Any]] | None:
+    """The rows a ``result.json`` holds, or ``None`` when it is not one (truncated, edited,
+    another file's contents): such a task counts as not finished, so ``--resume`` runs it again
+    rather than dropping its rows from the leaderboard."""
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
+        return None
+    rows = result["rows"]
+    keys = {"dataset", "seed", "split"}
+    return rows if all(isinstance(row, dict) and keys <= row.keys() for row in rows) else None
+
+
 def is_finished(task_folder: Path) -> bool:
-    return (task_folder / RESULT).is_file()
+    return read_rows(task_folder) is not None
 
 
 def read_rows(task_folder: Path) -> list[dict[str, Any]] | None:
-    """A finished task's rows, or ``None`` when it has not finished."""
-    result = read_json(task_folder / RESULT)
-    return list(result.get("rows") or []) if result else None
+    """A finished task's rows, or ``None`` when it has not finished (or its ``result.json``
+    cannot be read as one)."""
+    rows = _rows_of(read_json(task_folder / RESULT))
+    return list(rows) if rows is not None else None
 
 
 def write_rows(task_folder: Path, rows: list[dict[str, Any]]) -> None:
@@ -105,7 +127,7 @@ def write_rows(task_folder: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def pending(folders: Iterable[Path]) -> list[Path]:
-    """The task folders without a ``result.json``."""
+    """The task folders without a readable ``result.json``."""
     return [f for f in folders if not is_finished(f)]
 
 
@@ -113,11 +135,10 @@ def collect_rows(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of every finished task of a run, in dataset and seed order."""
     rows = []
     for result in sorted(tasks_dir(run_dir).glob(f"*/seed*/{RESULT}")):
-        data = read_json(result)
-        if data:
-            for row in data["rows"]:
-                row.setdefault("size", datasets.DEFAULT_SIZE)  # written before sizes existed
-            rows.extend(data["rows"])
+        task_rows = read_rows(result.parent)
+        for row in task_rows or []:
+            row.setdefault("size", datasets.DEFAULT_SIZE)  # written before sizes existed
+            rows.append(row)
     order = {flag: i for i, flag in enumerate(datasets.DECATHLON_FLAGS)}
     split_order = {s: i for i, s in enumerate(leaderboard.SPLITS)}
     rows.sort(

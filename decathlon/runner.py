@@ -175,11 +175,14 @@ class Runner:
     # ------------------------------------------------------------------ planning
 
     def flags(self) -> list[str]:
+        """The run's datasets, each once (``pathmnist,PathMNIST`` or a v1 name beside its v2
+        one would otherwise give two tasks writing one folder)."""
         chosen = self.config.datasets or self.profile.datasets or tuple(self.catalog.flags)
-        return [self.catalog.resolve(name) for name in chosen]
+        return list(dict.fromkeys(self.catalog.resolve(name) for name in chosen))
 
     def seeds(self) -> tuple[int, ...]:
-        return self.config.seeds if self.config.seeds is not None else self.profile.seeds
+        seeds = self.config.seeds if self.config.seeds is not None else self.profile.seeds
+        return tuple(dict.fromkeys(seeds))
 
     def plan(self) -> list[PlannedTask]:
         """Every task of the run with its budget, in run order; nothing is started."""
@@ -221,7 +224,15 @@ class Runner:
             self._retry_failed(run_dir, tasks)
         if resume:
             for task in self.pending(run_dir, tasks):
-                self._clear_scratch(self.task_dir(run_dir, task))
+                folder = self.task_dir(run_dir, task)
+                if (folder / rundir.RESULT).exists():
+                    # Truncated or edited: the task runs again; the damaged file is kept.
+                    kept = rundir.archive_attempt(folder)
+                    self.reporter.message(
+                        f"{folder / rundir.RESULT} cannot be read as a task's result: running"
+                        f" the task again (the file is kept in {kept})"
+                    )
+                self._clear_scratch(folder)
         done = sum(1 for t in tasks if rundir.is_finished(self.task_dir(run_dir, t)))
         self.reporter.run_started(tasks, done)
         if self.sandbox.notice:
@@ -250,10 +261,10 @@ class Runner:
     def _record_environment(self, run_dir: Path) -> None:
         """Add the environment's build record to config.json once it exists (first use)."""
         record = rundir.read_config(run_dir)
-        if record and not record["adapter"].get("environment_built"):
+        if record and not record.get("adapter", {}).get("environment_built"):
             built = environments.record(self.adapter)
             if built:
-                record["adapter"]["environment_built"] = built
+                record.setdefault("adapter", {})["environment_built"] = built
                 rundir.write_config(run_dir, record)
 
     def failed(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> list[tuple[PlannedTask, str]]:
@@ -284,7 +295,8 @@ class Runner:
         )
 
     def pending(self, run_dir: Path, tasks: Sequence[PlannedTask]) -> list[PlannedTask]:
-        """The tasks without a ``result.json``: what a run (or a resumed one) still has to do."""
+        """The tasks without a readable ``result.json``: what a run (or a resumed one) still has
+        to do."""
         return [t for t in tasks if not rundir.is_finished(self.task_dir(run_dir, t))]
 
     def execute(self, run_dir: Path, task: PlannedTask) -> list[dict[str, Any]]:

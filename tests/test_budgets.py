@@ -132,8 +132,8 @@ def test_scale_factor_scales_times_not_counts(real: budgets.Budgets) -> None:
     assert keras.hard_limit_seconds == 21600 * 0.5
     vision = resolve(real, "paper", "automl_vision", "organamnist", scale_factor=2)
     assert vision.node_hours == 6
-    for bad in (0, -1.0, float("nan")):
-        with pytest.raises(BudgetError, match="scale factor must be positive"):
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(BudgetError, match="scale factor must be a positive number"):
             resolve(real, "paper", "autosklearn", "breastmnist", scale_factor=bad)
 
 

@@ -16,7 +16,7 @@ import misbehaving
 import pytest
 from helpers import TinyData, copy_dataset
 
-from decathlon import cli, datasets
+from decathlon import cli, datasets, leaderboard
 from decathlon.errors import PluginError
 from decathlon.hookspecs import hookimpl
 from decathlon.plugins import make_registry
@@ -141,6 +141,8 @@ def test_plan_prints_budgets_and_worst_case(capsys: pytest.CaptureFixture[str]) 
         (["plan", "--adapter", "baseline", "--profile", "quik"], ["unknown profile 'quik'"]),
         (["plan", "--adapter", "baseline", "--datasets", "breastmnit"], ["unknown dataset"]),
         (["plan", "--adapter", "baseline", "--scale-factor", "0"], ["scale factor must be"]),
+        (["plan", "--adapter", "baseline", "--scale-factor", "inf"], ["scale factor must be"]),
+        (["plan", "--adapter", "baseline", "--scale-factor", "1e308"], ["infinite"]),
         (["plan", "--adapter", "baseline", "--option", "pca=3"], ["has no option 'pca'"]),
         (
             ["plan", "--adapter", "baseline", "--option", "max_iter=lots"],
@@ -235,6 +237,70 @@ def test_resume_problems(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     (empty / "config.json").write_text("{half a file")
     code, _, err = main(capsys, "run", "--resume", str(empty))
     assert_one_line_error(code, err, "config.json: not valid JSON")
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{}", "[]", '{"config": {}}', '{"config": "x"}', '{"config": {"datasets": 5}}'],
+)
+def test_resume_of_a_config_that_is_not_one(
+    capsys: pytest.CaptureFixture[str], finished_run: Path, content: str
+) -> None:
+    (finished_run / "config.json").write_text(content)
+    before = snapshot(finished_run)
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert_one_line_error(code, err, "config.json: not a run's configuration")
+    assert snapshot(finished_run) == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--sandbox", "required"], "--sandbox"),
+        (["--network", "off", "--jobs", "1"], "--jobs, --network"),
+        (["--option", "max_iter=3"], "--option"),
+        (["--adapter", "baseline", "--datasets", "retinamnist"], "--adapter, --datasets"),
+    ],
+)
+def test_resume_refuses_flags_that_would_change_the_run(
+    capsys: pytest.CaptureFixture[str], finished_run: Path, flags: list[str], named: str
+) -> None:
+    # Before, these were read and silently ignored: a run resumed with --sandbox required
+    # could finish unsealed.
+    before = snapshot(finished_run)
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress", *flags)
+    assert_one_line_error(code, err, f"{named} would change it")
+    assert snapshot(finished_run) == before
+
+
+def test_resume_reruns_a_task_whose_result_is_damaged(
+    capsys: pytest.CaptureFixture[str], finished_run: Path
+) -> None:
+    task = finished_run / "tasks" / "breastmnist" / "seed0"
+    damaged = (task / "result.json").read_bytes()[:10]
+    (task / "result.json").write_bytes(damaged)  # as a full disk or a crash mid-copy leaves it
+    code, out, _ = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert code == 0
+    assert "cannot be read as a task's result: running the task again" in out
+    assert json.loads((task / "result.json").read_text())["rows"]
+    assert (task / "attempts" / "1" / "result.json").read_bytes() == damaged
+    rows = [r for r in leaderboard.read(finished_run / "leaderboard.csv")]
+    assert {r["status"] for r in rows if r["dataset"] == "breastmnist"} == {"ok"}
+
+
+def test_a_seed_or_dataset_named_twice_is_one_task(
+    capsys: pytest.CaptureFixture[str], tiny_catalog: TinyData, monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    code, out, err = main(
+        capsys, "run", "--adapter", "mis_good", "--profile", "quick",
+        "--datasets", "breastmnist,BreastMNIST", "--seeds", "0,0",
+        "--data-dir", str(tiny_catalog.data_dir), "--no-download", "--no-progress",
+        "--run-dir", str(tmp_path / "twice"),
+    )  # fmt: skip
+    assert code == 0, err
+    rows = leaderboard.read(tmp_path / "twice" / "leaderboard.csv")
+    assert [r["split"] for r in rows if r["dataset"] == "breastmnist"].count("test") == 1
 
 
 def test_show_a_finished_run(capsys: pytest.CaptureFixture[str], finished_run: Path) -> None:

@@ -282,6 +282,10 @@ BAD_INPUTS = {
         lambda p, rows: write_csv(p, [rows[0] | {"seed": "first"}] + rows[1:]),
         "seed 'first' is not an integer",
     ),
+    "seed out of range": (
+        lambda p, rows: write_csv(p, [rows[0] | {"seed": str(10**20)}] + rows[1:]),
+        "out of range",
+    ),
     "sealed not a boolean": (
         lambda p, rows: write_csv(p, [rows[0] | {"sealed": "yes"}] + rows[1:]),
         "sealed 'yes' is not true, false or empty",
@@ -611,6 +615,39 @@ def test_compare_two_runs_prints_wilcoxon_and_profile_note(tmp_path: Path) -> No
     text = compare.compare_command([a, b], None, None, [], False, width=200)
     assert "Wilcoxon signed-rank" in text
     assert "Profiles differ (paper, quick)" in text
+
+
+def test_an_output_never_replaces_an_input(tmp_path: Path) -> None:
+    # `compare --report a.csv b.csv` reads a.csv as the report's name: refused, a.csv unchanged.
+    a = write_run(tmp_path, "runA", {"good": 0.05}) / "leaderboard.csv"
+    b = write_run(tmp_path, "runB", {"weak": 0.0})
+    before = a.read_bytes()
+    with pytest.raises(LeaderboardError, match=r"--report .* would overwrite the input"):
+        compare.compare_command([b], None, None, [], False, report=b / "leaderboard.csv")
+    with pytest.raises(LeaderboardError, match=r"--report .* would overwrite the input"):
+        compare.compare_command([a.parent, b], None, None, [], False, report=a)
+    with pytest.raises(LeaderboardError, match="exists and is not an HTML page"):
+        compare.compare_command([b], None, None, [], False, report=a)
+    table = a.parent / "table.csv"  # an earlier `--format csv` table, compared again
+    table.write_bytes(before)
+    with pytest.raises(LeaderboardError, match=r"--out .*table.csv would overwrite the input"):
+        compare.compare_command([table, b], None, a.parent, ["csv"], False)
+    assert table.read_bytes() == before
+    assert a.read_bytes() == before
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(LeaderboardError, match="exists and is not an HTML page"):
+        compare.compare_command([a, b], None, None, [], False, report=notes)
+    assert notes.read_text() == "mine"
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    a = write_run(tmp_path, "runA", {"good": 0.05})
+    taken = tmp_path / "afile"
+    taken.write_text("x")
+    with pytest.raises(LeaderboardError, match="afile: cannot write the comparison's files"):
+        compare.compare_command([a], None, taken, ["md"], False, bootstrap=0)
+    assert taken.read_text() == "x"
 
 
 def test_nothing_to_compare() -> None:

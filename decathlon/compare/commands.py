@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from decathlon import files, rundir
 from decathlon.compare.base import CI_COLUMNS, FORMAT_ALIASES, FORMAT_FILES, LabelsFn
 from decathlon.compare.bootstrap import bootstrap_table, render_ci
 from decathlon.compare.methods import Method, by_size, collect, methods_of, select_size
@@ -55,6 +56,11 @@ def compare_command(
     to print.
     """
     wanted = _formats(formats)
+    folder = Path(out) if out is not None else Path("comparison")
+    targets = [folder / FORMAT_FILES[fmt] for fmt in wanted]
+    if "csv" in wanted:
+        targets.append(folder / "bootstrap_ci.csv")
+    _refuse_overwriting_inputs(paths, targets, report)
     methods = select_size(collect(list(paths), reference, datasets), size)
     groups = by_size(methods)
     if len(groups) > 1 and (wanted or plots or report is not None):
@@ -73,17 +79,24 @@ def compare_command(
 
     written: list[Path] = []
     if wanted or plots:
-        folder = Path(out) if out is not None else Path("comparison")
-        folder.mkdir(parents=True, exist_ok=True)
-        for fmt in wanted:
-            target = folder / FORMAT_FILES[fmt]
-            render = {"md": to_markdown, "html": to_html}.get(fmt)
-            target.write_text(render(table, methods) if render else to_csv(table))
-            written.append(target)
-            if fmt == "csv" and not ci.empty:
-                ci_path = folder / "bootstrap_ci.csv"
-                ci.to_csv(ci_path, index=False, lineterminator="\n", float_format="%.6g")
-                written.append(ci_path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for fmt in wanted:
+                target = folder / FORMAT_FILES[fmt]
+                render = {"md": to_markdown, "html": to_html}.get(fmt)
+                files.write_text(target, render(table, methods) if render else to_csv(table))
+                written.append(target)
+                if fmt == "csv" and not ci.empty:
+                    ci_path = folder / "bootstrap_ci.csv"
+                    files.write_text(
+                        ci_path, ci.to_csv(index=False, lineterminator="\n", float_format="%.6g")
+                    )
+                    written.append(ci_path)
+        except OSError as exc:
+            raise LeaderboardError(
+                f"{folder}: cannot write the comparison's files ({exc.strerror or exc});"
+                " choose another --out"
+            ) from None
         if plots:
             from decathlon.compare.plots import plot_bars, plot_cd, plot_splits
 
@@ -103,6 +116,40 @@ def compare_command(
     if written:
         parts.append("Wrote:\n" + "\n".join(f"  {p}" for p in written))
     return "\n\n".join(parts) + "\n"
+
+
+def _refuse_overwriting_inputs(
+    paths: Sequence[Path], targets: Sequence[Path], report: Path | None
+) -> None:
+    """One line, before anything is read or written, when an output would replace an input
+    (``compare --report a.csv b.csv`` takes ``a.csv`` as the report's name) or ``--report``
+    names an existing file that is not an HTML page."""
+    inputs = {
+        (Path(p) / rundir.LEADERBOARD if Path(p).is_dir() else Path(p)).resolve(): Path(p)
+        for p in paths
+    }
+    outputs = [(Path(t), "--out", "folder") for t in targets]
+    if report is not None:
+        outputs.append((Path(report), "--report", "file (report.html)"))
+    for target, option, other in outputs:
+        source = inputs.get(target.resolve())
+        if source is not None:
+            raise LeaderboardError(
+                f"{option} {target} would overwrite the input {source}; name another {other}"
+            )
+    if (
+        report is not None
+        and Path(report).is_file()
+        and Path(report).suffix.lower()
+        not in (
+            ".html",
+            ".htm",
+        )
+    ):
+        raise LeaderboardError(
+            f"--report {report}: that file exists and is not an HTML page; the report is one"
+            " (name a .html file)"
+        )
 
 
 def _compare_group(
