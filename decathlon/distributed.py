@@ -134,11 +134,18 @@ class DaskExecutor:
         return Client(cluster), cluster
 
     def _local_cluster(self, factory: Any, gpus: int) -> Any:
+        from distributed.security import Security
+
         return factory(
             n_workers=self.workers,
             processes=True,
             threads_per_worker=1,
             host="127.0.0.1",
+            # TLS with a certificate made for this cluster, held in memory only: a task (which
+            # may reach the loopback when the network is on) cannot submit work to the
+            # scheduler, which its unsealed workers would run with the harness's view.
+            protocol="tls://",
+            security=Security.temporary(),
             dashboard_address=None,
             preload=["decathlon.distributed"],  # import the harness before the first task
             # A local GPU is shared by the local workers: use --workers 1 per GPU for GPU adapters.

@@ -2,12 +2,15 @@
 
 Every module of the harness writes its files this way (the worker in ``worker.py`` keeps its
 own copy: it runs standalone in adapter environments). The temporary name is hidden, unique to
-the process and thread, and removed when writing fails.
+the process and thread, and removed when writing fails. And the other way round: a file a task
+left is read without following links or blocking (:func:`read_left_by_task`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,3 +35,43 @@ def write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_left_by_task(path: Path, limit: int) -> bytes:
+    """The bytes of a file a task left in a folder it could write, read without trusting it.
+
+    Refused (``ValueError`` saying why): a symbolic link (the file, or its folder, could lead
+    to another task's predictions or anywhere else), anything but a regular file (a FIFO would
+    block the reader for ever, a device never ends), more than ``limit`` bytes. A missing file
+    raises ``FileNotFoundError``.
+    """
+    path = Path(path)
+    try:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ValueError(f"{path.parent.name}/ is not a folder (a link?)") from None
+        raise
+    try:
+        try:
+            fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ValueError(f"{path.name} is a symbolic link") from None
+            raise
+    finally:
+        os.close(folder)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"{path.name} holds {info.st_size} bytes, more than {limit}")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name} grew past {limit} bytes")
+    return data

@@ -87,8 +87,8 @@ def failure(
 
 
 def _crash_reason(outcome: Outcome, predictions: Path, log_path: Path) -> str:
-    error = rundir.read_json(predictions / rundir.WORKER_ERROR)
-    if error:
+    error = rundir.read_task_json(predictions / rundir.WORKER_ERROR)
+    if error and "type" in error and "message" in error:
         return f"{error['type']}: {error['message']}"
     if outcome.signal:
         try:

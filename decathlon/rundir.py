@@ -75,6 +75,21 @@ def read_json(path: Path) -> Any:
         return None
 
 
+#: The most a task's notes (``info.json``) or error record may hold.
+TASK_JSON_LIMIT = 16 * 2**20
+
+
+def read_task_json(path: Path) -> dict[str, Any] | None:
+    """A JSON record the task's worker left in its predictions folder, or ``None`` when it is
+    missing, unreadable, not a record, or not a plain file (see
+    :func:`decathlon.files.read_left_by_task`)."""
+    try:
+        record = json.loads(files.read_left_by_task(path, TASK_JSON_LIMIT))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def write_json(path: Path, payload: Any) -> None:
     files.write_text(path, json.dumps(payload, indent=2, default=str))
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ import numpy as np
 
 import decathlon
 from decathlon import budgets as budgets_module
-from decathlon import datasets, environments, launcher, leaderboard, metrics, rundir, sandbox
+from decathlon import datasets, environments, files, launcher, leaderboard, metrics, rundir, sandbox
 from decathlon.contract import Adapter, Budget, DatasetInfo
 from decathlon.enforcement import new_tag, run_limited
 from decathlon.errors import DecathlonError
@@ -467,7 +468,7 @@ class Runner:
         finally:  # also on Ctrl-C or SIGTERM, once run_limited has taken the tree down
             shutil.rmtree(scratch, ignore_errors=True)
         base["elapsed_s"] = round(outcome.elapsed, 2)
-        notes = rundir.read_json(predictions / rundir.WORKER_INFO) or {}
+        notes = rundir.read_task_json(predictions / rundir.WORKER_INFO) or {}
         failure = launcher.failure(outcome, task.budget, predictions, task_dir / rundir.LOG)
         if failure is not None:
             status, reason = failure
@@ -501,11 +502,15 @@ class Runner:
                 str(environments.home() / "arrays"),
                 str(environments.home() / "dask-runs"),
             ]
+            # Paths only from the options the user gave, not from the adapter's defaults.
+            table = self.budgets.table(self.config.profile, self.adapter).get("options") or {}
+            given = {**table, **self.config.options}
             view = sandbox.task_view(
                 python=python,
                 code=[str(launcher.WORKER.parent), *spec["mounts"].values()],
-                task_dir=str(task_dir),
-                shared=sandbox.option_paths(self.options, hidden),
+                task_dirs=[spec["scratch_dir"], spec["output_dir"], spec["predictions_dir"]],
+                task_file=str(task_dir / rundir.TASK_SPEC),
+                shared=sandbox.option_paths(given, hidden),
                 arrays=spec["arrays"].values(),
                 hidden=hidden,
                 env=env,
@@ -568,14 +573,21 @@ def score(
     loaded: dict[str, np.ndarray] = {}
     for split in leaderboard.SPLITS:
         path = predictions / f"{split}.npy"
-        if not path.exists():
+        # Float64 scores, or complex128 at the most (refused below), plus the file's header.
+        limit = 16 * info.n_samples[split] * max(1, info.n_outputs) + 2**20
+        try:
+            raw = files.read_left_by_task(path, limit)
+        except FileNotFoundError:
             if split != "train":
                 return failed_rows(base, "invalid", f"no {split} scores returned", notes=notes)
             continue
+        except (OSError, ValueError) as exc:
+            return failed_rows(base, "invalid", f"{split} scores refused: {exc}", notes=notes)
         try:
-            scores = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            return failed_rows(base, "invalid", f"{split} scores unreadable: {exc}", notes=notes)
+            scores = np.load(io.BytesIO(raw), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            reason = f"{split} scores unreadable: {exc or type(exc).__name__}"
+            return failed_rows(base, "invalid", reason, notes=notes)
         problem = metrics.check_scores(scores, info.n_samples[split], info)
         if problem:
             return failed_rows(base, "invalid", f"{split} {problem}", notes=notes)

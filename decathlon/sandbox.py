@@ -172,7 +172,9 @@ class View:
     """What a sealed task sees of the file system; nothing else exists inside.
 
     ``readable``: folders and files bound read-only at their own paths. ``writable``: bound
-    read-write (the task's folder). ``arrays``: the array files the task is given, read-only.
+    read-write (the task's scratch, output and predictions folders, the paths the user's
+    options name). ``arrays``: bound read-only after everything else (the task's spec, the
+    array files it is given).
     ``hidden``: emptied (an empty tmpfs) where they would otherwise show through a readable
     folder: the data folder, the run folder, the caches. ``cwd``: the working directory inside.
     """
@@ -214,7 +216,8 @@ def task_view(
     *,
     python: str,
     code: Iterable[str],
-    task_dir: str,
+    task_dirs: Iterable[str],
+    task_file: str,
     arrays: Iterable[str],
     shared: Iterable[str] = (),
     hidden: Iterable[str],
@@ -222,9 +225,13 @@ def task_view(
     cwd: str | None = None,
 ) -> View:
     """The view of one task: ``python``'s installation and packages, the ``code`` folders or
-    files the worker imports, ``task_dir`` and the ``shared`` paths read-write, the ``arrays``
-    files read-only, with the ``hidden`` folders emptied wherever they fall inside what is
-    bound."""
+    files the worker imports, its ``task_file`` read-only, its ``task_dirs`` (scratch, output,
+    predictions) and the ``shared`` paths read-write, the ``arrays`` files read-only,
+    with the ``hidden`` folders emptied wherever they fall inside what is bound.
+
+    The task's own folder is not bound, only those folders in it: what the harness writes
+    there after the task (``result.json``, ``evaluator/``) and reads (``task.json`` on a resume)
+    is out of the task's reach."""
     env_items = tuple(sorted((env or os.environ).items()))
     readable = [*interpreter_paths(python, env_items), *code]
     resolv = os.path.realpath("/etc/resolv.conf")  # often a link into /run
@@ -232,24 +239,28 @@ def task_view(
         readable.append(resolv)
     return View(
         readable=tuple(_outermost(readable)),
-        writable=(task_dir, *shared),
-        arrays=tuple(arrays),
+        writable=(*task_dirs, *shared),
+        arrays=(task_file, *arrays),
         hidden=tuple(os.path.abspath(h) for h in dict.fromkeys(hidden) if h),
         cwd=cwd,
     )
 
 
 def option_paths(options: Mapping[str, Any], hidden: Iterable[str]) -> list[str]:
-    """The existing files and folders an adapter's options name by absolute path (such as
-    ``model_dir``): the user pointed the adapter at them, so a sealed task sees them too, unless
-    they overlap a ``hidden`` folder (the data, the run folder), which stays hidden."""
-    hidden = [os.path.abspath(h) for h in hidden if h]
+    """The existing files and folders that options the user gave name by absolute path (such
+    as ``model_dir``): a sealed task sees them too, read-write. Pass only the user's options
+    (``--option`` and the budgets file), never an adapter's defaults: an adapter must not choose
+    what of the machine its sandbox shows. Left out, compared where links lead: anything that
+    overlaps a ``hidden`` folder (the data, the run folder), and the system folders (shown
+    read-only to every task already)."""
+    hidden = [os.path.realpath(h) for h in hidden if h]
     found = []
     for value in options.values():
         if isinstance(value, str) and os.path.isabs(value) and os.path.exists(value):
-            path = os.path.abspath(value)
-            if not any(_inside(path, h) or _inside(h, path) for h in hidden):
-                found.append(path)
+            path = os.path.realpath(value)
+            if _under_system(path) or any(_inside(path, h) or _inside(h, path) for h in hidden):
+                continue
+            found.append(path)
     return found
 
 

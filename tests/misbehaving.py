@@ -72,6 +72,8 @@ ADAPTERS = (
     _adapter("mis_peeker", "peek_for_test_labels", _LONG),
     _adapter("mis_npz_hunter", "hunt_for_npz", _LONG, options={"walk": True}),
     _adapter("mis_network", "fetch_url", _LONG, options={"url": ""}),
+    _adapter("mis_planter", "plant_after_exit", _LONG, options={"mode": "link", "target": ""}),
+    _adapter("mis_prober", "probe_path", _LONG, options={"probe": ""}),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -341,6 +343,60 @@ def fetch_url(task: Task) -> Predictions:
     except OSError as exc:
         got = {"error": f"{type(exc).__name__}: {exc}"}
     return valid_predictions(task, got)
+
+
+def plant_after_exit(task: Task) -> Predictions:
+    """A cheat that strikes after the worker wrote its scores: an ``atexit`` handler (run after
+    the worker's own clean-up) replaces ``predictions/test.npy`` by, per ``mode``: ``link``, a
+    symbolic link to ``target`` (another adapter's scores, which the task itself cannot see);
+    ``fifo``, a named pipe (a reader would block for ever); ``empty``, an empty file; ``dir``, a
+    folder. It also tries to plant a ``result.json`` and an ``evaluator`` link in its task folder,
+    which the harness writes after the task."""
+    import atexit
+
+    predictions = task.output_dir.parent / "predictions"
+    task_folder = task.output_dir.parent
+
+    def plant() -> None:
+        test = predictions / "test.npy"
+        test.unlink(missing_ok=True)
+        mode = task.options["mode"]
+        if mode == "link":
+            test.symlink_to(task.options["target"])
+        elif mode == "fifo":
+            os.mkfifo(test)
+        elif mode == "empty":
+            test.write_bytes(b"")
+        elif mode == "dir":
+            test.mkdir()
+        for name, make in (
+            ("result.json", lambda p: p.mkdir()),
+            ("evaluator", lambda p: p.symlink_to("/")),
+        ):
+            try:
+                make(task_folder / name)
+            except OSError:
+                pass
+
+    atexit.register(plant)
+    return valid_predictions(task)
+
+
+def probe_path(task: Task) -> Predictions:
+    """Reads ``probe/hello.txt`` and tries to write ``probe/written.txt``; the notes say what
+    happened (``read``: the text or the error, ``wrote``: ``true`` or the error)."""
+    folder = Path(task.options["probe"])
+    notes: dict[str, Any] = {}
+    try:
+        notes["read"] = (folder / "hello.txt").read_text()
+    except OSError as exc:
+        notes["read"] = f"{type(exc).__name__}"
+    try:
+        (folder / "written.txt").write_text("the adapter was here")
+        notes["wrote"] = True
+    except OSError as exc:
+        notes["wrote"] = f"{type(exc).__name__}"
+    return valid_predictions(task, notes)
 
 
 def _npz_with_test_labels(

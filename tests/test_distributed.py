@@ -351,3 +351,22 @@ def test_a_plugin_module_without_a_file_is_sent_by_name() -> None:
     module.decathlon_register_adapters = decathlon_register_adapters  # type: ignore[attr-defined]
     (ref,) = plugin_refs(make_registry([module], entry_points=False))
     assert ref.module == "in_memory_plugin" and ref.path is None and ref.obj is None
+
+
+def test_the_local_cluster_refuses_a_client_without_its_certificate() -> None:
+    """A task whose network is on can reach the loopback; the local cluster it runs on speaks
+    TLS with a certificate held in memory, so the task cannot submit work that the unsealed
+    workers would run."""
+    client, cluster = DaskExecutor(workers=1)._connect()
+    try:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://127.0.0.1:")
+        from distributed.security import Security
+
+        with pytest.raises((OSError, TimeoutError)):  # plain TCP
+            distributed.Client(address.replace("tls://", "tcp://"), timeout="3s")
+        with pytest.raises((OSError, TimeoutError)):  # TLS with a certificate of its own
+            distributed.Client(address, security=Security.temporary(), timeout="3s")
+    finally:
+        client.close()
+        cluster.close()

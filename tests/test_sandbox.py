@@ -7,6 +7,7 @@ need a memory cgroup skip where this machine gives none.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,12 +15,14 @@ import time
 from pathlib import Path
 
 import misbehaving
+import numpy as np
 import pytest
 from helpers import TinyData
 from test_resume import harness, kill_harness, start_run, wait_for
 from test_runner import all_status, assert_tree_gone, run, task_rows
 
 from decathlon import leaderboard, sandbox
+from decathlon.hookspecs import hookimpl
 from decathlon.leaderboard import COLUMNS
 from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
@@ -172,6 +175,81 @@ def test_data_location_variables_do_not_reach_the_worker(
     assert json.loads(test["notes"])["found"] == []
     task_log = (tmp_path / "run" / TASK / "log.txt").read_text()
     assert str(tiny_catalog.data_dir) not in task_log
+
+
+# ---------------------------------------------------------------------------- what a task leaves
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("link", "test.npy is a symbolic link"),
+        ("fifo", "test.npy is not a regular file"),
+        ("dir", "test.npy is not a regular file"),
+        ("empty", "test scores unreadable"),
+    ],
+)
+def test_scores_planted_after_the_worker_are_refused(
+    tiny_catalog: TinyData, tmp_path: Path, mode: str, reason: str
+) -> None:
+    """After the worker wrote its scores, the adapter's atexit handler swaps test.npy for a link
+    to another run's scores (which it cannot see, but the harness could), a FIFO (the harness
+    would block for ever), a folder or an empty file: each is an ``invalid`` row with its reason,
+    never a crash, a hang or another adapter's score. The result.json and evaluator link it
+    tries to plant in its task folder never reach the host."""
+    other = tmp_path / "other-run-test.npy"
+    rng = np.random.default_rng(1)
+    np.save(other, rng.dirichlet(np.ones(2), size=30))
+    rows = run(
+        "mis_planter", tiny_catalog, tmp_path / "run", options={"mode": mode, "target": str(other)}
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["sealed"] == "true"
+    assert test["status"] == "invalid" and reason in test["reason"], test["reason"]
+    task = tmp_path / "run" / TASK
+    assert (task / "result.json").is_file() and not (task / "evaluator").is_symlink()
+
+
+def test_an_adapters_default_path_is_not_shown_and_a_users_is(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """An option path the user gives is visible to the task; one that an adapter's defaults
+    name is not bound at all (before, it was bound read-write: a default of /etc or of the
+    harness's own packages made them writable from the task)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "hello.txt").write_text("hello")
+
+    class DefaultsPlugin:
+        @hookimpl
+        def decathlon_register_adapters(self, register) -> None:
+            register(
+                dataclasses.replace(
+                    next(a for a in misbehaving.ADAPTERS if a.name == "mis_prober"),
+                    name="mis_prober_default",
+                    options={"probe": str(folder)},
+                )
+            )
+
+    registry = make_registry(extra_plugins=[misbehaving, DefaultsPlugin()])
+    config = RunConfig(
+        adapter="mis_prober_default",
+        profile="quick",
+        datasets=("breastmnist",),
+        seeds=(0,),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+        n_jobs=1,
+    )
+    path = Runner(config, registry).run(tmp_path / "default")
+    notes = json.loads(task_rows(leaderboard.read(path), "breastmnist")["test"]["notes"])
+    assert notes == {"read": "FileNotFoundError", "wrote": "FileNotFoundError"}
+
+    rows = run("mis_prober", tiny_catalog, tmp_path / "given", options={"probe": str(folder)})
+    notes = json.loads(task_rows(rows, "breastmnist")["test"]["notes"])
+    assert notes == {"read": "hello", "wrote": True}
+    assert (folder / "written.txt").read_text() == "the adapter was here"
 
 
 # ---------------------------------------------------------------------------- memory
