@@ -43,10 +43,12 @@ def run(
     *,
     data_dir: Path | None = None,
     info_path: Path | None = None,
+    registry: Any = None,
     **config: Any,
 ) -> list[dict[str, str]]:
-    """Run one misbehaving adapter in-process; return the leaderboard's rows."""
-    registry = make_registry(extra_plugins=[misbehaving])
+    """Run one misbehaving adapter in-process (or one of ``registry``); return the leaderboard's
+    rows."""
+    registry = registry or make_registry(extra_plugins=[misbehaving])
     cfg = RunConfig(
         adapter=adapter,
         profile="quick",

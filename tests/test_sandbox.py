@@ -232,18 +232,8 @@ def test_an_adapters_default_path_is_not_shown_and_a_users_is(
             )
 
     registry = make_registry(extra_plugins=[misbehaving, DefaultsPlugin()])
-    config = RunConfig(
-        adapter="mis_prober_default",
-        profile="quick",
-        datasets=("breastmnist",),
-        seeds=(0,),
-        data_dir=str(tiny_catalog.data_dir),
-        download=False,
-        info_path=str(tiny_catalog.info_path),
-        n_jobs=1,
-    )
-    path = Runner(config, registry).run(tmp_path / "default")
-    notes = json.loads(task_rows(leaderboard.read(path), "breastmnist")["test"]["notes"])
+    rows = run("mis_prober_default", tiny_catalog, tmp_path / "default", registry=registry)
+    notes = json.loads(task_rows(rows, "breastmnist")["test"]["notes"])
     assert notes == {"read": "FileNotFoundError", "wrote": "FileNotFoundError"}
 
     rows = run("mis_prober", tiny_catalog, tmp_path / "given", options={"probe": str(folder)})
