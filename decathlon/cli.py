@@ -596,12 +596,11 @@ def _read_config(run_dir: Path) -> RunConfig:
     """The configuration of the run to resume, or one line on why there is none."""
     path = rundir.config_path(run_dir)
     try:
-        json.loads(path.read_text())
+        record = rundir.config_record(json.loads(path.read_text()))
     except FileNotFoundError:
         raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)") from None
     except (OSError, ValueError) as exc:
         raise DecathlonError(f"{path}: not valid JSON ({exc})") from None
-    record = rundir.read_config(run_dir)
     try:
         if record is None:
             raise ValueError("no 'config' record")

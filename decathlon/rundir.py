@@ -98,15 +98,20 @@ def write_json(path: Path, payload: Any) -> None:
 CONFIG_RECORDS = ("config", "adapter", "budgets_file", "host")
 
 
-def read_config(run_dir: Path) -> dict[str, Any] | None:
-    """The run's ``config.json``, or ``None`` when there is none, it is unreadable, or it is not
-    a run's configuration (each of :data:`CONFIG_RECORDS` a record, ``config`` among them)."""
-    record = read_json(config_path(run_dir))
+def config_record(record: Any) -> dict[str, Any] | None:
+    """``record`` when it has the shape of a run's configuration (each of
+    :data:`CONFIG_RECORDS` a record, ``config`` among them), else ``None``."""
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         return None
     if any(not isinstance(record.get(key, {}), dict) for key in CONFIG_RECORDS):
         return None
     return record
+
+
+def read_config(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``config.json``, or ``None`` when there is none, it is unreadable, or it is not
+    a run's configuration (:func:`config_record`)."""
+    return config_record(read_json(config_path(run_dir)))
 
 
 def write_config(run_dir: Path, record: dict[str, Any]) -> None:
