@@ -64,6 +64,9 @@ OPTIONS: dict[str, Any] = {
     "ordinal_alpha": 0.0,
     # Intensity jitter in training: contrast and brightness within +-this share; 0 = none.
     "intensity": 0.0,
+    # The ensemble's output recalibrated on the validation split: a temperature and a bias per
+    # class (per label) fitted by log-loss (benchmarks/RESULTS.md, "calibration"); false = none.
+    "calibrate": True,
 }
 
 ADAPTER = Adapter(
@@ -641,6 +644,75 @@ def ensemble_selection(
     return weights / weights.sum()
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Scores recalibrated as ``softmax(temperature * log p + bias)`` (for labels, the sigmoid
+    of ``temperature * logit p + bias``); the identity is temperature 1, bias 0."""
+
+    task_type: str
+    temperature: float = 1.0
+    bias: tuple[float, ...] = ()
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        z = _logits(self.task_type, scores) * self.temperature + np.asarray(self.bias or 0.0)
+        if self.task_type == MULTI_LABEL:
+            return 0.5 * (1.0 + np.tanh(0.5 * z))  # the sigmoid, without overflow
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+
+def _logits(task_type: str, scores: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1.0 - 1e-7)
+    return np.log(p) - np.log1p(-p) if task_type == MULTI_LABEL else np.log(p)
+
+
+def log_loss(task_type: str, y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Mean log-loss of scores (probabilities) against the labels: cross-entropy over classes,
+    or binary cross-entropy averaged over labels."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1.0 - 1e-7)
+    if task_type == MULTI_LABEL:
+        y = np.asarray(y_true, dtype=np.float64)
+        return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+    labels = np.asarray(y_true).reshape(-1).astype(int)
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(p[np.arange(len(labels)), labels])))
+
+
+def calibrate(val: np.ndarray, y_val: np.ndarray, task_type: str) -> Calibration:
+    """A temperature and a bias per class (per label) that minimise the validation log-loss
+    (the temperature scaling and "vector scaling" of Guo et al., 2017, with one temperature).
+
+    A class (label) that validation lacks, or has only, keeps bias 0: its fitted bias would run
+    to the bound. The identity is returned when the fit is no better on validation."""
+    from scipy.optimize import minimize
+
+    val = np.asarray(val, dtype=np.float64)
+    n_outputs = val.shape[1]
+    if task_type == MULTI_LABEL:
+        y = np.asarray(y_val, dtype=np.float64)
+        free = (y.min(axis=0) == 0) & (y.max(axis=0) == 1)
+    else:
+        counts = np.bincount(np.asarray(y_val).reshape(-1).astype(int), minlength=n_outputs)
+        free = counts > 0
+        free[0] = False  # softmax: one bias is redundant
+    free_index = np.flatnonzero(free)
+
+    def unpack(w: np.ndarray) -> Calibration:
+        bias = np.zeros(n_outputs)
+        bias[free_index] = w[1:]
+        return Calibration(task_type, float(w[0]), tuple(float(b) for b in bias))
+
+    def objective(w: np.ndarray) -> float:
+        return log_loss(task_type, y_val, unpack(w)(val))
+
+    start = np.r_[1.0, np.zeros(len(free_index))]
+    bounds = [(0.05, 20.0)] + [(-10.0, 10.0)] * len(free_index)
+    fitted = minimize(objective, start, method="L-BFGS-B", bounds=bounds)
+    if not np.all(np.isfinite(fitted.x)) or objective(fitted.x) >= objective(start):
+        return Calibration(task_type, 1.0, (0.0,) * n_outputs)
+    return unpack(fitted.x)
+
+
 # ----------------------------------------------------------------------------- the adapter
 
 
@@ -909,6 +981,11 @@ def _race(
     key = "tta" if chosen["tta"][2] >= chosen["plain"][2] else "plain"
     weights, val, val_auc = chosen[key]
     test = sum(w * r.test[key] for w, r in zip(weights, records))
+    calibration = Calibration(kind)
+    val_loss = log_loss(kind, y_val, val)
+    if opts["calibrate"]:
+        calibration = calibrate(val, y_val, kind)
+        val, test = calibration(val), calibration(test)
     members = [
         {"config": r.config, "rung": r.rung, "seed": r.seed, "weight": round(float(w), 4)}
         for w, r in zip(weights, records)
@@ -925,6 +1002,12 @@ def _race(
         "ensemble_val_auc": round(val_auc, 4),
         "ensemble_val_auc_plain": round(chosen["plain"][2], 4),
         "ensemble_val_auc_tta": round(chosen["tta"][2], 4),
+        "calibration": {
+            "temperature": round(calibration.temperature, 4),
+            "bias": [round(b, 4) for b in calibration.bias],
+            "val_log_loss_before": round(val_loss, 4),
+            "val_log_loss_after": round(log_loss(kind, y_val, val), 4),
+        },
         "deadline_cut": deadline_cut,
         "epoch_bounded": epoch_bounded,
     }

@@ -71,6 +71,60 @@ def test_soft_ordinal_targets_favour_the_neighbouring_grades() -> None:
     assert (one_hot == np.eye(5, dtype=np.float32)[grades]).all()
 
 
+def _miscalibrated(task: str, k: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and informative scores pushed towards the first class (label) and over-smoothed,
+    as a label-smoothed ensemble chosen for AUC can leave them."""
+    rng = np.random.default_rng(seed)
+    if task == MULTI_LABEL:
+        y = rng.integers(0, 2, (n, k))
+        logits = 1.5 * (2 * y - 1) + rng.normal(0, 1.5, (n, k)) - 1.0
+        return y, 1 / (1 + np.exp(-0.4 * logits))
+    y = rng.integers(0, k, (n, 1))
+    logits = 2.0 * np.eye(k)[y[:, 0]] + rng.normal(0, 1.0, (n, k))
+    logits[:, 0] += 1.5
+    scores = np.exp(0.5 * logits)
+    return y, scores / scores.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("task", "k"), [(BINARY, 2), (MULTI_CLASS, 9), (ORDINAL, 5), (MULTI_LABEL, 14)]
+)
+def test_calibration_fitted_on_val_lowers_the_log_loss_and_raises_acc_on_test(
+    task: str, k: int
+) -> None:
+    from decathlon.metrics import acc
+
+    y_val, val = _miscalibrated(task, k, 400, seed=1)
+    y_test, test = _miscalibrated(task, k, 2000, seed=2)
+    calibration = portfolio.calibrate(val, y_val, task)
+    assert calibration.temperature != 1.0 and any(b != 0 for b in calibration.bias)
+    calibrated = calibration(test)
+    assert calibrated.shape == test.shape and np.all((calibrated >= 0) & (calibrated <= 1))
+    if task != MULTI_LABEL:
+        assert calibrated.sum(axis=1) == pytest.approx(np.ones(len(test)))
+    assert portfolio.log_loss(task, y_test, calibrated) < portfolio.log_loss(task, y_test, test)
+    assert acc(task, y_test, calibrated) > acc(task, y_test, test) + 0.02
+    if task == BINARY:  # a monotone map of the score: the AUC cannot move
+        assert auc(task, y_test, calibrated) == pytest.approx(auc(task, y_test, test), abs=1e-12)
+
+
+def test_calibration_of_well_calibrated_scores_is_near_the_identity() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.95, 5000)
+    y = (rng.random(5000) < p).astype(int)[:, None]
+    calibration = portfolio.calibrate(np.stack([1 - p, p], axis=1), y, BINARY)
+    assert calibration.temperature == pytest.approx(1.0, abs=0.1)
+    assert calibration.bias[1] == pytest.approx(0.0, abs=0.1)
+
+
+def test_calibration_leaves_a_class_that_validation_lacks_at_bias_zero() -> None:
+    y, scores = _miscalibrated(MULTI_CLASS, 4, 300, seed=4)
+    keep = y[:, 0] != 3  # no image of class 3 in validation
+    calibration = portfolio.calibrate(scores[keep], y[keep], MULTI_CLASS)
+    assert calibration.bias[3] == 0.0 and calibration.bias[0] == 0.0
+    assert np.all(np.isfinite(calibration(scores)))
+
+
 def _rows(path: Path) -> dict[str, dict]:
     return {
         r["split"]: r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET
@@ -122,6 +176,9 @@ def test_real_breastmnist_tiny_budget_is_ok_with_notes(mixed_catalog, tmp_path: 
         1.0, abs=1e-3
     )
     assert isinstance(notes["deadline_cut"], bool) and notes["tta"] in (True, False)
+    calibration = notes["calibration"]
+    assert len(calibration["bias"]) == 2 and calibration["temperature"] > 0
+    assert calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
 
 
 @pytest.mark.slow
