@@ -688,6 +688,8 @@ def calibrate(val: np.ndarray, y_val: np.ndarray, task_type: str) -> Calibration
 
     val = np.asarray(val, dtype=np.float64)
     n_outputs = val.shape[1]
+    if not np.all(np.isfinite(val)):
+        return Calibration(task_type, 1.0, (0.0,) * n_outputs)
     if task_type == MULTI_LABEL:
         y = np.asarray(y_val, dtype=np.float64)
         free = (y.min(axis=0) == 0) & (y.max(axis=0) == 1)

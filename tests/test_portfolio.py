@@ -123,6 +123,9 @@ def test_calibration_leaves_a_class_that_validation_lacks_at_bias_zero() -> None
     calibration = portfolio.calibrate(scores[keep], y[keep], MULTI_CLASS)
     assert calibration.bias[3] == 0.0 and calibration.bias[0] == 0.0
     assert np.all(np.isfinite(calibration(scores)))
+    scores[0, 0] = np.nan  # a member that diverged: no fit, the scores pass unchanged
+    identity = portfolio.calibrate(scores, y, MULTI_CLASS)
+    assert identity.temperature == 1.0 and not any(identity.bias)
 
 
 def _rows(path: Path) -> dict[str, dict]:
