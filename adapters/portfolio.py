@@ -688,8 +688,9 @@ def calibrate(val: np.ndarray, y_val: np.ndarray, task_type: str) -> Calibration
 
     val = np.asarray(val, dtype=np.float64)
     n_outputs = val.shape[1]
+    identity = Calibration(task_type, 1.0, (0.0,) * n_outputs)
     if not np.all(np.isfinite(val)):
-        return Calibration(task_type, 1.0, (0.0,) * n_outputs)
+        return identity
     if task_type == MULTI_LABEL:
         y = np.asarray(y_val, dtype=np.float64)
         free = (y.min(axis=0) == 0) & (y.max(axis=0) == 1)
@@ -711,7 +712,7 @@ def calibrate(val: np.ndarray, y_val: np.ndarray, task_type: str) -> Calibration
     bounds = [(0.05, 20.0)] + [(-10.0, 10.0)] * len(free_index)
     fitted = minimize(objective, start, method="L-BFGS-B", bounds=bounds)
     if not np.all(np.isfinite(fitted.x)) or objective(fitted.x) >= objective(start):
-        return Calibration(task_type, 1.0, (0.0,) * n_outputs)
+        return identity
     return unpack(fitted.x)
 
 
