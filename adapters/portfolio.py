@@ -373,6 +373,9 @@ class Runner:
             targets = ordinal_targets(labels.reshape(-1), self.n_outputs, alpha)
             self.y_train = torch.from_numpy(targets).to(self.device)
         self.in_channels = int(self.x_train.shape[1])
+        # Channels-last on every device: on a CPU too, 15 to 70% more training images per
+        # second for these networks, and faster predictions (benchmarks/RESULTS.md).
+        self.memory_format = torch.channels_last
 
     def probe(self, config: Config, steps: int = 4) -> float:
         """Seconds one epoch of ``config`` takes here, with its snapshot predictions, estimated
@@ -381,7 +384,7 @@ class Runner:
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(0)
         model = build_network(config, self.width, self.in_channels, self.n_outputs)
-        model = model.to(self.device)
+        model = model.to(self.device, memory_format=self.memory_format)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
         b = self.batch_size
         times = []
@@ -391,6 +394,7 @@ class Runner:
             start = (step * b) % max(1, len(self.x_train) - b)
             x = self.prepare(self.x_train[start : start + b])
             x = augment(x, config.aug, generator, self.intensity)
+            x = x.contiguous(memory_format=self.memory_format)
             loss = self.loss(model(x), self.y_train[start : start + b], config.smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -429,6 +433,7 @@ class Runner:
         with torch.inference_mode(), self.autocast():
             for start in range(0, len(images), 512):
                 x = self.prepare(images[start : start + 512])
+                x = x.contiguous(memory_format=self.memory_format)
                 logits = model(x).float()
                 if flip:
                     logits = torch.stack([logits, model(torch.flip(x, dims=[3])).float()])
@@ -455,9 +460,7 @@ class Runner:
         generator = torch.Generator().manual_seed(record.seed)
         rng = np.random.default_rng(record.seed)
         model = build_network(config, self.width, self.in_channels, self.n_outputs)
-        model = model.to(self.device)
-        if self.cuda:
-            model = model.to(memory_format=torch.channels_last)
+        model = model.to(self.device, memory_format=self.memory_format)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
@@ -515,8 +518,7 @@ class Runner:
                 y = self.y_train[index]
                 if config.mix:
                     x, y = mix_batch(x, y, config.mix, rng)
-                if self.cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=self.memory_format)
                 with self.autocast():
                     loss = self.loss(model(x), y, config.smoothing)
                 optimizer.zero_grad(set_to_none=True)
@@ -809,6 +811,20 @@ def run(task: Task) -> Predictions:
     return result
 
 
+def rounds_of_rung(share_s: float, rounds: int, longest_s: float, previous_s: float) -> int:
+    """Rounds of runs (one run per process each) for a rung of successive halving with a time
+    budget of ``share_s`` seconds, at least ``rounds`` (every survivor once).
+
+    No run longer than ``longest_s`` (max_epochs of the slowest survivor): more seeds of the
+    survivors instead, diversity rather than over-fitting. But no run shorter than
+    ``previous_s``, the rung before's: shorter runs would undo the halving (a plan of three
+    rungs once split its last into 16 runs of 23 s after runs of 40 s, and they scored lower)."""
+    more = math.ceil(share_s / longest_s) if longest_s > 0 else rounds
+    if previous_s > 0:
+        more = min(more, math.floor(share_s / previous_s))
+    return max(rounds, more)
+
+
 def _race(
     task: Task,
     executor: Any,
@@ -897,6 +913,7 @@ def _race(
 
     survivors = order[:n]
     plan: list[dict[str, Any]] = []
+    previous_s = 0.0  # the seconds of each run of the rung before (time budget)
     for rung in range(n_rungs):
         if rung > 0:
             score = {}
@@ -920,12 +937,15 @@ def _race(
             # the survivors. The last rung takes all the time left.
             last = rung == n_rungs - 1
             share = wall_left(0.97 if last else SLACK) / (n_rungs - rung)
-            rounds = rounds_for(len(survivors))
-            # No run longer than max_epochs: more seeds instead (diversity, not over-fitting).
-            slowest = max(cost[c] for c in survivors)
-            rounds = max(rounds, math.ceil(share / (max_epochs * slowest)))
+            rounds = rounds_of_rung(
+                share,
+                rounds_for(len(survivors)),
+                max_epochs * max(cost[c] for c in survivors),
+                previous_s,
+            )
             count = rounds * processes
             epochs, allotted = 0, share / rounds
+            previous_s = allotted
         jobs = [
             RunRecord(
                 survivors[i % len(survivors)],
