@@ -67,7 +67,15 @@ OPTIONS: dict[str, Any] = {
     # The ensemble's output recalibrated on the validation split: a temperature and a bias per
     # class (per label) fitted by log-loss (benchmarks/RESULTS.md, "calibration"); false = none.
     "calibrate": True,
+    # Every run's validation and test scores, the ensemble's weights and the calibration, kept
+    # in the task's output folder (runs.npz): the result can be recomputed, and other ensembles
+    # studied, without training again.
+    "keep_runs": True,
 }
+
+#: The file in the task's output folder that :data:`OPTIONS` ``keep_runs`` writes.
+RUNS_FILE = "runs.npz"
+
 
 ADAPTER = Adapter(
     name="portfolio",
@@ -1009,6 +1017,8 @@ def _race(
     if opts["calibrate"]:
         calibration = calibrate(val, y_val, kind)
         val, test = calibration(val), calibration(test)
+    if opts["keep_runs"]:
+        keep_runs(task.output_dir / RUNS_FILE, records, weights, key, calibration)
     members = [
         {"config": r.config, "rung": r.rung, "seed": r.seed, "weight": round(float(w), 4)}
         for w, r in zip(weights, records)
@@ -1033,6 +1043,7 @@ def _race(
         },
         "deadline_cut": deadline_cut,
         "epoch_bounded": epoch_bounded,
+        "runs_file": RUNS_FILE if opts["keep_runs"] else None,
     }
     if deadline_cut:
         info["deadline_note"] = (
@@ -1041,6 +1052,31 @@ def _race(
         )
     log.info("ensemble of %d runs, val AUC %.4f (%s)", len(members), val_auc, key)
     return Predictions(val=_clip(val), test=_clip(test), train=None, info=info)
+
+
+def keep_runs(
+    path: Any, records: list[RunRecord], weights: np.ndarray, key: str, calibration: Calibration
+) -> None:
+    """Write every run's scores (``val_plain``, ``val_tta``, ``test_plain``, ``test_tta``:
+    runs x images x outputs), which run is which (``config``, ``rung``, ``seed``), and how the
+    result was made of them: ``weights``, ``tta`` and the calibration's ``temperature`` and
+    ``bias``. The result's val and test scores are ``calibration(sum of weight x scores)``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {
+        f"{split}_{k}": np.stack([getattr(r, split)[k] for r in records]).astype(np.float32)
+        for split in ("val", "test")
+        for k in ("plain", "tta")
+    }
+    arrays.update(
+        config=np.array([r.config for r in records]),
+        rung=np.array([r.rung for r in records]),
+        seed=np.array([r.seed for r in records]),
+        weights=np.asarray(weights, dtype=np.float64),
+        tta=np.array(key == "tta"),
+        temperature=np.array(calibration.temperature),
+        bias=np.asarray(calibration.bias, dtype=np.float64),
+    )
+    np.savez_compressed(path, **arrays)
 
 
 def _clip(scores: Any) -> np.ndarray:

@@ -194,6 +194,16 @@ def test_real_breastmnist_tiny_budget_is_ok_with_notes(mixed_catalog, tmp_path: 
     calibration = notes["calibration"]
     assert len(calibration["bias"]) == 2 and calibration["temperature"] > 0
     assert calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
+    # The runs kept in the output folder recompute exactly what the adapter returned.
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    runs = np.load(task_dir / "output" / notes["runs_file"])
+    assert list(runs["config"]) == [r["config"] for r in notes["runs"]]
+    key = "tta" if runs["tta"] else "plain"
+    calibrate = portfolio.Calibration(BINARY, float(runs["temperature"]), tuple(runs["bias"]))
+    for split in ("val", "test"):
+        scores = np.tensordot(runs["weights"], runs[f"{split}_{key}"].astype(np.float64), axes=1)
+        returned = np.load(task_dir / "predictions" / f"{split}.npy")
+        assert np.allclose(calibrate(scores), returned, atol=1e-5)
 
 
 @pytest.mark.slow
