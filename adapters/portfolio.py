@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 OPTIONS: dict[str, Any] = {
     "eta": 3,  # successive halving's reduction factor
     "r0": 0,  # epochs of the first rung; 0 = sized from the time budget
-    "max_epochs": 40,  # the longest schedule a run gets
+    # The longest schedule a run gets; with a time budget, spare time goes to more seeds
+    # rather than longer runs, as far as no run gets shorter than the rung before's.
+    "max_epochs": 40,
     "min_epochs": 8,  # the shortest (rung 0)
     "batch_size": 64,
     "ensemble_size": 25,  # greedy selection steps (with replacement)
@@ -821,15 +823,18 @@ def run(task: Task) -> Predictions:
 
 def rounds_of_rung(share_s: float, rounds: int, longest_s: float, previous_s: float) -> int:
     """Rounds of runs (one run per process each) for a rung of successive halving with a time
-    budget of ``share_s`` seconds, at least ``rounds`` (every survivor once).
+    budget of ``share_s`` seconds: at least ``rounds`` (every survivor runs once, even if that
+    makes its runs short).
 
-    No run longer than ``longest_s`` (max_epochs of the slowest survivor): more seeds of the
-    survivors instead, diversity rather than over-fitting. But no run shorter than
-    ``previous_s``, the rung before's: shorter runs would undo the halving (a plan of three
-    rungs once split its last into 16 runs of 23 s after runs of 40 s, and they scored lower)."""
-    more = math.ceil(share_s / longest_s) if longest_s > 0 else rounds
+    Beyond that, time that would make runs longer than ``longest_s`` (max_epochs of the slowest
+    survivor) goes to more seeds of the survivors instead (diversity rather than over-fitting),
+    but only as far as runs stay as long as ``previous_s``, the rung before's; past that, runs
+    get longer than ``longest_s``. Shorter runs than the rung before's would undo the halving
+    (a plan of three rungs once split its last into 16 runs of 23 s after runs of 40 s, and they
+    scored lower on validation)."""
+    more = math.ceil(share_s / longest_s) if 0 < longest_s < math.inf else rounds
     if previous_s > 0:
-        more = min(more, math.floor(share_s / previous_s))
+        more = min(more, math.floor(share_s / previous_s + 1e-6))
     return max(rounds, more)
 
 
@@ -1007,18 +1012,23 @@ def _race(
             bags=int(opts["bags"]),
             seed=task.seed,
         )
-        val = sum(w * r.val[key] for w, r in zip(weights, records))
+        val = weighted(weights, [r.val[key] for r in records])
         chosen[key] = (weights, val, _safe_auc(auc, kind, y_val, val))
     key = "tta" if chosen["tta"][2] >= chosen["plain"][2] else "plain"
     weights, val, val_auc = chosen[key]
-    test = sum(w * r.test[key] for w, r in zip(weights, records))
+    test = weighted(weights, [r.test[key] for r in records])
     calibration = Calibration(kind)
     val_loss = log_loss(kind, y_val, val)
     if opts["calibrate"]:
         calibration = calibrate(val, y_val, kind)
         val, test = calibration(val), calibration(test)
+    runs_file = None
     if opts["keep_runs"]:
-        keep_runs(task.output_dir / RUNS_FILE, records, weights, key, calibration)
+        try:
+            keep_runs(task.output_dir / RUNS_FILE, kind, records, weights, key, calibration)
+            runs_file = RUNS_FILE
+        except OSError as error:  # a full disk costs the file, not the task's result
+            log.warning("could not keep the runs' scores: %s", error)
     members = [
         {"config": r.config, "rung": r.rung, "seed": r.seed, "weight": round(float(w), 4)}
         for w, r in zip(weights, records)
@@ -1043,7 +1053,7 @@ def _race(
         },
         "deadline_cut": deadline_cut,
         "epoch_bounded": epoch_bounded,
-        "runs_file": RUNS_FILE if opts["keep_runs"] else None,
+        "runs_file": runs_file,
     }
     if deadline_cut:
         info["deadline_note"] = (
@@ -1054,14 +1064,27 @@ def _race(
     return Predictions(val=_clip(val), test=_clip(test), train=None, info=info)
 
 
+def weighted(weights: np.ndarray, scores: list[np.ndarray]) -> np.ndarray:
+    """The ensemble's scores: the weighted sum over the runs of weight > 0 only (a run that
+    diverged has non-finite scores and weight 0, and 0 x NaN would still be NaN)."""
+    return np.asarray(sum(w * s for w, s in zip(weights, scores) if w > 0), dtype=np.float64)
+
+
 def keep_runs(
-    path: Any, records: list[RunRecord], weights: np.ndarray, key: str, calibration: Calibration
+    path: Any,
+    task_type: str,
+    records: list[RunRecord],
+    weights: np.ndarray,
+    key: str,
+    calibration: Calibration,
 ) -> None:
     """Write every run's scores (``val_plain``, ``val_tta``, ``test_plain``, ``test_tta``:
-    runs x images x outputs), which run is which (``config``, ``rung``, ``seed``), and how the
-    result was made of them: ``weights``, ``tta`` and the calibration's ``temperature`` and
-    ``bias``. The result's val and test scores are ``calibration(sum of weight x scores)``."""
+    runs x images x outputs, float32), which run is which (``config``, ``rung``, ``seed``), and
+    how the result was made of them: ``weights``, ``tta``, ``task_type`` and the calibration's
+    ``temperature`` and ``bias``. The result's scores are ``Calibration(task_type, temperature,
+    bias)(weighted(weights, scores))``, to float32 precision."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    n_outputs = records[0].val[key].shape[1]
     arrays: dict[str, Any] = {
         f"{split}_{k}": np.stack([getattr(r, split)[k] for r in records]).astype(np.float32)
         for split in ("val", "test")
@@ -1073,8 +1096,9 @@ def keep_runs(
         seed=np.array([r.seed for r in records]),
         weights=np.asarray(weights, dtype=np.float64),
         tta=np.array(key == "tta"),
+        task_type=np.array(task_type),
         temperature=np.array(calibration.temperature),
-        bias=np.asarray(calibration.bias, dtype=np.float64),
+        bias=np.asarray(calibration.bias or (0.0,) * n_outputs, dtype=np.float64),
     )
     np.savez_compressed(path, **arrays)
 

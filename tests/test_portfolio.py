@@ -67,8 +67,17 @@ def test_a_rung_splits_into_more_seeds_but_never_into_shorter_runs_than_the_one_
     assert portfolio.rounds_of_rung(182.0, 1, 40 * 0.57, 0.0) == 8  # the first rung: no floor
     # Every survivor runs once, even when that makes runs shorter than the rung before's.
     assert portfolio.rounds_of_rung(100.0, 3, 1000.0, 60.0) == 3
+    # Rounding does not cost a round: 120 s after runs of 40 s (and a hair) is three rounds.
+    assert portfolio.rounds_of_rung(120.0, 1, 10.0, 40.0 + 1e-8) == 3
     # No cap that binds: one round per survivor, whatever the rung before ran.
     assert portfolio.rounds_of_rung(500.0, 2, 40 * 20.0, 100.0) == 2
+
+
+def test_a_diverged_run_of_weight_zero_leaves_the_ensemble_finite() -> None:
+    good = np.array([[0.2, 0.8], [0.6, 0.4]])
+    diverged = np.array([[np.nan, np.nan], [0.5, 0.5]])
+    ensemble = portfolio.weighted(np.array([1.0, 0.0]), [good, diverged])
+    assert np.array_equal(ensemble, good)
 
 
 def test_soft_ordinal_targets_favour_the_neighbouring_grades() -> None:
@@ -194,14 +203,16 @@ def test_real_breastmnist_tiny_budget_is_ok_with_notes(mixed_catalog, tmp_path: 
     calibration = notes["calibration"]
     assert len(calibration["bias"]) == 2 and calibration["temperature"] > 0
     assert calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
-    # The runs kept in the output folder recompute exactly what the adapter returned.
+    # The runs kept in the output folder recompute what the adapter returned (to float32).
     task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
     runs = np.load(task_dir / "output" / notes["runs_file"])
     assert list(runs["config"]) == [r["config"] for r in notes["runs"]]
     key = "tta" if runs["tta"] else "plain"
-    calibrate = portfolio.Calibration(BINARY, float(runs["temperature"]), tuple(runs["bias"]))
+    calibrate = portfolio.Calibration(
+        str(runs["task_type"]), float(runs["temperature"]), tuple(runs["bias"])
+    )
     for split in ("val", "test"):
-        scores = np.tensordot(runs["weights"], runs[f"{split}_{key}"].astype(np.float64), axes=1)
+        scores = portfolio.weighted(runs["weights"], list(runs[f"{split}_{key}"]))
         returned = np.load(task_dir / "predictions" / f"{split}.npy")
         assert np.allclose(calibrate(scores), returned, atol=1e-5)
 
