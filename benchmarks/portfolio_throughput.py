@@ -20,6 +20,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import platform
 import statistics
 import sys
@@ -79,6 +80,16 @@ def time_layout(
     return steps * batch / seconds, 2 * len(images) / predict_s
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux), else what ``platform`` says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -121,7 +132,8 @@ def main() -> None:
                 row["predict_channels_last"] / row["predict_nchw"],
             )
     result = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": cpu_model(),
+        "cores": os.cpu_count(),
         "torch": torch.__version__,
         "args": {k: str(v) for k, v in vars(args).items()},
         "rows": rows,
