@@ -66,6 +66,11 @@ OPTIONS: dict[str, Any] = {
     "ordinal_alpha": 0.0,
     # Intensity jitter in training: contrast and brightness within +-this share; 0 = none.
     "intensity": 0.0,
+    # Cross-fitting: K > 1 folds of train + val; each run trains K networks, each on all but
+    # one fold, and is raced, selected and calibrated by its out-of-fold scores of every train
+    # and val image (more images to train on and to choose by); its test scores are the folds'
+    # mean. 0 = train on train, choose on val.
+    "folds": 0,
     # The ensemble's output recalibrated on the validation split: a temperature and a bias per
     # class (per label) fitted by log-loss (benchmarks/RESULTS.md, "calibration"); false = none.
     "calibrate": True,
@@ -146,6 +151,7 @@ class RunRecord:
     seed: int
     epochs: int  # the schedule's epochs (epoch-bounded), or 0
     allotted_s: float | None = None  # the schedule's seconds (time-bounded), or None
+    fold: int = -1  # cross-fitting: the fold held out; -1 = trained on train, scored on val
     epochs_run: int = 0
     seconds: float = 0.0
     val_auc: float = math.nan
@@ -307,6 +313,36 @@ class TaskData:
     x_test: np.ndarray
     ordinal_alpha: float = 0.0
     intensity: float = 0.0
+    # Cross-fitting: the fold of every train image, then of every val image; None = no folds.
+    fold_of: np.ndarray | None = None
+
+    @property
+    def folds(self) -> int:
+        return 0 if self.fold_of is None else int(self.fold_of.max()) + 1
+
+    def pooled_labels(self) -> np.ndarray:
+        """The labels of train, then val: what cross-fitted runs are scored against."""
+        return np.concatenate([np.asarray(self.y_train), np.asarray(self.y_val)])
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int, task_type: str) -> np.ndarray:
+    """A fold (0 .. folds - 1) for every image: each class dealt round-robin, in a random order
+    of its images, so that every fold has about the same size and class shares (multi-label
+    tasks: one random order)."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    n = len(labels)
+    if task_type == MULTI_LABEL:
+        groups = [np.arange(n)]
+    else:
+        flat = labels.reshape(n, -1)[:, 0]
+        groups = [np.flatnonzero(flat == c) for c in np.unique(flat)]
+    fold_of = np.empty(n, dtype=np.int64)
+    dealt = 0
+    for group in groups:
+        fold_of[rng.permutation(group)] = (dealt + np.arange(len(group))) % folds
+        dealt += len(group)
+    return fold_of
 
 
 def ordinal_targets(classes: np.ndarray, n_classes: int, alpha: float) -> np.ndarray:
@@ -371,11 +407,16 @@ class Runner:
         self.width = width
         self.batch_size = batch_size
         self.intensity = data.intensity
-        self.x_train = images_tensor(data.x_train, self.device)
+        self.n_train = len(data.x_train)
+        self.fold_of = data.fold_of
+        # Cross-fitting trains on train and val: one tensor of both (train's rows first).
+        fit = data.x_train if data.fold_of is None else np.concatenate([data.x_train, data.x_val])
+        self.x_train = images_tensor(fit, self.device)
         self.x_val = images_tensor(data.x_val, self.device)
         self.x_test = images_tensor(data.x_test, self.device)
         self.y_val = np.asarray(data.y_val)
-        labels = np.asarray(data.y_train)
+        labels = np.asarray(data.y_train) if data.fold_of is None else data.pooled_labels()
+        self.labels = labels
         if self.task_type == MULTI_LABEL:
             self.y_train = torch.from_numpy(labels.astype(np.float32)).to(self.device)
         else:
@@ -417,6 +458,17 @@ class Runner:
         per_image = (time.perf_counter() - t0) / len(sample)
         n_pred = (len(self.x_val) + len(self.x_test)) * 2  # plain and flipped, half the epochs
         return per_step * math.ceil(len(self.x_train) / b) + 0.5 * per_image * n_pred
+
+    def split(self, fold: int) -> tuple[Any, Any, np.ndarray]:
+        """The rows of the training tensor a run of ``fold`` trains on, the images it is
+        scored on and their labels: all of train and val but the fold, and the fold; without
+        cross-fitting (or for fold -1), train and val."""
+        torch = self.torch
+        if self.fold_of is None or fold < 0:
+            return torch.arange(self.n_train), self.x_val, self.y_val
+        held = self.fold_of == fold
+        rows = torch.from_numpy(np.flatnonzero(held)).to(self.device)
+        return torch.from_numpy(np.flatnonzero(~held)), self.x_train[rows], self.labels[held]
 
     def prepare(self, batch: Any) -> Any:
         return batch.float().div_(255.0).sub_(0.5).div_(0.5)
@@ -475,7 +527,9 @@ class Runner:
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
-        n = len(self.x_train)
+        fit_rows, x_held, y_held = self.split(record.fold)
+        fit_rows = fit_rows.to(self.device)
+        n = len(fit_rows)
         steps_per_epoch = len(range(0, n - (1 if n % self.batch_size == 1 else 0), self.batch_size))
         timed = record.allotted_s is not None
         started = time.perf_counter()
@@ -494,7 +548,7 @@ class Runner:
             t0 = time.perf_counter()
             for flip in (False, True):
                 key = "tta" if flip else "plain"
-                record.val[key] = record.val.get(key, 0) + self.predict(model, self.x_val, flip)
+                record.val[key] = record.val.get(key, 0) + self.predict(model, x_held, flip)
                 record.test[key] = record.test.get(key, 0) + self.predict(model, self.x_test, flip)
             record.snapshots += 1
             snapshot_s[0] = time.perf_counter() - t0
@@ -507,7 +561,7 @@ class Runner:
             epoch += 1
             epoch_started = time.perf_counter()
             model.train()
-            order = torch.randperm(n, generator=generator).to(self.device)
+            order = fit_rows[torch.randperm(n, generator=generator).to(self.device)]
             for start in range(0, steps_per_epoch * self.batch_size, self.batch_size):
                 p = progress(step)
                 if p >= 1.0 or time.time() >= stop_at - snapshot_s[0]:
@@ -542,7 +596,7 @@ class Runner:
                     # Until one is timed: a snapshot (two passes over val and test, about a
                     # third of a training step's cost per image) at most this long.
                     per_image = (time.perf_counter() - epoch_started) / n
-                    snapshot_s[0] = per_image * (len(self.x_val) + len(self.x_test))
+                    snapshot_s[0] = per_image * (len(x_held) + len(self.x_test))
                 if progress(step) >= 0.5 or (not timed and 2 * epoch > record.epochs):
                     snapshot()
                     last_snapshot_step = step
@@ -558,7 +612,7 @@ class Runner:
             for key in list(record.val):
                 record.val[key] = record.val[key] / record.snapshots
                 record.test[key] = record.test[key] / record.snapshots
-            record.val_auc = _safe_auc(auc, self.task_type, self.y_val, record.val["plain"])
+            record.val_auc = _safe_auc(auc, self.task_type, y_held, record.val["plain"])
         return record
 
 
@@ -776,6 +830,9 @@ def run(task: Task) -> Predictions:
         float(opts["ordinal_alpha"]),
         float(opts["intensity"]),
     )
+    folds = int(opts["folds"])
+    if folds > 1:
+        data.fold_of = stratified_folds(data.pooled_labels(), folds, task.seed, data.task_type)
     initargs = (data, device, width, batch_size, threads)
     # Imported here once, so that forked processes inherit it rather than import it again
     # (seconds on a loaded machine); no torch operation runs here before the fork. The metrics'
@@ -878,8 +935,13 @@ def _race(
     def rungs_for(n: int) -> int:
         return 1 + int(math.floor(math.log(n, eta) + 1e-9))
 
+    # Cross-fitting: every run is one training job per fold.
+    folds = data.folds
+    jobs_per_run = max(1, folds)
+    y_pooled = data.pooled_labels()
+
     def rounds_for(n_survivors: int) -> int:
-        return math.ceil(n_survivors / processes)
+        return math.ceil(n_survivors * jobs_per_run / processes)
 
     # How many configurations to race: all with an epoch budget; with a time budget, the most
     # (in portfolio order) whose first-rung runs still get min_epochs each.
@@ -905,12 +967,20 @@ def _race(
     def launch(jobs: list[RunRecord]) -> None:
         nonlocal deadline_cut
         futures = [executor.submit(_train_job, configs[r.config], r, stop_at) for r in jobs]
+        finished = []
         for future in futures:  # plan order, whatever order they finish in
             record = future.result()
             if record.epochs_run:
                 cost[record.config] = record.seconds / record.epochs_run
             if not record.complete:
                 deadline_cut = True
+            finished.append(record)
+        if folds:
+            finished = [
+                cross_fitted(finished[i : i + folds], data.fold_of, y_pooled, task.dataset.task)
+                for i in range(0, len(finished), folds)
+            ]
+        for record in finished:
             if record.snapshots:
                 records.append(record)
             log.info(
@@ -956,8 +1026,10 @@ def _race(
                 max_epochs * max(cost[c] for c in survivors),
                 previous_s,
             )
-            count = rounds * processes
-            epochs, allotted = 0, share / rounds
+            # Whole runs (all their folds) in the rounds' places; no process idles for long.
+            count = max(len(survivors), rounds * processes // jobs_per_run)
+            epochs = 0
+            allotted = share / math.ceil(count * jobs_per_run / processes)
             previous_s = allotted
         jobs = [
             RunRecord(
@@ -966,14 +1038,17 @@ def _race(
                 seed_of(survivors[i % len(survivors)], rung, i // len(survivors)),
                 epochs,
                 allotted,
+                fold,
             )
             for i in range(count)
+            for fold in (range(folds) if folds else [-1])
         ]
         plan.append(
             {
                 "rung": rung,
                 "configs": list(survivors),
                 "runs": count,
+                **({"folds": folds} if folds else {}),
                 **(
                     {"epochs": epochs}
                     if epoch_bounded
@@ -1000,7 +1075,11 @@ def _race(
         raise RuntimeError("the deadline left no time for a single training epoch")
 
     # The ensemble: selection over runs, with and without flip TTA; the better on val wins.
-    y_val = data.y_val
+    # Cross-fitted runs are chosen and calibrated by their out-of-fold scores of train and val
+    # (the fallback run, trained on train, by val); what the harness gets for val is val's rows.
+    pooled = folds > 0 and len(records[0].val["plain"]) == len(y_pooled)
+    y_val = y_pooled if pooled else data.y_val
+    val_rows = np.arange(len(data.y_train), len(y_pooled)) if pooled else np.arange(len(y_val))
     kind = task.dataset.task
     chosen: dict[str, Any] = {}
     for key in ("plain", "tta"):
@@ -1025,7 +1104,9 @@ def _race(
     runs_file = None
     if opts["keep_runs"]:
         try:
-            keep_runs(task.output_dir / RUNS_FILE, kind, records, weights, key, calibration)
+            keep_runs(
+                task.output_dir / RUNS_FILE, kind, records, weights, key, calibration, val_rows
+            )
             runs_file = RUNS_FILE
         except OSError as error:  # a full disk costs the file, not the task's result
             log.warning("could not keep the runs' scores: %s", error)
@@ -1054,6 +1135,9 @@ def _race(
         "deadline_cut": deadline_cut,
         "epoch_bounded": epoch_bounded,
         "runs_file": runs_file,
+        "folds": folds if pooled else 0,
+        # The images the ensemble and the calibration were chosen by: val, or train and val.
+        "selection_images": len(y_val),
     }
     if deadline_cut:
         info["deadline_note"] = (
@@ -1061,7 +1145,31 @@ def _race(
             " did not start; the ensemble is of what finished"
         )
     log.info("ensemble of %d runs, val AUC %.4f (%s)", len(members), val_auc, key)
-    return Predictions(val=_clip(val), test=_clip(test), train=None, info=info)
+    return Predictions(val=_clip(val[val_rows]), test=_clip(test), train=None, info=info)
+
+
+def cross_fitted(parts: list[RunRecord], fold_of: Any, y: np.ndarray, task_type: str) -> RunRecord:
+    """One run made of its folds' runs: validation scores out of fold for every image of train
+    and val (in that order), test scores the folds' mean. A run with a fold that did not
+    predict has no scores (it is left out of the ensemble)."""
+    from decathlon.metrics import auc
+
+    first = parts[0]
+    record = RunRecord(first.config, first.rung, first.seed, first.epochs, first.allotted_s)
+    record.epochs_run = min(p.epochs_run for p in parts)
+    record.seconds = sum(p.seconds for p in parts)
+    record.complete = all(p.complete for p in parts)
+    if not all(p.snapshots for p in parts):
+        return record
+    record.snapshots = min(p.snapshots for p in parts)
+    for key in first.val:
+        oof = np.zeros((len(fold_of), first.val[key].shape[1]))
+        for part in parts:
+            oof[fold_of == part.fold] = part.val[key]
+        record.val[key] = oof
+        record.test[key] = np.mean([p.test[key] for p in parts], axis=0)
+    record.val_auc = _safe_auc(auc, task_type, y, record.val["plain"])
+    return record
 
 
 def weighted(weights: np.ndarray, scores: list[np.ndarray]) -> np.ndarray:
@@ -1077,12 +1185,15 @@ def keep_runs(
     weights: np.ndarray,
     key: str,
     calibration: Calibration,
+    val_rows: np.ndarray,
 ) -> None:
     """Write every run's scores (``val_plain``, ``val_tta``, ``test_plain``, ``test_tta``:
     runs x images x outputs, float32), which run is which (``config``, ``rung``, ``seed``), and
     how the result was made of them: ``weights``, ``tta``, ``task_type`` and the calibration's
     ``temperature`` and ``bias``. The result's scores are ``Calibration(task_type, temperature,
-    bias)(weighted(weights, scores))``, to float32 precision."""
+    bias)(weighted(weights, scores))``, to float32 precision, and of validation's scores the
+    rows ``val_rows`` (cross-fitting: the val scores are out-of-fold scores of train, then
+    val)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     n_outputs = records[0].val[key].shape[1]
     arrays: dict[str, Any] = {
@@ -1099,6 +1210,7 @@ def keep_runs(
         task_type=np.array(task_type),
         temperature=np.array(calibration.temperature),
         bias=np.asarray(calibration.bias or (0.0,) * n_outputs, dtype=np.float64),
+        val_rows=np.asarray(val_rows, dtype=np.int64),
     )
     np.savez_compressed(path, **arrays)
 

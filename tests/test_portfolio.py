@@ -80,6 +80,43 @@ def test_a_diverged_run_of_weight_zero_leaves_the_ensemble_finite() -> None:
     assert np.array_equal(ensemble, good)
 
 
+def test_folds_are_even_in_size_and_in_class_shares_and_fixed_by_the_seed() -> None:
+    # Breastmnist's train + val: 624 images, 73% of them label 1.
+    labels = np.r_[np.zeros(168), np.ones(456)].astype(int)[:, None]
+    fold_of = portfolio.stratified_folds(labels, 5, seed=0, task_type=BINARY)
+    sizes = np.bincount(fold_of, minlength=5)
+    assert sizes.sum() == 624 and sizes.max() - sizes.min() <= 1
+    for fold in range(5):
+        ones = int(labels[fold_of == fold, 0].sum())
+        assert abs(ones - 456 / 5) <= 1  # every fold has the class shares of the whole
+    again = portfolio.stratified_folds(labels, 5, seed=0, task_type=BINARY)
+    other = portfolio.stratified_folds(labels, 5, seed=1, task_type=BINARY)
+    assert np.array_equal(fold_of, again) and not np.array_equal(fold_of, other)
+    multi = portfolio.stratified_folds(np.ones((103, 14)), 4, seed=0, task_type=MULTI_LABEL)
+    assert np.bincount(multi).tolist() == [26, 26, 26, 25]
+
+
+def test_a_cross_fitted_run_scores_every_image_out_of_fold() -> None:
+    fold_of = np.array([0, 1, 2, 0, 1, 2])
+    y = np.array([[0], [1], [0], [1], [0], [1]])
+    parts = []
+    for fold in range(3):
+        part = portfolio.RunRecord("res-geo", 0, 7, 0, 10.0, fold)
+        part.epochs_run, part.seconds, part.complete, part.snapshots = 5 + fold, 10.0, True, 3
+        held = np.flatnonzero(fold_of == fold)
+        part.val = {"plain": np.stack([1 - held / 10, held / 10], axis=1)}
+        part.test = {"plain": np.full((4, 2), fold / 4)}
+        parts.append(part)
+    run = portfolio.cross_fitted(parts, fold_of, y, BINARY)
+    assert run.val["plain"][:, 1] == pytest.approx(np.arange(6) / 10)  # each row from its fold
+    assert run.test["plain"] == pytest.approx(np.full((4, 2), 0.25))  # the folds' mean
+    assert run.val_auc == pytest.approx(auc(BINARY, y, run.val["plain"]))
+    assert (run.epochs_run, run.seconds, run.complete, run.fold) == (5, 30.0, True, -1)
+    parts[1].snapshots, parts[1].complete = 0, False  # a fold the deadline stopped unscored
+    cut = portfolio.cross_fitted(parts, fold_of, y, BINARY)
+    assert cut.snapshots == 0 and not cut.val and not cut.complete
+
+
 def test_soft_ordinal_targets_favour_the_neighbouring_grades() -> None:
     grades = np.array([0, 2, 4])
     soft = portfolio.ordinal_targets(grades, 5, alpha=1.0)
@@ -171,7 +208,14 @@ def _budgets(tmp_path: Path, table: str) -> Path:
     return path
 
 
-def _run(tmp_path: Path, data_dir: Path, info_path: Path, budgets: Path, name: str) -> Path:
+def _run(
+    tmp_path: Path,
+    data_dir: Path,
+    info_path: Path,
+    budgets: Path,
+    name: str,
+    options: dict | None = None,
+) -> Path:
     config = RunConfig(
         adapter="portfolio",
         profile="quick",
@@ -182,6 +226,7 @@ def _run(tmp_path: Path, data_dir: Path, info_path: Path, budgets: Path, name: s
         device="cpu",
         n_jobs=2,
         budgets_path=str(budgets),
+        options=options or {},
     )
     return Runner(config, make_registry()).run(tmp_path / name)
 
@@ -215,6 +260,36 @@ def test_real_breastmnist_tiny_budget_is_ok_with_notes(mixed_catalog, tmp_path: 
         scores = portfolio.weighted(runs["weights"], list(runs[f"{split}_{key}"]))
         returned = np.load(task_dir / "predictions" / f"{split}.npy")
         assert np.allclose(calibrate(scores), returned, atol=1e-5)
+    assert list(runs["val_rows"]) == list(range(78))  # without folds: val is val
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_breastmnist_cross_fitted_on_train_and_val(mixed_catalog, tmp_path: Path) -> None:
+    budgets = _budgets(tmp_path, "time_seconds = 45\nhard_limit_seconds = 120\n")
+    path = _run(
+        tmp_path, mixed_catalog.data_dir, mixed_catalog.info_path, budgets, "run", {"folds": 5}
+    )
+    rows = _rows(path)
+    assert rows["test"]["status"] == "ok", rows["test"]["reason"]
+    assert rows["val"]["status"] == "ok", rows["val"]["reason"]
+    notes = json.loads(rows["test"]["notes"])
+    assert notes["folds"] == 5 and notes["selection_images"] == 546 + 78
+    assert all(rung["folds"] == 5 for rung in notes["rungs"])
+    # Every run's validation scores are out of fold for all of train and val; the harness got
+    # val's rows of the calibrated ensemble, and test's.
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    runs = np.load(task_dir / "output" / notes["runs_file"])
+    assert runs["val_plain"].shape[:2] == (len(notes["runs"]), 624)
+    assert list(runs["val_rows"]) == list(range(546, 624))
+    key = "tta" if runs["tta"] else "plain"
+    calibrate = portfolio.Calibration(
+        str(runs["task_type"]), float(runs["temperature"]), tuple(runs["bias"])
+    )
+    val = calibrate(portfolio.weighted(runs["weights"], list(runs[f"val_{key}"])))
+    test = calibrate(portfolio.weighted(runs["weights"], list(runs[f"test_{key}"])))
+    assert np.allclose(val[runs["val_rows"]], np.load(task_dir / "predictions/val.npy"), atol=1e-5)
+    assert np.allclose(test, np.load(task_dir / "predictions/test.npy"), atol=1e-5)
 
 
 @pytest.mark.slow
