@@ -23,6 +23,13 @@ What it does, in order:
    candidates, which keeps the weights from chasing the small validation sets' noise. Test-time
    augmentation is kept when it raises the ensemble's validation AUC.
 
+Cross-fitting (option ``folds``, off by default): train and val are pooled and dealt into K
+stratified folds; every run then trains K networks, each on all folds but one, and its
+"validation" scores are the out-of-fold scores of every pooled image. Racing, ensemble
+selection and calibration read those (hundreds of images more than val alone on the small
+sets), the harness gets val's out-of-fold rows, and a run's test scores are its K networks'
+mean. Each run costs K trainings, so fewer configurations are raced in the same time.
+
 The deadline: the search stops when the next epoch and the final ensemble would not fit before
 ``min(start + time budget, task.deadline)`` less a margin, and the ensemble of whatever finished
 is returned; the notes say ``deadline_cut``. With an epoch budget (``budget.epochs``) the plan
