@@ -472,10 +472,10 @@ class Runner:
         cross-fitting (or for fold -1), train and val."""
         torch = self.torch
         if self.fold_of is None or fold < 0:
-            return torch.arange(self.n_train), self.x_val, self.y_val
+            return torch.arange(self.n_train, device=self.device), self.x_val, self.y_val
         held = self.fold_of == fold
-        rows = torch.from_numpy(np.flatnonzero(held)).to(self.device)
-        return torch.from_numpy(np.flatnonzero(~held)), self.x_train[rows], self.labels[held]
+        rows, fit = (torch.from_numpy(np.flatnonzero(m)).to(self.device) for m in (held, ~held))
+        return fit, self.x_train[rows], self.labels[held]
 
     def prepare(self, batch: Any) -> Any:
         return batch.float().div_(255.0).sub_(0.5).div_(0.5)
@@ -535,7 +535,6 @@ class Runner:
         )
         scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
         fit_rows, x_held, y_held = self.split(record.fold)
-        fit_rows = fit_rows.to(self.device)
         n = len(fit_rows)
         steps_per_epoch = len(range(0, n - (1 if n % self.batch_size == 1 else 0), self.batch_size))
         timed = record.allotted_s is not None
