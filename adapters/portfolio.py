@@ -78,6 +78,9 @@ OPTIONS: dict[str, Any] = {
     # and val image (more images to train on and to choose by); its test scores are the folds'
     # mean. 0 = train on train, choose on val.
     "folds": 0,
+    # Bagging: each run trains on its own stratified share of train (drawn by the run's seed),
+    # and is still chosen and calibrated on val; 0 or 1 = all of train.
+    "subsample": 0.0,
     # The ensemble's output recalibrated on the validation split: a temperature and a bias per
     # class (per label) fitted by log-loss (benchmarks/RESULTS.md, "calibration"); false = none.
     "calibrate": True,
@@ -322,6 +325,7 @@ class TaskData:
     intensity: float = 0.0
     # Cross-fitting: the fold of every train image, then of every val image; None = no folds.
     fold_of: np.ndarray | None = None
+    subsample: float = 0.0  # bagging: the share of train each run trains on; 0 = all
 
     @property
     def folds(self) -> int:
@@ -350,6 +354,21 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int, task_type: str) 
         fold_of[rng.permutation(group)] = (dealt + np.arange(len(group))) % folds
         dealt += len(group)
     return fold_of
+
+
+def stratified_share(labels: np.ndarray, share: float, seed: int, task_type: str) -> np.ndarray:
+    """The sorted rows of a random ``share`` of each class's images (multi-label tasks: of all
+    images), at least one of each class: what one bagged run trains on."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    n = len(labels)
+    if task_type == MULTI_LABEL:
+        groups = [np.arange(n)]
+    else:
+        flat = labels.reshape(n, -1)[:, 0]
+        groups = [np.flatnonzero(flat == c) for c in np.unique(flat)]
+    kept = [rng.permutation(g)[: max(1, round(share * len(g)))] for g in groups]
+    return np.sort(np.concatenate(kept))
 
 
 def ordinal_targets(classes: np.ndarray, n_classes: int, alpha: float) -> np.ndarray:
@@ -416,6 +435,7 @@ class Runner:
         self.intensity = data.intensity
         self.n_train = len(data.x_train)
         self.fold_of = data.fold_of
+        self.subsample = data.subsample
         # Cross-fitting trains on train and val: one tensor of both (train's rows first).
         fit = data.x_train if data.fold_of is None else np.concatenate([data.x_train, data.x_val])
         self.x_train = images_tensor(fit, self.device)
@@ -466,12 +486,16 @@ class Runner:
         n_pred = (len(self.x_val) + len(self.x_test)) * 2  # plain and flipped, half the epochs
         return per_step * math.ceil(len(self.x_train) / b) + 0.5 * per_image * n_pred
 
-    def split(self, fold: int) -> tuple[Any, Any, np.ndarray]:
+    def split(self, fold: int, seed: int = 0) -> tuple[Any, Any, np.ndarray]:
         """The rows of the training tensor a run of ``fold`` trains on, the images it is
         scored on and their labels: all of train and val but the fold, and the fold; without
-        cross-fitting (or for fold -1), train and val."""
+        cross-fitting (or for fold -1), train (bagging: the run's own share of it, drawn by its
+        ``seed``) and val."""
         torch = self.torch
         if self.fold_of is None or fold < 0:
+            if 0 < self.subsample < 1:
+                rows = stratified_share(self.labels, self.subsample, seed, self.task_type)
+                return torch.from_numpy(rows).to(self.device), self.x_val, self.y_val
             return torch.arange(self.n_train, device=self.device), self.x_val, self.y_val
         held = self.fold_of == fold
         rows, fit = (torch.from_numpy(np.flatnonzero(m)).to(self.device) for m in (held, ~held))
@@ -534,7 +558,7 @@ class Runner:
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
-        fit_rows, x_held, y_held = self.split(record.fold)
+        fit_rows, x_held, y_held = self.split(record.fold, record.seed)
         n = len(fit_rows)
         steps_per_epoch = len(range(0, n - (1 if n % self.batch_size == 1 else 0), self.batch_size))
         timed = record.allotted_s is not None
@@ -835,6 +859,7 @@ def run(task: Task) -> Predictions:
         np.array(task.x_test),
         float(opts["ordinal_alpha"]),
         float(opts["intensity"]),
+        subsample=float(opts["subsample"]),
     )
     folds = int(opts["folds"])
     if folds > 1:
@@ -876,6 +901,7 @@ def run(task: Task) -> Predictions:
             "width": width,
             "ordinal_alpha": data.ordinal_alpha if task.dataset.task == ORDINAL else None,
             "intensity": data.intensity,
+            "subsample": data.subsample or None,
             "processes": processes,
             "threads_per_process": threads,
             "search_s": round(time.time() - started, 1),

@@ -96,6 +96,18 @@ def test_folds_are_even_in_size_and_in_class_shares_and_fixed_by_the_seed() -> N
     assert np.bincount(multi).tolist() == [26, 26, 26, 25]
 
 
+def test_a_bagged_run_trains_on_its_own_share_of_each_class() -> None:
+    labels = np.r_[np.zeros(147), np.ones(399)].astype(int)[:, None]  # breastmnist's train
+    rows = portfolio.stratified_share(labels, 0.8, seed=7, task_type=BINARY)
+    assert len(rows) == len(set(rows.tolist())) == round(0.8 * 147) + round(0.8 * 399)
+    assert int(labels[rows, 0].sum()) == round(0.8 * 399)  # the class shares of the whole
+    again = portfolio.stratified_share(labels, 0.8, seed=7, task_type=BINARY)
+    other = portfolio.stratified_share(labels, 0.8, seed=8, task_type=BINARY)
+    assert np.array_equal(rows, again) and not np.array_equal(rows, other)
+    rare = portfolio.stratified_share(np.array([[0]] * 20 + [[1]]), 0.5, 0, ORDINAL)
+    assert 20 in rare.tolist() and len(rare) == 11  # a class of one image keeps it
+
+
 def test_a_cross_fitted_run_scores_every_image_out_of_fold() -> None:
     fold_of = np.array([0, 1, 2, 0, 1, 2])
     y = np.array([[0], [1], [0], [1], [0], [1]])
