@@ -1,0 +1,117 @@
+"""What finished portfolio tasks' ``runs.npz`` say, offline: other ways to combine the same
+runs, and how each configuration's runs score on val and on test.
+
+Every portfolio task keeps each run's val and test scores (plain and flip-TTA), the ensemble's
+weights and the calibration in ``output/runs.npz``. For the tasks given, this script reports:
+
+- ``rules``: the test AUC and ACC of the shipped ensemble (recomputed: it must equal the
+  leaderboard's) beside other rules over the same runs, each calibrated on val as the adapter
+  does: the uniform mean of all runs, of the k best by val AUC, of the last rung, of the first;
+  the shipped weights as a geometric mean; the shipped ensemble without calibration; and the
+  mean of the single runs' test scores;
+- ``configs``: per dataset and configuration, the mean val and test AUC of its first-rung runs
+  (the race's only like-for-like comparison: every configuration runs there for the same time).
+
+Test labels are read here, never by the adapter. Run it from the repository root with the
+ResNets' environment (numpy, scipy, scikit-learn) and this checkout's ``decathlon`` on the path::
+
+    PYTHONPATH=. $ENV benchmarks/portfolio_runs.py --data-dir ../shared/data/medmnist \\
+        runs/*/tasks/*/*/output/runs.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from portfolio_throughput import load_portfolio
+
+
+def rules(portfolio: Any, z: Any, y_val: np.ndarray, y_test: np.ndarray, task: str) -> dict:
+    """Test (AUC, ACC) of each rule over one task's runs."""
+    from decathlon.metrics import acc, auc
+
+    val, test = z["val_tta"].astype(np.float64), z["test_tta"].astype(np.float64)
+    n = len(val)
+    singles = np.array([portfolio.fast_auc(task, y_val, s) for s in val])
+    out: dict[str, tuple[float, float]] = {}
+
+    def scored(scores: np.ndarray) -> tuple[float, float]:
+        return auc(task, y_test, scores), acc(task, y_test, scores)
+
+    def weighted(name: str, w: np.ndarray, v: np.ndarray = val, t: np.ndarray = test) -> None:
+        w = np.asarray(w, dtype=np.float64) / np.sum(w)
+        v, t = np.tensordot(w, v, 1), np.tensordot(w, t, 1)
+        out[name] = scored(portfolio.calibrate(v, y_val, task)(t))
+
+    if bool(z["tta"]):
+        weighted("shipped", z["weights"])
+    else:
+        weighted("shipped", z["weights"], z["val_plain"], z["test_plain"])
+    weighted("uniform, all runs", np.ones(n))
+    best = np.argsort(-singles, kind="stable")
+    for k in (3, 5, 10):
+        weighted(f"uniform, {k} best on val", np.isin(np.arange(n), best[:k]))
+    weighted("uniform, last rung", z["rung"] == z["rung"].max())
+    weighted("uniform, first rung", z["rung"] == 0)
+    w = z["weights"] / np.sum(z["weights"])
+
+    def geometric(s: np.ndarray) -> np.ndarray:
+        g = np.exp(np.tensordot(w, np.log(np.clip(s, 1e-7, 1.0)), 1))
+        return g / g.sum(axis=1, keepdims=True)
+
+    out["shipped weights, geometric mean"] = scored(
+        portfolio.calibrate(geometric(val), y_val, task)(geometric(test))
+    )
+    out["shipped, no calibration"] = scored(np.tensordot(w, test, 1))
+    out["single runs' mean"] = tuple(np.mean([scored(s) for s in test], axis=0))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("runs", type=Path, nargs="+", help="tasks' output/runs.npz files")
+    args = parser.parse_args(argv)
+
+    from decathlon.datasets import Catalog
+    from decathlon.metrics import auc
+
+    portfolio = load_portfolio()
+    catalog = Catalog.load()
+    by_rule: dict[str, list[dict]] = {}
+    by_config: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for path in args.runs:
+        dataset = path.parts[-4]  # tasks/<dataset>/seed<N>/output/runs.npz
+        task = catalog.info(dataset).task
+        arrays = np.load(args.data_dir / f"{dataset}.npz")
+        z = np.load(path)
+        y_val, y_test = arrays["val_labels"][z["val_rows"]], arrays["test_labels"]
+        scores = rules(portfolio, z, y_val, y_test, task)
+        by_rule.setdefault(dataset, []).append(scores)
+        shipped = scores["shipped"]
+        print(f"{path}: shipped {shipped[0]:.4f} / {shipped[1]:.4f}")
+        for i in np.flatnonzero(z["rung"] == 0):
+            by_config.setdefault((dataset, str(z["config"][i])), []).append(
+                (auc(task, y_val, z["val_tta"][i]), auc(task, y_test, z["test_tta"][i]))
+            )
+    print("\nrules: mean test AUC / ACC over the tasks, and the difference to the shipped ensemble")
+    for dataset, tasks in by_rule.items():
+        print(f"{dataset} ({len(tasks)} tasks)")
+        base = np.mean([t["shipped"] for t in tasks], axis=0)
+        for rule in tasks[0]:
+            m = np.mean([t[rule] for t in tasks], axis=0)
+            d = m - base
+            print(f"  {rule:34s} {m[0]:.4f} / {m[1]:.4f}  {d[0]:+.4f} / {d[1]:+.4f}")
+    print("\nconfigs: first-rung runs, mean val AUC and mean test AUC")
+    for (dataset, config), pairs in sorted(by_config.items()):
+        v = np.array(pairs)
+        val, test = v.mean(axis=0)
+        print(f"  {dataset:15s} {config:16s} runs {len(v):2d}  val {val:.4f}  test {test:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
