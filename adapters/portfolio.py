@@ -81,6 +81,9 @@ OPTIONS: dict[str, Any] = {
     # Bagging: each run trains on its own stratified share of train (drawn by the run's seed),
     # and is still chosen and calibrated on val; 0 or 1 = all of train.
     "subsample": 0.0,
+    # The configurations to race, by name, comma-separated, in race order (any of CONFIGS);
+    # "" = PORTFOLIO.
+    "configs": "",
     # The ensemble's output recalibrated on the validation split: a temperature and a bias per
     # class (per label) fitted by log-loss (benchmarks/RESULTS.md, "calibration"); false = none.
     "calibrate": True,
@@ -136,15 +139,45 @@ class Config:
 #: The portfolio, in a fixed order (the order breaks ties).
 PORTFOLIO: tuple[Config, ...] = (
     Config("res-geo", "res", (1, 2, 4), 1, "geo"),
-    Config("res-geo-mixup", "res", (1, 2, 4), 1, "geo", "mixup"),
+    Config("vgg4-geo", "vgg", (1, 2, 4, 8), 1, "geo", smoothing=0.0, cost=0.6),
     Config("vgg-geo", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6),
     Config("res-flip-cutmix", "res", (1, 2, 4), 1, "flip", "cutmix"),
     Config("wide-geo", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2),
     Config("res-flip", "res", (1, 2, 4), 1, "flip", smoothing=0.0, weight_decay=5e-3),
-    Config("vgg-geo-mixup", "vgg", (1, 2, 4), 1, "geo", "mixup", cost=0.6),
-    Config("res2-geo", "res", (1, 2, 4), 2, "geo", lr=1e-3, cost=1.5),
+    Config("res-geo-mixup", "res", (1, 2, 4), 1, "geo", "mixup"),
+    Config("wide-geo-mixup", "wide", (2, 4), 1, "geo", "mixup", dropout=0.2, cost=2.2),
     Config("res-geo-long", "res", (1, 2, 4), 1, "geo", lr=3e-3, dropout=0.3),
 )
+
+#: Configurations screened beside the portfolio, not raced unless named in the option
+#: ``configs`` (``benchmarks/portfolio_configs.py`` trains any of them alone).
+MORE_CONFIGS: tuple[Config, ...] = (
+    Config("vgg-geo-mixup", "vgg", (1, 2, 4), 1, "geo", "mixup", cost=0.6),
+    Config("res2-geo", "res", (1, 2, 4), 2, "geo", lr=1e-3, cost=1.5),
+    Config("vgg-wide-geo", "vgg", (2, 4, 8), 1, "geo", smoothing=0.0, cost=1.0),
+    Config("vgg2-geo", "vgg", (1, 2, 4), 2, "geo", smoothing=0.0, cost=0.7),
+)
+
+#: Every configuration by name: what the option ``configs`` chooses from.
+CONFIGS: dict[str, Config] = {c.name: c for c in (*PORTFOLIO, *MORE_CONFIGS)}
+
+
+def portfolio_of(names: str) -> tuple[Config, ...]:
+    """The configurations to race, in order: those named (comma-separated names of
+    :data:`CONFIGS`), or :data:`PORTFOLIO` for none."""
+    chosen = [name.strip() for name in str(names).split(",") if name.strip()]
+    if not chosen:
+        return PORTFOLIO
+    unknown = [name for name in chosen if name not in CONFIGS]
+    if unknown:
+        raise ValueError(
+            f"option configs: no configuration {', '.join(map(repr, unknown))};"
+            f" known: {', '.join(CONFIGS)}"
+        )
+    if len(set(chosen)) < len(chosen):
+        raise ValueError(f"option configs: a configuration named twice in {names!r}")
+    return tuple(CONFIGS[name] for name in chosen)
+
 
 #: The share of the time left that the plan fills.
 SLACK = 0.92
@@ -824,6 +857,7 @@ def run(task: Task) -> Predictions:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.time()
     opts = {**OPTIONS, **task.options}
+    portfolio_of(opts["configs"])  # a name it does not know fails the task before any work
     log.info("%.0f s to the deadline", task.deadline - started)
     device = "cpu"
     if task.device == "cuda":
@@ -940,13 +974,15 @@ def _race(
     epoch_bounded: bool,
     stop_at: float,
 ) -> Predictions:
-    """Successive halving with restarts over :data:`PORTFOLIO`, then the ensemble."""
+    """Successive halving with restarts over :data:`PORTFOLIO` (or the configurations the
+    option ``configs`` names), then the ensemble."""
     from decathlon.metrics import auc
 
     records: list[RunRecord] = []
     deadline_cut = False
-    order = [c.name for c in PORTFOLIO]
-    configs = {c.name: c for c in PORTFOLIO}
+    raced = portfolio_of(opts["configs"])
+    order = [c.name for c in raced]
+    configs = {c.name: c for c in raced}
 
     def seed_of(name: str, rung: int, repeat: int) -> int:
         return int(task.seed) * 1_000_003 + rung * 10_007 + order.index(name) * 101 + repeat
@@ -956,8 +992,8 @@ def _race(
     cost: dict[str, float] = {}
     if not epoch_bounded:
         # The probe runs alone and briefly: allow for the processes slowing each other down.
-        first = 1.3 * float(executor.submit(_probe_job, PORTFOLIO[0]).result())
-        cost = {c.name: first * c.cost for c in PORTFOLIO}
+        first = 1.3 * float(executor.submit(_probe_job, raced[0]).result()) / raced[0].cost
+        cost = {c.name: first * c.cost for c in raced}
         log.info("probed seconds per epoch: %s", {k: round(v, 2) for k, v in cost.items()})
 
     def wall_left(slack: float = SLACK) -> float:

@@ -108,6 +108,17 @@ def test_a_bagged_run_trains_on_its_own_share_of_each_class() -> None:
     assert 20 in rare.tolist() and len(rare) == 11  # a class of one image keeps it
 
 
+def test_configs_names_what_is_raced_in_order_and_refuses_unknown_names() -> None:
+    assert portfolio.portfolio_of("") == portfolio.PORTFOLIO
+    chosen = portfolio.portfolio_of(" vgg4-geo, res-geo ")
+    assert [c.name for c in chosen] == ["vgg4-geo", "res-geo"]
+    assert set(portfolio.PORTFOLIO) < set(portfolio.CONFIGS.values())
+    with pytest.raises(ValueError, match="no configuration 'vgg-9'.*known: res-geo"):
+        portfolio.portfolio_of("res-geo,vgg-9")
+    with pytest.raises(ValueError, match="named twice"):
+        portfolio.portfolio_of("res-geo,res-geo")
+
+
 def test_a_cross_fitted_run_scores_every_image_out_of_fold() -> None:
     fold_of = np.array([0, 1, 2, 0, 1, 2])
     y = np.array([[0], [1], [0], [1], [0], [1]])
@@ -315,6 +326,21 @@ def test_a_budget_that_cuts_the_search_still_gives_an_ok_row(mixed_catalog, tmp_
     notes = json.loads(rows["test"]["notes"])
     assert notes["deadline_cut"] is True and "cut the search" in notes["deadline_note"]
     assert any(not r["complete"] for r in notes["runs"]) or len(notes["rungs"]) < 3
+
+
+@pytest.mark.slow
+def test_the_option_configs_races_only_the_configurations_it_names(tmp_path: Path) -> None:
+    data_dir, info_path = synthetic.write_catalog(tmp_path / "data", ["breastmnist"])
+    budgets = _budgets(tmp_path, "epochs = 2\nhard_limit_seconds = 900\n")
+    named = {"configs": "res2-geo,vgg-geo"}
+    rows = _rows(_run(tmp_path, data_dir, info_path, budgets, "named", named))
+    assert rows["test"]["status"] == "ok", rows["test"]["reason"]
+    notes = json.loads(rows["test"]["notes"])
+    assert notes["rungs"][0]["configs"] == ["res2-geo", "vgg-geo"]
+    assert {r["config"] for r in notes["runs"]} <= {"res2-geo", "vgg-geo"}
+    # A name it does not know: the task fails at once, saying which.
+    rows = _rows(_run(tmp_path, data_dir, info_path, budgets, "bad", {"configs": "vgg-9"}))
+    assert rows["test"]["status"] != "ok" and "no configuration 'vgg-9'" in rows["test"]["reason"]
 
 
 @pytest.mark.slow

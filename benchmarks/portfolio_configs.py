@@ -1,0 +1,119 @@
+"""Candidate configurations of the portfolio screened one at a time, without the race: each
+trained ``--seeds`` times for a fixed wall time per run (as a rung allots it), side by side.
+
+For every candidate and seed, one time-bounded run of the adapter's own ``Runner.train`` (the
+same schedule, snapshots and flip TTA as in the race); reported per run: epochs, val AUC, test
+AUC and ACC; per candidate: the mean of its runs' test AUCs, and the test AUC and ACC of the
+uniform mean of its runs (what an ensemble of one configuration gets). Test labels are read
+by this script, never by the adapter. Two runs at a time, one process each with one torch
+thread, as the portfolio trains on this 2-core machine.
+
+Candidates are named as the option ``configs`` names them: any of the adapter's ``CONFIGS``
+(its portfolio and the configurations screened beside it, ``MORE_CONFIGS``). Run it from the
+repository root with the ResNets' environment and this checkout's ``decathlon`` on the path::
+
+    ENV=~/.cache/decathlon/envs/<hash>/bin/python    # python -m decathlon setup portfolio
+    PYTHONPATH=. $ENV benchmarks/portfolio_configs.py --data-dir ../shared/data/medmnist \\
+        --dataset breastmnist --seconds 40 --seeds 0 1 2 3 --out /tmp/configs.jsonl \\
+        --configs vgg-geo wide-geo vgg-wide-geo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from portfolio_throughput import cpu_model, load_portfolio
+
+log = logging.getLogger("portfolio_configs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--configs", nargs="+", required=True)
+    parser.add_argument("--seconds", type=float, required=True, help="wall time per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from decathlon.datasets import Catalog
+    from decathlon.metrics import acc, auc
+
+    portfolio = load_portfolio()
+    known = portfolio.CONFIGS
+    unknown = [c for c in args.configs if c not in known]
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; known: {sorted(known)}")
+    info = Catalog.load().info(args.dataset)
+    arrays = np.load(args.data_dir / f"{args.dataset}.npz")
+    data = portfolio.TaskData(
+        info.task,
+        info.n_outputs,
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["val_images"],
+        arrays["val_labels"],
+        arrays["test_images"],
+    )
+    y_val, y_test = arrays["val_labels"], arrays["test_labels"]
+    jobs = [
+        (known[name], portfolio.RunRecord(name, 0, seed * 1000 + i, 0, args.seconds))
+        for seed in args.seeds
+        for i, name in enumerate(args.configs)
+    ]
+    tests: dict[str, list[np.ndarray]] = {name: [] for name in args.configs}
+    singles: dict[str, list[float]] = {name: [] for name in args.configs}
+    with (
+        ProcessPoolExecutor(
+            2,
+            mp_context=get_context("fork"),
+            initializer=portfolio._init_process,
+            initargs=(data, "cpu", 16, 64, 1),
+        ) as pool,
+        args.out.open("a") as out,
+    ):
+        futures = [pool.submit(portfolio._train_job, c, r, time.time() + 1e9) for c, r in jobs]
+        for future in futures:
+            record = future.result()
+            test = record.test["tta"]
+            row = {
+                "dataset": args.dataset,
+                "config": record.config,
+                "seed": record.seed,
+                "seconds": round(record.seconds, 1),
+                "epochs_run": record.epochs_run,
+                "val_auc": round(auc(info.task, y_val, record.val["tta"]), 4),
+                "test_auc": round(auc(info.task, y_test, test), 4),
+                "test_acc": round(acc(info.task, y_test, test), 4),
+                "cpu": cpu_model(),
+            }
+            out.write(json.dumps(row) + "\n")
+            out.flush()  # every run's row survives a stop before the last
+            log.info("%s", row)
+            tests[record.config].append(test)
+            singles[record.config].append(row["test_auc"])
+    for name in args.configs:
+        mean = np.mean(tests[name], axis=0)
+        log.info(
+            "%s %-16s runs' mean test AUC %.4f; mean of %d runs: test AUC %.4f ACC %.4f",
+            args.dataset,
+            name,
+            np.mean(singles[name]),
+            len(tests[name]),
+            auc(info.task, y_test, mean),
+            acc(info.task, y_test, mean),
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
