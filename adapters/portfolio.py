@@ -369,21 +369,24 @@ class TaskData:
         return np.concatenate([np.asarray(self.y_train), np.asarray(self.y_val)])
 
 
+def class_groups(labels: np.ndarray, task_type: str) -> list[np.ndarray]:
+    """The rows of each class, in class order (multi-label tasks: one group of all rows)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if task_type == MULTI_LABEL:
+        return [np.arange(n)]
+    flat = labels.reshape(n, -1)[:, 0]
+    return [np.flatnonzero(flat == c) for c in np.unique(flat)]
+
+
 def stratified_folds(labels: np.ndarray, folds: int, seed: int, task_type: str) -> np.ndarray:
     """A fold (0 .. folds - 1) for every image: each class dealt round-robin, in a random order
     of its images, so that every fold has about the same size and class shares (multi-label
     tasks: one random order)."""
     rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    n = len(labels)
-    if task_type == MULTI_LABEL:
-        groups = [np.arange(n)]
-    else:
-        flat = labels.reshape(n, -1)[:, 0]
-        groups = [np.flatnonzero(flat == c) for c in np.unique(flat)]
-    fold_of = np.empty(n, dtype=np.int64)
+    fold_of = np.empty(len(labels), dtype=np.int64)
     dealt = 0
-    for group in groups:
+    for group in class_groups(labels, task_type):
         fold_of[rng.permutation(group)] = (dealt + np.arange(len(group))) % folds
         dealt += len(group)
     return fold_of
@@ -393,13 +396,7 @@ def stratified_share(labels: np.ndarray, share: float, seed: int, task_type: str
     """The sorted rows of a random ``share`` of each class's images (multi-label tasks: of all
     images), at least one of each class: what one bagged run trains on."""
     rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    n = len(labels)
-    if task_type == MULTI_LABEL:
-        groups = [np.arange(n)]
-    else:
-        flat = labels.reshape(n, -1)[:, 0]
-        groups = [np.flatnonzero(flat == c) for c in np.unique(flat)]
+    groups = class_groups(labels, task_type)
     kept = [rng.permutation(g)[: max(1, round(share * len(g)))] for g in groups]
     return np.sort(np.concatenate(kept))
 
