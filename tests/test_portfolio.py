@@ -332,12 +332,12 @@ def test_a_budget_that_cuts_the_search_still_gives_an_ok_row(mixed_catalog, tmp_
 def test_the_option_configs_races_only_the_configurations_it_names(tmp_path: Path) -> None:
     data_dir, info_path = synthetic.write_catalog(tmp_path / "data", ["breastmnist"])
     budgets = _budgets(tmp_path, "epochs = 2\nhard_limit_seconds = 900\n")
-    named = {"configs": "res2-geo,vgg-geo"}
+    named = {"configs": "vgg4-geo,vgg-geo"}
     rows = _rows(_run(tmp_path, data_dir, info_path, budgets, "named", named))
     assert rows["test"]["status"] == "ok", rows["test"]["reason"]
     notes = json.loads(rows["test"]["notes"])
-    assert notes["rungs"][0]["configs"] == ["res2-geo", "vgg-geo"]
-    assert {r["config"] for r in notes["runs"]} <= {"res2-geo", "vgg-geo"}
+    assert notes["rungs"][0]["configs"] == ["vgg4-geo", "vgg-geo"]
+    assert {r["config"] for r in notes["runs"]} <= {"vgg4-geo", "vgg-geo"}
     # A name it does not know: the task fails at once, saying which.
     rows = _rows(_run(tmp_path, data_dir, info_path, budgets, "bad", {"configs": "vgg-9"}))
     assert rows["test"]["status"] != "ok" and "no configuration 'vgg-9'" in rows["test"]["reason"]
