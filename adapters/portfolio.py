@@ -97,6 +97,11 @@ OPTIONS: dict[str, Any] = {
 RUNS_FILE = "runs.npz"
 
 
+def _check_options(options: dict[str, Any]) -> None:
+    """Refuse, in the harness before any task starts, a ``configs`` naming no configuration."""
+    portfolio_of(options["configs"])
+
+
 ADAPTER = Adapter(
     name="portfolio",
     run="decathlon_adapters.portfolio:run",
@@ -106,6 +111,7 @@ ADAPTER = Adapter(
     ),
     environment=ENVIRONMENT,
     options=dict(OPTIONS),
+    check_options=_check_options,
     uses_gpu=True,
     default_budgets={
         "paper": {"time_seconds": [7200, 14400, 21600], "grace_seconds": 600},
@@ -856,7 +862,6 @@ def run(task: Task) -> Predictions:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.time()
     opts = {**OPTIONS, **task.options}
-    portfolio_of(opts["configs"])  # a name it does not know fails the task before any work
     log.info("%.0f s to the deadline", task.deadline - started)
     device = "cpu"
     if task.device == "cuda":

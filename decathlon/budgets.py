@@ -170,6 +170,11 @@ class Budgets:
                         f" got {value!r}"
                     )
                 merged[key] = value
+        if adapter.check_options is not None:
+            try:
+                adapter.check_options(merged)
+            except ValueError as error:
+                raise BudgetError(f"adapter '{adapter.name}': {error}") from None
         return merged
 
     def check_adapters(self, known: Iterable[str]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -62,6 +62,9 @@ class Adapter:
     ``uses_gpu``: whether the adapter uses a CUDA device when one is given.
     ``sizes``: the image sizes (28, 64, 128, 224: MedMNIST+) the adapter accepts; a run at any
     other size is refused before anything starts. Only 28 unless the adapter says more.
+    ``check_options``: called in the harness with the merged options before anything starts;
+    it raises ``ValueError`` (one line) for a value the adapter refuses, which the harness
+    reports as a bad option. Keep it light: it runs where the adapter's framework is absent.
     """
 
     name: str
@@ -73,6 +76,7 @@ class Adapter:
     uses_gpu: bool = False
     version: str = ""
     sizes: tuple[int, ...] = (28,)
+    check_options: Optional[Callable[[dict[str, Any]], None]] = None
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,10 @@ def test_plan_prints_budgets_and_worst_case(capsys: pytest.CaptureFixture[str]) 
             ["plan", "--adapter", "baseline", "--option", "max_iter=lots"],
             ["option 'max_iter' of adapter 'baseline' takes a number, got 'lots'"],
         ),
+        (
+            ["plan", "--adapter", "portfolio", "--option", "configs=res-geo,vgg-9"],
+            ["adapter 'portfolio': option configs: no configuration 'vgg-9'"],
+        ),
         (["plan", "--adapter", "baseline", "--budgets", "/nonexistent/b.toml"], ["no such"]),
         (["show", "/nonexistent/run"], ["/nonexistent/run"]),
         (["check", "no_such_adapter"], ["unknown adapter 'no_such_adapter'"]),

@@ -15,6 +15,7 @@ from decathlon_adapters import portfolio, resnet
 from decathlon import environments, leaderboard, synthetic
 from decathlon.conformance import assert_conforms
 from decathlon.contract import BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL
+from decathlon.errors import BudgetError
 from decathlon.metrics import auc
 from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
@@ -338,9 +339,10 @@ def test_the_option_configs_races_only_the_configurations_it_names(tmp_path: Pat
     notes = json.loads(rows["test"]["notes"])
     assert notes["rungs"][0]["configs"] == ["vgg4-geo", "vgg-geo"]
     assert {r["config"] for r in notes["runs"]} <= {"vgg4-geo", "vgg-geo"}
-    # A name it does not know: the task fails at once, saying which.
-    rows = _rows(_run(tmp_path, data_dir, info_path, budgets, "bad", {"configs": "vgg-9"}))
-    assert rows["test"]["status"] != "ok" and "no configuration 'vgg-9'" in rows["test"]["reason"]
+    # A name it does not know: refused before anything starts, saying which.
+    with pytest.raises(BudgetError, match="no configuration 'vgg-9'"):
+        _run(tmp_path, data_dir, info_path, budgets, "bad", {"configs": "vgg-9"})
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
