@@ -41,21 +41,22 @@ def rules(portfolio: Any, z: Any, y_val: np.ndarray, y_test: np.ndarray, task: s
     def scored(scores: np.ndarray) -> tuple[float, float]:
         return auc(task, y_test, scores), acc(task, y_test, scores)
 
-    def weighted(name: str, w: np.ndarray, v: np.ndarray = val, t: np.ndarray = test) -> None:
+    def rule(name: str, w: np.ndarray, v: np.ndarray = val, t: np.ndarray = test) -> None:
+        """The adapter's own weighting and calibration, with weights ``w``."""
         w = np.asarray(w, dtype=np.float64) / np.sum(w)
-        v, t = np.tensordot(w, v, 1), np.tensordot(w, t, 1)
+        v, t = portfolio.weighted(w, list(v)), portfolio.weighted(w, list(t))
         out[name] = scored(portfolio.calibrate(v, y_val, task)(t))
 
     if bool(z["tta"]):
-        weighted("shipped", z["weights"])
+        rule("shipped", z["weights"])
     else:
-        weighted("shipped", z["weights"], z["val_plain"], z["test_plain"])
-    weighted("uniform, all runs", np.ones(n))
+        rule("shipped", z["weights"], z["val_plain"], z["test_plain"])
+    rule("uniform, all runs", np.ones(n))
     best = np.argsort(-singles, kind="stable")
     for k in (3, 5, 10):
-        weighted(f"uniform, {k} best on val", np.isin(np.arange(n), best[:k]))
-    weighted("uniform, last rung", z["rung"] == z["rung"].max())
-    weighted("uniform, first rung", z["rung"] == 0)
+        rule(f"uniform, {k} best on val", np.isin(np.arange(n), best[:k]))
+    rule("uniform, last rung", z["rung"] == z["rung"].max())
+    rule("uniform, first rung", z["rung"] == 0)
     w = z["weights"] / np.sum(z["weights"])
 
     def geometric(s: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def rules(portfolio: Any, z: Any, y_val: np.ndarray, y_test: np.ndarray, task: s
     out["shipped weights, geometric mean"] = scored(
         portfolio.calibrate(geometric(val), y_val, task)(geometric(test))
     )
-    out["shipped, no calibration"] = scored(np.tensordot(w, test, 1))
+    out["shipped, no calibration"] = scored(portfolio.weighted(w, list(test)))
     out["single runs' mean"] = tuple(np.mean([scored(s) for s in test], axis=0))
     return out
 
@@ -81,14 +82,17 @@ def main(argv: list[str] | None = None) -> int:
 
     portfolio = load_portfolio()
     catalog = Catalog.load()
+    labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     by_rule: dict[str, list[dict]] = {}
     by_config: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for path in args.runs:
         dataset = path.parts[-4]  # tasks/<dataset>/seed<N>/output/runs.npz
         task = catalog.info(dataset).task
-        arrays = np.load(args.data_dir / f"{dataset}.npz")
+        if dataset not in labels:  # each dataset's labels read once
+            with np.load(args.data_dir / f"{dataset}.npz") as arrays:
+                labels[dataset] = (arrays["val_labels"], arrays["test_labels"])
         z = np.load(path)
-        y_val, y_test = arrays["val_labels"][z["val_rows"]], arrays["test_labels"]
+        y_val, y_test = labels[dataset][0][z["val_rows"]], labels[dataset][1]
         scores = rules(portfolio, z, y_val, y_test, task)
         by_rule.setdefault(dataset, []).append(scores)
         shipped = scores["shipped"]
