@@ -42,6 +42,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,11 @@ OPTIONS: dict[str, Any] = {
     # Ordinal-regression tasks: soft ordinal targets exp(-alpha (k - y)^2) (SORD); 0 = one-hot.
     # Off: alpha 1 lowered retinamnist's validation and test AUC (benchmarks/RESULTS.md).
     "ordinal_alpha": 0.0,
+    # Training arithmetic: "auto" = bfloat16 autocast on a CPU with bfloat16 instructions
+    # (AVX512-BF16 or AMX; 1.4 to 1.8 times the steps per second of float32 on the 2-core AMD
+    # machine, benchmarks/RESULTS.md), float16 with loss scaling on a GPU, else float32;
+    # "fp32" = float32 everywhere. Predictions are float32 on a CPU either way.
+    "precision": "auto",
     # Intensity jitter in training: contrast and brightness within +-this share; 0 = none.
     "intensity": 0.0,
     # Cross-fitting: K > 1 folds of train + val; each run trains K networks, each on all but
@@ -97,9 +103,16 @@ OPTIONS: dict[str, Any] = {
 RUNS_FILE = "runs.npz"
 
 
+PRECISIONS = ("auto", "fp32")
+
+
 def _check_options(options: dict[str, Any]) -> None:
-    """Refuse, in the harness before any task starts, a ``configs`` naming no configuration."""
+    """Refuse, in the harness before any task starts, a ``configs`` naming no configuration
+    and a ``precision`` that is none of :data:`PRECISIONS`."""
     portfolio_of(options["configs"])
+    if options["precision"] not in PRECISIONS:
+        known = ", ".join(PRECISIONS)
+        raise ValueError(f"option precision: {options['precision']!r} is not one of {known}")
 
 
 ADAPTER = Adapter(
@@ -140,6 +153,10 @@ class Config:
     weight_decay: float = 5e-4
     dropout: float = 0.1
     cost: float = 1.0  # training time per epoch relative to the first configuration (CPU)
+    upsample: int = 1  # the image enlarged this many times (bilinear) before the first layer
+    # Each image's own statistics taken out first: "" none, "center" its mean per channel,
+    # "standardize" its mean and standard deviation (brightness and contrast as a shortcut).
+    norm: str = ""
 
 
 #: The portfolio, in a fixed order (the order breaks ties).
@@ -164,6 +181,13 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("vgg2-geo", "vgg", (1, 2, 4), 2, "geo", smoothing=0.0, cost=0.7),
     Config("vgg4-geo", "vgg", (1, 2, 4, 8), 1, "geo", smoothing=0.0, cost=0.6),
     Config("wide-geo-mixup", "wide", (2, 4), 1, "geo", "mixup", dropout=0.2, cost=2.2),
+    Config("vgg-up-geo", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=2.7, upsample=2),
+    Config("vgg4-up-geo", "vgg", (1, 2, 4, 8), 1, "geo", smoothing=0.0, cost=2.7, upsample=2),
+    Config("res-up-geo", "res", (1, 2, 4), 1, "geo", cost=5.1, upsample=2),
+    Config("vgg-geo-center", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6, norm="center"),
+    Config("vgg-geo-std", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6, norm="standardize"),
+    Config("wide-geo-center", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, norm="center"),
+    Config("wide-geo-std", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, norm="standardize"),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
@@ -260,8 +284,24 @@ def build_network(config: Config, width: int, in_channels: int, n_outputs: int) 
         def forward(self, x: Any) -> Any:
             return self.relu(self.body(x) + self.skip(x))
 
+    class PerImage(nn.Module):
+        def __init__(self, scale: bool) -> None:
+            super().__init__()
+            self.scale = scale
+
+        def forward(self, x: Any) -> Any:
+            x = x - x.mean(dim=(2, 3), keepdim=True)
+            if self.scale:
+                x = x / (x.std(dim=(2, 3), keepdim=True) + 1e-3)
+            return x
+
     channels = [width * m for m in config.widths]
-    layers: list[Any] = conv_bn(in_channels, channels[0])
+    layers: list[Any] = []
+    if config.norm:
+        layers.append(PerImage(config.norm == "standardize"))
+    if config.upsample > 1:
+        layers.append(nn.Upsample(scale_factor=config.upsample, mode="bilinear"))
+    layers += conv_bn(in_channels, channels[0])
     c_in = channels[0]
     for stage, c_out in enumerate(channels):
         for b in range(config.blocks):
@@ -364,6 +404,7 @@ class TaskData:
     x_test: np.ndarray
     ordinal_alpha: float = 0.0
     intensity: float = 0.0
+    precision: str = "auto"  # see OPTIONS
     # Cross-fitting: the fold of every train image, then of every val image; None = no folds.
     fold_of: np.ndarray | None = None
     subsample: float = 0.0  # bagging: the share of train each run trains on; 0 = all
@@ -466,6 +507,9 @@ class Runner:
         self.torch = torch
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
+        # The autocast type of training steps (and of predictions on a GPU); None = float32.
+        name = training_precision(data.precision, device)
+        self.train_dtype = None if name == "float32" else getattr(torch, name)
         self.task_type = data.task_type
         self.n_outputs = data.n_outputs
         self.width = width
@@ -499,8 +543,7 @@ class Runner:
         torch = self.torch
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(0)
-        model = build_network(config, self.width, self.in_channels, self.n_outputs)
-        model = model.to(self.device, memory_format=self.memory_format)
+        model = self.network(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
         b = self.batch_size
         times = []
@@ -511,7 +554,8 @@ class Runner:
             x = self.prepare(self.x_train[start : start + b])
             x = augment(x, config.aug, generator, self.intensity)
             x = x.contiguous(memory_format=self.memory_format)
-            loss = self.loss(model(x), self.y_train[start : start + b], config.smoothing)
+            with self.autocast(training=True):
+                loss = self.loss(model(x), self.y_train[start : start + b], config.smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -519,10 +563,15 @@ class Runner:
         per_step = float(np.median(times[1:]))  # the first step pays for warm-up
         t0 = time.perf_counter()
         sample = self.x_val[:128]
-        self.predict(model, sample, True)
-        per_image = (time.perf_counter() - t0) / len(sample)
-        n_pred = (len(self.x_val) + len(self.x_test)) * 2  # plain and flipped, half the epochs
+        self.predict(model, sample)
+        per_image = (time.perf_counter() - t0) / len(sample)  # plain and mirrored
+        n_pred = len(self.x_val) + len(self.x_test)  # predicted after half the epochs
         return per_step * math.ceil(len(self.x_train) / b) + 0.5 * per_image * n_pred
+
+    def network(self, config: Config) -> Any:
+        """The network of ``config`` on this task's device."""
+        model = build_network(config, self.width, self.in_channels, self.n_outputs)
+        return model.to(self.device, memory_format=self.memory_format)
 
     def split(self, fold: int, seed: int = 0) -> tuple[Any, Any, np.ndarray]:
         """The rows of the training tensor a run of ``fold`` trains on, the images it is
@@ -542,12 +591,14 @@ class Runner:
     def prepare(self, batch: Any) -> Any:
         return batch.float().div_(255.0).sub_(0.5).div_(0.5)
 
-    def autocast(self) -> Any:
+    def autocast(self, training: bool = False) -> Any:
+        """Mixed precision for a training step, or for a prediction on a GPU (on a CPU,
+        bfloat16's 8-bit mantissa would tie scores that the AUC tells apart)."""
         import contextlib
 
-        if not self.cuda:
+        if self.train_dtype is None or not (training or self.cuda):
             return contextlib.nullcontext()
-        return self.torch.autocast("cuda", dtype=self.torch.float16)
+        return self.torch.autocast(self.device.type, dtype=self.train_dtype)
 
     def loss(self, logits: Any, target: Any, smoothing: float) -> Any:
         torch = self.torch
@@ -557,23 +608,27 @@ class Runner:
         target = target * (1 - smoothing) + smoothing / self.n_outputs
         return torch.sum(-target * torch.log_softmax(logits.float(), dim=1), dim=1).mean()
 
-    def predict(self, model: Any, images: Any, flip: bool) -> np.ndarray:
+    def predict(self, model: Any, images: Any) -> dict[str, np.ndarray]:
+        """Probabilities of ``images``: ``plain``, and ``tta`` (the mean over the image and its
+        horizontal mirror); one forward pass of each."""
         torch = self.torch
         model.eval()
-        out = []
+        plain, tta = [], []
         with torch.inference_mode(), self.autocast():
             for start in range(0, len(images), 512):
                 x = self.prepare(images[start : start + 512])
                 x = x.contiguous(memory_format=self.memory_format)
-                logits = model(x).float()
-                if flip:
-                    logits = torch.stack([logits, model(torch.flip(x, dims=[3])).float()])
+                logits = torch.stack([model(x).float(), model(torch.flip(x, dims=[3])).float()])
                 if self.task_type == MULTI_LABEL:
                     p = torch.sigmoid(logits)
                 else:
                     p = torch.softmax(logits, dim=-1)
-                out.append(p.mean(0) if flip else p)
-        return torch.cat(out).cpu().numpy().astype(np.float64)
+                plain.append(p[0])
+                tta.append(p.mean(0))
+        return {
+            key: torch.cat(parts).cpu().numpy().astype(np.float64)
+            for key, parts in (("plain", plain), ("tta", tta))
+        }
 
     def train(self, config: Config, record: RunRecord, stop_at: float) -> RunRecord:
         """One run of ``config``: AdamW, a short linear warm-up, cosine decay to zero, and the
@@ -590,12 +645,11 @@ class Runner:
         torch.manual_seed(record.seed)
         generator = torch.Generator().manual_seed(record.seed)
         rng = np.random.default_rng(record.seed)
-        model = build_network(config, self.width, self.in_channels, self.n_outputs)
-        model = model.to(self.device, memory_format=self.memory_format)
+        model = self.network(config)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
-        scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.train_dtype == torch.float16)
         fit_rows, x_held, y_held = self.split(record.fold, record.seed)
         n = len(fit_rows)
         steps_per_epoch = len(range(0, n - (1 if n % self.batch_size == 1 else 0), self.batch_size))
@@ -614,10 +668,9 @@ class Runner:
 
         def snapshot() -> None:
             t0 = time.perf_counter()
-            for flip in (False, True):
-                key = "tta" if flip else "plain"
-                record.val[key] = record.val.get(key, 0) + self.predict(model, x_held, flip)
-                record.test[key] = record.test.get(key, 0) + self.predict(model, self.x_test, flip)
+            for split, images in ((record.val, x_held), (record.test, self.x_test)):
+                for key, p in self.predict(model, images).items():
+                    split[key] = split.get(key, 0) + p
             record.snapshots += 1
             snapshot_s[0] = time.perf_counter() - t0
 
@@ -651,7 +704,7 @@ class Runner:
                 if config.mix:
                     x, y = mix_batch(x, y, config.mix, rng)
                 x = x.contiguous(memory_format=self.memory_format)
-                with self.autocast():
+                with self.autocast(training=True):
                     loss = self.loss(model(x), y, config.smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -897,6 +950,7 @@ def run(task: Task) -> Predictions:
         np.array(task.x_test),
         float(opts["ordinal_alpha"]),
         float(opts["intensity"]),
+        precision=str(opts["precision"]),
         subsample=float(opts["subsample"]),
     )
     folds = int(opts["folds"])
@@ -935,7 +989,7 @@ def run(task: Task) -> Predictions:
     result.info.update(
         {
             "device": device,
-            "mixed_precision": device == "cuda",
+            "precision": training_precision(data.precision, device),
             "width": width,
             "ordinal_alpha": data.ordinal_alpha if task.dataset.task == ORDINAL else None,
             "intensity": data.intensity,
@@ -946,6 +1000,26 @@ def run(task: Task) -> Predictions:
         }
     )
     return result
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (Linux's flags avx512_bf16 or
+    amx_bf16); elsewhere torch emulates it, slower than float32."""
+    try:
+        flags = Path(cpuinfo).read_text(errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def training_precision(precision: str, device: str) -> str:
+    """The arithmetic of training for the option ``precision`` on ``device``: "float16",
+    "bfloat16" (autocast) or "float32"."""
+    if precision == "fp32":
+        return "float32"
+    if device.startswith("cuda"):
+        return "float16"
+    return "bfloat16" if cpu_has_bf16() else "float32"
 
 
 def rounds_of_rung(share_s: float, rounds: int, longest_s: float, previous_s: float) -> int:
