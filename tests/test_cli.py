@@ -152,6 +152,10 @@ def test_plan_prints_budgets_and_worst_case(capsys: pytest.CaptureFixture[str]) 
             ["plan", "--adapter", "portfolio", "--option", "configs=res-geo,vgg-9"],
             ["adapter 'portfolio': option configs: no configuration 'vgg-9'"],
         ),
+        (
+            ["plan", "--adapter", "portfolio", "--option", "precision=fp16"],
+            ["adapter 'portfolio': option precision: 'fp16' is not one of auto, fp32"],
+        ),
         (["plan", "--adapter", "baseline", "--budgets", "/nonexistent/b.toml"], ["no such"]),
         (["show", "/nonexistent/run"], ["/nonexistent/run"]),
         (["check", "no_such_adapter"], ["unknown adapter 'no_such_adapter'"]),

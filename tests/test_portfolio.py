@@ -120,6 +120,23 @@ def test_configs_names_what_is_raced_in_order_and_refuses_unknown_names() -> Non
         portfolio.portfolio_of("res-geo,res-geo")
 
 
+def test_precision_trains_in_bfloat16_only_on_a_cpu_with_bfloat16_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zen4 = tmp_path / "zen4"
+    zen4.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    older = tmp_path / "older"
+    older.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert portfolio.cpu_has_bf16(str(zen4)) and not portfolio.cpu_has_bf16(str(older))
+    assert not portfolio.cpu_has_bf16(str(tmp_path / "missing"))  # not Linux: float32
+    for has_bf16, on_cpu in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(portfolio, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
+        assert portfolio.training_precision("auto", "cpu") == on_cpu
+        assert portfolio.training_precision("auto", "cuda") == "float16"
+        assert portfolio.training_precision("fp32", "cpu") == "float32"
+        assert portfolio.training_precision("fp32", "cuda:0") == "float32"
+
+
 def test_a_cross_fitted_run_scores_every_image_out_of_fold() -> None:
     fold_of = np.array([0, 1, 2, 0, 1, 2])
     y = np.array([[0], [1], [0], [1], [0], [1]])
@@ -269,6 +286,7 @@ def test_real_breastmnist_tiny_budget_is_ok_with_notes(mixed_catalog, tmp_path: 
         1.0, abs=1e-3
     )
     assert isinstance(notes["deadline_cut"], bool) and notes["tta"] in (True, False)
+    assert notes["precision"] == ("bfloat16" if portfolio.cpu_has_bf16() else "float32")
     calibration = notes["calibration"]
     assert len(calibration["bias"]) == 2 and calibration["temperature"] > 0
     assert calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
