@@ -8,7 +8,9 @@ What it does, in order:
    one, each with an augmentation family (flips and shifts; small rotations and scaling; the
    same with mixup or cutmix), label smoothing, AdamW with cosine decay. On a CPU the networks
    are narrow (the list is sized to what trains in minutes on a few cores); on a GPU the same
-   configurations are trained wider (``width`` doubles) with fp16 mixed precision.
+   configurations are trained wider (``width`` doubles) with fp16 mixed precision; on a CPU
+   with bfloat16 instructions, training steps run under bfloat16 autocast (option
+   ``precision``).
 2. **Racing.** Successive halving with restarts: every configuration trains a complete short
    cosine schedule of ``r0`` epochs; the best third by validation AUC (the harness's own
    :func:`decathlon.metrics.auc`) trains again with a new seed and three times the epochs, and so
