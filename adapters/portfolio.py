@@ -159,6 +159,10 @@ class Config:
     # Each image's own statistics taken out first: "" none, "center" its mean per channel,
     # "standardize" its mean and standard deviation (brightness and contrast as a shortcut).
     norm: str = ""
+    optimizer: str = "adamw"  # "adamw" | "sgd" (Nesterov momentum 0.9; lr is SGD's then)
+    # Sharpness-aware minimisation (Foret et al., 2021): each step's gradient taken at the
+    # weights moved this far (L2) uphill first; 0 = plain steps. Two passes per step.
+    sam: float = 0.0
 
 
 #: The portfolio, in a fixed order (the order breaks ties).
@@ -190,6 +194,15 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("vgg-geo-std", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6, norm="standardize"),
     Config("wide-geo-center", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, norm="center"),
     Config("wide-geo-std", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, norm="standardize"),
+    Config(
+        "vgg-geo-sgd", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, lr=0.05, cost=0.6, optimizer="sgd"
+    ),
+    Config(
+        "wide-geo-sgd", "wide", (2, 4), 1, "geo", lr=0.05, dropout=0.2, cost=2.2, optimizer="sgd"
+    ),
+    Config("vgg-geo-sam", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=1.2, sam=0.05),
+    Config("wide-geo-sam", "wide", (2, 4), 1, "geo", dropout=0.2, cost=4.4, sam=0.05),
+    Config("res-geo-sam", "res", (1, 2, 4), 1, "geo", cost=2.0, sam=0.05),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
@@ -546,7 +559,7 @@ class Runner:
         torch.manual_seed(0)
         generator = torch.Generator().manual_seed(0)
         model = self.network(config)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+        optimizer = self.optimizer(config, model)
         b = self.batch_size
         times = []
         for step in range(steps + 1):
@@ -556,10 +569,15 @@ class Runner:
             x = self.prepare(self.x_train[start : start + b])
             x = augment(x, config.aug, generator, self.intensity)
             x = x.contiguous(memory_format=self.memory_format)
+            y = self.y_train[start : start + b]
+            if config.sam:
+                self.sam_ascent(model, x, y, config)
             with self.autocast(training=True):
-                loss = self.loss(model(x), self.y_train[start : start + b], config.smoothing)
+                loss = self.loss(model(x), y, config.smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if config.sam:
+                self.sam_descent(model)
             optimizer.step()
             times.append(time.perf_counter() - t0)
         per_step = float(np.median(times[1:]))  # the first step pays for warm-up
@@ -574,6 +592,43 @@ class Runner:
         """The network of ``config`` on this task's device."""
         model = build_network(config, self.width, self.in_channels, self.n_outputs)
         return model.to(self.device, memory_format=self.memory_format)
+
+    def optimizer(self, config: Config, model: Any) -> Any:
+        torch = self.torch
+        if config.optimizer == "sgd":
+            return torch.optim.SGD(
+                model.parameters(),
+                lr=config.lr,
+                momentum=0.9,
+                nesterov=True,
+                weight_decay=config.weight_decay,
+            )
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def sam_ascent(self, model: Any, x: Any, y: Any, config: Config) -> None:
+        """SAM's first pass: the batch's gradient here, and the weights moved ``config.sam``
+        along it (the moves kept on each parameter to be undone by :meth:`sam_descent`)."""
+        torch = self.torch
+        with self.autocast(training=True):
+            loss = self.loss(model(x), y, config.smoothing)
+        params = [p for p in model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        pairs = [(p, g.float()) for p, g in zip(params, grads) if g is not None]
+        norm = torch.norm(torch.stack([g.norm() for _, g in pairs])) + 1e-12
+        with torch.no_grad():
+            for p, g in pairs:
+                e = (g * (config.sam / norm)).to(p.dtype)
+                p.add_(e)
+                p.sam_e = e
+
+    def sam_descent(self, model: Any) -> None:
+        """The weights moved back where they were, keeping the gradient taken up there."""
+        with self.torch.no_grad():
+            for p in model.parameters():
+                e = getattr(p, "sam_e", None)
+                if e is not None:
+                    p.sub_(e)
+                    del p.sam_e
 
     def split(self, fold: int, seed: int = 0) -> tuple[Any, Any, np.ndarray]:
         """The rows of the training tensor a run of ``fold`` trains on, the images it is
@@ -648,9 +703,7 @@ class Runner:
         generator = torch.Generator().manual_seed(record.seed)
         rng = np.random.default_rng(record.seed)
         model = self.network(config)
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        optimizer = self.optimizer(config, model)
         scaler = torch.amp.GradScaler("cuda", enabled=self.train_dtype == torch.float16)
         fit_rows, x_held, y_held = self.split(record.fold, record.seed)
         n = len(fit_rows)
@@ -706,10 +759,14 @@ class Runner:
                 if config.mix:
                     x, y = mix_batch(x, y, config.mix, rng)
                 x = x.contiguous(memory_format=self.memory_format)
+                if config.sam:
+                    self.sam_ascent(model, x, y, config)
                 with self.autocast(training=True):
                     loss = self.loss(model(x), y, config.smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if config.sam:
+                    self.sam_descent(model)
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
