@@ -570,14 +570,12 @@ class Runner:
             x = augment(x, config.aug, generator, self.intensity)
             x = x.contiguous(memory_format=self.memory_format)
             y = self.y_train[start : start + b]
-            if config.sam:
-                self.sam_ascent(model, x, y, config)
+            moved = self.sam_ascent(model, x, y, config) if config.sam else []
             with self.autocast(training=True):
                 loss = self.loss(model(x), y, config.smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.sam:
-                self.sam_descent(model)
+            self.sam_descent(moved)
             optimizer.step()
             times.append(time.perf_counter() - t0)
         per_step = float(np.median(times[1:]))  # the first step pays for warm-up
@@ -605,9 +603,10 @@ class Runner:
             )
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    def sam_ascent(self, model: Any, x: Any, y: Any, config: Config) -> None:
+    def sam_ascent(self, model: Any, x: Any, y: Any, config: Config) -> list[tuple[Any, Any]]:
         """SAM's first pass: the batch's gradient here, and the weights moved ``config.sam``
-        along it (the moves kept on each parameter to be undone by :meth:`sam_descent`)."""
+        (L2) along it; returns each moved parameter with its move, for :meth:`sam_descent`.
+        The gradient is unscaled: only its direction counts."""
         torch = self.torch
         with self.autocast(training=True):
             loss = self.loss(model(x), y, config.smoothing)
@@ -615,20 +614,19 @@ class Runner:
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         pairs = [(p, g.float()) for p, g in zip(params, grads) if g is not None]
         norm = torch.norm(torch.stack([g.norm() for _, g in pairs])) + 1e-12
+        moved = []
         with torch.no_grad():
             for p, g in pairs:
                 e = (g * (config.sam / norm)).to(p.dtype)
                 p.add_(e)
-                p.sam_e = e
+                moved.append((p, e))
+        return moved
 
-    def sam_descent(self, model: Any) -> None:
+    def sam_descent(self, moved: list[tuple[Any, Any]]) -> None:
         """The weights moved back where they were, keeping the gradient taken up there."""
         with self.torch.no_grad():
-            for p in model.parameters():
-                e = getattr(p, "sam_e", None)
-                if e is not None:
-                    p.sub_(e)
-                    del p.sam_e
+            for p, e in moved:
+                p.sub_(e)
 
     def split(self, fold: int, seed: int = 0) -> tuple[Any, Any, np.ndarray]:
         """The rows of the training tensor a run of ``fold`` trains on, the images it is
@@ -759,14 +757,12 @@ class Runner:
                 if config.mix:
                     x, y = mix_batch(x, y, config.mix, rng)
                 x = x.contiguous(memory_format=self.memory_format)
-                if config.sam:
-                    self.sam_ascent(model, x, y, config)
+                moved = self.sam_ascent(model, x, y, config) if config.sam else []
                 with self.autocast(training=True):
                     loss = self.loss(model(x), y, config.smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                if config.sam:
-                    self.sam_descent(model)
+                self.sam_descent(moved)
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1

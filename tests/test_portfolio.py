@@ -351,12 +351,14 @@ def test_a_budget_that_cuts_the_search_still_gives_an_ok_row(mixed_catalog, tmp_
 def test_the_option_configs_races_only_the_configurations_it_names(tmp_path: Path) -> None:
     data_dir, info_path = synthetic.write_catalog(tmp_path / "data", ["breastmnist"])
     budgets = _budgets(tmp_path, "epochs = 2\nhard_limit_seconds = 900\n")
-    named = {"configs": "vgg4-geo,vgg-geo"}
+    # Two screened beside the portfolio: sharpness-aware steps, and SGD instead of AdamW.
+    named = {"configs": "vgg-geo-sam,vgg-geo-sgd"}
     rows = _rows(_run(tmp_path, data_dir, info_path, budgets, "named", named))
     assert rows["test"]["status"] == "ok", rows["test"]["reason"]
     notes = json.loads(rows["test"]["notes"])
-    assert notes["rungs"][0]["configs"] == ["vgg4-geo", "vgg-geo"]
-    assert {r["config"] for r in notes["runs"]} <= {"vgg4-geo", "vgg-geo"}
+    assert notes["rungs"][0]["configs"] == ["vgg-geo-sam", "vgg-geo-sgd"]
+    assert {r["config"] for r in notes["runs"]} <= {"vgg-geo-sam", "vgg-geo-sgd"}
+    assert all(r["val_auc"] > 0.5 for r in notes["runs"])  # both learn
     # A name it does not know: refused before anything starts, saying which.
     with pytest.raises(BudgetError, match="no configuration 'vgg-9'"):
         _run(tmp_path, data_dir, info_path, budgets, "bad", {"configs": "vgg-9"})
