@@ -592,6 +592,8 @@ class Runner:
         return model.to(self.device, memory_format=self.memory_format)
 
     def optimizer(self, config: Config, model: Any) -> Any:
+        """The optimiser of ``config``: AdamW, or SGD with Nesterov momentum; the schedule
+        sets its learning rate at every step."""
         torch = self.torch
         if config.optimizer == "sgd":
             return torch.optim.SGD(
