@@ -18,6 +18,9 @@ from decathlon.contract import MULTI_LABEL
 from decathlon.datasets import BUNDLED_INFO, DEFAULT_SIZE, dataset_file, file_md5, size_suffix
 
 TINY_SIZES: dict[str, int] = {"train": 60, "val": 30, "test": 30}
+# ``sizes`` that asks for each dataset's published numbers of images per split (info.json's
+# n_samples): a whole decathlon of the real sizes, for wall time where the real files are not.
+PUBLISHED = "published"
 
 
 def make_medmnist_npz(
@@ -113,17 +116,23 @@ def write_tiny(
     data_dir: Path,
     flags: Iterable[str],
     meta: dict[str, Any],
-    sizes: dict[str, int] | None = None,
+    sizes: dict[str, int] | str | None = None,
     image_size: int = DEFAULT_SIZE,
     *,
     compresslevel: int | None = None,
 ) -> None:
     """Generate files for ``flags`` at ``image_size`` and rewrite their entries in ``meta`` to
-    match them (``MD5``/``url`` at 28, ``MD5_{size}``/``url_{size}`` above)."""
-    sizes = dict(sizes or TINY_SIZES)
+    match them (``MD5``/``url`` at 28, ``MD5_{size}``/``url_{size}`` above). ``sizes``: images
+    per split, the same for every flag (default :data:`TINY_SIZES`), or :data:`PUBLISHED`."""
     suffix = size_suffix(image_size)
     for i, flag in enumerate(flags):
         entry = meta["datasets"][flag]
+        if sizes == PUBLISHED:
+            split_sizes = {k: int(v) for k, v in entry["n_samples"].items()}
+        elif isinstance(sizes, str):
+            raise ValueError(f"sizes must be a dict or {PUBLISHED!r}, got {sizes!r}")
+        else:
+            split_sizes = dict(sizes or TINY_SIZES)
         path = dataset_file(data_dir, flag, image_size)
         make_medmnist_npz(
             path,
@@ -131,12 +140,12 @@ def write_tiny(
             entry["task"],
             entry["n_channels"],
             entry["n_classes"],
-            sizes,
+            split_sizes,
             seed=1000 + i,
             image_size=image_size,
             compresslevel=compresslevel,
         )
-        entry["n_samples"] = dict(sizes)
+        entry["n_samples"] = split_sizes
         entry[f"MD5{suffix}"] = file_md5(path)
         entry[f"url{suffix}"] = f"http://127.0.0.1:9/nowhere/{path.name}"
 
@@ -149,7 +158,7 @@ def write_info(meta: dict[str, Any], path: Path) -> Path:
 def write_catalog(
     root: Path,
     flags: Iterable[str] | None = None,
-    sizes: dict[str, int] | None = None,
+    sizes: dict[str, int] | str | None = None,
     image_size: int = DEFAULT_SIZE,
     *,
     compresslevel: int | None = None,
@@ -166,3 +175,27 @@ def write_catalog(
     flags = list(flags or meta["datasets"])
     write_tiny(data_dir, flags, meta, sizes, image_size, compresslevel=compresslevel)
     return data_dir, write_info(meta, root / "info.json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m decathlon.synthetic ROOT [--flags a,b] [--published] [--size N]``: a generated
+    catalog in ROOT/data with ROOT/info.json (run with ``DECATHLON_INFO=ROOT/info.json``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m decathlon.synthetic", description=main.__doc__)
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--flags", help="comma-separated datasets (default: all ten)")
+    parser.add_argument(
+        "--published", action="store_true", help="the published images per split (default: tiny)"
+    )
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image side (default 28)")
+    args = parser.parse_args(argv)
+    flags = args.flags.split(",") if args.flags else None
+    data_dir, info = write_catalog(
+        args.root, flags, PUBLISHED if args.published else None, args.size
+    )
+    print(f"{data_dir} {info}")
+
+
+if __name__ == "__main__":
+    main()
