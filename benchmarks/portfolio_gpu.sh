@@ -8,23 +8,29 @@
 # DATA_DIR holds the real breastmnist/pneumoniamnist/retinamnist .npz files. Three steps, each
 # time-boxed; under OUT_DIR: the GPU (gpu.txt) and its use every 5 s (gpu_use.csv), each task's
 # row (real_rows.txt, decathlon_rows.txt) and runs.tar.gz (every task's run directory and log,
-# and one leaderboard per adapter of step 2 in real/merged/):
+# and one leaderboard per adapter of step 2 in gpu-wall5xSCALE/merged/):
 #  1. smoke: the portfolio on breastmnist for 30 s; the script stops here if that fails.
-#  2. the three real subsets at profile wall5 times SCALE (default 0.7: 210 s per dataset), all
+#  2. the three real subsets at profile wall5 times SCALE (default 1: 300 s per dataset), all
 #     at once on the one GPU: the portfolio seeds 0, 1, 2, resnet18_28 (the paper's 100 epochs)
 #     and baseline seed 0 beside it; then one leaderboard per adapter (portfolio_merge.py).
 #  3. a whole decathlon of generated data with the published numbers of images, all ten at
 #     once, at the paper's budget times DECATHLON_SCALE (default 0.005: 36 / 72 / 108 s by
 #     tier): every task type at its real size, and each task's wall time against its limit.
+# STEPS=2 (or 3, 23...) runs only those steps after the smoke. On an H200 (2026-12-04) all three
+# at SCALE=0.7 took 347 s, step 2 alone at SCALE=1 289 s (benchmarks/RESULTS.md).
 # DEVICE=cpu runs the same on a CPU (to try the script without a GPU, with small scales).
 set -u -o pipefail
 out=$(realpath -m "$1") data=$(realpath "$2")
-device=${DEVICE:-cuda} scale=${SCALE:-0.7} dscale=${DECATHLON_SCALE:-0.005}
+device=${DEVICE:-cuda} scale=${SCALE:-1.0} dscale=${DECATHLON_SCALE:-0.005} steps=${STEPS:-123}
 runs=${RUNS_DIR:-/tmp/portfolio-gpu}
-mkdir -p "$out" && rm -rf "$runs" && mkdir -p "$runs/real" "$runs/decathlon"
+mkdir -p "$out" && rm -rf "$runs" && mkdir -p "$runs/gpu-wall5x$scale" "$runs/decathlon"
 export PYTHONUNBUFFERED=1 DECATHLON_HOME=${DECATHLON_HOME:-/tmp/decathlon-home}
 say() { echo "$(date -u +%T) $*"; }
-pack() { tar czf "$out/runs.tar.gz" -C "$(dirname "$runs")" "$(basename "$runs")"; }
+pack() {  # every file under 1 MB (leaderboards, notes, logs); the larger ones only listed
+  (cd "$(dirname "$runs")" && find "$(basename "$runs")" -type f -size +1024k -exec ls -l {} + \
+    > "$runs/large_files.txt"; find "$(basename "$runs")" -type f -size -1025k \
+    | tar czf "$out/runs.tar.gz" -T -)
+}
 
 say "machine: $(nproc) cores; $(python3 --version)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
@@ -67,22 +73,25 @@ if ! grep -q ",ok," "$runs/portfolio-breastmnist-seed0/leaderboard.csv" 2>/dev/n
 fi
 grep -h "device\|precision" "$runs"/portfolio-breastmnist-seed0/tasks/*/notes* 2>/dev/null | head -5
 
+if [[ $steps == *2* ]]; then
 say "2. real subsets, wall5 x $scale, all at once"
 pids=()
 for dataset in breastmnist pneumoniamnist retinamnist; do
   for seed in 0 1 2; do
-    task "$runs/real" portfolio "$dataset" "$seed" wall5 "$scale" --data-dir "$data" &
+    task "$runs/gpu-wall5x$scale" portfolio "$dataset" "$seed" wall5 "$scale" --data-dir "$data" &
     pids+=($!)
   done
-  task "$runs/real" resnet18_28 "$dataset" 0 wall5 "$scale" --data-dir "$data" &
+  task "$runs/gpu-wall5x$scale" resnet18_28 "$dataset" 0 wall5 "$scale" --data-dir "$data" &
   pids+=($!)
-  task "$runs/real" baseline "$dataset" 0 wall5 "$scale" --data-dir "$data" &
+  task "$runs/gpu-wall5x$scale" baseline "$dataset" 0 wall5 "$scale" --data-dir "$data" &
   pids+=($!)
 done
 wait "${pids[@]}"
-rows "$runs/real" | tee "$out/real_rows.txt"
-python3 benchmarks/portfolio_merge.py "$runs/real"
+rows "$runs/gpu-wall5x$scale" | tee "$out/real_rows.txt"
+python3 benchmarks/portfolio_merge.py "$runs/gpu-wall5x$scale"
 say "2. done"
+fi
+if [[ $steps == *3* ]]; then
 
 say "3. generated decathlon, published sizes, paper x $dscale, all at once"
 python3 -m decathlon.synthetic "$runs/catalog" --published || { pack; exit 1; }
@@ -97,5 +106,6 @@ wait "${pids[@]}"
 rm -rf "$runs/catalog"
 say "3. done"
 rows "$runs/decathlon" | tee "$out/decathlon_rows.txt"
+fi
 pack
 say "packed: $(du -h "$out/runs.tar.gz" | cut -f1)"

@@ -381,3 +381,39 @@ def test_materialize_round_trip_with_mmap(tiny_catalog: TinyData, tmp_path: Path
     assert materialize(data, tmp_path / "cache") == paths
     assert {k: p.stat().st_mtime_ns for k, p in paths.items()} == stamps
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{k}.npy" for k in KEYS)
+
+
+def test_a_generated_catalog_of_the_published_sizes_passes_every_check(tmp_path: Path) -> None:
+    """``python -m decathlon.synthetic ROOT --published``: files with the published images per
+    split (a whole decathlon for wall time where the real files are not), each loading with its
+    MD5 verified; the real info.json's sizes, not the tiny ones."""
+    import subprocess
+    import sys
+
+    from decathlon.synthetic import PUBLISHED, bundled_info, write_catalog
+
+    flags = ["breastmnist", "retinamnist", "dermamnist"]
+    done = subprocess.run(
+        [sys.executable, "-m", "decathlon.synthetic", str(tmp_path), "--published"]
+        + ["--flags", ",".join(flags)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == [str(tmp_path / "data"), str(tmp_path / "info.json")]
+    catalog = Catalog.load(tmp_path / "info.json")
+    published = bundled_info()["datasets"]
+    for flag in flags:
+        data = load(
+            catalog,
+            flag,
+            tmp_path / "data",
+            download=False,
+            progress=False,
+            cache_root=tmp_path / "cache",
+        )
+        assert data.verified
+        for split, n in published[flag]["n_samples"].items():
+            assert len(data.arrays[f"{split}_labels"]) == n
+    with pytest.raises(ValueError, match="sizes must be a dict or 'published'"):
+        write_catalog(tmp_path / "other", ["breastmnist"], PUBLISHED.upper())
