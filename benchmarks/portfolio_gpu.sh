@@ -71,41 +71,40 @@ if ! grep -q ",ok," "$runs/portfolio-breastmnist-seed0/leaderboard.csv" 2>/dev/n
   find "$runs" -name "*.log" -path "*tasks*" -exec tail -30 {} \;
   pack; exit 1
 fi
-grep -h "device\|precision" "$runs"/portfolio-breastmnist-seed0/tasks/*/notes* 2>/dev/null | head -5
+rows "$runs"
 
 if [[ $steps == *2* ]]; then
-say "2. real subsets, wall5 x $scale, all at once"
-pids=()
-for dataset in breastmnist pneumoniamnist retinamnist; do
-  for seed in 0 1 2; do
-    task "$runs/gpu-wall5x$scale" portfolio "$dataset" "$seed" wall5 "$scale" --data-dir "$data" &
+  say "2. real subsets, wall5 x $scale, all at once"
+  pids=()
+  for dataset in breastmnist pneumoniamnist retinamnist; do
+    for seed in 0 1 2; do
+      task "$runs/gpu-wall5x$scale" portfolio "$dataset" "$seed" wall5 "$scale" --data-dir "$data" &
+      pids+=($!)
+    done
+    task "$runs/gpu-wall5x$scale" resnet18_28 "$dataset" 0 wall5 "$scale" --data-dir "$data" &
+    pids+=($!)
+    task "$runs/gpu-wall5x$scale" baseline "$dataset" 0 wall5 "$scale" --data-dir "$data" &
     pids+=($!)
   done
-  task "$runs/gpu-wall5x$scale" resnet18_28 "$dataset" 0 wall5 "$scale" --data-dir "$data" &
-  pids+=($!)
-  task "$runs/gpu-wall5x$scale" baseline "$dataset" 0 wall5 "$scale" --data-dir "$data" &
-  pids+=($!)
-done
-wait "${pids[@]}"
-rows "$runs/gpu-wall5x$scale" | tee "$out/real_rows.txt"
-python3 benchmarks/portfolio_merge.py "$runs/gpu-wall5x$scale"
-say "2. done"
+  wait "${pids[@]}"
+  rows "$runs/gpu-wall5x$scale" | tee "$out/real_rows.txt"
+  python3 benchmarks/portfolio_merge.py "$runs/gpu-wall5x$scale"
+  say "2. done"
 fi
 if [[ $steps == *3* ]]; then
-
-say "3. generated decathlon, published sizes, paper x $dscale, all at once"
-python3 -m decathlon.synthetic "$runs/catalog" --published || { pack; exit 1; }
-say "generated"
-export DECATHLON_INFO=$runs/catalog/info.json
-pids=()
-for dataset in $(python3 -c "import json; print(*json.load(open('$DECATHLON_INFO'))['datasets'])"); do
-  task "$runs/decathlon" portfolio "$dataset" 0 paper "$dscale" --data-dir "$runs/catalog/data" &
-  pids+=($!)
-done
-wait "${pids[@]}"
-rm -rf "$runs/catalog"
-say "3. done"
-rows "$runs/decathlon" | tee "$out/decathlon_rows.txt"
+  say "3. generated decathlon, published sizes, paper x $dscale, all at once"
+  python3 -m decathlon.synthetic "$runs/catalog" --published || { pack; exit 1; }
+  say "generated"
+  export DECATHLON_INFO=$runs/catalog/info.json
+  pids=()
+  for dataset in $(python3 -c "import json; print(*json.load(open('$DECATHLON_INFO'))['datasets'])"); do
+    task "$runs/decathlon" portfolio "$dataset" 0 paper "$dscale" --data-dir "$runs/catalog/data" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  rm -rf "$runs/catalog"
+  say "3. done"
+  rows "$runs/decathlon" | tee "$out/decathlon_rows.txt"
 fi
 pack
 say "packed: $(du -h "$out/runs.tar.gz" | cut -f1)"

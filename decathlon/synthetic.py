@@ -188,9 +188,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--published", action="store_true", help="the published images per split (default: tiny)"
     )
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="image side (default 28)")
+    parser.add_argument(
+        "--size", type=int, choices=(28, 64, 128, 224), default=DEFAULT_SIZE, help="image side"
+    )
     args = parser.parse_args(argv)
     flags = args.flags.split(",") if args.flags else None
+    unknown = sorted(set(flags or ()) - set(bundled_info()["datasets"]))
+    if unknown:
+        parser.error(f"unknown datasets: {', '.join(unknown)}")
     data_dir, info = write_catalog(
         args.root, flags, PUBLISHED if args.published else None, args.size
     )

@@ -417,3 +417,10 @@ def test_a_generated_catalog_of_the_published_sizes_passes_every_check(tmp_path:
             assert len(data.arrays[f"{split}_labels"]) == n
     with pytest.raises(ValueError, match="sizes must be a dict or 'published'"):
         write_catalog(tmp_path / "other", ["breastmnist"], PUBLISHED.upper())
+    wrong = subprocess.run(
+        [sys.executable, "-m", "decathlon.synthetic", str(tmp_path / "third"), "--flags", "brest"],
+        capture_output=True,
+        text=True,
+    )
+    assert wrong.returncode == 2 and "unknown datasets: brest" in wrong.stderr
+    assert not (tmp_path / "third").exists()
