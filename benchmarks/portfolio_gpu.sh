@@ -93,7 +93,7 @@ if [[ $steps == *2* ]]; then
 fi
 if [[ $steps == *3* ]]; then
   say "3. generated decathlon, published sizes, paper x $dscale, all at once"
-  python3 -m decathlon.synthetic "$runs/catalog" --published || { pack; exit 1; }
+  python3 -m decathlon generate "$runs/catalog" --published || { pack; exit 1; }
   say "generated"
   export DECATHLON_INFO=$runs/catalog/info.json
   pids=()

@@ -1,4 +1,4 @@
-"""The command line: ``python -m decathlon run | setup | list | plan | show | compare``.
+"""The command line: ``python -m decathlon run | setup | list | plan | show | compare | generate``.
 
 Exit codes: 0 when everything asked for ended well (for ``run``: every task ``ok``); 1 when a
 ``run`` finished with tasks that are not ``ok`` (or a ``check`` failed); 2 for expected problems
@@ -265,6 +265,21 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     check.add_argument("--scale-factor", type=float, default=1.0, help="multiply the quick budgets")
     check.add_argument("--budgets", type=Path, help="budgets file (default: ./budgets.toml)")
     check.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE")
+
+    generate = commands.add_parser(
+        "generate",
+        help="write generated MedMNIST-format files and their info.json (no real data needed)",
+    )
+    generate.add_argument("root", type=Path, help="writes ROOT/data/*.npz and ROOT/info.json")
+    generate.add_argument(
+        "--datasets", type=_csv_list, help="comma-separated subset (default: all ten)"
+    )
+    generate.add_argument(
+        "--published",
+        action="store_true",
+        help="each dataset's published numbers of images per split (default: 60 / 30 / 30)",
+    )
+    add_size_arg(generate)
 
     show = commands.add_parser("show", help="print one run's results")
     show.add_argument("run", type=Path, help="a run directory or leaderboard.csv")
@@ -694,6 +709,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generated files with a learnable signal (:mod:`decathlon.synthetic`); run on them with
+    ``DECATHLON_INFO=ROOT/info.json --data-dir ROOT/data``."""
+    from decathlon import synthetic
+
+    catalog = datasets.Catalog.load(datasets.BUNDLED_INFO)
+    flags = [catalog.resolve(name) for name in args.datasets or catalog.flags]
+    sizes = synthetic.PUBLISHED if args.published else None
+    data_dir, info = synthetic.write_catalog(args.root, flags, sizes, args.size)
+    console.print(f"{len(flags)} datasets in {data_dir}; run with DECATHLON_INFO={info}")
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from decathlon.compare import show_command
 
@@ -749,6 +777,7 @@ COMMANDS = {
     "list": cmd_list,
     "plan": cmd_plan,
     "show": cmd_show,
+    "generate": cmd_generate,
     "check": cmd_check,
     "compare": cmd_compare,
 }

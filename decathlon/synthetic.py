@@ -175,32 +175,3 @@ def write_catalog(
     flags = list(flags or meta["datasets"])
     write_tiny(data_dir, flags, meta, sizes, image_size, compresslevel=compresslevel)
     return data_dir, write_info(meta, root / "info.json")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m decathlon.synthetic ROOT [--flags a,b] [--published] [--size N]``: a generated
-    catalog in ROOT/data with ROOT/info.json (run with ``DECATHLON_INFO=ROOT/info.json``)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m decathlon.synthetic", description=main.__doc__)
-    parser.add_argument("root", type=Path)
-    parser.add_argument("--flags", help="comma-separated datasets (default: all ten)")
-    parser.add_argument(
-        "--published", action="store_true", help="the published images per split (default: tiny)"
-    )
-    parser.add_argument(
-        "--size", type=int, choices=(28, 64, 128, 224), default=DEFAULT_SIZE, help="image side"
-    )
-    args = parser.parse_args(argv)
-    flags = args.flags.split(",") if args.flags else None
-    unknown = sorted(set(flags or ()) - set(bundled_info()["datasets"]))
-    if unknown:
-        parser.error(f"unknown datasets: {', '.join(unknown)}")
-    data_dir, info = write_catalog(
-        args.root, flags, PUBLISHED if args.published else None, args.size
-    )
-    print(f"{data_dir} {info}")
-
-
-if __name__ == "__main__":
-    main()

@@ -317,6 +317,39 @@ def test_show_a_finished_run(capsys: pytest.CaptureFixture[str], finished_run: P
     assert "breast" in out and "mis_good" in out  # show prints the short dataset names
 
 
+def test_generate_writes_the_published_sizes_each_file_verified(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``generate ROOT --published``: generated files with each dataset's published images per
+    split (a whole decathlon for wall time where the real files are not) and an info.json under
+    which each loads with its MD5 verified."""
+    flags = ["breastmnist", "retinamnist", "dermamnist"]
+    code, out, _ = main(
+        capsys, "generate", str(tmp_path), "--published", "--datasets", ",".join(flags)
+    )
+    assert code == 0 and "DECATHLON_INFO=" in out
+    catalog = datasets.Catalog.load(tmp_path / "info.json")
+    published = datasets.Catalog.load(datasets.BUNDLED_INFO)
+    for flag in flags:
+        data = datasets.load(
+            catalog,
+            flag,
+            tmp_path / "data",
+            download=False,
+            progress=False,
+            cache_root=tmp_path / "cache",
+        )
+        assert data.verified
+        for split, n in published.info(flag).n_samples.items():
+            assert len(data.arrays[f"{split}_labels"]) == n
+    assert sorted(p.name for p in (tmp_path / "data").glob("*.npz")) == sorted(
+        f"{f}.npz" for f in flags
+    )
+    code, _, err = main(capsys, "generate", str(tmp_path / "other"), "--datasets", "brest")
+    assert_one_line_error(code, err, "unknown dataset 'brest'")
+    assert not (tmp_path / "other").exists()
+
+
 def test_real_process_exit_code_and_stderr(tmp_path: Path) -> None:
     """The same through a real ``python -m decathlon`` process: exit 2, one line, no traceback."""
     bad = tmp_path / "budgets.toml"
