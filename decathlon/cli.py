@@ -718,7 +718,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     flags = [catalog.resolve(name) for name in args.datasets or catalog.flags]
     sizes = synthetic.PUBLISHED if args.published else None
     data_dir, info = synthetic.write_catalog(args.root, flags, sizes, args.size)
-    console.print(f"{len(flags)} datasets in {data_dir}; run with DECATHLON_INFO={info}")
+    print(f"{len(flags)} datasets in {data_dir}; run with DECATHLON_INFO={info}")
     return 0
 
 
