@@ -203,6 +203,19 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("vgg-geo-sam", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=1.2, sam=0.05),
     Config("wide-geo-sam", "wide", (2, 4), 1, "geo", dropout=0.2, cost=4.4, sam=0.05),
     Config("res-geo-sam", "res", (1, 2, 4), 1, "geo", cost=2.0, sam=0.05),
+    Config(
+        "vgg-geo-sgd-sam",
+        "vgg",
+        (1, 2, 4),
+        1,
+        "geo",
+        smoothing=0.0,
+        lr=0.05,
+        cost=1.2,
+        optimizer="sgd",
+        sam=0.05,
+    ),
+    Config("wide-geo-sam02", "wide", (2, 4), 1, "geo", dropout=0.2, cost=4.4, sam=0.02),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
