@@ -29,7 +29,7 @@ from rich.table import Table
 
 from decathlon import budgets as budgets_module
 from decathlon import datasets, environments, leaderboard, rundir
-from decathlon.errors import DecathlonError
+from decathlon.errors import DataError, DecathlonError
 from decathlon.plugins import Registry, add_commands, make_registry
 from decathlon.reporters import PlainReporter, RichReporter, results_table
 from decathlon.reporters import format_duration as _duration
@@ -716,6 +716,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     catalog = datasets.Catalog.load(datasets.BUNDLED_INFO)
     flags = [catalog.resolve(name) for name in args.datasets or catalog.flags]
+    if args.root.exists() and (not args.root.is_dir() or any(args.root.iterdir())):
+        # Never over real files: generate writes into a new or empty folder only.
+        raise DataError(f"{args.root} is not an empty folder: generate writes only into a new one")
     sizes = synthetic.PUBLISHED if args.published else None
     data_dir, info = synthetic.write_catalog(args.root, flags, sizes, args.size)
     print(f"{len(flags)} datasets in {data_dir}; run with DECATHLON_INFO={info}")

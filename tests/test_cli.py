@@ -348,6 +348,11 @@ def test_generate_writes_the_published_sizes_each_file_verified(
     code, _, err = main(capsys, "generate", str(tmp_path / "other"), "--datasets", "brest")
     assert_one_line_error(code, err, "unknown dataset 'brest'")
     assert not (tmp_path / "other").exists()
+    # Into a folder that holds anything (real files, say): refused, nothing touched.
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    code, _, err = main(capsys, "generate", str(tmp_path), "--datasets", "breastmnist")
+    assert_one_line_error(code, err, "is not an empty folder")
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_real_process_exit_code_and_stderr(tmp_path: Path) -> None:
