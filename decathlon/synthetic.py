@@ -124,13 +124,13 @@ def write_tiny(
     """Generate files for ``flags`` at ``image_size`` and rewrite their entries in ``meta`` to
     match them (``MD5``/``url`` at 28, ``MD5_{size}``/``url_{size}`` above). ``sizes``: images
     per split, the same for every flag (default :data:`TINY_SIZES`), or :data:`PUBLISHED`."""
+    if isinstance(sizes, str) and sizes != PUBLISHED:
+        raise ValueError(f"sizes must be a dict or {PUBLISHED!r}, got {sizes!r}")
     suffix = size_suffix(image_size)
     for i, flag in enumerate(flags):
         entry = meta["datasets"][flag]
-        if sizes == PUBLISHED:
+        if isinstance(sizes, str):  # PUBLISHED
             split_sizes = {k: int(v) for k, v in entry["n_samples"].items()}
-        elif isinstance(sizes, str):
-            raise ValueError(f"sizes must be a dict or {PUBLISHED!r}, got {sizes!r}")
         else:
             split_sizes = dict(sizes or TINY_SIZES)
         path = dataset_file(data_dir, flag, image_size)
