@@ -19,7 +19,8 @@ What it does, in order:
 3. **Members.** A run's prediction is the mean of its predictions after every epoch of the last
    half of its schedule (an epoch-snapshot ensemble: on these small sets the best-validation
    epoch is noise). Each run is one candidate member, with and without flip test-time
-   augmentation.
+   augmentation (configurations trained at every angle, ``aug="rot"``: the eight views of the
+   square's symmetries).
 4. **Ensemble.** Greedy ensemble selection with replacement on the validation split (Caruana et
    al., 2004), started from the best few members and bagged over random halves of the
    candidates, which keeps the weights from chasing the small validation sets' noise. Test-time
@@ -148,7 +149,7 @@ class Config:
     arch: str  # "res" (ResNet-style), "wide" (two wide stages), "vgg" (plain convolutions)
     widths: tuple[int, ...]  # channels per stage, in units of the base width
     blocks: int  # residual blocks (or conv pairs) per stage
-    aug: str  # "flip" | "geo" (flip, shift, rotation, scale)
+    aug: str  # "flip" | "geo" (flip, shift, rotation, scale) | "rot" (any angle, both flips)
     mix: str = ""  # "" | "mixup" | "cutmix"
     smoothing: float = 0.1
     lr: float = 2e-3
@@ -216,6 +217,9 @@ MORE_CONFIGS: tuple[Config, ...] = (
         sam=0.05,
     ),
     Config("wide-geo-sam02", "wide", (2, 4), 1, "geo", dropout=0.2, cost=4.4, sam=0.02),
+    Config("wide-rot", "wide", (2, 4), 1, "rot", dropout=0.2, cost=2.2),
+    Config("vgg-rot", "vgg", (1, 2, 4), 1, "rot", smoothing=0.0, cost=0.6),
+    Config("res-rot", "res", (1, 2, 4), 1, "rot"),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
@@ -369,7 +373,10 @@ def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
 
     flip = (torch.rand(b, generator=generator) < 0.5).to(x.device, x.dtype).mul_(2).sub_(1)
     shift = 2.0 * 2.0 / x.shape[-1]  # up to 2 pixels, in grid units
-    if family == "geo":
+    if family == "rot":  # images with no upright (a fundus): any angle, and a mirror
+        angle = uniform(-math.pi, math.pi)
+        scale = uniform(0.9, 1.1)
+    elif family == "geo":
         angle = uniform(-math.pi / 12, math.pi / 12)  # +-15 degrees
         scale = uniform(0.9, 1.1)
     else:
@@ -594,7 +601,7 @@ class Runner:
         per_step = float(np.median(times[1:]))  # the first step pays for warm-up
         t0 = time.perf_counter()
         sample = self.x_val[:128]
-        self.predict(model, sample)
+        self.predict(model, sample, 4 if config.aug == "rot" else 1)
         per_image = (time.perf_counter() - t0) / len(sample)  # plain and mirrored
         n_pred = len(self.x_val) + len(self.x_test)  # predicted after half the epochs
         return per_step * math.ceil(len(self.x_train) / b) + 0.5 * per_image * n_pred
@@ -678,17 +685,21 @@ class Runner:
         target = target * (1 - smoothing) + smoothing / self.n_outputs
         return torch.sum(-target * torch.log_softmax(logits.float(), dim=1), dim=1).mean()
 
-    def predict(self, model: Any, images: Any) -> dict[str, np.ndarray]:
+    def predict(self, model: Any, images: Any, turns: int = 1) -> dict[str, np.ndarray]:
         """Probabilities of ``images``: ``plain``, and ``tta`` (the mean over the image and its
-        horizontal mirror); one forward pass of each."""
+        horizontal mirror, each also turned by 90 degrees ``turns - 1`` times: the eight views
+        of the square's symmetries for 4); one forward pass of each view."""
         torch = self.torch
         model.eval()
         plain, tta = [], []
         with torch.inference_mode(), self.autocast():
             for start in range(0, len(images), 512):
                 x = self.prepare(images[start : start + 512])
-                x = x.contiguous(memory_format=self.memory_format)
-                logits = torch.stack([model(x).float(), model(torch.flip(x, dims=[3])).float()])
+                views = [torch.rot90(x, k, dims=(2, 3)) for k in range(turns)]
+                views += [torch.flip(v, dims=[3]) for v in views]
+                logits = torch.stack(
+                    [model(v.contiguous(memory_format=self.memory_format)).float() for v in views]
+                )
                 if self.task_type == MULTI_LABEL:
                     p = torch.sigmoid(logits)
                 else:
@@ -728,6 +739,7 @@ class Runner:
         total_steps = steps_per_epoch * record.epochs
 
         snapshot_s = [0.0]  # the last snapshot's seconds: kept free at a timed schedule's end
+        turns = 4 if config.aug == "rot" else 1  # trained at every angle: seen at four
 
         def progress(step: int) -> float:
             if timed:
@@ -737,7 +749,7 @@ class Runner:
         def snapshot() -> None:
             t0 = time.perf_counter()
             for split, images in ((record.val, x_held), (record.test, self.x_test)):
-                for key, p in self.predict(model, images).items():
+                for key, p in self.predict(model, images, turns).items():
                     split[key] = split.get(key, 0) + p
             record.snapshots += 1
             snapshot_s[0] = time.perf_counter() - t0

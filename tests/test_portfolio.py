@@ -6,6 +6,7 @@ seed on an epoch-bounded plan."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,48 @@ def test_calibration_leaves_a_class_that_validation_lacks_at_bias_zero() -> None
     assert identity.temperature == 1.0 and not any(identity.bias)
 
 
+_VIEWS_CHECK = """
+import json, sys
+import numpy as np, torch
+from decathlon_adapters import portfolio
+
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, size=(16, 28, 28, 3), dtype=np.uint8)
+labels = rng.integers(0, 5, size=(16, 1))
+data = portfolio.TaskData("ordinal-regression", 5, images, labels, images, labels, images)
+runner = portfolio.Runner(data, "cpu", 8, 16)
+torch.manual_seed(0)
+model = runner.network(portfolio.CONFIGS["vgg-rot"])
+with torch.no_grad():
+    model[-1].weight.mul_(100)  # scores far from uniform, as a trained network's are
+moved = {
+    "turned": torch.rot90(runner.x_val, 1, dims=(2, 3)),
+    "mirrored upside down": torch.flip(runner.x_val, dims=[2]),
+}
+out = {}
+for turns in (1, 4):
+    tta = runner.predict(model, runner.x_val, turns)["tta"]
+    out[turns] = {
+        name: float(np.abs(runner.predict(model, x, turns)["tta"] - tta).max())
+        for name, x in moved.items()
+    }
+json.dump(out, sys.stdout)
+"""
+
+
+def test_a_configuration_trained_at_every_angle_scores_all_eight_views_of_an_image() -> None:
+    # "rot" configurations (fundus images have no upright) average their test-time views over
+    # the square's eight symmetries: a turned or mirrored image gets the same scores.
+    python = environments.interpreter(make_registry().get("portfolio"))
+    done = subprocess.run(
+        [str(python), "-c", _VIEWS_CHECK], capture_output=True, text=True, check=True
+    )
+    differences = json.loads(done.stdout)
+    assert max(differences["4"].values()) < 1e-4
+    # The flip-only views of the other configurations do see the turn.
+    assert min(differences["1"].values()) > 0.01
+
+
 def _rows(path: Path) -> dict[str, dict]:
     return {
         r["split"]: r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET
@@ -352,13 +395,15 @@ def test_a_budget_that_cuts_the_search_still_gives_an_ok_row(mixed_catalog, tmp_
 def test_the_option_configs_races_only_the_configurations_it_names(tmp_path: Path) -> None:
     data_dir, info_path = synthetic.write_catalog(tmp_path / "data", ["breastmnist"])
     budgets = _budgets(tmp_path, "epochs = 2\nhard_limit_seconds = 900\n")
-    # Two screened beside the portfolio: sharpness-aware steps, and SGD instead of AdamW.
-    named = {"configs": "vgg-geo-sam,vgg-geo-sgd"}
+    # Three screened beside the portfolio: sharpness-aware steps, SGD instead of AdamW, and
+    # rotations by any angle.
+    names = ["vgg-geo-sam", "vgg-geo-sgd", "vgg-rot"]
+    named = {"configs": ",".join(names)}
     rows = _rows(_run(tmp_path, data_dir, info_path, budgets, "named", named))
     assert rows["test"]["status"] == "ok", rows["test"]["reason"]
     notes = json.loads(rows["test"]["notes"])
-    assert notes["rungs"][0]["configs"] == ["vgg-geo-sam", "vgg-geo-sgd"]
-    assert {r["config"] for r in notes["runs"]} <= {"vgg-geo-sam", "vgg-geo-sgd"}
+    assert notes["rungs"][0]["configs"] == names
+    assert {r["config"] for r in notes["runs"]} <= set(names)
     assert all(r["val_auc"] > 0.5 for r in notes["runs"])  # both learn
     # A name it does not know: refused before anything starts, saying which.
     with pytest.raises(BudgetError, match="no configuration 'vgg-9'"):
