@@ -165,6 +165,12 @@ class Config:
     # weights moved this far (L2) uphill first; 0 = plain steps. Two passes per step.
     sam: float = 0.0
 
+    @property
+    def turns(self) -> int:
+        """Quarter turns of each test-time view: 4 for images trained at every angle (the
+        square's eight symmetries), else 1 (the image and its mirror)."""
+        return 4 if self.aug == "rot" else 1
+
 
 #: The portfolio, in a fixed order (the order breaks ties).
 PORTFOLIO: tuple[Config, ...] = (
@@ -601,8 +607,8 @@ class Runner:
         per_step = float(np.median(times[1:]))  # the first step pays for warm-up
         t0 = time.perf_counter()
         sample = self.x_val[:128]
-        self.predict(model, sample, 4 if config.aug == "rot" else 1)
-        per_image = (time.perf_counter() - t0) / len(sample)  # plain and mirrored
+        self.predict(model, sample, config.turns)
+        per_image = (time.perf_counter() - t0) / len(sample)  # every view
         n_pred = len(self.x_val) + len(self.x_test)  # predicted after half the epochs
         return per_step * math.ceil(len(self.x_train) / b) + 0.5 * per_image * n_pred
 
@@ -739,7 +745,6 @@ class Runner:
         total_steps = steps_per_epoch * record.epochs
 
         snapshot_s = [0.0]  # the last snapshot's seconds: kept free at a timed schedule's end
-        turns = 4 if config.aug == "rot" else 1  # trained at every angle: seen at four
 
         def progress(step: int) -> float:
             if timed:
@@ -749,7 +754,7 @@ class Runner:
         def snapshot() -> None:
             t0 = time.perf_counter()
             for split, images in ((record.val, x_held), (record.test, self.x_test)):
-                for key, p in self.predict(model, images, turns).items():
+                for key, p in self.predict(model, images, config.turns).items():
                     split[key] = split.get(key, 0) + p
             record.snapshots += 1
             snapshot_s[0] = time.perf_counter() - t0
@@ -796,10 +801,11 @@ class Runner:
             else:
                 record.epochs_run = epoch
                 if not record.snapshots:
-                    # Until one is timed: a snapshot (two passes over val and test, about a
-                    # third of a training step's cost per image) at most this long.
+                    # Until one is timed: a snapshot (two passes over val and test per quarter
+                    # turn, each about a third of a training step's cost per image) at most
+                    # this long.
                     per_image = (time.perf_counter() - epoch_started) / n
-                    snapshot_s[0] = per_image * (len(x_held) + len(self.x_test))
+                    snapshot_s[0] = per_image * config.turns * (len(x_held) + len(self.x_test))
                 if progress(step) >= 0.5 or (not timed and 2 * epoch > record.epochs):
                     snapshot()
                     last_snapshot_step = step
