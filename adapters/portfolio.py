@@ -164,6 +164,10 @@ class Config:
     # Sharpness-aware minimisation (Foret et al., 2021): each step's gradient taken at the
     # weights moved this far (L2) uphill first; 0 = plain steps. Two passes per step.
     sam: float = 0.0
+    # Class-balanced loss: a class's weight is (its share / the mean share) ** -balance; 0 =
+    # plain. The AUC of multi-class and ordinal tasks is the mean over classes, rare ones
+    # counting as much as common ones.
+    balance: float = 0.0
 
     @property
     def turns(self) -> int:
@@ -226,6 +230,9 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("wide-rot", "wide", (2, 4), 1, "rot", dropout=0.2, cost=2.2),
     Config("vgg-rot", "vgg", (1, 2, 4), 1, "rot", smoothing=0.0, cost=0.6),
     Config("res-rot", "res", (1, 2, 4), 1, "rot"),
+    Config("wide-geo-bal", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, balance=0.5),
+    Config("wide-geo-bal1", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, balance=1.0),
+    Config("vgg-geo-bal", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6, balance=0.5),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
@@ -577,6 +584,7 @@ class Runner:
         # Channels-last on every device: on a CPU too, 18 to 37% more training images per
         # second for these networks, and faster predictions (benchmarks/RESULTS.md).
         self.memory_format = torch.channels_last
+        self._class_weights: dict[float, Any] = {}
 
     def probe(self, config: Config, steps: int = 4) -> float:
         """Seconds one epoch of ``config`` takes here, with its snapshot predictions, estimated
@@ -598,7 +606,7 @@ class Runner:
             y = self.y_train[start : start + b]
             moved = self.sam_ascent(model, x, y, config) if config.sam else []
             with self.autocast(training=True):
-                loss = self.loss(model(x), y, config.smoothing)
+                loss = self.loss(model(x), y, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.sam_descent(moved)
@@ -637,7 +645,7 @@ class Runner:
         The gradient is unscaled: only its direction counts."""
         torch = self.torch
         with self.autocast(training=True):
-            loss = self.loss(model(x), y, config.smoothing)
+            loss = self.loss(model(x), y, config)
         params = [p for p in model.parameters() if p.requires_grad]
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         pairs = [(p, g.float()) for p, g in zip(params, grads) if g is not None]
@@ -683,13 +691,33 @@ class Runner:
             return contextlib.nullcontext()
         return self.torch.autocast(self.device.type, dtype=self.train_dtype)
 
-    def loss(self, logits: Any, target: Any, smoothing: float) -> Any:
+    def loss(self, logits: Any, target: Any, config: Config) -> Any:
+        """Cross-entropy with ``config``'s label smoothing; with ``config.balance``, each class's
+        share of a target weighs ``(images of the class / images per class) ** -balance``
+        (single-label tasks), the batch's loss their weighted mean."""
         torch = self.torch
+        smoothing = config.smoothing
         if self.task_type == MULTI_LABEL:
             target = target * (1 - smoothing) + 0.5 * smoothing
             return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
         target = target * (1 - smoothing) + smoothing / self.n_outputs
-        return torch.sum(-target * torch.log_softmax(logits.float(), dim=1), dim=1).mean()
+        log_p = torch.log_softmax(logits.float(), dim=1)
+        if config.balance:
+            weighted = target * self.class_weights(config.balance)
+            return torch.sum(-weighted * log_p) / weighted.sum()
+        return torch.sum(-target * log_p, dim=1).mean()
+
+    def class_weights(self, balance: float) -> Any:
+        """Each class's weight for :meth:`loss`: its images in the training labels, against
+        their mean per class, to the power ``-balance`` (a class without images counts one)."""
+        if balance not in self._class_weights:
+            labels = self.labels.reshape(-1).astype(np.int64)
+            counts = np.maximum(np.bincount(labels, minlength=self.n_outputs), 1)
+            weights = (counts / counts.mean()) ** -balance
+            self._class_weights[balance] = self.torch.tensor(
+                weights, dtype=self.torch.float32, device=self.device
+            )
+        return self._class_weights[balance]
 
     def predict(self, model: Any, images: Any, turns: int = 1) -> dict[str, np.ndarray]:
         """Probabilities of ``images``: ``plain``, and ``tta`` (the mean over the image and its
@@ -791,7 +819,7 @@ class Runner:
                 x = x.contiguous(memory_format=self.memory_format)
                 moved = self.sam_ascent(model, x, y, config) if config.sam else []
                 with self.autocast(training=True):
-                    loss = self.loss(model(x), y, config.smoothing)
+                    loss = self.loss(model(x), y, config)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 self.sam_descent(moved)

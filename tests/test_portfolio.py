@@ -270,6 +270,43 @@ def test_a_configuration_trained_at_every_angle_scores_all_eight_views_of_an_ima
     assert min(differences["1"].values()) > 0.01
 
 
+_BALANCE_CHECK = """
+import dataclasses, json, sys
+import numpy as np, torch
+from decathlon_adapters import portfolio
+
+rng = np.random.default_rng(0)
+labels = np.array([0] * 90 + [1] * 10).reshape(-1, 1)
+images = rng.integers(0, 256, size=(100, 28, 28), dtype=np.uint8)
+data = portfolio.TaskData("binary-class", 2, images, labels, images[:4], labels[:4], images[:4])
+runner = portfolio.Runner(data, "cpu", 8, 16)
+logits = torch.from_numpy(rng.normal(size=(100, 2)).astype(np.float32))
+logits[90:, 0] += 2.0  # the rare class's images scored wrong: a larger loss of their own
+target = torch.nn.functional.one_hot(torch.from_numpy(labels[:, 0]), 2).float()
+config = portfolio.CONFIGS["vgg-geo-bal"]
+per_image = -torch.log_softmax(logits, dim=1)[torch.arange(100), labels[:, 0]]
+json.dump({
+    "balanced": runner.loss(logits, target, dataclasses.replace(config, balance=1.0)).item(),
+    "plain": runner.loss(logits, target, dataclasses.replace(config, balance=0.0)).item(),
+    "class means": [per_image[:90].mean().item(), per_image[90:].mean().item()],
+    "image mean": per_image.mean().item(),
+}, sys.stdout)
+"""
+
+
+def test_a_class_balanced_loss_counts_every_class_alike() -> None:
+    # balance=1: the loss over a 90/10 set is the mean of the two classes' mean losses, as the
+    # multi-class AUC is a mean over classes; balance=0: the mean over images.
+    python = environments.interpreter(make_registry().get("portfolio"))
+    done = subprocess.run(
+        [str(python), "-c", _BALANCE_CHECK], capture_output=True, text=True, check=True
+    )
+    losses = json.loads(done.stdout)
+    assert losses["balanced"] == pytest.approx(np.mean(losses["class means"]), rel=1e-5)
+    assert losses["plain"] == pytest.approx(losses["image mean"], rel=1e-5)
+    assert losses["balanced"] > losses["plain"] + 0.5
+
+
 def _rows(path: Path) -> dict[str, dict]:
     return {
         r["split"]: r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET
