@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from decathlon_adapters import portfolio, resnet
 
-from decathlon import environments, leaderboard, synthetic
+from decathlon import environments, launcher, leaderboard, synthetic
 from decathlon.conformance import assert_conforms
 from decathlon.contract import BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL
 from decathlon.errors import BudgetError
@@ -228,6 +228,21 @@ def test_calibration_leaves_a_class_that_validation_lacks_at_bias_zero() -> None
     assert identity.temperature == 1.0 and not any(identity.bias)
 
 
+def _in_the_portfolio_environment(code: str) -> dict:
+    """What ``code`` prints as JSON, run by the adapter's own interpreter with the packages
+    mounted as its worker mounts them."""
+    adapter = make_registry().get("portfolio")
+    mount = launcher.import_check_code(adapter, "decathlon_adapters.portfolio")
+    done = subprocess.run(
+        [str(environments.interpreter(adapter)), "-c", mount + code],
+        capture_output=True,
+        text=True,
+        env=launcher.worker_environment(1, "cpu"),
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 _VIEWS_CHECK = """
 import json, sys
 import numpy as np, torch
@@ -260,11 +275,7 @@ json.dump(out, sys.stdout)
 def test_a_configuration_trained_at_every_angle_scores_all_eight_views_of_an_image() -> None:
     # "rot" configurations (fundus images have no upright) average their test-time views over
     # the square's eight symmetries: a turned or mirrored image gets the same scores.
-    python = environments.interpreter(make_registry().get("portfolio"))
-    done = subprocess.run(
-        [str(python), "-c", _VIEWS_CHECK], capture_output=True, text=True, check=True
-    )
-    differences = json.loads(done.stdout)
+    differences = _in_the_portfolio_environment(_VIEWS_CHECK)
     assert max(differences["4"].values()) < 1e-4
     # The flip-only views of the other configurations do see the turn.
     assert min(differences["1"].values()) > 0.01
@@ -297,11 +308,7 @@ json.dump({
 def test_a_class_balanced_loss_counts_every_class_alike() -> None:
     # balance=1: the loss over a 90/10 set is the mean of the two classes' mean losses, as the
     # multi-class AUC is a mean over classes; balance=0: the mean over images.
-    python = environments.interpreter(make_registry().get("portfolio"))
-    done = subprocess.run(
-        [str(python), "-c", _BALANCE_CHECK], capture_output=True, text=True, check=True
-    )
-    losses = json.loads(done.stdout)
+    losses = _in_the_portfolio_environment(_BALANCE_CHECK)
     assert losses["balanced"] == pytest.approx(np.mean(losses["class means"]), rel=1e-5)
     assert losses["plain"] == pytest.approx(losses["image mean"], rel=1e-5)
     assert losses["balanced"] > losses["plain"] + 0.5
