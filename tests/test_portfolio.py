@@ -121,6 +121,13 @@ def test_configs_names_what_is_raced_in_order_and_refuses_unknown_names() -> Non
         portfolio.portfolio_of("res-geo,res-geo")
 
 
+@pytest.mark.parametrize("angle", [-1, 46, float("nan")])
+def test_a_test_time_angle_outside_0_to_45_degrees_is_refused_before_any_task(angle) -> None:
+    portfolio._check_options({**portfolio.OPTIONS, "tta_angle": 10})
+    with pytest.raises(ValueError, match="tta_angle: .* is not 0 to 45"):
+        portfolio._check_options({**portfolio.OPTIONS, "tta_angle": angle})
+
+
 def test_precision_trains_in_bfloat16_only_on_a_cpu_with_bfloat16_instructions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,6 +286,58 @@ def test_a_configuration_trained_at_every_angle_scores_all_eight_views_of_an_ima
     assert max(differences["4"].values()) < 1e-4
     # The flip-only views of the other configurations do see the turn.
     assert min(differences["1"].values()) > 0.01
+
+
+_ANGLES_CHECK = """
+import json, sys
+import numpy as np, torch
+from decathlon_adapters import portfolio
+
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, size=(16, 28, 28, 3), dtype=np.uint8)
+labels = rng.integers(0, 2, size=(16, 1))
+data = portfolio.TaskData("binary-class", 2, images, labels, images, labels, images)
+runner = portfolio.Runner(data, "cpu", 8, 16)
+config = portfolio.CONFIGS["vgg-geo"]
+torch.manual_seed(0)
+model = runner.network(config)
+with torch.no_grad():
+    model[-1].weight.mul_(100)
+x = runner.x_val
+mirrored = torch.flip(x, dims=[3])
+angles = runner.angles(config)
+scores = runner.predict(model, x, config.turns, angles)
+flip_only = runner.predict(model, x, 1, (0.0,))
+by_hand = []
+for angle in angles:
+    view = portfolio.rotate(runner.prepare(x), angle)
+    for v in (view, torch.flip(view, dims=[3])):
+        with torch.no_grad():
+            by_hand.append(torch.softmax(model.eval()(v).float(), dim=-1).numpy())
+json.dump({
+    "views": {name: runner.views(c) for name, c in portfolio.CONFIGS.items()},
+    "angles": list(angles),
+    "mirror": float(np.abs(runner.predict(model, mirrored, 1, angles)["tta"]
+    - scores["tta"]).max()),
+    "by hand": float(np.abs(np.mean(by_hand, axis=0) - scores["tta"]).max()),
+    "plain": float(np.abs(scores["plain"] - flip_only["plain"]).max()),
+    "flip only": float(np.abs(scores["tta"] - flip_only["tta"]).max()),
+}, sys.stdout)
+"""
+
+
+def test_a_configuration_trained_at_small_angles_averages_its_views_at_those_angles() -> None:
+    # "geo" configurations train at up to 15 degrees: their test-time views are the image and
+    # its mirror, each also turned by -10 and +10 degrees (six views; mirror-symmetric, so a
+    # mirrored image gets the same scores); "plain" stays the image alone.
+    out = _in_the_portfolio_environment(_ANGLES_CHECK)
+    assert out["angles"] == [0.0, -10.0, 10.0]
+    assert out["views"]["vgg-geo"] == 6 and out["views"]["res-flip"] == 2
+    assert out["views"]["wide-rot"] == 8
+    assert out["by hand"] < 1e-5
+    assert out["mirror"] < 1e-5
+    assert out["plain"] == 0.0
+    assert out["flip only"] > 0.01
 
 
 _BALANCE_CHECK = """
