@@ -8,6 +8,11 @@ uniform mean of its runs (what an ensemble of one configuration gets). Test labe
 by this script, never by the adapter. Two runs at a time, one process each with one torch
 thread, as the portfolio trains on this 2-core machine.
 
+With ``--angle-sets``, every snapshot is also scored with other test-time views, on the same
+runs: for each set of angles (degrees), the image and its mirror turned by each angle; each
+run's row then holds every set's val AUC, test AUC and test ACC (``views``). The extra passes
+take snapshot time, so runs get fewer epochs than without.
+
 Candidates are named as the option ``configs`` names them: any of the adapter's ``CONFIGS``
 (its portfolio and the configurations screened beside it, ``MORE_CONFIGS``). Run it from the
 repository root with the ResNets' environment and this checkout's ``decathlon`` on the path::
@@ -16,6 +21,8 @@ repository root with the ResNets' environment and this checkout's ``decathlon`` 
     PYTHONPATH=. $ENV benchmarks/portfolio_configs.py --data-dir ../shared/data/medmnist \\
         --dataset breastmnist --seconds 40 --seeds 0 1 2 3 --out /tmp/configs.jsonl \\
         --configs vgg-geo wide-geo vgg-wide-geo
+    # the same runs scored with the mirror alone and with turns of 10 degrees too:
+    ... --configs vgg-geo res-geo --angle-sets 0 0,-10,10 0,-5,5,-10,10
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from portfolio_throughput import cpu_model, load_portfolio
@@ -42,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, required=True, help="wall time per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, appended")
+    parser.add_argument(
+        "--angle-sets",
+        nargs="+",
+        default=[],
+        metavar="A,B,...",
+        help="also score each snapshot with the image and its mirror turned by these angles",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -49,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     from decathlon.metrics import acc, auc
 
     portfolio = load_portfolio()
+    try:
+        angle_sets = {s: tuple(float(a) for a in s.split(",")) for s in args.angle_sets}
+    except ValueError:
+        parser.error(f"--angle-sets: comma-separated degrees, got {args.angle_sets}")
+    if angle_sets:
+        score_views(portfolio, angle_sets)
     known = portfolio.CONFIGS
     unknown = [c for c in args.configs if c not in known]
     if unknown:
@@ -96,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
                 "test_acc": round(acc(info.task, y_test, test), 4),
                 "cpu": cpu_model(),
             }
+            if angle_sets:
+                row["views"] = {
+                    name: [
+                        round(auc(info.task, y_val, record.val[f"views {name}"]), 4),
+                        round(auc(info.task, y_test, record.test[f"views {name}"]), 4),
+                        round(acc(info.task, y_test, record.test[f"views {name}"]), 4),
+                    ]
+                    for name in angle_sets
+                }
             out.write(json.dumps(row) + "\n")
             out.flush()  # every run's row survives a stop before the last
             log.info("%s", row)
@@ -113,6 +143,21 @@ def main(argv: list[str] | None = None) -> int:
             acc(info.task, y_test, mean),
         )
     return 0
+
+
+def score_views(portfolio: Any, angle_sets: dict[str, tuple[float, ...]]) -> None:
+    """Make every snapshot of the runs also hold, as ``views NAME``, the test-time mean over
+    the image and its mirror turned by each angle of the set NAME (in the processes forked
+    after this: the adapter's own ``Runner.predict``, called once more per set)."""
+    own = portfolio.Runner.predict
+
+    def predict(self: Any, model: Any, images: Any, turns: int = 1, angles: Any = (0.0,)) -> Any:
+        out = own(self, model, images, turns, angles)
+        for name, chosen in angle_sets.items():
+            out[f"views {name}"] = own(self, model, images, turns, chosen)["tta"]
+        return out
+
+    portfolio.Runner.predict = predict
 
 
 if __name__ == "__main__":
