@@ -284,7 +284,8 @@ class RunRecord:
     seconds: float = 0.0
     val_auc: float = math.nan
     complete: bool = False
-    # Sums of snapshot probabilities over the tail epochs (plain and flip-TTA), then means.
+    # Sums of snapshot probabilities over the tail epochs (plain and with test-time views),
+    # then means.
     val: dict[str, np.ndarray] = field(default_factory=dict)
     test: dict[str, np.ndarray] = field(default_factory=dict)
     snapshots: int = 0
@@ -762,10 +763,10 @@ class Runner:
     def predict(
         self, model: Any, images: Any, turns: int = 1, angles: tuple[float, ...] = (0.0,)
     ) -> dict[str, np.ndarray]:
-        """Probabilities of ``images``: ``plain``, and ``tta``, the mean over the image's views:
-        the image turned by each of ``angles`` (degrees) and by 90 degrees ``turns - 1`` times,
-        each view also mirrored (the square's eight symmetries for 4 turns); one forward pass of
-        each view."""
+        """Probabilities of ``images``: ``plain`` (the first view; ``angles`` start with 0), and
+        ``tta``, the mean over the image's views: the image turned by each of ``angles``
+        (degrees) and by 90 degrees ``turns - 1`` times, each view also mirrored (the square's
+        eight symmetries for 4 turns); one forward pass of each view."""
         torch = self.torch
         model.eval()
         plain, tta = [], []
@@ -791,8 +792,8 @@ class Runner:
 
     def train(self, config: Config, record: RunRecord, stop_at: float) -> RunRecord:
         """One run of ``config``: AdamW, a short linear warm-up, cosine decay to zero, and the
-        mean of the snapshot predictions (plain and flip-TTA) after every epoch of the second
-        half of the schedule, and at its end.
+        mean of the snapshot predictions (plain and with test-time views) after every epoch of
+        the second half of the schedule, and at its end.
 
         The schedule runs over ``record.epochs`` epochs (epoch-bounded: deterministic), or over
         ``record.allotted_s`` seconds of wall time (time-bounded: however many epochs fit, so

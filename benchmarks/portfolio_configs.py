@@ -2,10 +2,10 @@
 trained ``--seeds`` times for a fixed wall time per run (as a rung allots it), side by side.
 
 For every candidate and seed, one time-bounded run of the adapter's own ``Runner.train`` (the
-same schedule, snapshots and flip TTA as in the race); reported per run: epochs, val AUC, test
-AUC and ACC; per candidate: the mean of its runs' test AUCs, and the test AUC and ACC of the
-uniform mean of its runs (what an ensemble of one configuration gets). Test labels are read
-by this script, never by the adapter. Two runs at a time, one process each with one torch
+same schedule, snapshots and test-time views as in the race); reported per run: epochs, val
+AUC, test AUC and ACC; per candidate: the mean of its runs' test AUCs, and the test AUC and
+ACC of the uniform mean of its runs (what an ensemble of one configuration gets). Test labels
+are read by this script, never by the adapter. Two runs at a time, one process each with one torch
 thread, as the portfolio trains on this 2-core machine.
 
 With ``--angle-sets``, every snapshot is also scored with other test-time views, on the same

@@ -8,9 +8,9 @@ epochs is trained ``K`` times in two ways, with the adapter's own ``Runner``:
 - ``folds``: one run per fold of train + val (``stratified_folds``), each scored on its held-out
   fold (cross-fitting, the ``folds`` option).
 
-Both arms' test scores are the uniform mean of their ``K`` networks' (flip TTA), scored with the
-harness's medmnist-equal metrics against the test labels, which this script (not the adapter)
-reads. The two arms run side by side, one process each with one torch thread.
+Both arms' test scores are the uniform mean of their ``K`` networks' (test-time views),
+scored with the harness's medmnist-equal metrics against the test labels, which this script
+(not the adapter) reads. The two arms run side by side, one process each with one torch thread.
 
 Run it from the repository root with the ResNets' environment (torch, numpy, scikit-learn) and
 this checkout's ``decathlon`` on the path::

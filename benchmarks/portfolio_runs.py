@@ -1,8 +1,9 @@
 """What finished portfolio tasks' ``runs.npz`` say, offline: other ways to combine the same
 runs, and how each configuration's runs score on val and on test.
 
-Every portfolio task keeps each run's val and test scores (plain and flip-TTA), the ensemble's
-weights and the calibration in ``output/runs.npz``. For the tasks given, this script reports:
+Every portfolio task keeps each run's val and test scores (plain and with test-time views),
+the ensemble's weights and the calibration in ``output/runs.npz``. For the tasks given, this
+script reports:
 
 - ``rules``: the test AUC and ACC of the shipped ensemble (recomputed: it must equal the
   leaderboard's) beside other rules over the same runs, each calibrated on val as the adapter
