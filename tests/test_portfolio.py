@@ -61,6 +61,28 @@ def test_ensemble_selection_weights_the_informative_members() -> None:
     assert weights[-1] == weights.max() and weights[-1] > 0.5
 
 
+def test_test_time_views_are_dropped_only_where_validation_shows_them_worse_beyond_its_noise():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(78, 1))  # breastmnist's validation size
+
+    def scores(p: np.ndarray) -> np.ndarray:
+        return np.hstack([1 - p, p])
+
+    informative = np.clip(0.5 * y + rng.normal(0.25, 0.25, size=y.shape), 0, 1)
+    slightly_off = np.clip(informative + rng.normal(0, 0.03, size=y.shape), 0, 1)
+    noise = rng.uniform(size=y.shape)
+    gap = portfolio.fast_auc(BINARY, y, scores(informative)) - portfolio.fast_auc(
+        BINARY, y, scores(slightly_off)
+    )
+    assert 0 < gap < 0.01  # plain a few thousandths higher: a coin toss on 78 images
+    tied = portfolio.plain_wins_share(y, scores(informative), scores(slightly_off), BINARY, 0)
+    assert tied < portfolio.PLAIN_WINS_NEEDED
+    # Views that ruin the scores lose in every resample: the plain scores are chosen.
+    ruined = portfolio.plain_wins_share(y, scores(informative), scores(noise), BINARY, 0)
+    assert ruined >= portfolio.PLAIN_WINS_NEEDED
+    assert ruined == portfolio.plain_wins_share(y, scores(informative), scores(noise), BINARY, 0)
+
+
 def test_a_rung_splits_into_more_seeds_but_never_into_shorter_runs_than_the_one_before() -> None:
     # Breastmnist seed 0 of the 10-minute measurement: rung 1 ran 40 s per run; its last rung,
     # 182 s per process for one configuration capped at 40 epochs of ~0.6 s, became 8 rounds of
