@@ -8,8 +8,11 @@ script reports:
 - ``rules``: the test AUC and ACC of the shipped ensemble (recomputed: it must equal the
   leaderboard's) beside other rules over the same runs, each calibrated on val as the adapter
   does: the uniform mean of all runs, of the k best by val AUC, of the last rung, of the first;
-  the shipped weights as a geometric mean; the shipped ensemble without calibration; and the
-  mean of the single runs' test scores;
+  the shipped weights as a geometric mean; the shipped ensemble without calibration; the mean
+  of the single runs' test scores; and the ensemble selected again (as the adapter selects it,
+  with the task's seed) with and without test-time views, chosen by each rule the adapter has
+  had: always with, always without, the higher on val (before commit ad5ca81), and with unless
+  the scores without win in 95% of val's bootstrap resamples (since);
 - ``configs``: per dataset and configuration, the mean val and test AUC of its first-rung runs
   (the race's only like-for-like comparison: every configuration runs there for the same time).
 
@@ -30,8 +33,10 @@ import numpy as np
 from portfolio_throughput import load_portfolio
 
 
-def rules(portfolio: Any, z: Any, y_val: np.ndarray, y_test: np.ndarray, task: str) -> dict:
-    """Test (AUC, ACC) of each rule over one task's runs."""
+def rules(
+    portfolio: Any, z: Any, y_val: np.ndarray, y_test: np.ndarray, task: str, seed: int
+) -> dict:
+    """Test (AUC, ACC) of each rule over one task's runs (of the task's ``seed``)."""
     from decathlon.metrics import acc, auc
 
     val, test = z["val_tta"].astype(np.float64), z["test_tta"].astype(np.float64)
@@ -69,6 +74,21 @@ def rules(portfolio: Any, z: Any, y_val: np.ndarray, y_test: np.ndarray, task: s
     )
     out["shipped, no calibration"] = scored(portfolio.weighted(w, list(test)))
     out["single runs' mean"] = tuple(np.mean([scored(s) for s in test], axis=0))
+
+    made = {}  # the adapter's selection, again, with and without the views
+    for key in ("tta", "plain"):
+        v, t = list(z[f"val_{key}"].astype(np.float64)), list(z[f"test_{key}"].astype(np.float64))
+        weights = portfolio.ensemble_selection(v, y_val, task, size=25, bags=8, seed=seed)
+        made[key] = (portfolio.weighted(weights, v), portfolio.weighted(weights, t))
+    for key, name in (("tta", "views always"), ("plain", "views never")):
+        out[name] = scored(portfolio.calibrate(made[key][0], y_val, task)(made[key][1]))
+    higher = portfolio.fast_auc(task, y_val, made["tta"][0]) >= portfolio.fast_auc(
+        task, y_val, made["plain"][0]
+    )
+    out["views if higher on val"] = out["views always" if higher else "views never"]
+    wins = portfolio.plain_wins_share(y_val, made["plain"][0], made["tta"][0], task, seed)
+    kept = wins < portfolio.PLAIN_WINS_NEEDED
+    out["views unless plain wins resamples"] = out["views always" if kept else "views never"]
     return out
 
 
@@ -94,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 labels[dataset] = (arrays["val_labels"], arrays["test_labels"])
         z = np.load(path)
         y_val, y_test = labels[dataset][0][z["val_rows"]], labels[dataset][1]
-        scores = rules(portfolio, z, y_val, y_test, task)
+        seed = int(path.parts[-3].removeprefix("seed"))
+        scores = rules(portfolio, z, y_val, y_test, task, seed)
         by_rule.setdefault(dataset, []).append(scores)
         shipped = scores["shipped"]
         print(f"{path}: shipped {shipped[0]:.4f} / {shipped[1]:.4f}")
