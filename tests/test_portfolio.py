@@ -272,20 +272,30 @@ def _in_the_portfolio_environment(code: str) -> dict:
     return json.loads(done.stdout)
 
 
-_VIEWS_CHECK = """
+def _untrained_network(task: str, classes: int, config: str) -> str:
+    """Code that makes ``runner`` (16 random 28-pixel colour images as every split of a task)
+    and ``model``, an untrained network of ``config`` whose scores are far from uniform."""
+    return f"""
 import json, sys
 import numpy as np, torch
 from decathlon_adapters import portfolio
 
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, size=(16, 28, 28, 3), dtype=np.uint8)
-labels = rng.integers(0, 5, size=(16, 1))
-data = portfolio.TaskData("ordinal-regression", 5, images, labels, images, labels, images)
+labels = rng.integers(0, {classes}, size=(16, 1))
+data = portfolio.TaskData("{task}", {classes}, images, labels, images, labels, images)
 runner = portfolio.Runner(data, "cpu", 8, 16)
+config = portfolio.CONFIGS["{config}"]
 torch.manual_seed(0)
-model = runner.network(portfolio.CONFIGS["vgg-rot"])
+model = runner.network(config)
 with torch.no_grad():
     model[-1].weight.mul_(100)  # scores far from uniform, as a trained network's are
+"""
+
+
+_VIEWS_CHECK = (
+    _untrained_network(ORDINAL, 5, "vgg-rot")
+    + """
 moved = {
     "turned": torch.rot90(runner.x_val, 1, dims=(2, 3)),
     "mirrored upside down": torch.flip(runner.x_val, dims=[2]),
@@ -299,6 +309,7 @@ for turns in (1, 4):
     }
 json.dump(out, sys.stdout)
 """
+)
 
 
 def test_a_configuration_trained_at_every_angle_scores_all_eight_views_of_an_image() -> None:
@@ -310,21 +321,9 @@ def test_a_configuration_trained_at_every_angle_scores_all_eight_views_of_an_ima
     assert min(differences["1"].values()) > 0.01
 
 
-_ANGLES_CHECK = """
-import json, sys
-import numpy as np, torch
-from decathlon_adapters import portfolio
-
-rng = np.random.default_rng(0)
-images = rng.integers(0, 256, size=(16, 28, 28, 3), dtype=np.uint8)
-labels = rng.integers(0, 2, size=(16, 1))
-data = portfolio.TaskData("binary-class", 2, images, labels, images, labels, images)
-runner = portfolio.Runner(data, "cpu", 8, 16)
-config = portfolio.CONFIGS["vgg-geo"]
-torch.manual_seed(0)
-model = runner.network(config)
-with torch.no_grad():
-    model[-1].weight.mul_(100)
+_ANGLES_CHECK = (
+    _untrained_network(BINARY, 2, "vgg-geo")
+    + """
 x = runner.x_val
 mirrored = torch.flip(x, dims=[3])
 angles = runner.angles(config)
@@ -346,6 +345,7 @@ json.dump({
     "flip only": float(np.abs(scores["tta"] - flip_only["tta"]).max()),
 }, sys.stdout)
 """
+)
 
 
 def test_a_configuration_trained_at_small_angles_averages_its_views_at_those_angles() -> None:
