@@ -963,7 +963,9 @@ def plain_wins_share(
     the training's own transforms, so they are kept unless validation shows them worse beyond
     its noise: on 78 or 120 images, a difference of a few thousandths in AUC is a coin toss
     (benchmarks/RESULTS.md, "test-time views at small angles"). A resample that lacks a class
-    counts as no win."""
+    counts as no win; views without finite scores where the plain ones have them lose outright."""
+    if math.isnan(fast_auc(task_type, y, tta)) and not math.isnan(fast_auc(task_type, y, plain)):
+        return 1.0
     rng = np.random.default_rng(seed)
     n = len(y)
     wins = 0

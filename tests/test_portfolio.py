@@ -81,6 +81,8 @@ def test_test_time_views_are_dropped_only_where_validation_shows_them_worse_beyo
     ruined = portfolio.plain_wins_share(y, scores(informative), scores(noise), BINARY, 0)
     assert ruined >= portfolio.PLAIN_WINS_NEEDED
     assert ruined == portfolio.plain_wins_share(y, scores(informative), scores(noise), BINARY, 0)
+    diverged = np.full_like(noise, np.nan)
+    assert portfolio.plain_wins_share(y, scores(informative), scores(diverged), BINARY, 0) == 1.0
 
 
 def test_a_rung_splits_into_more_seeds_but_never_into_shorter_runs_than_the_one_before() -> None:
