@@ -387,7 +387,6 @@ def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
     batch (B, C, H, W), as one batched affine resampling; with ``intensity``, each image's
     contrast (about its mean) and brightness also change by up to that share."""
     import torch
-    import torch.nn.functional as F
 
     b = x.shape[0]
 
@@ -413,8 +412,7 @@ def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
         ],
         dim=1,
     ).to(x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x = resample(x, theta)
     if intensity > 0:
         contrast = uniform(1 - intensity, 1 + intensity).view(b, 1, 1, 1).to(x.dtype)
         brightness = uniform(-intensity, intensity).view(b, 1, 1, 1).to(x.dtype)
@@ -423,13 +421,21 @@ def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
     return x
 
 
+def resample(x: Any, theta: Any) -> Any:
+    """A float batch (B, C, H, W) moved by the affine maps ``theta`` (B, 2, 3), as training and
+    test-time views both move images: bilinear, the border extended."""
+    import torch.nn.functional as F
+
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def rotate(x: Any, degrees: float) -> Any:
-    """A float batch (B, C, H, W) turned by ``degrees`` about its centre, resampled as
-    :func:`augment` does (bilinear, the border extended); 0 returns ``x`` itself."""
+    """A float batch (B, C, H, W) turned by ``degrees`` about its centre (:func:`resample`); 0
+    returns ``x`` itself."""
     if not degrees:
         return x
     import torch
-    import torch.nn.functional as F
 
     a = math.radians(degrees)
     theta = torch.tensor(
@@ -437,8 +443,7 @@ def rotate(x: Any, degrees: float) -> Any:
         dtype=x.dtype,
         device=x.device,
     ).expand(x.shape[0], 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return resample(x, theta)
 
 
 def mix_batch(x: Any, y: Any, kind: str, rng: np.random.Generator) -> tuple[Any, Any]:
