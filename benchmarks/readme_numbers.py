@@ -5,6 +5,7 @@ Run from the repository root with the harness's environment::
     .venv/bin/python benchmarks/readme_numbers.py            # run, print the numbers
     .venv/bin/python benchmarks/readme_numbers.py --write    # ... and put them into README.md
     .venv/bin/python benchmarks/readme_numbers.py --check    # exit 1 when README.md disagrees
+                                                             # by more than TOLERANCE (0.003)
 
 It runs the README's own command for the built-in ``baseline`` adapter, quick profile, on the
 three real subsets in ``../shared/data/medmnist`` (``python -m decathlon run --adapter baseline
@@ -42,6 +43,11 @@ JOBS = "2"
 #: The baseline has no soft budget, so this moves only its hard limit (quick: 300 s on these
 #: three): a machine shared with other work must not turn the check into a timeout.
 SCALE = "4"
+#: How far a quoted AUC may be from the run's and still agree. The same code and command give
+#: breastmnist 0.871 on one 2-core EPYC VM and 0.869 on a fresh one (retinamnist 0.716 and 0.717;
+#: scikit-learn, numpy and the BLAS kernels come fresh from PyPI on each machine), 0.872 with
+#: ``--jobs 1``: the last digit is the machine's, a change of the baseline moves more than this.
+TOLERANCE = 0.003
 
 README = ROOT / "README.md"
 #: The README's sentence; whitespace may wrap anywhere, each number is followed by its dataset.
@@ -130,6 +136,13 @@ def rewrite(text: str, numbers: dict[str, str]) -> str:
     return text[: found.start()] + sentence + text[found.end() :]
 
 
+def agrees(in_readme: dict[str, str], numbers: dict[str, str]) -> bool:
+    """Whether the README quotes every subset, each within ``TOLERANCE`` of the run's AUC."""
+    return in_readme.keys() == numbers.keys() and all(
+        abs(float(in_readme[f]) - float(numbers[f])) <= TOLERANCE + 1e-9 for f in numbers
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/decathlon-readme-numbers"))
@@ -152,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("%s: %s", args.readme, numbers)
         return 0
     in_readme = quoted(text)
-    if in_readme != numbers:
+    if not agrees(in_readme, numbers):
         if args.check:
             log.error(
                 "%s quotes baseline test AUC %s; the current code gives %s; run"

@@ -138,3 +138,24 @@ def test_readme_baseline_numbers_come_from_the_current_code(
     _require_medmnist()
     n = assert_medmnist_agrees(work / "run", real_data_dir, tmp_path / "home")
     assert n == 3 * len(REAL_FLAGS)
+
+
+def test_the_readme_check_allows_the_machines_last_digit_and_nothing_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's numbers agree with a run within 0.003 (the same code gives breastmnist 0.869
+    on one machine and 0.871 on another); a larger change, or a subset left out, disagrees."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "readme_numbers", REPO / "benchmarks/readme_numbers.py"
+    )
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    run = {"breastmnist": "0.869", "pneumoniamnist": "0.947", "retinamnist": "0.717"}
+    assert check.agrees(
+        {"breastmnist": "0.871", "pneumoniamnist": "0.947", "retinamnist": "0.716"}, run
+    )
+    assert not check.agrees({**run, "breastmnist": "0.873"}, run)
+    assert not check.agrees({"breastmnist": "0.869", "pneumoniamnist": "0.947"}, run)
+    assert not check.agrees({}, run)
