@@ -158,7 +158,9 @@ class Config:
     arch: str  # "res" (ResNet-style), "wide" (two wide stages), "vgg" (plain convolutions)
     widths: tuple[int, ...]  # channels per stage, in units of the base width
     blocks: int  # residual blocks (or conv pairs) per stage
-    aug: str  # "flip" | "geo" (flip, shift, rotation, scale) | "rot" (any angle, both flips)
+    # "flip" | "geo" (flip, shift, rotation, scale) | "rot" (any angle, both flips) | "zoom"
+    # ("geo" with the scale from 0.8 to 1.25, the aspect ratio +-10%, shifts up to 3 pixels)
+    aug: str
     mix: str = ""  # "" | "mixup" | "cutmix"
     smoothing: float = 0.1
     lr: float = 2e-3
@@ -242,6 +244,10 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("wide-geo-bal", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, balance=0.5),
     Config("wide-geo-bal1", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, balance=1.0),
     Config("vgg-geo-bal", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6, balance=0.5),
+    Config("vgg-zoom", "vgg", (1, 2, 4), 1, "zoom", smoothing=0.0, cost=0.6),
+    Config("res-zoom", "res", (1, 2, 4), 1, "zoom"),
+    Config("wide-zoom", "wide", (2, 4), 1, "zoom", dropout=0.2, cost=2.2),
+    Config("vgg-zoom-mixup", "vgg", (1, 2, 4), 1, "zoom", "mixup", cost=0.6),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
@@ -395,20 +401,28 @@ def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
 
     flip = (torch.rand(b, generator=generator) < 0.5).to(x.device, x.dtype).mul_(2).sub_(1)
     shift = 2.0 * 2.0 / x.shape[-1]  # up to 2 pixels, in grid units
+    stretch = torch.ones(b, device=x.device)  # the height's scale over the width's
     if family == "rot":  # images with no upright (a fundus): any angle, and a mirror
         angle = uniform(-math.pi, math.pi)
         scale = uniform(0.9, 1.1)
     elif family == "geo":
         angle = uniform(-math.pi / 12, math.pi / 12)  # +-15 degrees
         scale = uniform(0.9, 1.1)
+    elif family == "zoom":  # "geo" with the framing varied more: 0.8 to 1.25 times, 3 pixels
+        angle = uniform(-math.pi / 12, math.pi / 12)
+        scale = uniform(math.log(0.8), math.log(1.25)).exp()
+        stretch = uniform(math.log(0.9), math.log(1.0 / 0.9)).exp()
+        shift = 3.0 * 2.0 / x.shape[-1]
     else:
         angle = torch.zeros(b, device=x.device)
         scale = torch.ones(b, device=x.device)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # The two axes scaled apart by the stretch ("zoom"): an aspect ratio within +-10%.
+    sx, sy = stretch.sqrt(), 1.0 / stretch.sqrt()
     theta = torch.stack(
         [
-            torch.stack([cos * flip, -sin, uniform(-shift, shift)], dim=1),
-            torch.stack([sin * flip, cos, uniform(-shift, shift)], dim=1),
+            torch.stack([cos * flip * sx, -sin * sy, uniform(-shift, shift)], dim=1),
+            torch.stack([sin * flip * sx, cos * sy, uniform(-shift, shift)], dim=1),
         ],
         dim=1,
     ).to(x.dtype)
@@ -658,7 +672,7 @@ class Runner:
     def angles(self, config: Config) -> tuple[float, ...]:
         """The rotations (degrees) of ``config``'s test-time views: 0 and +-``tta_angle`` for a
         configuration trained with small rotations ("geo"), else 0 alone."""
-        if config.aug == "geo" and self.tta_angle:
+        if config.aug in ("geo", "zoom") and self.tta_angle:
             return (0.0, -self.tta_angle, self.tta_angle)
         return (0.0,)
 
