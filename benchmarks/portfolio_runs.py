@@ -12,7 +12,9 @@ script reports:
   of the single runs' test scores; and the ensemble selected again (as the adapter selects it,
   with the task's seed) with and without test-time views, chosen by each rule the adapter has
   had: always with, always without, the higher on val (before commit ad5ca81), and with unless
-  the scores without win in 95% of val's bootstrap resamples (since);
+  the scores without win in 95% of val's bootstrap resamples (since); and two upper bounds that
+  read the test labels, what no rule over these runs can pass: the best single run (plain or
+  with views) on test, and the ensemble selected greedily on test (uncalibrated);
 - ``configs``: per dataset and configuration, the mean val and test AUC of its first-rung runs
   (the race's only like-for-like comparison: every configuration runs there for the same time).
 
@@ -89,6 +91,13 @@ def rules(
     wins = portfolio.plain_wins_share(y_val, made["plain"][0], made["tta"][0], task, seed)
     kept = wins < portfolio.PLAIN_WINS_NEEDED
     out["views unless plain wins resamples"] = out["views always" if kept else "views never"]
+    # Upper bounds, chosen with the test labels (not methods): what the same runs allow at best.
+    candidates = [*z["test_plain"].astype(np.float64), *z["test_tta"].astype(np.float64)]
+    out["bound: best single run on test"] = max((scored(s) for s in candidates), key=lambda r: r[0])
+    weights = portfolio.ensemble_selection(
+        candidates, y_test, task, size=50, bags=1, seed=seed, init=1
+    )
+    out["bound: ensemble selected on test"] = scored(portfolio.weighted(weights, candidates))
     return out
 
 

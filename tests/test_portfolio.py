@@ -358,6 +358,7 @@ def test_a_configuration_trained_at_small_angles_averages_its_views_at_those_ang
     assert out["angles"] == [0.0, -10.0, 10.0]
     assert out["views"]["vgg-geo"] == 6 and out["views"]["res-flip"] == 2
     assert out["views"]["wide-rot"] == 8
+    assert out["views"]["vgg-zoom"] == 6  # "geo" with the framing varied more: the same views
     assert out["by hand"] < 1e-5
     assert out["mirror"] < 1e-5
     assert out["plain"] == 0.0
