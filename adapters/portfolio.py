@@ -179,6 +179,9 @@ class Config:
     # plain. The AUC of multi-class and ordinal tasks is the mean over classes, rare ones
     # counting as much as common ones.
     balance: float = 0.0
+    # Sharpness jitter in training: each image blurred or sharpened by up to this amount
+    # (:func:`augment`); 0 = none.
+    sharpness: float = 0.0
 
     @property
     def turns(self) -> int:
@@ -248,6 +251,9 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("res-zoom", "res", (1, 2, 4), 1, "zoom"),
     Config("wide-zoom", "wide", (2, 4), 1, "zoom", dropout=0.2, cost=2.2),
     Config("vgg-zoom-mixup", "vgg", (1, 2, 4), 1, "zoom", "mixup", cost=0.6),
+    Config("vgg-geo-sharp", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6, sharpness=1.0),
+    Config("res-geo-sharp", "res", (1, 2, 4), 1, "geo", sharpness=1.0),
+    Config("wide-geo-sharp", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, sharpness=1.0),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
@@ -388,10 +394,14 @@ def build_network(config: Config, width: int, in_channels: int, n_outputs: int) 
 # ----------------------------------------------------------------------------- augmentation
 
 
-def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
+def augment(
+    x: Any, family: str, generator: Any, intensity: float = 0.0, sharpness: float = 0.0
+) -> Any:
     """Random flips and shifts ("flip"), plus small rotations and scaling ("geo"), for a float
     batch (B, C, H, W), as one batched affine resampling; with ``intensity``, each image's
-    contrast (about its mean) and brightness also change by up to that share."""
+    contrast (about its mean) and brightness also change by up to that share; with
+    ``sharpness``, each image is blurred or sharpened: ``x + a (x - blur(x))`` with ``a`` drawn
+    from -sharpness to +sharpness (-1: the image blurred by a 3x3 binomial kernel)."""
     import torch
 
     b = x.shape[0]
@@ -427,12 +437,27 @@ def augment(x: Any, family: str, generator: Any, intensity: float = 0.0) -> Any:
         dim=1,
     ).to(x.dtype)
     x = resample(x, theta)
+    if sharpness > 0:
+        amount = uniform(-sharpness, sharpness).view(b, 1, 1, 1).to(x.dtype)
+        x = x + amount * (x - blur(x))
     if intensity > 0:
         contrast = uniform(1 - intensity, 1 + intensity).view(b, 1, 1, 1).to(x.dtype)
         brightness = uniform(-intensity, intensity).view(b, 1, 1, 1).to(x.dtype)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) * contrast + mean + brightness
     return x
+
+
+def blur(x: Any) -> Any:
+    """A float batch (B, C, H, W) smoothed by the 3x3 binomial kernel (1 2 1 / 4 each way), each
+    channel alone, the border extended."""
+    import torch
+    import torch.nn.functional as F
+
+    c = x.shape[1]
+    row = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    kernel = (row[:, None] * row[None, :]).expand(c, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
 
 
 def resample(x: Any, theta: Any) -> Any:
@@ -650,7 +675,7 @@ class Runner:
             model.train()
             start = (step * b) % max(1, len(self.x_train) - b)
             x = self.prepare(self.x_train[start : start + b])
-            x = augment(x, config.aug, generator, self.intensity)
+            x = augment(x, config.aug, generator, self.intensity, config.sharpness)
             x = x.contiguous(memory_format=self.memory_format)
             y = self.y_train[start : start + b]
             moved = self.sam_ascent(model, x, y, config) if config.sam else []
@@ -877,7 +902,11 @@ class Runner:
                     group["lr"] = config.lr * max(factor, 1e-3)
                 index = order[start : start + self.batch_size]
                 x = augment(
-                    self.prepare(self.x_train[index]), config.aug, generator, self.intensity
+                    self.prepare(self.x_train[index]),
+                    config.aug,
+                    generator,
+                    self.intensity,
+                    config.sharpness,
                 )
                 y = self.y_train[index]
                 if config.mix:
