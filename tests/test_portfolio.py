@@ -365,6 +365,41 @@ def test_a_configuration_trained_at_small_angles_averages_its_views_at_those_ang
     assert out["flip only"] > 0.01
 
 
+_SHARPNESS_CHECK = """
+import json, sys
+import torch
+from decathlon_adapters import portfolio
+
+impulse = torch.zeros(1, 1, 5, 5)
+impulse[0, 0, 2, 2] = 1.0
+x = torch.rand(32, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+plain = portfolio.augment(x, "geo", torch.Generator().manual_seed(1))
+jittered = portfolio.augment(x, "geo", torch.Generator().manual_seed(1), 0.0, 1.0)
+detail = plain - portfolio.blur(plain)
+# each image's change is its own multiple of its detail (the fitted amount, then what is left)
+d, change = detail.flatten(1), (jittered - plain).flatten(1)
+amount = (change * d).sum(1) / (d * d).sum(1)
+left = jittered - plain - amount.view(-1, 1, 1, 1) * detail
+json.dump({
+    "impulse": portfolio.blur(impulse)[0, 0, 1:4, 1:4].tolist(),
+    "amounts": amount.tolist(),
+    "left": float(left.abs().max()),
+}, sys.stdout)
+"""
+
+
+def test_sharpness_jitter_blurs_or_sharpens_each_training_image_by_its_own_amount() -> None:
+    # Field sharpness: after the same geometric augmentation (the same generator), each image
+    # becomes x + a (x - blur(x)) with its own a in [-1, 1]: blurred (a < 0) or sharpened; the
+    # blur is the 3x3 binomial kernel, each channel alone.
+    out = _in_the_portfolio_environment(_SHARPNESS_CHECK)
+    assert np.allclose(out["impulse"], np.outer([1, 2, 1], [1, 2, 1]) / 16)
+    assert out["left"] < 1e-5
+    amounts = np.array(out["amounts"])
+    assert np.all(np.abs(amounts) <= 1.0 + 1e-5)
+    assert (amounts < -0.2).any() and (amounts > 0.2).any()
+
+
 _BALANCE_CHECK = """
 import dataclasses, json, sys
 import numpy as np, torch
