@@ -397,8 +397,9 @@ def build_network(config: Config, width: int, in_channels: int, n_outputs: int) 
 def augment(
     x: Any, family: str, generator: Any, intensity: float = 0.0, sharpness: float = 0.0
 ) -> Any:
-    """Random flips and shifts ("flip"), plus small rotations and scaling ("geo"), for a float
-    batch (B, C, H, W), as one batched affine resampling; with ``intensity``, each image's
+    """Random flips and shifts ("flip"), plus small rotations and scaling ("geo"; "zoom" with
+    the scale, aspect ratio and shifts varied more), for a float batch (B, C, H, W), as one
+    batched affine resampling; with ``intensity``, each image's
     contrast (about its mean) and brightness also change by up to that share; with
     ``sharpness``, each image is blurred or sharpened: ``x + a (x - blur(x))`` with ``a`` drawn
     from -sharpness to +sharpness (-1: the image blurred by a 3x3 binomial kernel)."""
@@ -696,7 +697,7 @@ class Runner:
 
     def angles(self, config: Config) -> tuple[float, ...]:
         """The rotations (degrees) of ``config``'s test-time views: 0 and +-``tta_angle`` for a
-        configuration trained with small rotations ("geo"), else 0 alone."""
+        configuration trained with small rotations ("geo", "zoom"), else 0 alone."""
         if config.aug in ("geo", "zoom") and self.tta_angle:
             return (0.0, -self.tta_angle, self.tta_angle)
         return (0.0,)
