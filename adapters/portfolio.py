@@ -182,6 +182,11 @@ class Config:
     # Sharpness jitter in training: each image blurred or sharpened by up to this amount
     # (:func:`augment`); 0 = none.
     sharpness: float = 0.0
+    # A whitening stem (Jordan's airbench, 2024): a first convolution fixed before training,
+    # whose filters whiten the training images' ``whiten`` x ``whiten`` patches (each
+    # eigenvector of their covariance over the root of its eigenvalue, and its negative;
+    # :func:`whitening_filters`), then the configuration's own stem; 0 = none.
+    whiten: int = 0
 
     @property
     def turns(self) -> int:
@@ -254,6 +259,9 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("vgg-geo-sharp", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6, sharpness=1.0),
     Config("res-geo-sharp", "res", (1, 2, 4), 1, "geo", sharpness=1.0),
     Config("wide-geo-sharp", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.2, sharpness=1.0),
+    Config("vgg-geo-white", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.9, whiten=2),
+    Config("res-geo-white", "res", (1, 2, 4), 1, "geo", cost=1.3, whiten=2),
+    Config("wide-geo-white", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.6, whiten=2),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
@@ -276,6 +284,9 @@ def portfolio_of(names: str) -> tuple[Config, ...]:
         raise ValueError(f"option configs: a configuration named twice in {names!r}")
     return tuple(CONFIGS[name] for name in chosen)
 
+
+#: The most training images a whitening stem's filters are computed from.
+WHITENING_IMAGES = 10_000
 
 #: The share of the time left that the plan fills.
 SLACK = 0.92
@@ -368,6 +379,14 @@ def build_network(config: Config, width: int, in_channels: int, n_outputs: int) 
         layers.append(PerImage(config.norm == "standardize"))
     if config.upsample > 1:
         layers.append(nn.Upsample(scale_factor=config.upsample, mode="bilinear"))
+    if config.whiten:
+        # Its filters are set from the training images (Runner.network) and never trained.
+        k = config.whiten
+        whiten = nn.Conv2d(in_channels, 2 * in_channels * k * k, k, padding=(k - 1) // 2)
+        whiten.weight.requires_grad_(False)
+        whiten.whitening = True  # type: ignore[assignment]
+        layers += [whiten, nn.ReLU(inplace=True)]
+        in_channels = whiten.out_channels
     layers += conv_bn(in_channels, channels[0])
     c_in = channels[0]
     for stage, c_out in enumerate(channels):
@@ -389,6 +408,24 @@ def build_network(config: Config, width: int, in_channels: int, n_outputs: int) 
         nn.Linear(c_in, n_outputs),
     ]
     return nn.Sequential(*layers)
+
+
+def whitening_filters(images: Any, size: int, eps: float = 5e-4) -> Any:
+    """Filters of a ``size`` x ``size`` convolution that whiten ``images``' patches: the
+    eigenvectors of the patches' second-moment matrix, each divided by the root of its
+    eigenvalue (plus ``eps``), largest first, then the same negated (a ReLU after them keeps
+    both signs); shape (2 * C * size * size, C, size, size)."""
+    import torch
+
+    channels = images.shape[1]
+    patches = torch.nn.functional.unfold(images.float(), size)  # (N, C*size*size, positions)
+    patches = patches.transpose(1, 2).reshape(-1, channels * size * size).double()
+    moments = patches.T @ patches / len(patches)
+    values, vectors = torch.linalg.eigh(moments)  # ascending
+    values, vectors = values.flip(0), vectors.T.flip(0)
+    filters = (vectors / torch.sqrt(values.clamp(min=0) + eps)[:, None]).float()
+    filters = filters.reshape(-1, channels, size, size)
+    return torch.cat([filters, -filters])
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -660,6 +697,7 @@ class Runner:
         # second for these networks, and faster predictions (benchmarks/RESULTS.md).
         self.memory_format = torch.channels_last
         self._class_weights: dict[float, Any] = {}
+        self._whitening: dict[tuple[int, str, int], Any] = {}  # whitening stems' filters
 
     def probe(self, config: Config, steps: int = 4) -> float:
         """Seconds one epoch of ``config`` takes here, with its snapshot predictions, estimated
@@ -710,6 +748,18 @@ class Runner:
     def network(self, config: Config) -> Any:
         """The network of ``config`` on this task's device."""
         model = build_network(config, self.width, self.in_channels, self.n_outputs)
+        if config.whiten:
+            at = next(i for i, m in enumerate(model) if getattr(m, "whitening", False))
+            key = (config.whiten, config.norm, config.upsample)
+            if key not in self._whitening:
+                # Train's own images (its rows come first), as the stem receives them.
+                with self.torch.no_grad():
+                    images = model[:at](
+                        self.prepare(self.x_train[: self.n_train][:WHITENING_IMAGES])
+                    )
+                self._whitening[key] = whitening_filters(images, config.whiten)
+            with self.torch.no_grad():
+                model[at].weight.copy_(self._whitening[key])
         return model.to(self.device, memory_format=self.memory_format)
 
     def optimizer(self, config: Config, model: Any) -> Any:
