@@ -262,6 +262,8 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("vgg-geo-white", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.9, whiten=2),
     Config("res-geo-white", "res", (1, 2, 4), 1, "geo", cost=1.3, whiten=2),
     Config("wide-geo-white", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.6, whiten=2),
+    Config("res-geo-mixup-white", "res", (1, 2, 4), 1, "geo", "mixup", cost=1.3, whiten=2),
+    Config("res2-geo-white", "res", (1, 2, 4), 2, "geo", lr=1e-3, cost=1.8, whiten=2),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.

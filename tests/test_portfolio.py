@@ -400,6 +400,59 @@ def test_sharpness_jitter_blurs_or_sharpens_each_training_image_by_its_own_amoun
     assert (amounts < -0.2).any() and (amounts > 0.2).any()
 
 
+_WHITENING_CHECK = """
+import json, sys
+import numpy as np, torch
+from decathlon_adapters import portfolio
+
+rng = np.random.default_rng(0)
+# Colour images whose neighbouring pixels and channels are correlated (a smooth field plus noise)
+field = rng.normal(size=(64, 1, 8, 8)).repeat(4, axis=2).repeat(4, axis=3)[:, :, :28, :28]
+pixels = 128 + 40 * field + rng.normal(scale=20, size=(64, 3, 28, 28))
+images = np.clip(pixels, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+labels = rng.integers(0, 2, size=(64, 1))
+data = portfolio.TaskData("binary-class", 2, images, labels, images[:16], labels[:16], images[:16])
+runner = portfolio.Runner(data, "cpu", 8, 16)
+config = portfolio.CONFIGS["vgg-geo-white"]
+model = runner.network(config)
+stem = model[0]
+before = stem.weight.detach().clone()
+x = runner.prepare(runner.x_train)
+raw = torch.nn.functional.unfold(x, 2).transpose(1, 2).reshape(-1, 12).double()
+half = stem.out_channels // 2
+out = torch.nn.functional.conv2d(x, stem.weight[:half]).permute(0, 2, 3, 1).reshape(-1, half)
+out = out.double()
+record = portfolio.RunRecord(config.name, 0, 0, epochs=2)
+runner.train(config, record, stop_at=float("inf"))
+json.dump({
+    "channels": [stem.in_channels, stem.out_channels, stem.kernel_size[0]],
+    "raw moments": (raw.T @ raw / len(raw)).tolist(),
+    "moments": (out.T @ out / len(out)).tolist(),
+    "pairs": float((stem.weight[:half] + stem.weight[half:]).abs().max()),
+    "moved": float((stem.weight.detach() - before).abs().max()),
+    "trained": record.epochs_run,
+}, sys.stdout)
+"""
+
+
+def test_a_whitening_stem_whitens_the_training_patches_and_is_never_trained() -> None:
+    # Field whiten=2: the first convolution's filters are set from train's 2x2 patches (12
+    # values in colour) so that its outputs are uncorrelated with unit second moments, then the
+    # same filters negated; training leaves them as they are.
+    out = _in_the_portfolio_environment(_WHITENING_CHECK)
+    assert out["channels"] == [3, 24, 2]
+    raw = np.array(out["raw moments"])
+    correlation = raw / np.sqrt(np.outer(np.diag(raw), np.diag(raw)))
+    assert np.median(np.abs(correlation)) > 0.4  # the patches' values are correlated
+    moments = np.array(out["moments"])
+    assert np.abs(moments - np.diag(np.diag(moments))).max() < 1e-3
+    # unit variance, but for eps (5e-4) against the smallest eigenvalues
+    assert np.all(np.diag(moments) > 0.5) and np.all(np.diag(moments) < 1.0 + 1e-4)
+    assert np.diag(moments)[:6].min() > 0.95
+    assert out["pairs"] == 0.0
+    assert out["trained"] == 2 and out["moved"] == 0.0
+
+
 _BALANCE_CHECK = """
 import dataclasses, json, sys
 import numpy as np, torch
