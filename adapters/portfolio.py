@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,9 @@ OPTIONS: dict[str, Any] = {
     # The configurations to race, by name, comma-separated, in race order (any of CONFIGS);
     # "" = PORTFOLIO.
     "configs": "",
+    # A whitening stem (Config field whiten, 2x2 patches) on every raced configuration:
+    # "none", "colour" (for images of three channels), "all".
+    "whiten": "none",
     # The ensemble's output recalibrated on the validation split: a temperature and a bias per
     # class (per label) fitted by log-loss (benchmarks/RESULTS.md, "calibration"); false = none.
     "calibrate": True,
@@ -114,17 +117,22 @@ RUNS_FILE = "runs.npz"
 
 
 PRECISIONS = ("auto", "fp32")
+WHITEN = ("none", "colour", "all")
 
 
 def _check_options(options: dict[str, Any]) -> None:
     """Refuse, in the harness before any task starts, a ``configs`` naming no configuration,
-    a ``precision`` that is none of :data:`PRECISIONS` and a ``tta_angle`` outside 0 to 45."""
+    a ``precision`` that is none of :data:`PRECISIONS`, a ``tta_angle`` outside 0 to 45 and a
+    ``whiten`` that is none of :data:`WHITEN`."""
     portfolio_of(options["configs"])
     if options["precision"] not in PRECISIONS:
         known = ", ".join(PRECISIONS)
         raise ValueError(f"option precision: {options['precision']!r} is not one of {known}")
     if not 0 <= float(options["tta_angle"]) <= 45:
         raise ValueError(f"option tta_angle: {options['tta_angle']} is not 0 to 45 (degrees)")
+    if options["whiten"] not in WHITEN:
+        known = ", ".join(WHITEN)
+        raise ValueError(f"option whiten: {options['whiten']!r} is not one of {known}")
 
 
 ADAPTER = Adapter(
@@ -1289,6 +1297,7 @@ def run(task: Task) -> Predictions:
             "ordinal_alpha": data.ordinal_alpha if task.dataset.task == ORDINAL else None,
             "intensity": data.intensity,
             "tta_angle": data.tta_angle,
+            "whiten": str(opts["whiten"]),
             "subsample": data.subsample or None,
             "processes": processes,
             "threads_per_process": threads,
@@ -1355,6 +1364,8 @@ def _race(
     records: list[RunRecord] = []
     deadline_cut = False
     raced = portfolio_of(opts["configs"])
+    if opts["whiten"] == "all" or (opts["whiten"] == "colour" and data.x_train.shape[3:] == (3,)):
+        raced = tuple(c if c.whiten else replace(c, whiten=2) for c in raced)
     order = [c.name for c in raced]
     configs = {c.name: c for c in raced}
 
