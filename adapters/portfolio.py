@@ -295,6 +295,15 @@ def portfolio_of(names: str) -> tuple[Config, ...]:
     return tuple(CONFIGS[name] for name in chosen)
 
 
+def whitened(configs: tuple[Config, ...], option: str, x_train: np.ndarray) -> tuple[Config, ...]:
+    """``configs`` as the option ``whiten`` has them: each with a whitening stem of 2x2
+    patches (those without one) for "all", and for "colour" when the images have three
+    channels (N, H, W, 3); unchanged for "none"."""
+    if option == "all" or (option == "colour" and x_train.shape[3:] == (3,)):
+        return tuple(c if c.whiten else replace(c, whiten=2) for c in configs)
+    return configs
+
+
 #: The most training images a whitening stem's filters are computed from.
 WHITENING_IMAGES = 10_000
 
@@ -1364,8 +1373,7 @@ def _race(
     records: list[RunRecord] = []
     deadline_cut = False
     raced = portfolio_of(opts["configs"])
-    if opts["whiten"] == "all" or (opts["whiten"] == "colour" and data.x_train.shape[3:] == (3,)):
-        raced = tuple(c if c.whiten else replace(c, whiten=2) for c in raced)
+    raced = whitened(raced, str(opts["whiten"]), data.x_train)
     order = [c.name for c in raced]
     configs = {c.name: c for c in raced}
 

@@ -5,6 +5,7 @@ seed on an epoch-bounded plan."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -451,6 +452,23 @@ def test_a_whitening_stem_whitens_the_training_patches_and_is_never_trained() ->
     assert np.diag(moments)[:6].min() > 0.95
     assert out["pairs"] == 0.0
     assert out["trained"] == 2 and out["moved"] == 0.0
+
+
+def test_the_option_whiten_gives_every_raced_configuration_a_whitening_stem() -> None:
+    grey, colour = np.zeros((4, 28, 28), np.uint8), np.zeros((4, 28, 28, 3), np.uint8)
+    raced = portfolio.PORTFOLIO
+    assert portfolio.whitened(raced, "none", colour) == raced
+    assert portfolio.whitened(raced, "colour", grey) == raced
+    for images in (colour, grey):
+        assert [c.whiten for c in portfolio.whitened(raced, "all", images)] == [2] * len(raced)
+    stems = portfolio.whitened(raced, "colour", colour)
+    assert [c.name for c in stems] == [c.name for c in raced]
+    assert all(
+        c.whiten == 2 and c == dataclasses.replace(r, whiten=2) for c, r in zip(stems, raced)
+    )
+    options = {**portfolio.OPTIONS, "whiten": "color"}
+    with pytest.raises(ValueError, match="option whiten: 'color' is not one of none, colour, all"):
+        portfolio.ADAPTER.check_options(options)
 
 
 _BALANCE_CHECK = """
