@@ -403,7 +403,7 @@ def build_network(config: Config, width: int, in_channels: int, n_outputs: int) 
         k = config.whiten
         whiten = nn.Conv2d(in_channels, 2 * in_channels * k * k, k, padding=(k - 1) // 2)
         whiten.weight.requires_grad_(False)
-        whiten.whitening = True  # type: ignore[assignment]
+        whiten.whitening = True
         layers += [whiten, nn.ReLU(inplace=True)]
         in_channels = whiten.out_channels
     layers += conv_bn(in_channels, channels[0])
