@@ -564,6 +564,7 @@ def test_real_breastmnist_tiny_budget_is_ok_with_notes(mixed_catalog, tmp_path: 
     )
     assert isinstance(notes["deadline_cut"], bool) and notes["tta"] in (True, False)
     assert notes["precision"] == ("bfloat16" if portfolio.cpu_has_bf16() else "float32")
+    assert notes["whiten"] == "colour"  # the default; breastmnist's grey images keep no stem
     calibration = notes["calibration"]
     assert len(calibration["bias"]) == 2 and calibration["temperature"] > 0
     assert calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
