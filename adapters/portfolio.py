@@ -10,7 +10,8 @@ What it does, in order:
    are narrow (the list is sized to what trains in minutes on a few cores); on a GPU the same
    configurations are trained wider (``width`` doubles) with fp16 mixed precision; on a CPU
    with bfloat16 instructions, training steps run under bfloat16 autocast (option
-   ``precision``).
+   ``precision``). On colour images every network starts with a whitening stem, a first
+   convolution fixed from train's patches (option ``whiten``).
 2. **Racing.** Successive halving with restarts: every configuration trains a complete short
    cosine schedule of ``r0`` epochs; the best third by validation AUC (the harness's own
    :func:`decathlon.metrics.auc`) trains again with a new seed and three times the epochs, and so
