@@ -63,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         help="also score each snapshot with its batch-norm statistics taken from the images it "
         "predicts (AdaBN: val's for val, test's for test; their labels are not read)",
     )
+    parser.add_argument(
+        "--pseudo",
+        type=Path,
+        metavar="SCORES.npy",
+        help="self-training: add the test images to train, labelled by these scores of them "
+        "(an ensemble's own test predictions; their true labels are not read), the most "
+        "confident --pseudo-share of each predicted class",
+    )
+    parser.add_argument("--pseudo-share", type=float, default=0.5)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -84,11 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown configuration(s) {unknown}; known: {sorted(known)}")
     info = Catalog.load().info(args.dataset)
     arrays = np.load(args.data_dir / f"{args.dataset}.npz")
+    x_train, y_train = arrays["train_images"], arrays["train_labels"]
+    if args.pseudo:
+        if info.task == "multi-label, binary-class":
+            parser.error("--pseudo: single-label tasks only")
+        picked, labels = pseudo_labelled(np.load(args.pseudo), args.pseudo_share)
+        x_train = np.concatenate([x_train, arrays["test_images"][picked]])
+        y_train = np.concatenate([y_train, labels.reshape(-1, 1).astype(y_train.dtype)])
+        log.info("self-training: %d test images added, %s", len(picked), np.bincount(labels))
     data = portfolio.TaskData(
         info.task,
         info.n_outputs,
-        arrays["train_images"],
-        arrays["train_labels"],
+        x_train,
+        y_train,
         arrays["val_images"],
         arrays["val_labels"],
         arrays["test_images"],
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 "test_acc": round(acc(info.task, y_test, test), 4),
                 "cpu": cpu_model(),
             }
+            if args.pseudo:
+                row["pseudo"] = [str(args.pseudo), args.pseudo_share]
             if args.adapt_bn:
                 row["adapted"] = [
                     round(auc(info.task, y_val, record.val["adapted"]), 4),
@@ -157,6 +176,21 @@ def main(argv: list[str] | None = None) -> int:
             acc(info.task, y_test, mean),
         )
     return 0
+
+
+def pseudo_labelled(scores: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``scores`` to self-train on and their predicted classes: of each predicted
+    class, the ``share`` predicted with the highest confidence."""
+    if scores.ndim == 1 or scores.shape[1] == 1:  # a binary task's positive-class column
+        scores = np.column_stack([1 - scores.ravel(), scores.ravel()])
+    predicted, confidence = scores.argmax(1), scores.max(1)
+    picked = []
+    for k in np.unique(predicted):
+        rows = np.flatnonzero(predicted == k)
+        keep = max(1, int(round(share * len(rows))))
+        picked.append(rows[np.argsort(-confidence[rows], kind="stable")[:keep]])
+    rows = np.sort(np.concatenate(picked))
+    return rows, predicted[rows]
 
 
 def score_views(portfolio: Any, angle_sets: dict[str, tuple[float, ...]]) -> None:
