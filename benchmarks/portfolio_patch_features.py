@@ -74,7 +74,9 @@ def learner(arrays, task: str, k: int, eps: float) -> tuple[np.ndarray, np.ndarr
         images[split] = x[..., None] if x.ndim == 3 else x
     y_train, y_val = arrays["train_labels"].ravel(), arrays["val_labels"]
     rng = np.random.default_rng(0)
-    sample = normalised(patches(images["train"]), eps).reshape(-1, PATCH * PATCH * x.shape[-1])
+    sample = normalised(patches(images["train"]), eps).reshape(
+        -1, PATCH * PATCH * images["train"].shape[-1]
+    )
     sample = sample[rng.choice(len(sample), min(len(sample), 200_000), replace=False)]
     mean = sample.mean(0)
     values, vectors = np.linalg.eigh(np.cov(sample - mean, rowvar=False))
