@@ -8,6 +8,7 @@ script reports:
 - ``rules``: the test AUC and ACC of the shipped ensemble (recomputed: it must equal the
   leaderboard's) beside other rules over the same runs, each calibrated on val as the adapter
   does: the uniform mean of all runs, of the k best by val AUC, of the last rung, of the first;
+  the shipped weights shrunk 25% and 50% toward the uniform mean of all runs;
   the shipped weights as a geometric mean; the shipped ensemble without calibration; the mean
   of the single runs' test scores; and the ensemble selected again (as the adapter selects it,
   with the task's seed) with and without test-time views, chosen by each rule the adapter has
@@ -66,6 +67,9 @@ def rules(
     rule("uniform, last rung", z["rung"] == z["rung"].max())
     rule("uniform, first rung", z["rung"] == 0)
     w = z["weights"] / np.sum(z["weights"])
+    if bool(z["tta"]):  # the selection's weights shrunk toward the uniform mean of all runs
+        for share in (0.25, 0.5):
+            rule(f"shipped, {share:.0%} toward uniform", (1 - share) * w + share / n)
 
     def geometric(s: np.ndarray) -> np.ndarray:
         g = np.exp(np.tensordot(w, np.log(np.clip(s, 1e-7, 1.0)), 1))
