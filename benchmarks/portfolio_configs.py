@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    from decathlon.contract import MULTI_LABEL
     from decathlon.datasets import Catalog
     from decathlon.metrics import acc, auc
 
@@ -95,9 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     arrays = np.load(args.data_dir / f"{args.dataset}.npz")
     x_train, y_train = arrays["train_images"], arrays["train_labels"]
     if args.pseudo:
-        if info.task == "multi-label, binary-class":
+        if info.task == MULTI_LABEL:
             parser.error("--pseudo: single-label tasks only")
-        picked, labels = pseudo_labelled(np.load(args.pseudo), args.pseudo_share)
+        if not 0 < args.pseudo_share <= 1:
+            parser.error(f"--pseudo-share: a share above 0 and at most 1, got {args.pseudo_share}")
+        scores = np.load(args.pseudo)
+        if len(scores) != len(arrays["test_images"]):
+            parser.error(
+                f"--pseudo: {len(scores)} rows, the test split has {len(arrays['test_images'])}"
+            )
+        picked, labels = pseudo_labelled(scores, args.pseudo_share)
         x_train = np.concatenate([x_train, arrays["test_images"][picked]])
         y_train = np.concatenate([y_train, labels.reshape(-1, 1).astype(y_train.dtype)])
         log.info("self-training: %d test images added, %s", len(picked), np.bincount(labels))

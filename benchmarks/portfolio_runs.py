@@ -67,9 +67,15 @@ def rules(
     rule("uniform, last rung", z["rung"] == z["rung"].max())
     rule("uniform, first rung", z["rung"] == 0)
     w = z["weights"] / np.sum(z["weights"])
-    if bool(z["tta"]):  # the selection's weights shrunk toward the uniform mean of all runs
-        for share in (0.25, 0.5):
-            rule(f"shipped, {share:.0%} toward uniform", (1 - share) * w + share / n)
+    shipped = "tta" if bool(z["tta"]) else "plain"
+    for share in (0.25, 0.5):  # the selection's weights shrunk toward the uniform mean
+        shrunk = (1 - share) * w + share / n
+        rule(
+            f"shipped, {share:.0%} toward uniform",
+            shrunk,
+            z[f"val_{shipped}"],
+            z[f"test_{shipped}"],
+        )
 
     def geometric(s: np.ndarray) -> np.ndarray:
         g = np.exp(np.tensordot(w, np.log(np.clip(s, 1e-7, 1.0)), 1))
