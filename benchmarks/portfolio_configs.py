@@ -72,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         "confident --pseudo-share of each predicted class",
     )
     parser.add_argument("--pseudo-share", type=float, default=0.5)
+    parser.add_argument(
+        "--importance",
+        type=float,
+        metavar="POWER",
+        help="covariate-shift weighting: train resampled (with replacement, as many rows) by "
+        "the density ratio test/train of its images, estimated by a classifier told only which "
+        "split an image is from (test labels are not read), raised to POWER (0 < POWER <= 1)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -109,6 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         x_train = np.concatenate([x_train, arrays["test_images"][picked]])
         y_train = np.concatenate([y_train, labels.reshape(-1, 1).astype(y_train.dtype)])
         log.info("self-training: %d test images added, %s", len(picked), np.bincount(labels))
+    if args.importance is not None:
+        if not 0 < args.importance <= 1:
+            parser.error(f"--importance: a power above 0 and at most 1, got {args.importance}")
+        weights = shift_weights(x_train, arrays["test_images"], args.importance)
+        rows = np.random.default_rng(0).choice(len(x_train), len(x_train), p=weights)
+        x_train, y_train = x_train[rows], y_train[rows]
+        log.info(
+            "importance: %d distinct training images of %d, weights %s (quantiles .1 .5 .9 max)",
+            len(np.unique(rows)),
+            len(rows),
+            np.round(np.quantile(weights * len(weights), [0.1, 0.5, 0.9, 1.0]), 2),
+        )
     data = portfolio.TaskData(
         info.task,
         info.n_outputs,
@@ -152,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.pseudo:
                 row["pseudo"] = [str(args.pseudo), args.pseudo_share]
+            if args.importance is not None:
+                row["importance"] = args.importance
             if args.adapt_bn:
                 row["adapted"] = [
                     round(auc(info.task, y_val, record.val["adapted"]), 4),
@@ -199,6 +221,29 @@ def pseudo_labelled(scores: np.ndarray, share: float) -> tuple[np.ndarray, np.nd
         picked.append(rows[np.argsort(-confidence[rows], kind="stable")[:keep]])
     rows = np.sort(np.concatenate(picked))
     return rows, predicted[rows]
+
+
+def shift_weights(x_train: np.ndarray, x_test: np.ndarray, power: float) -> np.ndarray:
+    """Each training image's sampling probability under covariate-shift weighting (Shimodaira,
+    2000): the odds that a classifier telling train's images from test's (scikit-learn's
+    gradient boosting on the raw pixels, 5-fold cross-fitted, so no image is scored by a model
+    that saw it) gives it of being a test image, to ``power``, clipped at 20 times the median."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x = np.vstack([x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)])
+    side = np.r_[np.zeros(len(x_train)), np.ones(len(x_test))]
+    p = cross_val_predict(
+        HistGradientBoostingClassifier(max_iter=100, random_state=0),
+        x.astype(np.float32) / 255.0,
+        side,
+        cv=StratifiedKFold(5, shuffle=True, random_state=0),
+        method="predict_proba",
+    )[: len(x_train), 1]
+    odds = np.clip(p, 1e-3, 1 - 1e-3) / np.clip(1 - p, 1e-3, 1)
+    weights = odds**power
+    weights = np.minimum(weights, 20 * np.median(weights))
+    return weights / weights.sum()
 
 
 def score_views(portfolio: Any, angle_sets: dict[str, tuple[float, ...]]) -> None:
