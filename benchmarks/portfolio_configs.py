@@ -13,6 +13,10 @@ runs: for each set of angles (degrees), the image and its mirror turned by each 
 run's row then holds every set's val AUC, test AUC and test ACC (``views``). The extra passes
 take snapshot time, so runs get fewer epochs than without.
 
+With ``--pseudo`` (self-training on the test images, labelled by an ensemble's predictions) or
+``--importance`` (train resampled by its images' odds of being test images), the runs train on
+another training set; neither reads the test labels.
+
 Candidates are named as the option ``configs`` names them: any of the adapter's ``CONFIGS``
 (its portfolio and the configurations screened beside it, ``MORE_CONFIGS``). Run it from the
 repository root with the ResNets' environment and this checkout's ``decathlon`` on the path::
