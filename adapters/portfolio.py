@@ -198,6 +198,9 @@ class Config:
     # eigenvector of their covariance over the root of its eigenvalue, and its negative;
     # :func:`whitening_filters`), then the configuration's own stem; 0 = none.
     whiten: int = 0
+    # False: no mirror images, in training nor among the test-time views (for images whose left
+    # and right differ, as a chest X-ray's: the heart on one side).
+    mirror: bool = True
 
     @property
     def turns(self) -> int:
@@ -275,6 +278,8 @@ MORE_CONFIGS: tuple[Config, ...] = (
     Config("wide-geo-white", "wide", (2, 4), 1, "geo", dropout=0.2, cost=2.6, whiten=2),
     Config("res-geo-mixup-white", "res", (1, 2, 4), 1, "geo", "mixup", cost=1.3, whiten=2),
     Config("res2-geo-white", "res", (1, 2, 4), 2, "geo", lr=1e-3, cost=1.8, whiten=2),
+    Config("vgg-geo-upright", "vgg", (1, 2, 4), 1, "geo", smoothing=0.0, cost=0.6, mirror=False),
+    Config("res-geo-upright", "res", (1, 2, 4), 1, "geo", mirror=False),
 )
 
 #: Every configuration by name: what the option ``configs`` chooses from.
@@ -454,14 +459,20 @@ def whitening_filters(images: Any, size: int, eps: float = 5e-4) -> Any:
 
 
 def augment(
-    x: Any, family: str, generator: Any, intensity: float = 0.0, sharpness: float = 0.0
+    x: Any,
+    family: str,
+    generator: Any,
+    intensity: float = 0.0,
+    sharpness: float = 0.0,
+    mirror: bool = True,
 ) -> Any:
     """Random flips and shifts ("flip"), plus small rotations and scaling ("geo"; "zoom" with
     the scale, aspect ratio and shifts varied more), for a float batch (B, C, H, W), as one
     batched affine resampling; with ``intensity``, each image's
     contrast (about its mean) and brightness also change by up to that share; with
     ``sharpness``, each image is blurred or sharpened: ``x + a (x - blur(x))`` with ``a`` drawn
-    from -sharpness to +sharpness (-1: the image blurred by a 3x3 binomial kernel)."""
+    from -sharpness to +sharpness (-1: the image blurred by a 3x3 binomial kernel). Without
+    ``mirror``, no image is flipped (the same random draws otherwise)."""
     import torch
 
     b = x.shape[0]
@@ -470,6 +481,8 @@ def augment(
         return torch.rand(b, generator=generator).mul_(high - low).add_(low).to(x.device)
 
     flip = (torch.rand(b, generator=generator) < 0.5).to(x.device, x.dtype).mul_(2).sub_(1)
+    if not mirror:
+        flip = torch.ones_like(flip)
     shift = 2.0 * 2.0 / x.shape[-1]  # up to 2 pixels, in grid units
     stretch = torch.ones(b, device=x.device)  # the height's scale over the width's
     if family == "rot":  # images with no upright (a fundus): any angle, and a mirror
@@ -736,7 +749,7 @@ class Runner:
             model.train()
             start = (step * b) % max(1, len(self.x_train) - b)
             x = self.prepare(self.x_train[start : start + b])
-            x = augment(x, config.aug, generator, self.intensity, config.sharpness)
+            x = augment(x, config.aug, generator, self.intensity, config.sharpness, config.mirror)
             x = x.contiguous(memory_format=self.memory_format)
             y = self.y_train[start : start + b]
             moved = self.sam_ascent(model, x, y, config) if config.sam else []
@@ -750,7 +763,7 @@ class Runner:
         per_step = float(np.median(times[1:]))  # the first step pays for warm-up
         t0 = time.perf_counter()
         sample = self.x_val[:128]
-        self.predict(model, sample, config.turns, self.angles(config))
+        self.predict(model, sample, config.turns, self.angles(config), config.mirror)
         per_image = (time.perf_counter() - t0) / len(sample)  # every view
         n_pred = len(self.x_val) + len(self.x_test)  # predicted after half the epochs
         return per_step * math.ceil(len(self.x_train) / b) + 0.5 * per_image * n_pred
@@ -765,7 +778,7 @@ class Runner:
     def views(self, config: Config) -> int:
         """How many test-time views of each image ``config`` predicts: every angle and quarter
         turn, each mirrored."""
-        return 2 * config.turns * len(self.angles(config))
+        return (2 if config.mirror else 1) * config.turns * len(self.angles(config))
 
     def network(self, config: Config) -> Any:
         """The network of ``config`` on this task's device."""
@@ -879,12 +892,17 @@ class Runner:
         return self._class_weights[balance]
 
     def predict(
-        self, model: Any, images: Any, turns: int = 1, angles: tuple[float, ...] = (0.0,)
+        self,
+        model: Any,
+        images: Any,
+        turns: int = 1,
+        angles: tuple[float, ...] = (0.0,),
+        mirror: bool = True,
     ) -> dict[str, np.ndarray]:
         """Probabilities of ``images``: ``plain`` (the first view; ``angles`` start with 0), and
         ``tta``, the mean over the image's views: the image turned by each of ``angles``
-        (degrees) and by 90 degrees ``turns - 1`` times, each view also mirrored (the square's
-        eight symmetries for 4 turns); one forward pass of each view."""
+        (degrees) and by 90 degrees ``turns - 1`` times, each view also mirrored with ``mirror``
+        (the square's eight symmetries for 4 turns); one forward pass of each view."""
         torch = self.torch
         model.eval()
         plain, tta = [], []
@@ -893,7 +911,8 @@ class Runner:
                 x = self.prepare(images[start : start + 512])
                 views = [rotate(x, angle) for angle in angles]
                 views = [torch.rot90(v, k, dims=(2, 3)) for v in views for k in range(turns)]
-                views += [torch.flip(v, dims=[3]) for v in views]
+                if mirror:
+                    views += [torch.flip(v, dims=[3]) for v in views]
                 logits = torch.stack(
                     [model(v.contiguous(memory_format=self.memory_format)).float() for v in views]
                 )
@@ -946,7 +965,8 @@ class Runner:
             t0 = time.perf_counter()
             angles = self.angles(config)
             for split, images in ((record.val, x_held), (record.test, self.x_test)):
-                for key, p in self.predict(model, images, config.turns, angles).items():
+                views = self.predict(model, images, config.turns, angles, config.mirror)
+                for key, p in views.items():
                     split[key] = split.get(key, 0) + p
             record.snapshots += 1
             snapshot_s[0] = time.perf_counter() - t0
@@ -980,6 +1000,7 @@ class Runner:
                     generator,
                     self.intensity,
                     config.sharpness,
+                    config.mirror,
                 )
                 y = self.y_train[index]
                 if config.mix:

@@ -256,10 +256,17 @@ def score_views(portfolio: Any, angle_sets: dict[str, tuple[float, ...]]) -> Non
     after this: the adapter's own ``Runner.predict``, called once more per set)."""
     own = portfolio.Runner.predict
 
-    def predict(self: Any, model: Any, images: Any, turns: int = 1, angles: Any = (0.0,)) -> Any:
-        out = own(self, model, images, turns, angles)
+    def predict(
+        self: Any,
+        model: Any,
+        images: Any,
+        turns: int = 1,
+        angles: Any = (0.0,),
+        mirror: bool = True,
+    ) -> Any:
+        out = own(self, model, images, turns, angles, mirror)
         for name, chosen in angle_sets.items():
-            out[f"views {name}"] = own(self, model, images, turns, chosen)["tta"]
+            out[f"views {name}"] = own(self, model, images, turns, chosen, mirror)["tta"]
         return out
 
     portfolio.Runner.predict = predict
@@ -276,8 +283,15 @@ def score_adapted(portfolio: Any) -> None:
 
     own = portfolio.Runner.predict
 
-    def predict(self: Any, model: Any, images: Any, turns: int = 1, angles: Any = (0.0,)) -> Any:
-        out = own(self, model, images, turns, angles)
+    def predict(
+        self: Any,
+        model: Any,
+        images: Any,
+        turns: int = 1,
+        angles: Any = (0.0,),
+        mirror: bool = True,
+    ) -> Any:
+        out = own(self, model, images, turns, angles, mirror)
         adapted = copy.deepcopy(model)
         for module in adapted.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -289,7 +303,7 @@ def score_adapted(portfolio: Any) -> None:
                 x = self.prepare(images[start : start + 256])
                 for view in (x, torch.flip(x, dims=[3])):
                     adapted(view.contiguous(memory_format=self.memory_format))
-        out["adapted"] = own(self, adapted, images, turns, angles)["tta"]
+        out["adapted"] = own(self, adapted, images, turns, angles, mirror)["tta"]
         return out
 
     portfolio.Runner.predict = predict

@@ -366,6 +366,38 @@ def test_a_configuration_trained_at_small_angles_averages_its_views_at_those_ang
     assert out["flip only"] > 0.01
 
 
+_UPRIGHT_CHECK = (
+    _untrained_network(BINARY, 2, "vgg-geo-upright")
+    + """
+x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+mirrored = portfolio.augment(x, "flip", torch.Generator().manual_seed(1))
+upright = portfolio.augment(x, "flip", torch.Generator().manual_seed(1), mirror=False)
+same = (mirrored - upright).flatten(1).abs().amax(1)
+flipped = (mirrored - torch.flip(upright, dims=[3])).flatten(1).abs().amax(1)
+scores = runner.predict(model, runner.x_val, 1, (0.0,), mirror=False)
+with torch.no_grad():
+    alone = torch.softmax(model.eval()(runner.prepare(runner.x_val)).float(), dim=-1).numpy()
+json.dump({
+    "same": int((same < 1e-5).sum()),
+    "flipped": int((flipped < 1e-5).sum()),
+    "views": runner.views(config),
+    "tta is the image alone": float(np.abs(scores["tta"] - alone).max()),
+}, sys.stdout)
+"""
+)
+
+
+def test_an_upright_configuration_never_mirrors_an_image() -> None:
+    # Field mirror=False (chest X-rays: the heart on one side): the same random draws as with
+    # mirrors, but the images drawn to be mirrored stay as they are, and the test-time views
+    # are the image turned by each angle, without its mirror.
+    out = _in_the_portfolio_environment(_UPRIGHT_CHECK)
+    assert out["same"] + out["flipped"] == 64  # with mirrors: each image as it is, or mirrored
+    assert out["same"] > 10 and out["flipped"] > 10  # about half mirrored, none without
+    assert out["views"] == 3  # 0 and +-10 degrees, no mirrors (vgg-geo: 6)
+    assert out["tta is the image alone"] < 1e-5
+
+
 _SHARPNESS_CHECK = """
 import json, sys
 import torch
