@@ -11,7 +11,9 @@ What it does, in order:
    configurations are trained wider (``width`` doubles) with fp16 mixed precision; on a CPU
    with bfloat16 instructions, training steps run under bfloat16 autocast (option
    ``precision``). On colour images every network starts with a whitening stem, a first
-   convolution fixed from train's patches (option ``whiten``).
+   convolution fixed from train's patches (option ``whiten``). Where a mirrored image is told
+   from the training images (a chest X-ray's heart is on one side), no image is mirrored, in
+   training or at test time (option ``mirror``).
 2. **Racing.** Successive halving with restarts: every configuration trains a complete short
    cosine schedule of ``r0`` epochs; the best third by validation AUC (the harness's own
    :func:`decathlon.metrics.auc`) trains again with a new seed and three times the epochs, and so
@@ -106,6 +108,11 @@ OPTIONS: dict[str, Any] = {
     # wall10, test ACC +0.023 and AUC +0.003; no gain on the grey sets' screen
     # (benchmarks/RESULTS.md, "a whitening stem").
     "whiten": "colour",
+    # Mirror images in training and among the test-time views: "auto" where a mirrored image
+    # cannot be told from the training images (mirror_auc below HANDED_AUC; chest X-rays,
+    # whose heart is on one side, can), "always", "never" (benchmarks/RESULTS.md, "images with
+    # a handedness").
+    "mirror": "auto",
     # The ensemble's output recalibrated on the validation split: a temperature and a bias per
     # class (per label) fitted by log-loss (benchmarks/RESULTS.md, "calibration"); false = none.
     "calibrate": True,
@@ -121,12 +128,13 @@ RUNS_FILE = "runs.npz"
 
 PRECISIONS = ("auto", "fp32")
 WHITEN = ("none", "colour", "all")
+MIRROR = ("auto", "always", "never")
 
 
 def _check_options(options: dict[str, Any]) -> None:
     """Refuse, in the harness before any task starts, a ``configs`` naming no configuration,
-    a ``precision`` that is none of :data:`PRECISIONS`, a ``tta_angle`` outside 0 to 45 and a
-    ``whiten`` that is none of :data:`WHITEN`."""
+    a ``precision`` that is none of :data:`PRECISIONS`, a ``tta_angle`` outside 0 to 45, a
+    ``whiten`` that is none of :data:`WHITEN` and a ``mirror`` that is none of :data:`MIRROR`."""
     portfolio_of(options["configs"])
     if options["precision"] not in PRECISIONS:
         known = ", ".join(PRECISIONS)
@@ -136,6 +144,9 @@ def _check_options(options: dict[str, Any]) -> None:
     if options["whiten"] not in WHITEN:
         known = ", ".join(WHITEN)
         raise ValueError(f"option whiten: {options['whiten']!r} is not one of {known}")
+    if options["mirror"] not in MIRROR:
+        known = ", ".join(MIRROR)
+        raise ValueError(f"option mirror: {options['mirror']!r} is not one of {known}")
 
 
 ADAPTER = Adapter(
@@ -310,6 +321,50 @@ def whitened(configs: tuple[Config, ...], option: str, x_train: np.ndarray) -> t
     if option == "all" or (option == "colour" and x_train.shape[3:] == (3,)):
         return tuple(c if c.whiten else replace(c, whiten=2) for c in configs)
     return configs
+
+
+def mirror_auc(x_train: np.ndarray, images: int = 600, seed: int = 0) -> float:
+    """How well a mirrored image can be told from an original: the cross-validated AUC of a
+    logistic regression on the pixels (sampled to about 28 x 28) of ``images`` training images
+    and their mirrors, each image and its mirror in the same fold. About 0.5 where a mirror
+    looks like any other image (a skin lesion, a fundus of either eye); near 1 where images
+    have a handedness (a chest X-ray: the heart on one side)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.permutation(len(x_train))[:images])
+    step = max(1, x_train.shape[1] // 28)
+    x = x_train[picked][:, ::step, ::step].astype(np.float32) / 255.0
+    pairs = np.concatenate([x, x[:, :, ::-1]]).reshape(2 * len(x), -1)
+    mirrored = np.r_[np.zeros(len(x)), np.ones(len(x))]
+    scores = cross_val_predict(
+        LogisticRegression(C=0.1, max_iter=1000),
+        pairs,
+        mirrored,
+        groups=np.r_[np.arange(len(x)), np.arange(len(x))],
+        cv=GroupKFold(3),
+        method="predict_proba",
+    )[:, 1]
+    return float(roc_auc_score(mirrored, scores))
+
+
+#: Images whose mirrors are told from them with at least this AUC are not mirrored (option
+#: ``mirror`` "auto"): pneumoniamnist 0.99, retinamnist 0.99, breastmnist 0.57 (RESULTS.md).
+HANDED_AUC = 0.75
+
+
+def mirrored(
+    configs: tuple[Config, ...], option: str, x_train: np.ndarray
+) -> tuple[tuple[Config, ...], float | None]:
+    """``configs`` as the option ``mirror`` has them, and the :func:`mirror_auc` that "auto"
+    read (None otherwise): unchanged for "always" and for "auto" below :data:`HANDED_AUC`,
+    else each without mirror images (``mirror=False``)."""
+    handedness = mirror_auc(x_train) if option == "auto" else None
+    if option == "never" or (handedness is not None and handedness >= HANDED_AUC):
+        configs = tuple(replace(c, mirror=False) for c in configs)
+    return configs, handedness
 
 
 #: The most training images a whitening stem's filters are computed from.
@@ -1398,6 +1453,9 @@ def _race(
     deadline_cut = False
     raced = portfolio_of(opts["configs"])
     raced = whitened(raced, str(opts["whiten"]), data.x_train)
+    raced, handedness = mirrored(raced, str(opts["mirror"]), data.x_train)
+    if handedness is not None:
+        log.info("mirrored images told from originals with AUC %.3f", handedness)
     order = [c.name for c in raced]
     configs = {c.name: c for c in raced}
 
@@ -1626,6 +1684,8 @@ def _race(
         "folds": folds if pooled else 0,
         # The images the ensemble and the calibration were chosen by: val, or train and val.
         "selection_images": len(y_val),
+        "mirror": all(c.mirror for c in raced),
+        "mirror_auc": None if handedness is None else round(handedness, 3),
     }
     if deadline_cut:
         info["deadline_note"] = (

@@ -36,6 +36,7 @@ import json
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pseudo-share", type=float, default=0.5)
     parser.add_argument(
+        "--no-mirror",
+        action="store_true",
+        help="every configuration without mirror images, in training and at test time (as the "
+        "adapter's option mirror has it for images with a handedness)",
+    )
+    parser.add_argument(
         "--importance",
         type=float,
         metavar="POWER",
@@ -104,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in args.configs if c not in known]
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; known: {sorted(known)}")
+    if args.no_mirror:
+        known = {name: replace(known[name], mirror=False) for name in args.configs}
     info = Catalog.load().info(args.dataset)
     arrays = np.load(args.data_dir / f"{args.dataset}.npz")
     x_train, y_train = arrays["train_images"], arrays["train_labels"]
@@ -178,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["pseudo"] = [str(args.pseudo), args.pseudo_share]
             if args.importance is not None:
                 row["importance"] = args.importance
+            if args.no_mirror:
+                row["mirror"] = False
             if args.adapt_bn:
                 row["adapted"] = [
                     round(auc(info.task, y_val, record.val["adapted"]), 4),

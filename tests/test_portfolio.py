@@ -503,6 +503,33 @@ def test_the_option_whiten_gives_every_raced_configuration_a_whitening_stem() ->
         portfolio.ADAPTER.check_options(options)
 
 
+@pytest.mark.realdata
+def test_the_option_mirror_keeps_mirrors_only_for_images_without_a_handedness(
+    real_data_dir: Path,
+) -> None:
+    # "auto": a chest X-ray's mirror (the heart on the other side) is told from the training
+    # images, so no pneumoniamnist image is mirrored; a breast ultrasound's mirror is not.
+    train = {}
+    for flag in ("pneumoniamnist", "breastmnist"):
+        with np.load(real_data_dir / f"{flag}.npz") as data:
+            train[flag] = data["train_images"]
+    raced = portfolio.PORTFOLIO
+    upright, chest = portfolio.mirrored(raced, "auto", train["pneumoniamnist"])
+    assert chest is not None and chest >= portfolio.HANDED_AUC
+    assert upright == tuple(dataclasses.replace(c, mirror=False) for c in raced)
+    kept, breast = portfolio.mirrored(raced, "auto", train["breastmnist"])
+    assert breast is not None and breast < portfolio.HANDED_AUC and kept == raced
+    # A mirrored image of noise is no more told from the rest than chance allows.
+    noise = np.random.default_rng(0).integers(0, 256, (600, 28, 28), dtype=np.uint8)
+    assert portfolio.mirror_auc(noise) < 0.6
+    assert portfolio.mirrored(raced, "always", train["pneumoniamnist"]) == (raced, None)
+    never, read = portfolio.mirrored(raced, "never", train["breastmnist"])
+    assert read is None and not any(c.mirror for c in never)
+    options = {**portfolio.OPTIONS, "mirror": "sometimes"}
+    with pytest.raises(ValueError, match="option mirror: 'sometimes' is not one of auto, always"):
+        portfolio.ADAPTER.check_options(options)
+
+
 _BALANCE_CHECK = """
 import dataclasses, json, sys
 import numpy as np, torch
@@ -597,6 +624,7 @@ def test_real_breastmnist_tiny_budget_is_ok_with_notes(mixed_catalog, tmp_path: 
     assert isinstance(notes["deadline_cut"], bool) and notes["tta"] in (True, False)
     assert notes["precision"] == ("bfloat16" if portfolio.cpu_has_bf16() else "float32")
     assert notes["whiten"] == "colour"  # the default; breastmnist's grey images keep no stem
+    assert notes["mirror"] is True and notes["mirror_auc"] < portfolio.HANDED_AUC
     calibration = notes["calibration"]
     assert len(calibration["bias"]) == 2 and calibration["temperature"] > 0
     assert calibration["val_log_loss_after"] <= calibration["val_log_loss_before"]
