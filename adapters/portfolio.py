@@ -11,9 +11,9 @@ What it does, in order:
    configurations are trained wider (``width`` doubles) with fp16 mixed precision; on a CPU
    with bfloat16 instructions, training steps run under bfloat16 autocast (option
    ``precision``). On colour images every network starts with a whitening stem, a first
-   convolution fixed from train's patches (option ``whiten``). Where a mirrored image is told
-   from the training images (a chest X-ray's heart is on one side), no image is mirrored, in
-   training or at test time (option ``mirror``).
+   convolution fixed from train's patches (option ``whiten``). On grey images whose mirrors are
+   told from them (a chest X-ray's heart is on one side), no image is mirrored, in training or
+   at test time (option ``mirror``).
 2. **Racing.** Successive halving with restarts: every configuration trains a complete short
    cosine schedule of ``r0`` epochs; the best third by validation AUC (the harness's own
    :func:`decathlon.metrics.auc`) trains again with a new seed and three times the epochs, and so
@@ -108,10 +108,11 @@ OPTIONS: dict[str, Any] = {
     # wall10, test ACC +0.023 and AUC +0.003; no gain on the grey sets' screen
     # (benchmarks/RESULTS.md, "a whitening stem").
     "whiten": "colour",
-    # Mirror images in training and among the test-time views: "auto" where a mirrored image
-    # cannot be told from the training images (mirror_auc below HANDED_AUC; chest X-rays,
-    # whose heart is on one side, can), "always", "never" (benchmarks/RESULTS.md, "images with
-    # a handedness").
+    # Mirror images in training and among the test-time views: "auto" unless the images are
+    # grey and a mirrored one is told from the training images (mirror_auc at least
+    # HANDED_AUC): radiographs and CT slices are shown in one orientation (the patient's left on
+    # the image's right), so a chest X-ray's mirror, its heart on the wrong side, is an image no
+    # test split holds; "always"; "never" (benchmarks/RESULTS.md, "images with a handedness").
     "mirror": "auto",
     # The ensemble's output recalibrated on the validation split: a temperature and a bias per
     # class (per label) fitted by log-loss (benchmarks/RESULTS.md, "calibration"); false = none.
@@ -350,8 +351,9 @@ def mirror_auc(x_train: np.ndarray, images: int = 600, seed: int = 0) -> float:
     return float(roc_auc_score(mirrored, scores))
 
 
-#: Images whose mirrors are told from them with at least this AUC are not mirrored (option
-#: ``mirror`` "auto"): pneumoniamnist 0.99, retinamnist 0.99, breastmnist 0.57 (RESULTS.md).
+#: Grey images whose mirrors are told from them with at least this AUC are not mirrored (option
+#: ``mirror`` "auto"): pneumoniamnist 0.99, breastmnist 0.57 (retinamnist, colour: 0.99, and
+#: mirrored all the same: a fundus's mirror is an image of the other eye).
 HANDED_AUC = 0.75
 
 
@@ -359,9 +361,10 @@ def mirrored(
     configs: tuple[Config, ...], option: str, x_train: np.ndarray
 ) -> tuple[tuple[Config, ...], float | None]:
     """``configs`` as the option ``mirror`` has them, and the :func:`mirror_auc` that "auto"
-    read (None otherwise): unchanged for "always" and for "auto" below :data:`HANDED_AUC`,
-    else each without mirror images (``mirror=False``)."""
-    handedness = mirror_auc(x_train) if option == "auto" else None
+    read on grey images (None otherwise): unchanged for "always", for colour images and for
+    "auto" below :data:`HANDED_AUC`, else each without mirror images (``mirror=False``)."""
+    grey = x_train.ndim == 3 or x_train.shape[3:] == (1,)
+    handedness = mirror_auc(x_train) if option == "auto" and grey else None
     if option == "never" or (handedness is not None and handedness >= HANDED_AUC):
         configs = tuple(replace(c, mirror=False) for c in configs)
     return configs, handedness

@@ -508,9 +508,10 @@ def test_the_option_mirror_keeps_mirrors_only_for_images_without_a_handedness(
     real_data_dir: Path,
 ) -> None:
     # "auto": a chest X-ray's mirror (the heart on the other side) is told from the training
-    # images, so no pneumoniamnist image is mirrored; a breast ultrasound's mirror is not.
+    # images, so no pneumoniamnist image is mirrored; a breast ultrasound's mirror is not; colour
+    # images (a fundus: its mirror is the other eye) are mirrored without asking.
     train = {}
-    for flag in ("pneumoniamnist", "breastmnist"):
+    for flag in ("pneumoniamnist", "breastmnist", "retinamnist"):
         with np.load(real_data_dir / f"{flag}.npz") as data:
             train[flag] = data["train_images"]
     raced = portfolio.PORTFOLIO
@@ -519,6 +520,8 @@ def test_the_option_mirror_keeps_mirrors_only_for_images_without_a_handedness(
     assert upright == tuple(dataclasses.replace(c, mirror=False) for c in raced)
     kept, breast = portfolio.mirrored(raced, "auto", train["breastmnist"])
     assert breast is not None and breast < portfolio.HANDED_AUC and kept == raced
+    assert portfolio.mirrored(raced, "auto", train["retinamnist"]) == (raced, None)
+    assert portfolio.mirror_auc(train["retinamnist"]) >= portfolio.HANDED_AUC  # yet mirrored
     # A mirrored image of noise is no more told from the rest than chance allows.
     noise = np.random.default_rng(0).integers(0, 256, (600, 28, 28), dtype=np.uint8)
     assert portfolio.mirror_auc(noise) < 0.6
