@@ -341,16 +341,16 @@ def mirror_auc(x_train: np.ndarray, images: int = 600, seed: int = 0) -> float:
     step = max(1, x_train.shape[1] // 28)
     x = x_train[picked][:, ::step, ::step].astype(np.float32) / 255.0
     pairs = np.concatenate([x, x[:, :, ::-1]]).reshape(2 * len(x), -1)
-    mirrored = np.r_[np.zeros(len(x)), np.ones(len(x))]
+    is_mirror = np.r_[np.zeros(len(x)), np.ones(len(x))]
     scores = cross_val_predict(
         LogisticRegression(C=0.1, max_iter=1000),
         pairs,
-        mirrored,
+        is_mirror,
         groups=np.r_[np.arange(len(x)), np.arange(len(x))],
         cv=GroupKFold(3),
         method="predict_proba",
     )[:, 1]
-    return float(roc_auc_score(mirrored, scores))
+    return float(roc_auc_score(is_mirror, scores))
 
 
 #: Grey images whose mirrors are told from them with at least this AUC are not mirrored (option
@@ -837,7 +837,7 @@ class Runner:
 
     def views(self, config: Config) -> int:
         """How many test-time views of each image ``config`` predicts: every angle and quarter
-        turn, each mirrored."""
+        turn, each mirrored unless ``config.mirror`` is false."""
         return (2 if config.mirror else 1) * config.turns * len(self.angles(config))
 
     def network(self, config: Config) -> Any:
