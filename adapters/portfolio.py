@@ -22,7 +22,8 @@ What it does, in order:
 3. **Members.** A run's prediction is the mean of its predictions after every epoch of the last
    half of its schedule (an epoch-snapshot ensemble: on these small sets the best-validation
    epoch is noise). Each run is one candidate member, with and without test-time
-   augmentation: the image and its mirror, each also turned by -10 and +10 degrees (option
+   augmentation: the image and its mirror (no mirror with option ``mirror``'s upright images),
+   each also turned by -10 and +10 degrees (option
    ``tta_angle``) for configurations trained with small rotations (``aug="geo"``), or the
    eight views of the square's symmetries for those trained at every angle (``aug="rot"``).
 4. **Ensemble.** Greedy ensemble selection with replacement on the validation split (Caruana et
