@@ -214,6 +214,9 @@ class Config:
     # False: no mirror images, in training nor among the test-time views (for images whose left
     # and right differ, as a chest X-ray's: the heart on one side).
     mirror: bool = True
+    # Weight averaging: the snapshots predict with an exponential moving average of the
+    # weights (and batch-norm statistics) over about this many epochs; 0 = the live weights.
+    ema: float = 0.0
 
     @property
     def turns(self) -> int:
@@ -872,6 +875,17 @@ class Runner:
             )
         return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
+    def averaged(self, model: Any, horizon_steps: float) -> Any:
+        """An exponential moving average of ``model``'s weights and buffers, started at them
+        (the untrained network), each step weighing ``1 / horizon_steps`` (Polyak averaging;
+        ``update_parameters`` after every step)."""
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        decay = 1.0 - 1.0 / max(1.0, horizon_steps)
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        averaged.update_parameters(model)  # the first update copies
+        return averaged
+
     def sam_ascent(self, model: Any, x: Any, y: Any, config: Config) -> list[tuple[Any, Any]]:
         """SAM's first pass: the batch's gradient here, and the weights moved ``config.sam``
         (L2) along it; returns each moved parameter with its move, for :meth:`sam_descent`.
@@ -1014,6 +1028,7 @@ class Runner:
         # Time-bounded: the schedule ends at the allotment or at stop_at, whichever is first.
         budget_s = min(record.allotted_s or math.inf, stop_at - time.time())
         total_steps = steps_per_epoch * record.epochs
+        averaged = self.averaged(model, config.ema * steps_per_epoch) if config.ema else None
 
         snapshot_s = [0.0]  # the last snapshot's seconds: kept free at a timed schedule's end
 
@@ -1025,8 +1040,9 @@ class Runner:
         def snapshot() -> None:
             t0 = time.perf_counter()
             angles = self.angles(config)
+            scorer = model if averaged is None else averaged
             for split, images in ((record.val, x_held), (record.test, self.x_test)):
-                views = self.predict(model, images, config.turns, angles, config.mirror)
+                views = self.predict(scorer, images, config.turns, angles, config.mirror)
                 for key, p in views.items():
                     split[key] = split.get(key, 0) + p
             record.snapshots += 1
@@ -1075,6 +1091,8 @@ class Runner:
                 self.sam_descent(moved)
                 scaler.step(optimizer)
                 scaler.update()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 step += 1
             else:
                 record.epochs_run = epoch

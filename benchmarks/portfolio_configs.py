@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         "adapter's option mirror has it for images with a handedness)",
     )
     parser.add_argument(
+        "--ema",
+        type=float,
+        metavar="EPOCHS",
+        help="every configuration predicting with a moving average of its weights over about "
+        "this many epochs (the Config field ema)",
+    )
+    parser.add_argument(
         "--importance",
         type=float,
         metavar="POWER",
@@ -113,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown configuration(s) {unknown}; known: {sorted(known)}")
     if args.no_mirror:
         known = {name: replace(known[name], mirror=False) for name in args.configs}
+    if args.ema:
+        known = {name: replace(known[name], ema=args.ema) for name in args.configs}
     info = Catalog.load().info(args.dataset)
     arrays = np.load(args.data_dir / f"{args.dataset}.npz")
     x_train, y_train = arrays["train_images"], arrays["train_labels"]
@@ -189,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["importance"] = args.importance
             if args.no_mirror:
                 row["mirror"] = False
+            if args.ema:
+                row["ema"] = args.ema
             if args.adapt_bn:
                 row["adapted"] = [
                     round(auc(info.task, y_val, record.val["adapted"]), 4),

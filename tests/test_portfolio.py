@@ -433,6 +433,46 @@ def test_sharpness_jitter_blurs_or_sharpens_each_training_image_by_its_own_amoun
     assert (amounts < -0.2).any() and (amounts > 0.2).any()
 
 
+_AVERAGING_CHECK = """
+import dataclasses, json, sys
+import numpy as np, torch
+from decathlon_adapters import portfolio
+
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, size=(64, 28, 28, 1), dtype=np.uint8)
+labels = rng.integers(0, 2, size=(64, 1))
+data = portfolio.TaskData("binary-class", 2, images, labels, images[:16], labels[:16], images[:16])
+runner = portfolio.Runner(data, "cpu", 8, 16)
+base = portfolio.CONFIGS["vgg-geo"]
+out = {}
+for name, ema in (("live", 0.0), ("averaged over 1e9 epochs", 1e9)):
+    config = dataclasses.replace(base, ema=ema)
+    record = portfolio.RunRecord(config.name, 0, 3, epochs=4)
+    runner.train(config, record, stop_at=float("inf"))
+    torch.manual_seed(3)  # the run's own seed: its untrained network
+    untrained = runner.predict(runner.network(config), runner.x_test)["plain"]
+    out[name] = float(np.abs(record.test["plain"] - untrained).max())
+model = runner.network(base)
+averaged = runner.averaged(model, 4)
+before = next(averaged.module.parameters()).detach().clone()
+with torch.no_grad():
+    next(model.parameters()).add_(1.0)
+averaged.update_parameters(model)
+out["step"] = float((next(averaged.module.parameters()) - before).mean())
+json.dump(out, sys.stdout)
+"""
+
+
+def test_weight_averaging_predicts_with_the_moving_average_not_the_live_weights() -> None:
+    # Field ema: each step moves the average 1/horizon of the way to the live weights, and the
+    # snapshots predict with the average: over a horizon of 1e9 epochs it stays the run's
+    # untrained network, while the live weights of the same run (ema=0) have moved away.
+    out = _in_the_portfolio_environment(_AVERAGING_CHECK)
+    assert abs(out["step"] - 0.25) < 1e-6
+    assert out["averaged over 1e9 epochs"] < 1e-5
+    assert out["live"] > 1e-3
+
+
 _WHITENING_CHECK = """
 import json, sys
 import numpy as np, torch
