@@ -206,6 +206,12 @@ def load(path: Path | None = None, *, datasets: Iterable[str] | None = None) -> 
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise BudgetError(f"{path.name}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BudgetError(
+            f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise BudgetError(f"{path}: cannot be read ({exc.strerror})") from None
     valid_flags = list(datasets or ())
     raw_profiles = data.pop("profiles", None)
     if not isinstance(raw_profiles, dict) or not raw_profiles:

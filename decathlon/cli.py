@@ -162,7 +162,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     download.add_argument(
         "--redownload",
         action="store_true",
-        help="delete each dataset file of the run, download it and check its MD5 again",
+        help="download each dataset file of the run again; it replaces the file once checked",
     )
     run.add_argument(
         "--allow-unverified",
@@ -392,16 +392,16 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
         datasets=args.datasets,
         seeds=args.seeds,
         scale_factor=args.scale_factor,
-        budgets_path=str(args.budgets) if args.budgets else None,
+        budgets_path=str(Path(args.budgets).expanduser().resolve()) if args.budgets else None,
         memory_mb=args.memory_mb,
         options=dict(args.option),
     )
     if getattr(args, "model_dir", None):
         config.options["model_dir"] = str(args.model_dir.resolve())
-    for name in ("data_dir", "mirror"):
-        value = getattr(args, name, None)
-        if value is not None:
-            setattr(config, name, str(value))
+    if getattr(args, "data_dir", None) is not None:  # by its full name, as run_dir: see resume
+        config.data_dir = str(Path(args.data_dir).expanduser().resolve())
+    if getattr(args, "mirror", None) is not None:
+        config.mirror = str(args.mirror)
     if getattr(args, "no_download", False):
         config.download = False
     if getattr(args, "redownload", False):
@@ -614,7 +614,7 @@ def _read_config(run_dir: Path) -> RunConfig:
         record = rundir.config_record(json.loads(path.read_text()))
     except FileNotFoundError:
         raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DecathlonError(f"{path}: not valid JSON ({exc})") from None
     try:
         if record is None:

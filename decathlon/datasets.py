@@ -253,10 +253,9 @@ def _ensure(
 ) -> tuple[Path, bool, str]:
     info = catalog.info(flag, size)
     path = dataset_file(data_dir, info.flag, size)
-    if redownload:
-        path.unlink(missing_ok=True)
-        _sidecar(path).unlink(missing_ok=True)
-    if not path.is_file():
+    # A file downloaded again replaces the one here only once it is whole and its MD5 matches
+    # (see download.download): a failed --redownload keeps what was there.
+    if redownload or not path.is_file():
         url = f"{mirror.rstrip('/')}/{path.name}" if mirror else info.url
         if not (download or redownload):
             raise DataError(

@@ -10,6 +10,8 @@ task gets SIGTERM, then SIGKILL after a short grace. The tree is found three way
 grandchild survives: the process group, the descendants of the worker (the harness is a child
 subreaper on Linux, so orphans re-parent to it rather than to init), and every process that
 still carries the task's tag in its environment (which also catches ones that called setsid).
+A process that does all three (double fork, setsid, an empty environment) is out of the sweep's
+sight; an unsealed task's tracking cgroup (see :mod:`decathlon.sandbox`) catches it.
 """
 
 from __future__ import annotations
@@ -162,6 +164,16 @@ def _is_sandbox_pid(pid: int) -> bool:
         return False
 
 
+def _processes(pids: Sequence[int]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def _alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
@@ -209,7 +221,8 @@ def run_limited(
     full_env[TAG_VARIABLE] = tag
     become_subreaper()
     argv, fds = seal.command(cmd) if seal is not None else (list(cmd), ())
-    kernel_cap = seal is not None and seal.memory is not None
+    cgroup = seal.memory if seal is not None else None
+    kernel_cap = cgroup is not None and cgroup.limit_mb is not None
     started = time.monotonic()
     try:
         with open(log_path, "ab") as out:
@@ -237,11 +250,20 @@ def run_limited(
                 outcome.processes_killed = kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
             if outcome.returncode is None:
                 outcome.returncode = proc.wait()
+            if cgroup is not None and not (seal is not None and seal.sealed):
+                # What the sweep could not find: it left the group, the tree and the tag.
+                stray = _processes(cgroup.pids())
+                if stray:
+                    log.warning("%d process(es) of the task escaped the sweep; killed", len(stray))
+                    cgroup.kill()
+                    psutil.wait_procs(stray, timeout=kill_grace)  # reaps the ones adopted here
+                    outcome.processes_killed += len(stray)
             if seal is not None:
                 outcome.returncode = seal.returncode(outcome.returncode)
-            if seal is not None and seal.memory is not None:
-                outcome.peak_memory_mb = seal.memory.peak_mb()
-                if seal.memory.oom_kills() and outcome.returncode != 0:
+            if kernel_cap:
+                assert cgroup is not None
+                outcome.peak_memory_mb = cgroup.peak_mb()
+                if cgroup.oom_kills() and outcome.returncode != 0:
                     outcome.memory_exceeded = outcome.memory_kernel = True
             _footer(out, outcome, hard_limit, memory_mb)
     finally:

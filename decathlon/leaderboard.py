@@ -65,6 +65,10 @@ SUMMARY_DATASET = "decathlon"
 SUMMARY_STATUSES = ("ok", "incomplete")
 #: Columns that files written before they existed lack; read as empty.
 OPTIONAL_COLUMNS = ("sealed", "environment")
+
+# A task's notes (up to rundir.TASK_JSON_LIMIT, 16 MiB of JSON, each quote doubled in CSV) are
+# one field; Python's csv module refuses fields over 128 KiB unless told otherwise.
+csv.field_size_limit(max(csv.field_size_limit(), 2**26))
 METRICS = ("auc", "acc")
 #: The columns that identify a row: no two rows of a file share them.
 KEY = ["run_id", "adapter", "dataset", "size", "seed", "split"]

@@ -4,6 +4,7 @@
 
     RUN_DIR/
       config.json                 the request, the adapter, the budgets file, versions, host
+      .lock                       held by the one harness working on the run (see hold)
       leaderboard.csv             every finished task's rows, then the decathlon means
       tasks/<dataset>/seed<N>/    one folder per task
         task.json                 the worker's task (its ``tag`` names its process tree)
@@ -19,14 +20,18 @@ through the functions below.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from decathlon import datasets, files, leaderboard
 from decathlon.enforcement import kill_tree
+from decathlon.errors import DecathlonError
 
 CONFIG = "config.json"
 LEADERBOARD = "leaderboard.csv"
@@ -43,6 +48,40 @@ WORKER_INFO = "info.json"
 WORKER_ERROR = "error.json"
 SCRATCH = "scratch"
 ATTEMPTS = "attempts"
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def hold(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process alone while the block runs.
+
+    A second harness on the same folder (a ``--resume`` typed while the run still goes) would
+    take the first one's tasks for interrupted ones and stop their workers; it is refused with
+    one line instead. The lock is the kernel's (``flock``): it goes with the process, so a
+    harness killed with SIGKILL leaves nothing that blocks the resume.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DecathlonError(f"{run_dir} is a file, not a run folder; choose another --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise DecathlonError(f"cannot use {run_dir} as a run folder: {exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DecathlonError(
+                f"{run_dir} is in use by another decathlon process (pid {holder}); wait for it"
+                " to end, or stop it, then resume"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def task_dir(run_dir: Path, flag: str, seed: int) -> Path:
@@ -71,7 +110,7 @@ def read_json(path: Path) -> Any:
     """A JSON file's content, or ``None`` when it is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested past Python's stack
         return None
 
 
@@ -85,7 +124,7 @@ def read_task_json(path: Path) -> dict[str, Any] | None:
     :func:`decathlon.files.read_left_by_task`)."""
     try:
         record = json.loads(files.read_left_by_task(path, TASK_JSON_LIMIT))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: "[[[[...", nested too deep
         return None
     return record if isinstance(record, dict) else None
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import math
@@ -163,6 +162,9 @@ class Runner:
             datasets=(*self.catalog.flags, *self.catalog.aliases),  # v1 names accepted too
         )
         self.budgets.check_adapters(registry.adapters)
+        # The file read, by its full name: a resume from another folder (where ./budgets.toml is
+        # another file, or none) reads the same one.
+        config.budgets_path = str(self.budgets.path.resolve())
         self.profile = self.budgets.profile(config.profile)
         self.options = self.budgets.options(config.profile, self.adapter, config.options)
         self.data_dir = Path(config.data_dir) if config.data_dir else datasets.default_data_dir()
@@ -220,6 +222,22 @@ class Runner:
         """
         run_dir = Path(run_dir).resolve()  # the worker runs in another folder
         tasks = self.plan()
+        if rundir.config_path(run_dir).exists() and not resume:  # refused before anything is
+            raise DecathlonError(  # written there, the lock included
+                f"{run_dir} already holds a run; pass --resume {run_dir} to finish it,"
+                " or choose another --run-dir"
+            )
+        with rundir.hold(run_dir):
+            return self._run_held(run_dir, tasks, resume, executor, retry_failed)
+
+    def _run_held(
+        self,
+        run_dir: Path,
+        tasks: list[PlannedTask],
+        resume: bool,
+        executor: Executor | None,
+        retry_failed: bool,
+    ) -> Path:
         self._prepare_run_dir(run_dir, resume)
         if retry_failed:
             self._retry_failed(run_dir, tasks)
@@ -342,9 +360,23 @@ class Runner:
             )
         if resume and not config_path.exists():
             raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)")
+        if resume:
+            self._check_budgets_file(run_dir)
         rundir.tasks_dir(run_dir).mkdir(parents=True, exist_ok=True)
         if not config_path.exists():
             rundir.write_config(run_dir, self.record())
+
+    def _check_budgets_file(self, run_dir: Path) -> None:
+        """Refuse to finish a run under budgets other than those it started with."""
+        recorded = (rundir.read_config(run_dir) or {}).get("budgets_file") or {}
+        now = hashlib.sha256(self.budgets.path.read_bytes()).hexdigest()
+        if recorded.get("sha256") not in (None, now):
+            raise DecathlonError(
+                f"{self.budgets.path} has changed since this run started (config.json records"
+                f" sha256 {str(recorded['sha256'])[:12]}..., it is now {now[:12]}...): its"
+                " remaining tasks would run under other budgets; restore the file, or start a"
+                " new run"
+            )
 
     def record(self) -> dict[str, Any]:
         """config.json: the request, the adapter, the budgets file, versions, host and devices."""
@@ -584,8 +616,8 @@ def score(
         except (OSError, ValueError) as exc:
             return failed_rows(base, "invalid", f"{split} scores refused: {exc}", notes=notes)
         try:
-            scores = np.load(io.BytesIO(raw), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+            scores = files.load_npy(raw)
+        except (ValueError, OSError, EOFError, MemoryError) as exc:
             reason = f"{split} scores unreadable: {exc or type(exc).__name__}"
             return failed_rows(base, "invalid", reason, notes=notes)
         problem = metrics.check_scores(scores, info.n_samples[split], info)
@@ -707,7 +739,12 @@ def host_facts() -> dict[str, Any]:
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(str(text).split())
+    """A reason as one printable line of at most 300 characters: what a task said may hold
+    newlines, terminal escapes (which would redraw the user's screen) and lone surrogates (from
+    undecodable file names, which no UTF-8 file can hold)."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else " " for c in text)
+    line = " ".join(text.split())
     return line if len(line) <= 300 else line[:297] + "..."
 
 

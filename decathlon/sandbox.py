@@ -29,6 +29,11 @@ loopback device). ``--sandbox auto`` (the default) runs unsealed, saying so once
 missing or cannot create namespaces; ``required`` refuses to start; ``off`` runs as before the
 sandbox existed (process-group sweep and sampled memory only). Every leaderboard row records
 ``sealed``.
+
+An unsealed task (``auto`` without bwrap, or ``off``) still gets a cgroup of its own where one
+can be made, without a limit: it only tracks the task's processes, so that one which double
+forked, called ``setsid`` and cleared its environment (which the sweep in
+:mod:`decathlon.enforcement` cannot find) is killed with the task all the same.
 """
 
 from __future__ import annotations
@@ -376,12 +381,13 @@ class MemoryCgroup:
 
     kind: str
     folder: Path
-    limit_mb: int
+    limit_mb: int | None
 
     @classmethod
-    def create(cls, name: str, limit_mb: int) -> MemoryCgroup | None:
-        """A new child of this process's memory cgroup holding at most ``limit_mb``; ``None``
-        when there is no such cgroup to make. Raises :class:`OSError` when making it fails."""
+    def create(cls, name: str, limit_mb: int | None) -> MemoryCgroup | None:
+        """A new child of this process's memory cgroup holding at most ``limit_mb`` (no limit
+        when ``None``: the cgroup then only tracks the task's processes); ``None`` when there is
+        no such cgroup to make. Raises :class:`OSError` when making it fails."""
         parent = _cgroup_parent()
         if parent is None:
             return None
@@ -390,6 +396,8 @@ class MemoryCgroup:
         folder = where / f"{_CGROUP_PREFIX}{name}"
         folder.mkdir()
         cap = cls(kind, folder, limit_mb)
+        if limit_mb is None:
+            return cap
         try:
             limit = str(int(limit_mb) * 2**20)
             if kind == "cgroup v1":
@@ -590,6 +598,11 @@ def seal(
             memory = MemoryCgroup.create(tag, memory_mb)
         except OSError as exc:
             log.warning("no memory cgroup for this task (%s); the cap is sampled", exc)
+    if memory is None and not policy.sealed and cgroup_problem() is None:
+        try:  # no namespace to empty: a cgroup that only tracks the task's processes
+            memory = MemoryCgroup.create(tag, None)
+        except OSError as exc:
+            log.debug("no cgroup to track this unsealed task's processes: %s", exc)
     return Seal(
         policy=policy,
         view=view if policy.sealed else None,

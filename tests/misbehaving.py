@@ -60,11 +60,13 @@ ADAPTERS = (
             "fail_while": "",
             "write_marker": "",
             "train_scores": True,
+            "notes_kib": 0,
         },
     ),
     _adapter("mis_sleeper", "sleep_forever", _SHORT, options={"ignore_sigterm": False}),
     _adapter("mis_spawner", "spawn", _SHORT, options={"mode": "sleep"}),
     _adapter("mis_raiser", "raise_error", _LONG),
+    _adapter("mis_shouter", "raise_unprintable", _LONG),
     _adapter("mis_segfault", "segfault", _LONG, options={"how": "kill"}),
     _adapter("mis_garbage", "garbage", _LONG, options={"mode": "nan"}),
     _adapter("mis_not_predictions", "not_predictions", _LONG),
@@ -126,13 +128,21 @@ def _record_pid(task: Task, pid: int) -> None:
 _GRANDCHILD = """
 import os, signal, sys, time
 mode, pidfile = sys.argv[1], sys.argv[2]
+if mode == "vanish" and len(sys.argv) == 3:  # away from the worker's tree, group and tag
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    code = open("/proc/self/cmdline", "rb").read().split(b"\\0")[2].decode()
+    os.execve(sys.executable, [sys.executable, "-c", code, mode, pidfile, "again"], {})
 if mode == "daemon" and os.fork() > 0:
     os._exit(0)
 if mode in ("setsid", "daemon"):
     os.setsid()
 if mode == "daemon" and os.fork() > 0:
     os._exit(0)
-if mode in ("ignore", "setsid", "daemon"):
+if mode in ("ignore", "setsid", "daemon", "vanish"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 start = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19]
 cmdline = open("/proc/self/cmdline", "rb").read().hex()
@@ -159,7 +169,12 @@ def good(task: Task) -> Predictions:
         not fail_while or Path(fail_while).exists()
     ):
         raise RuntimeError(f"failing on {task.dataset.flag} as asked")
-    predictions = valid_predictions(task, {"behaviour": "good"})
+    notes: dict[str, Any] = {"behaviour": "good"}
+    if task.options.get("notes_kib"):  # an honest adapter's long notes (say, every trial)
+        notes["trials"] = [
+            {"trial": i, "score": 0.5} for i in range(40 * task.options["notes_kib"])
+        ]
+    predictions = valid_predictions(task, notes)
     if not task.options["train_scores"]:
         predictions.train = None
     return predictions
@@ -175,8 +190,11 @@ def sleep_forever(task: Task) -> Predictions:
 
 def spawn(task: Task) -> Predictions:
     """Starts a grandchild that sleeps (``mode``: sleep, ignore, setsid, daemon, or setsid_env: a
-    ``setsid env -i sleep`` in a new session with an emptied environment), then sleeps forever;
-    with mode ``return`` the grandchild sleeps but the adapter returns valid scores at once."""
+    ``setsid env -i sleep`` in a new session with an emptied environment; vanish: a double-forked
+    daemon in its own session that execs itself with an empty environment, so that it is neither
+    in the task's group nor under its worker nor tagged), then sleeps forever; with mode
+    ``return`` (or ``vanish_return``) the grandchild sleeps but the adapter returns valid scores
+    at once."""
     mode = task.options["mode"]
     pidfile = task.output_dir / "pids.txt"
     _record_pid(task, os.getpid())
@@ -188,14 +206,15 @@ def spawn(task: Task) -> Predictions:
         _record_pid(task, child.pid)  # it is both the child and the "grandchild"
         while True:
             time.sleep(1)
-    child = subprocess.Popen([sys.executable, "-c", _GRANDCHILD, mode, str(pidfile)])
+    grandchild = "vanish" if mode == "vanish_return" else mode
+    child = subprocess.Popen([sys.executable, "-c", _GRANDCHILD, grandchild, str(pidfile)])
     _record_pid(task, child.pid)
     deadline = time.time() + 20
     while time.time() < deadline:  # wait until the grandchild has written its own pid
         if len(pidfile.read_text().splitlines()) >= 3:
             break
         time.sleep(0.05)
-    if mode == "return":
+    if mode in ("return", "vanish_return"):
         return valid_predictions(task)
     while True:
         time.sleep(1)
@@ -203,6 +222,17 @@ def spawn(task: Task) -> Predictions:
 
 def raise_error(task: Task) -> Predictions:
     raise ValueError(ERROR_MESSAGE)
+
+
+#: What :func:`raise_unprintable` says: an undecodable file name and terminal escapes that would
+#: clear the user's screen and print a false status.
+UNPRINTABLE_MESSAGE = (
+    "cannot read " + os.fsdecode(b"img_\xff.png") + "\x1b[2J\x1b[1;1Hall tasks ok\x07\nsecond line"
+)
+
+
+def raise_unprintable(task: Task) -> Predictions:
+    raise RuntimeError(UNPRINTABLE_MESSAGE)
 
 
 def segfault(task: Task) -> Predictions:
@@ -350,8 +380,11 @@ def plant_after_exit(task: Task) -> Predictions:
     the worker's own clean-up) replaces ``predictions/test.npy`` by, per ``mode``: ``link``, a
     symbolic link to ``target`` (another adapter's scores, which the task itself cannot see);
     ``fifo``, a named pipe (a reader would block for ever); ``empty``, an empty file; ``dir``, a
-    folder. It also tries to plant a ``result.json`` and an ``evaluator`` link in its task folder,
-    which the harness writes after the task."""
+    folder; ``huge_header``, an ``.npy`` header that declares 16 TB over 16 bytes of data (which
+    ``np.load`` would try to allocate); ``nested_notes``, notes (``info.json``) nested far past
+    Python's recursion limit; ``nested_error``, such an ``error.json``, then exit 1. It also
+    tries to plant a ``result.json`` and an ``evaluator`` link in its task folder, which the
+    harness writes after the task."""
     import atexit
 
     predictions = task.output_dir.parent / "predictions"
@@ -359,8 +392,9 @@ def plant_after_exit(task: Task) -> Predictions:
 
     def plant() -> None:
         test = predictions / "test.npy"
-        test.unlink(missing_ok=True)
         mode = task.options["mode"]
+        if not mode.startswith("nested_"):
+            test.unlink(missing_ok=True)
         if mode == "link":
             test.symlink_to(task.options["target"])
         elif mode == "fifo":
@@ -369,6 +403,17 @@ def plant_after_exit(task: Task) -> Predictions:
             test.write_bytes(b"")
         elif mode == "dir":
             test.mkdir()
+        elif mode == "huge_header":
+            header = {"descr": "<f8", "fortran_order": False, "shape": (10**12, 2)}
+            with open(test, "wb") as handle:
+                np.lib.format.write_array_header_1_0(handle, header)
+                handle.write(b"\0" * 16)
+        elif mode in ("nested_notes", "nested_error"):
+            deep = "[" * 200_000 + "]" * 200_000
+            name = "info.json" if mode == "nested_notes" else "error.json"
+            (predictions / name).write_text(deep)
+            if mode == "nested_error":
+                os._exit(1)
         for name, make in (
             ("result.json", lambda p: p.mkdir()),
             ("evaluator", lambda p: p.symlink_to("/")),

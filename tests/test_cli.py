@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import misbehaving
 import pytest
 from helpers import TinyData, copy_dataset
 
-from decathlon import cli, datasets, leaderboard
+from decathlon import cli, datasets, leaderboard, resources, rundir
 from decathlon.errors import PluginError
 from decathlon.hookspecs import hookimpl
 from decathlon.plugins import make_registry
@@ -40,6 +41,8 @@ BAD_BUDGETS = {
         "must be one number or three (one per scale tier)",
     ),
     "bad toml": ("[profiles.paper\n", "not valid TOML"),
+    # Written with surrogateescape: a lone byte 0xE9, "é" in Latin-1.
+    "not utf-8": ("[profiles.paper]\n# caf\udce9 in Latin-1\n", "not UTF-8 text"),
     "unknown dataset": (
         '[profiles.paper]\n[profiles.quick]\ndatasets = ["pathmnst"]\n',
         "unknown dataset 'pathmnst'. Did you mean 'pathmnist'?",
@@ -116,7 +119,7 @@ def test_plan_with_a_bad_budgets_file(
 ) -> None:
     text, fragment = BAD_BUDGETS[case]
     path = tmp_path / "budgets.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")
     code, _, err = main(
         capsys, "plan", "--adapter", "baseline", "--profile", "quick", "--budgets", str(path)
     )
@@ -181,7 +184,7 @@ def test_bad_budgets_leave_an_existing_run_untouched(
     before = snapshot(finished_run)
     text, fragment = BAD_BUDGETS[case]
     bad = tmp_path / "budgets.toml"
-    bad.write_text(text, encoding="utf-8")
+    bad.write_text(text, encoding="utf-8", errors="surrogateescape")
     common = ["--data-dir", str(tiny_catalog.data_dir), "--no-download", "--no-progress"]
 
     # A new run into the existing folder, with a bad budgets file.
@@ -279,6 +282,99 @@ def test_resume_refuses_flags_that_would_change_the_run(
     code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress", *flags)
     assert_one_line_error(code, err, f"{named} would change it")
     assert snapshot(finished_run) == before
+
+
+def test_a_run_folder_in_use_by_another_harness_is_refused(
+    capsys: pytest.CaptureFixture[str], finished_run: Path
+) -> None:
+    """A ``--resume`` typed while the run still goes took the first harness's task for an
+    interrupted one and stopped its worker (a false ``error`` row). The folder is held with a
+    kernel lock for as long as a harness works on it (here by this process, through another
+    open file, as a second harness would); the lock goes with the process that held it."""
+    board = (finished_run / "leaderboard.csv").read_bytes()
+    with rundir.hold(finished_run):
+        code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+        assert_one_line_error(code, err, "is in use by another decathlon process", f"{os.getpid()}")
+        assert (finished_run / "leaderboard.csv").read_bytes() == board
+    code, _, _ = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert code == 0
+
+
+def test_a_run_resumed_from_another_folder_keeps_its_budgets_and_data(
+    capsys: pytest.CaptureFixture[str],
+    tiny_catalog: TinyData,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Relative ``--budgets`` and ``--data-dir`` were stored as typed: a resume from another
+    folder read another budgets file (or ``./budgets.toml`` of that folder) and looked for the
+    data elsewhere. Both are stored by their full names now, and a budgets file changed since
+    the run started is refused in one line, the run left as it was."""
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    start = tmp_path / "start"
+    start.mkdir()
+    (start / "data").symlink_to(tiny_catalog.data_dir)
+    shutil.copyfile(resources.data_file("budgets.toml"), start / "mine.toml")
+    monkeypatch.chdir(start)
+    code, _, err = main(
+        capsys,
+        "run",
+        "--adapter",
+        "baseline",
+        "--profile",
+        "quick",
+        "--datasets",
+        "breastmnist",
+        "--budgets",
+        "mine.toml",
+        "--data-dir",
+        "data",
+        "--no-download",
+        "--no-progress",
+        "--run-dir",
+        "run",
+    )
+    assert code == 0, err
+    config = json.loads((start / "run" / "config.json").read_text())["config"]
+    assert config["budgets_path"] == str(start / "mine.toml")
+    assert Path(config["data_dir"]).is_absolute() and Path(config["data_dir"]).is_dir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "budgets.toml").write_text("[profiles.paper]\n[profiles.quick]\n")
+    monkeypatch.chdir(elsewhere)
+    code, _, err = main(capsys, "run", "--resume", str(start / "run"), "--no-progress")
+    assert code == 0, err
+    with open(start / "mine.toml", "a") as handle:
+        handle.write("# edited\n")
+    before = snapshot(start / "run")
+    code, _, err = main(capsys, "run", "--resume", str(start / "run"), "--no-progress")
+    assert_one_line_error(code, err, "mine.toml has changed since this run started")
+    assert snapshot(start / "run") == {**before, ".lock": snapshot(start / "run")[".lock"]}
+
+
+def test_a_run_folder_that_is_a_file_is_one_line(
+    capsys: pytest.CaptureFixture[str], tiny_catalog: TinyData, monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    (tmp_path / "afile").write_text("mine")
+    code, _, err = main(
+        capsys,
+        "run",
+        "--adapter",
+        "baseline",
+        "--profile",
+        "quick",
+        "--datasets",
+        "breastmnist",
+        "--data-dir",
+        str(tiny_catalog.data_dir),
+        "--no-download",
+        "--no-progress",
+        "--run-dir",
+        str(tmp_path / "afile"),
+    )
+    assert_one_line_error(code, err, "afile is a file, not a run folder")
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_resume_reruns_a_task_whose_result_is_damaged(

@@ -134,6 +134,30 @@ def test_redownload_replaces_a_bad_file(
     assert verified and file_md5(path) == catalog.info("dermamnist").md5
 
 
+def test_a_failed_redownload_keeps_the_file_there(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """--redownload deleted the file before downloading: with the mirror down, a good file was
+    lost. Now the download replaces it only once it is whole and its MD5 matches."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    good = dataset_file(tiny_catalog.data_dir, "dermamnist")
+    shutil.copyfile(good, data_dir / "dermamnist.npz")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there: connection refused
+    with pytest.raises(DownloadError, match="could not download dermamnist.npz"):
+        ensure_file(
+            tiny_catalog.catalog,
+            "dermamnist",
+            data_dir,
+            mirror=f"http://127.0.0.1:{port}",
+            redownload=True,
+            progress=False,
+        )
+    assert file_md5(data_dir / "dermamnist.npz") == file_md5(good)
+    assert ensure_file(tiny_catalog.catalog, "dermamnist", data_dir, download=False)[1]
+
+
 def test_mismatched_download(
     tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
 ) -> None:

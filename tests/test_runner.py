@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from helpers import TinyData
 
-from decathlon import leaderboard, metrics
+from decathlon import leaderboard, metrics, sandbox
 from decathlon.datasets import file_md5
 from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
@@ -144,6 +144,29 @@ def test_grandchild_left_by_a_finished_adapter_is_killed(
     assert "process(es) terminated" in (task_dir / "log.txt").read_text()
 
 
+@pytest.mark.skipif(
+    sandbox.cgroup_problem() is not None, reason=f"no cgroup here: {sandbox.cgroup_problem()}"
+)
+@pytest.mark.parametrize("mode", ["vanish", "vanish_return"])
+def test_a_grandchild_out_of_the_group_the_tree_and_the_tag_is_killed_unsealed(
+    tiny_catalog: TinyData, tmp_path: Path, mode: str
+) -> None:
+    """Unsealed (no namespace to empty), a grandchild that double-forks, calls setsid and execs
+    itself with an empty environment is out of all three of the sweep's ways to find a task's
+    processes; before the task's tracking cgroup it outlived the run, at the hard limit
+    (``vanish``) and after valid scores (``vanish_return``) alike."""
+    rows = run("mis_spawner", tiny_catalog, tmp_path / "run", sandbox="off", options={"mode": mode})
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["sealed"] == "false"
+    assert test["status"] == ("timeout" if mode == "vanish" else "ok")
+    task_dir = tmp_path / "run" / "tasks" / "breastmnist" / "seed0"
+    pids = misbehaving.recorded_pids(task_dir)
+    assert len(pids) >= 3, "the grandchild never started"
+    assert misbehaving.tagged_processes(misbehaving.task_tag(task_dir)) == []
+    assert misbehaving.live_pids(pids) == []
+    assert "process(es) terminated" in (task_dir / "log.txt").read_text()
+
+
 def test_memory_cap(tiny_catalog: TinyData, tmp_path: Path) -> None:
     rows = run(
         "mis_memory_hog",
@@ -169,6 +192,34 @@ def test_exception_becomes_an_error_row(tiny_catalog: TinyData, tmp_path: Path) 
     assert split_rows["test"]["reason"] == f"ValueError: {misbehaving.ERROR_MESSAGE}"
     log_text = (tmp_path / "run" / "tasks" / "breastmnist" / "seed0" / "log.txt").read_text()
     assert "Traceback" in log_text and misbehaving.ERROR_MESSAGE in log_text
+
+
+def test_an_unprintable_message_becomes_one_printable_line(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """An exception that holds an undecodable file name (a lone surrogate, which no UTF-8 file
+    can hold: the leaderboard could never be written, resume or not) and terminal escapes (which
+    would clear the user's screen and print a false status) becomes a reason of printable
+    characters; the run writes its leaderboard and the next dataset runs."""
+    rows = run(
+        "mis_shouter", tiny_catalog, tmp_path / "run", datasets=("breastmnist", "retinamnist")
+    )
+    for flag in ("breastmnist", "retinamnist"):
+        reason = task_rows(rows, flag)["test"]["reason"]
+        assert reason.startswith("RuntimeError: cannot read img_\\udcff.png"), reason
+        assert reason.isprintable() and "all tasks ok" in reason and "second line" in reason
+    reason.encode("utf-8")
+
+
+def test_long_notes_leave_the_leaderboard_readable(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """Notes longer than Python's csv field limit (128 KiB: an adapter listing every trial) made
+    the finished run's leaderboard unreadable to the run itself, to ``show`` and to ``compare``."""
+    rows = run("mis_good", tiny_catalog, tmp_path / "run", options={"notes_kib": 300})
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["status"] == "ok"
+    assert len(test["notes"]) > 2**17 and len(json.loads(test["notes"])["trials"]) == 12_000
+    board = leaderboard.read_leaderboard(tmp_path / "run" / "leaderboard.csv")
+    assert sorted(board.rows["split"]) == ["test", "train", "val"]
 
 
 @pytest.mark.parametrize("how", ["kill", "ctypes"])

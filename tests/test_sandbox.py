@@ -187,6 +187,7 @@ def test_data_location_variables_do_not_reach_the_worker(
         ("fifo", "test.npy is not a regular file"),
         ("dir", "test.npy is not a regular file"),
         ("empty", "test scores unreadable"),
+        ("huge_header", "header declares shape (1000000000000, 2)"),
     ],
 )
 def test_scores_planted_after_the_worker_are_refused(
@@ -208,6 +209,29 @@ def test_scores_planted_after_the_worker_are_refused(
     assert test["status"] == "invalid" and reason in test["reason"], test["reason"]
     task = tmp_path / "run" / TASK
     assert (task / "result.json").is_file() and not (task / "evaluator").is_symlink()
+
+
+@pytest.mark.parametrize("mode", ["nested_notes", "nested_error"])
+def test_json_nested_past_the_recursion_limit_is_a_row_not_a_crash(
+    tiny_catalog: TinyData, tmp_path: Path, mode: str
+) -> None:
+    """Notes (info.json) or an error record nested 200,000 deep (400 KB, under the size limit)
+    made json.loads raise RecursionError in the harness, which ended the run with no leaderboard,
+    and every resume the same. Now the notes are dropped (the scores stand) and the crash is
+    told by its exit status; the next dataset still runs."""
+    rows = run(
+        "mis_planter",
+        tiny_catalog,
+        tmp_path / "run",
+        datasets=("breastmnist", "retinamnist"),
+        options={"mode": mode, "target": ""},
+    )
+    for flag in ("breastmnist", "retinamnist"):
+        test = task_rows(rows, flag)["test"]
+        if mode == "nested_notes":
+            assert test["status"] == "ok" and test["notes"] == "", test
+        else:
+            assert test["status"] == "error" and test["reason"].startswith("worker exited 1"), test
 
 
 def test_an_adapters_default_path_is_not_shown_and_a_users_is(

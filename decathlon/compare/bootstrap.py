@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from decathlon import datasets, metrics, rundir
+from decathlon import datasets, files, metrics, rundir
 from decathlon.compare.base import CI_COLUMNS, SHORT, LabelsFn, MetricFn
 from decathlon.compare.methods import Method
 from decathlon.errors import DecathlonError
@@ -58,6 +58,12 @@ def bootstrap_ci(
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(values, [tail, 100.0 - tail])
     return float(low), float(high), len(values)
+
+
+def _scores(path: Path, n_samples: int) -> np.ndarray:
+    """A run's saved test scores, read as the harness read them when it scored the task (a run
+    folder received from someone else is not trusted either)."""
+    return files.load_npy(files.read_left_by_task(path, 16 * n_samples * 64 + 2**20))
 
 
 def _auc_fn(task: str) -> MetricFn:
@@ -133,8 +139,8 @@ def bootstrap_table(
         for dataset in m.datasets:
             if (dataset, "test") not in m.scores:
                 continue
-            files = [rundir.predictions_file(m.run_dir, dataset, s, "test") for s in m.seeds]
-            if not all(f.is_file() for f in files):
+            paths = [rundir.predictions_file(m.run_dir, dataset, s, "test") for s in m.seeds]
+            if not all(f.is_file() for f in paths):
                 skipped.append(f"{dataset} (no predictions)")
                 continue
             key = (str(m.run_dir) if labels_fn is None else None, f"{dataset}@{m.size}")
@@ -144,7 +150,11 @@ def bootstrap_table(
             if y_true is None:
                 skipped.append(f"{dataset} (no labels)")
                 continue
-            scores = [np.load(f) for f in files]
+            try:
+                scores = [_scores(f, len(y_true)) for f in paths]
+            except (OSError, ValueError, MemoryError) as exc:
+                skipped.append(f"{dataset} (predictions unreadable: {exc})")
+                continue
             if any(len(s) != len(y_true) for s in scores):
                 skipped.append(f"{dataset} (predictions do not match the labels' length)")
                 continue
