@@ -74,6 +74,29 @@ def main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
+def run_baseline(
+    capsys: pytest.CaptureFixture[str], data_dir: str, run_dir: str, *extra: str
+) -> tuple[int, str, str]:
+    """``run`` of the baseline on breastmnist, quick profile, from ``data_dir`` into ``run_dir``."""
+    return main(
+        capsys,
+        "run",
+        "--adapter",
+        "baseline",
+        "--profile",
+        "quick",
+        "--datasets",
+        "breastmnist",
+        "--data-dir",
+        data_dir,
+        "--no-download",
+        "--no-progress",
+        "--run-dir",
+        run_dir,
+        *extra,
+    )
+
+
 def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert code == 2
     lines = err.splitlines()
@@ -185,22 +208,10 @@ def test_bad_budgets_leave_an_existing_run_untouched(
     text, fragment = BAD_BUDGETS[case]
     bad = tmp_path / "budgets.toml"
     bad.write_text(text, encoding="utf-8", errors="surrogateescape")
-    common = ["--data-dir", str(tiny_catalog.data_dir), "--no-download", "--no-progress"]
 
     # A new run into the existing folder, with a bad budgets file.
-    code, _, err = main(
-        capsys,
-        "run",
-        "--adapter",
-        "baseline",
-        "--profile",
-        "quick",
-        "--budgets",
-        str(bad),
-        "--run-dir",
-        str(finished_run),
-        *common,
-    )
+    data_dir = str(tiny_catalog.data_dir)
+    code, _, err = run_baseline(capsys, data_dir, str(finished_run), "--budgets", str(bad))
     assert_one_line_error(code, err, fragment)
     assert snapshot(finished_run) == before
 
@@ -220,22 +231,7 @@ def test_existing_run_dir_is_never_overwritten(
 ) -> None:
     monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
     before = snapshot(finished_run)
-    code, _, err = main(
-        capsys,
-        "run",
-        "--adapter",
-        "baseline",
-        "--profile",
-        "quick",
-        "--datasets",
-        "breastmnist",
-        "--data-dir",
-        str(tiny_catalog.data_dir),
-        "--no-download",
-        "--no-progress",
-        "--run-dir",
-        str(finished_run),
-    )
+    code, _, err = run_baseline(capsys, str(tiny_catalog.data_dir), str(finished_run))
     assert_one_line_error(code, err, "already holds a run", "--resume")
     assert snapshot(finished_run) == before
 
@@ -316,24 +312,7 @@ def test_a_run_resumed_from_another_folder_keeps_its_budgets_and_data(
     (start / "data").symlink_to(tiny_catalog.data_dir)
     shutil.copyfile(resources.data_file("budgets.toml"), start / "mine.toml")
     monkeypatch.chdir(start)
-    code, _, err = main(
-        capsys,
-        "run",
-        "--adapter",
-        "baseline",
-        "--profile",
-        "quick",
-        "--datasets",
-        "breastmnist",
-        "--budgets",
-        "mine.toml",
-        "--data-dir",
-        "data",
-        "--no-download",
-        "--no-progress",
-        "--run-dir",
-        "run",
-    )
+    code, _, err = run_baseline(capsys, "data", "run", "--budgets", "mine.toml")
     assert code == 0, err
     config = json.loads((start / "run" / "config.json").read_text())["config"]
     assert config["budgets_path"] == str(start / "mine.toml")
@@ -357,22 +336,7 @@ def test_a_run_folder_that_is_a_file_is_one_line(
 ) -> None:
     monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
     (tmp_path / "afile").write_text("mine")
-    code, _, err = main(
-        capsys,
-        "run",
-        "--adapter",
-        "baseline",
-        "--profile",
-        "quick",
-        "--datasets",
-        "breastmnist",
-        "--data-dir",
-        str(tiny_catalog.data_dir),
-        "--no-download",
-        "--no-progress",
-        "--run-dir",
-        str(tmp_path / "afile"),
-    )
+    code, _, err = run_baseline(capsys, str(tiny_catalog.data_dir), str(tmp_path / "afile"))
     assert_one_line_error(code, err, "afile is a file, not a run folder")
     assert (tmp_path / "afile").read_text() == "mine"
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from helpers import TinyData
 
-from decathlon import leaderboard, metrics, sandbox
+from decathlon import cgroups, leaderboard, metrics
 from decathlon.datasets import file_md5
 from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
@@ -145,7 +145,7 @@ def test_grandchild_left_by_a_finished_adapter_is_killed(
 
 
 @pytest.mark.skipif(
-    sandbox.cgroup_problem() is not None, reason=f"no cgroup here: {sandbox.cgroup_problem()}"
+    cgroups.cgroup_problem() is not None, reason=f"no cgroup here: {cgroups.cgroup_problem()}"
 )
 @pytest.mark.parametrize("mode", ["vanish", "vanish_return"])
 def test_a_grandchild_out_of_the_group_the_tree_and_the_tag_is_killed_unsealed(

@@ -21,7 +21,7 @@ from helpers import TinyData
 from test_resume import harness, kill_harness, start_run, wait_for
 from test_runner import all_status, assert_tree_gone, run, task_rows
 
-from decathlon import leaderboard, sandbox
+from decathlon import cgroups, leaderboard, sandbox
 from decathlon.hookspecs import hookimpl
 from decathlon.leaderboard import COLUMNS
 from decathlon.plugins import make_registry
@@ -271,7 +271,7 @@ def test_an_adapters_default_path_is_not_shown_and_a_users_is(
 
 @pytest.fixture
 def cgroup() -> None:
-    problem = sandbox.cgroup_problem()
+    problem = cgroups.cgroup_problem()
     if problem:
         pytest.skip(f"no memory cgroup here: {problem}")
 
@@ -292,7 +292,7 @@ def test_one_large_allocation_is_stopped_by_the_kernel(
     assert test["status"] == "error"
     assert test["reason"] == "stopped by the kernel at the memory cap of 300 MB"
     assert_tree_gone(tmp_path / "run" / TASK)
-    parent = sandbox._cgroup_parent()
+    parent = cgroups._cgroup_parent()
     assert parent is not None
     tag = misbehaving.task_tag(tmp_path / "run" / TASK)
     assert not (parent[1] / f"decathlon-{tag}").exists(), "the task's cgroup was left behind"
