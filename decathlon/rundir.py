@@ -241,14 +241,22 @@ def clear_scratch(task_folder: Path, kill_grace: float) -> None:
 
 
 def archive_attempt(task_folder: Path) -> Path:
-    """Move everything in a task's folder (but earlier attempts) to ``attempts/K/``, K = 1, 2..."""
+    """Move everything in a task's folder (but earlier attempts) to ``attempts/K/``, K = 1, 2...
+
+    The files gather in ``attempts/.incoming/``, ``result.json`` last, and the folder takes its
+    number once all are there. A harness killed half way leaves the task still finished (its
+    ``result.json`` in place), so the next retry archives the rest into the same attempt, rather
+    than taking the task for an unfinished one and deleting what was not yet moved.
+    """
     attempts = task_folder / ATTEMPTS
+    incoming = attempts / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    entries = [e for e in task_folder.iterdir() if e.name != ATTEMPTS]
+    for entry in sorted(entries, key=lambda e: e.name == RESULT):
+        shutil.move(str(entry), str(incoming / entry.name))
     numbers = [int(p.name) for p in attempts.glob("*") if p.name.isdigit()]
     target = attempts / str(max(numbers, default=0) + 1)
-    target.mkdir(parents=True)
-    for entry in task_folder.iterdir():
-        if entry.name != ATTEMPTS:
-            shutil.move(str(entry), str(target / entry.name))
+    incoming.rename(target)
     return target
 
 

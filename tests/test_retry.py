@@ -9,13 +9,14 @@ exists.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import misbehaving
 import pytest
 from helpers import REAL_FLAGS
 
-from decathlon import cli, leaderboard
+from decathlon import cli, leaderboard, rundir
 from decathlon.plugins import make_registry
 
 
@@ -153,3 +154,38 @@ def test_retry_failed_on_a_local_dask_cluster(
     assert {r["status"] for r in board_rows(run_dir).values()} == {"ok"}
     attempt = run_dir / "tasks" / "retinamnist" / "seed0" / "attempts" / "1"
     assert "failing on retinamnist as asked" in (attempt / "log.txt").read_text()
+
+
+def test_an_archive_cut_off_half_way_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A harness killed while it moved a failed task's files to ``attempts/K`` left the task
+    without its ``result.json`` but with some of its files: the next resume took it for an
+    unfinished task and deleted them. Now ``result.json`` moves last, into a folder that takes
+    its number only when all are there, so the next retry finishes the same attempt."""
+    task = tmp_path / "tasks" / "breastmnist" / "seed0"
+    (task / "predictions").mkdir(parents=True)
+    files = {"log.txt": "the log", "task.json": "{}", "predictions/test.npy": "scores"}
+    row = {"dataset": "breastmnist", "seed": 0, "split": "test", "status": "error"}
+    files[rundir.RESULT] = json.dumps({"rows": [row]})
+    for name, text in files.items():
+        (task / name).write_text(text)
+    real_move = shutil.move
+    moved: list[str] = []
+
+    def killed_after_one(src: str, dst: str) -> str:
+        if moved:
+            raise KeyboardInterrupt  # as the harness dies here
+        moved.append(src)
+        return real_move(src, dst)
+
+    monkeypatch.setattr(rundir.shutil, "move", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.archive_attempt(task)
+    monkeypatch.setattr(rundir.shutil, "move", real_move)
+    assert rundir.is_finished(task)  # still finished: a resume keeps it for --retry-failed
+    assert rundir.archive_attempt(task) == task / "attempts" / "1"
+    assert sorted(p.name for p in task.iterdir()) == ["attempts"]
+    assert sorted(p.name for p in (task / "attempts").iterdir()) == ["1"]
+    for name, text in files.items():
+        assert (task / "attempts" / "1" / name).read_text() == text
