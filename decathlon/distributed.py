@@ -37,6 +37,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import sys
 import uuid
 import warnings
@@ -456,11 +457,16 @@ def _result(
     if not task_dir.is_dir():
         return {"rows": rows, "archive": None, "kept_on": None}
     output = task_dir / rundir.OUTPUT
-    output_size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
+    # Only plain files and folders travel: a link the task left would ship what it points at
+    # (the data files the sandbox hid from it), and reading a FIFO would block for ever.
+    shipped = [p for p in sorted(task_dir.rglob("*")) if _plain(p)]
+    output_size = sum(
+        p.lstat().st_size for p in shipped if p.is_relative_to(output) and not p.is_dir()
+    )
     ship_output = output_size <= SHIP_OUTPUT_LIMIT
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
-        for path in sorted(task_dir.rglob("*")):
+        for path in shipped:
             relative = path.relative_to(task_dir)
             if not ship_output and relative.parts[0] == rundir.OUTPUT and len(relative.parts) > 1:
                 continue
@@ -471,6 +477,16 @@ def _result(
     else:
         kept_on = f"{platform.node()}:{output} ({output_size / 2**20:.0f} MB)"
     return {"rows": rows, "archive": buffer.getvalue(), "kept_on": kept_on}
+
+
+def _plain(path: Path) -> bool:
+    """A regular file or a real folder, not a link (``rglob`` lists links but does not enter
+    linked folders), a FIFO, a socket or a device."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def local_jobs(workers: int) -> int:

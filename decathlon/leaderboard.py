@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,13 @@ SUMMARY_STATUSES = ("ok", "incomplete")
 #: Columns that files written before they existed lack; read as empty.
 OPTIONAL_COLUMNS = ("sealed", "environment")
 
+#: How a seed and a score are written in a leaderboard (what the harness writes; Python's int()
+#: and float() take more, which pandas then reads otherwise or not at all).
+_INTEGER = re.compile(r"0|[1-9][0-9]*")
+_NUMBER = re.compile(
+    r"[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|nan|inf|infinity)", re.IGNORECASE
+)
+
 # A task's notes (up to rundir.TASK_JSON_LIMIT, 16 MiB of JSON, each quote doubled in CSV) are
 # one field; Python's csv module refuses fields over 128 KiB unless told otherwise.
 csv.field_size_limit(max(csv.field_size_limit(), 2**26))
@@ -99,6 +107,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6f}"
     return str(value)
+
+
+def printable(text: str) -> str:
+    """``text`` with nothing that acts on a terminal or cannot be written as UTF-8: control
+    characters (escape sequences, newlines) become spaces, lone surrogates (undecodable file
+    names) their ``\\udcxx`` spelling. For what a task said, and for files from elsewhere."""
+    if text.isprintable():
+        return text
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 def to_csv(rows: Iterable[Row]) -> str:
@@ -206,6 +224,13 @@ def read_leaderboard(path: Path) -> Leaderboard:
     from decathlon import rundir  # here: rundir reads this module's names
 
     path = Path(path)
+    try:
+        return _read_leaderboard(path, pd, np, rundir)
+    except OSError as exc:  # unreadable: permissions, /proc files, a folder that will not list
+        raise LeaderboardError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_leaderboard(path: Path, pd: Any, np: Any, rundir: Any) -> Leaderboard:
     run_dir: Path | None = None
     if path.is_dir():
         run_dir, path = path, rundir.leaderboard_path(path)
@@ -225,7 +250,8 @@ def read_leaderboard(path: Path) -> Leaderboard:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LeaderboardError(f"{path}: not a leaderboard CSV ({first})") from None
 
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = [printable(str(c)).strip() for c in df.columns]
+    df = df.map(printable)  # a file from elsewhere may hold terminal escapes
     if "size" not in df.columns and "run_id" in df.columns:
         # Written before MedMNIST+ sizes existed: every row is at 28.
         df.insert(min(3, len(df.columns)), "size", "28")
@@ -266,10 +292,10 @@ def read_leaderboard(path: Path) -> Leaderboard:
             raise fail(i, f"unknown status '{status}' (expected {', '.join(allowed)})")
         if dataset == SUMMARY_DATASET and split != "test":
             raise fail(i, f"a '{SUMMARY_DATASET}' summary row must have split test, not '{split}'")
-        try:
-            seed = int(row["seed"])
-        except ValueError:
-            raise fail(i, f"seed '{row['seed']}' is not an integer") from None
+        if not _INTEGER.fullmatch(row["seed"]):  # int() also takes "00", "+0", "0_0" and "٠"
+            plain = "digits, no sign or leading 0"
+            raise fail(i, f"seed '{row['seed']}' is not a plain integer ({plain})")
+        seed = int(row["seed"])
         if not 0 <= seed < 2**63:
             raise fail(i, f"seed {seed} is out of range (0 to 2**63 - 1)")
         if row["sealed"] not in ("true", "false", ""):
@@ -281,10 +307,9 @@ def read_leaderboard(path: Path) -> Leaderboard:
             text = row[metric]
             if text == "":
                 continue
-            try:
-                value = float(text)
-            except ValueError:
-                raise fail(i, f"{metric} '{text}' is not a number") from None
+            if not _NUMBER.fullmatch(text):  # float() also takes "0.8_6" and "٠.٨٦"
+                raise fail(i, f"{metric} '{text}' is not a number")
+            value = float(text)
             if not (0.0 <= value <= 1.0):
                 raise fail(i, f"{metric} {text} is outside [0, 1]")
         if dataset != SUMMARY_DATASET and status == "ok" and split != "train":

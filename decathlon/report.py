@@ -96,6 +96,15 @@ def provenance(method: Method) -> dict[str, str]:
     record = _config_record(method)
     if record is None:
         return facts
+    try:
+        _config_facts(record, facts)
+    except (AttributeError, TypeError, ValueError):  # a config.json edited, or from elsewhere
+        facts["config.json"] = "malformed: its fields are not of the types the harness writes"
+    return facts
+
+
+def _config_facts(record: dict[str, Any], facts: dict[str, str]) -> None:
+    """What a run's ``config.json`` says, added to ``facts``; raises on fields of other types."""
     config = record.get("config", {})
     adapter = record.get("adapter", {})
     budgets = record.get("budgets_file", {})
@@ -126,7 +135,6 @@ def provenance(method: Method) -> dict[str, str]:
             f"{host.get('platform', '')}; {host.get('cpu', '')}, {host.get('cpu_count', '?')} "
             f"cores, {host.get('memory_gb', '?')} GB; GPUs: {gpus}"
         )
-    return facts
 
 
 def _config_record(method: Method) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -41,7 +42,7 @@ def results_table(rows: list[dict[str, Any]], title: str = "") -> Table:
             continue
         elapsed = format_duration(float(row["elapsed_s"])) if row.get("elapsed_s") else ""
         table.add_row(
-            row["adapter"],
+            escape(row["adapter"]),
             row["dataset"],
             str(row["seed"]),
             row["status"],
@@ -64,7 +65,7 @@ class PlainReporter:
         self.out.print(f"{self.prefix}{len(tasks)} tasks, {done} already done")
 
     def message(self, text: str) -> None:
-        self.out.print(text)
+        self.out.print(text, markup=False)  # paths and reasons hold "[...]": text, not markup
 
     def task_started(self, task: PlannedTask) -> None:
         pass
@@ -80,7 +81,8 @@ class PlainReporter:
         self.out.print(
             f"{self.prefix}{task.key}: {test['status']}{score} in "
             f"{format_duration(test.get('elapsed_s') or 0)}"
-            + (f" ({test['reason']})" if test.get("reason") else "")
+            + (f" ({test['reason']})" if test.get("reason") else ""),
+            markup=False,  # a task's reason is text ("KeyError: '[/x]'"), not rich markup
         )
 
     def run_finished(self) -> None:
@@ -128,7 +130,7 @@ class RichReporter(PlainReporter):
         )
 
     def message(self, text: str) -> None:
-        self.progress.console.print(text)
+        self.progress.console.print(text, markup=False)
 
     def task_started(self, task: PlannedTask) -> None:
         self.current = self.progress.add_task(

@@ -742,9 +742,7 @@ def _one_line(text: str) -> str:
     """A reason as one printable line of at most 300 characters: what a task said may hold
     newlines, terminal escapes (which would redraw the user's screen) and lone surrogates (from
     undecodable file names, which no UTF-8 file can hold)."""
-    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-    text = "".join(c if c.isprintable() else " " for c in text)
-    line = " ".join(text.split())
+    line = " ".join(leaderboard.printable(str(text)).split())
     return line if len(line) <= 300 else line[:297] + "..."
 
 

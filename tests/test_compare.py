@@ -270,6 +270,14 @@ BAD_INPUTS = {
         lambda p, rows: write_csv(p, [rows[0] | {"auc": "0.9x"}] + rows[1:]),
         "auc '0.9x' is not a number",
     ),
+    "auc in a form pandas reads otherwise": (
+        lambda p, rows: write_csv(p, [rows[0] | {"auc": "0.8_6"}] + rows[1:]),
+        "auc '0.8_6' is not a number",
+    ),
+    "a seed written twice ways": (  # 0 and 00: one task twice, which int() would not see
+        lambda p, rows: write_csv(p, rows + [rows[0] | {"seed": "00"}]),
+        "seed '00' is not a plain integer",
+    ),
     "auc out of range": (
         lambda p, rows: write_csv(p, [rows[0] | {"auc": "91.2"}] + rows[1:]),
         "auc 91.2 is outside [0, 1]",
@@ -280,7 +288,7 @@ BAD_INPUTS = {
     ),
     "non-integer seed": (
         lambda p, rows: write_csv(p, [rows[0] | {"seed": "first"}] + rows[1:]),
-        "seed 'first' is not an integer",
+        "seed 'first' is not a plain integer",
     ),
     "seed out of range": (
         lambda p, rows: write_csv(p, [rows[0] | {"seed": str(10**20)}] + rows[1:]),
@@ -561,30 +569,60 @@ def test_bootstrap_ci_with_sklearn_auc() -> None:
     assert 0 < used < 1000
 
 
+def agree(run: Path, dataset: str, aucs: dict[int, float]) -> None:
+    """Set the test AUC of ``dataset`` in the run's leaderboard to what its saved predictions
+    give (seed -> AUC), as the harness writes them."""
+    path = run / "leaderboard.csv"
+    rows = read_rows(path)
+    for row in rows:
+        if row["dataset"] == dataset and row["split"] == "test":
+            row["auc"] = f"{aucs[int(row['seed'])]:.6f}"
+    write_csv(path, rows)
+
+
 def test_bootstrap_table_from_saved_predictions(tmp_path: Path) -> None:
+    from decathlon import metrics
+
     run = write_run(tmp_path, "preds", {"baseline": 0.0}, seeds=(0, 1))
     rng = np.random.default_rng(3)
     labels = {
         "breastmnist": rng.integers(0, 2, (80, 1)),
         "dermamnist": np.arange(140).reshape(-1, 1) % 7,
         "chestmnist": (rng.random((90, 14)) < 0.3).astype(np.uint8),
+        "octmnist": np.arange(60).reshape(-1, 1) % 4,  # its leaderboard row is not its scores'
+        "organamnist": np.arange(55).reshape(-1, 1) % 11,  # scores of the wrong shape
     }
+    outputs = {"breastmnist": 2, "dermamnist": 7, "chestmnist": 14, "octmnist": 4}
+    tasks = {"breastmnist": "binary-class", "chestmnist": "multi-label, binary-class"}
     for dataset, y in labels.items():
-        n_out = {"breastmnist": 2, "dermamnist": 7, "chestmnist": 14}[dataset]
+        n_out = outputs.get(dataset, 3)
+        aucs = {}
         for seed in (0, 1):
             folder = run / "tasks" / dataset / f"seed{seed}" / "predictions"
             folder.mkdir(parents=True)
             score = rng.random((len(y), n_out))
-            if dataset != "chestmnist":
+            if dataset in ("breastmnist", "dermamnist"):
                 score[np.arange(len(y)), y[:, 0]] += 0.5  # informative
+                score /= score.sum(axis=1, keepdims=True)
             np.save(folder / "test.npy", score)
+            if dataset in ("breastmnist", "dermamnist", "chestmnist"):
+                task = tasks.get(dataset, "multi-class")
+                aucs[seed] = metrics.auc(task, y, score)
+        if aucs:
+            agree(run, dataset, aucs)
     methods = compare.collect([run])
     ci, notes = compare.bootstrap_table(methods, labels.get, n_boot=50)
     assert list(ci.columns) == compare.CI_COLUMNS
     assert sorted(ci["dataset"]) == ["breastmnist", "chestmnist", "dermamnist"]
     assert (ci["ci_low"] <= ci["ci_high"]).all()
+    assert (ci["ci_low"] <= ci["auc"]).all() and (ci["auc"] <= ci["ci_high"]).all()
     assert ci.set_index("dataset").loc["breastmnist", "ci_low"] > 0.6
-    assert len(notes) == 1 and "pathmnist (no predictions)" in notes[0]
+    # Predictions that are not what the leaderboard was scored from, or that the harness would
+    # have refused, give no interval (before: an interval beside a point outside it, or a crash).
+    (note,) = notes
+    assert "pathmnist (no predictions)" in note
+    assert "octmnist (predictions give AUC 0.5" in note and "the leaderboard 0.8" in note
+    assert "organamnist (predictions refused: scores have shape (55, 3); expected (55, 11))" in note
 
     # Without labels (no catalog): skipped with a note, never an error.
     ci2, notes2 = compare.bootstrap_table(methods, lambda flag: None, n_boot=10)
@@ -667,6 +705,70 @@ def test_show_command(tmp_path: Path) -> None:
     assert "0.870" in text  # pathmnist train AUC: 0.70 + 0.05 + 0.12
 
 
+def test_text_from_a_received_leaderboard_is_shown_as_text(tmp_path: Path) -> None:
+    """Names and reasons are printed literally: rich markup ("[/red]", as a path in brackets
+    holds) crashed `show` and `compare` or restyled a name, terminal escapes reached the screen,
+    and a spreadsheet formula or raw HTML in a name went into the comparison's own files."""
+    run = write_run(tmp_path, "hostile", {"baseline": 0.0})
+    rows = read_rows(run / "leaderboard.csv")
+    name = "=HYPERLINK(1)[/]<b>x</b>\x1b[2J"
+    for row in rows:
+        row["adapter"] = name
+        if row["dataset"] == "octmnist":
+            row.update(
+                status="error", auc="", acc="", reason="cannot read [/data/x] [bold]\x1b]0;t"
+            )
+    write_csv(run / "leaderboard.csv", rows)
+    shown = compare.show_command(run, width=220)
+    assert "[/data/x] [bold]" in shown and "\x1b" not in shown
+    out = tmp_path / "out"
+    text = compare.compare_command([run], None, out, ["md", "csv"], False, bootstrap=0, width=200)
+    assert "=HYPERLINK(1)[/]<b>x</b>" in text and "\x1b" not in text
+    assert "'=HYPERLINK(1)" in (out / "table.csv").read_text()
+    assert "&lt;b&gt;x&lt;/b&gt;" in (out / "table.md").read_text()
+
+
+def test_a_name_in_mathtext_is_drawn_as_text(tmp_path: Path) -> None:
+    """matplotlib reads "$...$" in a label as math: a method named "cost$\\frac{$" ended
+    ``--plots`` and ``--report`` with a parse error."""
+    run = write_run(tmp_path, "math", {"cost$\\frac{$": 0.0, "b": 0.01, "c": 0.02})
+    out = tmp_path / "out"
+    compare.compare_command([run], None, out, [], True, bootstrap=0)
+    for name in ("bars.png", "splits_auc.png", "cd_auc.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"versions": ["x"]},
+        {"adapter": {"environment": "py3.9"}},
+        {"host": {"gpus": [0, 1]}},
+        {"config": {"data_dir": 5}},
+    ],
+)
+def test_a_config_json_of_other_types_is_not_a_crash(tmp_path: Path, record: dict) -> None:
+    """A received run folder's config.json is JSON, but not always of the harness's types: the
+    report's provenance and the bootstrap's data folder took it as such (tracebacks)."""
+    run = write_run(tmp_path, "odd", {"baseline": 0.0})
+    whole = {"config": {}, "adapter": {}, "budgets_file": {}, "host": {}} | record
+    (run / "config.json").write_text(json.dumps(whole))
+    page = tmp_path / "report.html"
+    compare.compare_command([run], None, None, [], False, bootstrap=20, report=page)
+    text = page.read_text()
+    assert "odd/baseline" in text
+    if "config" not in record:
+        assert "malformed: its fields are not of the types the harness writes" in text
+
+
+def test_a_leaderboard_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "leaderboard.csv").symlink_to("/proc/self/mem")  # reading it fails with EIO
+    with pytest.raises(LeaderboardError, match=r"run: cannot be read \(Input/output error\)"):
+        compare.show_command(run)
+
+
 @pytest.mark.realdata
 def test_bootstrap_with_real_labels_from_the_catalog(tmp_path: Path, real_data_dir: Path) -> None:
     from decathlon import metrics
@@ -683,6 +785,7 @@ def test_bootstrap_with_real_labels_from_the_catalog(tmp_path: Path, real_data_d
     folder.mkdir(parents=True)
     np.save(folder / "test.npy", score)
     point = metrics.auc("binary-class", y, score)
+    agree(run, "breastmnist", {0: point})
 
     ci, notes = compare.bootstrap_table(compare.collect([run]), n_boot=200)
     (row,) = ci.itertuples()

@@ -7,6 +7,7 @@ file (they do not have ``tests/`` on their path), as they would any plugin the c
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 
 from decathlon import leaderboard
 from decathlon.distributed import DaskExecutor
+from decathlon.distributed import _result as task_folder_result
 from decathlon.plugins import Registry, make_registry
 from decathlon.runner import RunConfig, Runner
 
@@ -370,3 +373,30 @@ def test_the_local_cluster_refuses_a_client_without_its_certificate() -> None:
     finally:
         client.close()
         cluster.close()
+
+
+def test_a_task_folder_sent_back_holds_no_link_and_no_fifo(tmp_path: Path) -> None:
+    """A worker that does not see the run folder zips the task's folder back to the client. A
+    link the (sealed) adapter left in output/ shipped what it pointed at, from outside the
+    sandbox (the data files with test labels); a FIFO blocked the zipping for ever."""
+
+    class Runner:  # the one thing _result asks of the runner
+        def task_dir(self, where: Path, task: Any) -> Path:
+            return where / "task"
+
+    output = tmp_path / "task" / "output"
+    output.mkdir(parents=True)
+    (output / "model.txt").write_text("kept")
+    secret = tmp_path / "secret.npz"
+    secret.write_text("test labels")
+    (output / "labels.npz").symlink_to(secret)
+    (output / "all").symlink_to(tmp_path)
+    os.mkfifo(output / "pipe")
+    signal.alarm(60)  # a read of the FIFO would block: fail, not hang
+    try:
+        result = task_folder_result([], Runner(), tmp_path, None, shared=False)  # type: ignore[arg-type]
+    finally:
+        signal.alarm(0)
+    bundle = zipfile.ZipFile(io.BytesIO(result["archive"]))
+    assert sorted(bundle.namelist()) == ["output/", "output/model.txt"]
+    assert bundle.read("output/model.txt") == b"kept"

@@ -15,6 +15,7 @@ import pandas as pd
 from decathlon import datasets, files, metrics, rundir
 from decathlon.compare.base import CI_COLUMNS, SHORT, LabelsFn, MetricFn
 from decathlon.compare.methods import Method
+from decathlon.contract import DatasetInfo
 from decathlon.errors import DecathlonError
 from decathlon.leaderboard import DATASETS
 
@@ -108,10 +109,9 @@ def catalog_labels(
     return labels
 
 
-def _task_types() -> dict[str, str]:
-
+def _dataset_infos() -> dict[str, DatasetInfo]:
     catalog = datasets.Catalog.load()
-    return {flag: catalog.info(flag).task for flag in DATASETS}
+    return {flag: catalog.info(flag) for flag in DATASETS}
 
 
 def bootstrap_table(
@@ -128,7 +128,7 @@ def bootstrap_table(
     """
     records: list[dict[str, Any]] = []
     notes: list[str] = []
-    tasks = _task_types()
+    infos = _dataset_infos()
     label_cache: dict[tuple[str | None, str], np.ndarray | None] = {}  # (run, flag@size)
     no_predictions: list[str] = []
     for m in methods:
@@ -158,8 +158,21 @@ def bootstrap_table(
             if any(len(s) != len(y_true) for s in scores):
                 skipped.append(f"{dataset} (predictions do not match the labels' length)")
                 continue
-            metric = _seed_mean(_auc_fn(tasks[dataset]))
+            info = infos[dataset]
+            problem = next(
+                (p for s in scores if (p := metrics.check_scores(s, len(y_true), info))), None
+            )
+            if problem:  # as the harness would have refused them
+                skipped.append(f"{dataset} (predictions refused: {problem})")
+                continue
+            metric = _seed_mean(_auc_fn(info.task))
             stacked = np.stack(scores, axis=1)
+            point, listed = metric(y_true, stacked), m.test(dataset, "auc")
+            if not abs(point - listed) <= 1e-4:  # the leaderboard keeps six decimals
+                skipped.append(
+                    f"{dataset} (predictions give AUC {point:.4f}, the leaderboard {listed:.4f})"
+                )
+                continue
             low, high, used = bootstrap_ci(y_true, stacked, metric, n_boot=n_boot)
             records.append(
                 {
@@ -199,7 +212,9 @@ def _run_paths(run_dir: Path) -> tuple[Path | None, Path | None]:
 
     def existing(key: str) -> Path | None:
         value = config.get(key) if isinstance(config, dict) else None
-        return Path(value).expanduser() if value and Path(value).expanduser().exists() else None
+        if not isinstance(value, str) or not value:  # a config.json from elsewhere: any type
+            return None
+        return Path(value).expanduser() if Path(value).expanduser().exists() else None
 
     return existing("data_dir"), existing("info_path")
 

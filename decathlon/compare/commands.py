@@ -16,6 +16,7 @@ from decathlon.compare.stats import Significance, significance
 from decathlon.compare.table import (
     comparison_table,
     fmt,
+    inert,
     make_console,
     render_terminal,
     to_csv,
@@ -89,7 +90,8 @@ def compare_command(
                 if fmt == "csv" and not ci.empty:
                     ci_path = folder / "bootstrap_ci.csv"
                     files.write_text(
-                        ci_path, ci.to_csv(index=False, lineterminator="\n", float_format="%.6g")
+                        ci_path,
+                        inert(ci).to_csv(index=False, lineterminator="\n", float_format="%.6g"),
                     )
                     written.append(ci_path)
         except OSError as exc:
@@ -100,15 +102,21 @@ def compare_command(
         if plots:
             from decathlon.compare.plots import plot_bars, plot_cd, plot_splits
 
-            written.append(plot_bars(methods, folder / "bars.png"))
-            for metric in METRICS:
-                made = plot_splits(methods, folder / f"splits_{metric}.png", metric)
-                if made:
-                    written.append(made)
-            for sig in sigs:
-                made = plot_cd(sig, folder / f"cd_{sig.metric}.png")
-                if made:
-                    written.append(made)
+            try:
+                written.append(plot_bars(methods, folder / "bars.png"))
+                for metric in METRICS:
+                    made = plot_splits(methods, folder / f"splits_{metric}.png", metric)
+                    if made:
+                        written.append(made)
+                for sig in sigs:
+                    made = plot_cd(sig, folder / f"cd_{sig.metric}.png")
+                    if made:
+                        written.append(made)
+            except OSError as exc:
+                raise LeaderboardError(
+                    f"{folder}: cannot write the plots ({exc.strerror or exc});"
+                    " choose another --out"
+                ) from None
     if report is not None:
         from decathlon import report as report_module
 
@@ -205,12 +213,13 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
     """Every row of a run, one line per (adapter, seed, dataset); fits 100 columns, the reason
     wrapping in the room left (scores under two-line headers: ``train`` over ``AUC``)."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     console = make_console(width, color)
     sizes_shown = "/".join(str(s) for s in sorted(set(board.rows["size"])))
     table = Table(
-        title=f"{board.path} (profile {board.profile}, size {sizes_shown})",
+        title=escape(f"{board.path} (profile {board.profile}, size {sizes_shown})"),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -233,7 +242,8 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
     table.add_column("reason", overflow="fold", ratio=1, min_width=12)
     keys = ["run_id", "adapter", "size", "seed"]
     for (_, adapter, size, seed), group in rows.groupby(keys, sort=False):
-        lead = ([str(adapter)] if several else []) + ([str(size)] if sizes else [])
+        # Names and reasons are text from the file, not rich markup ("[/data/x]" in a reason).
+        lead = ([escape(str(adapter))] if several else []) + ([str(size)] if sizes else [])
         for dataset in DATASETS:
             cell = group[group["dataset"] == dataset].set_index("split")
             if cell.empty:
@@ -251,7 +261,8 @@ def _render_rows(board: Leaderboard, *, width: int | None, color: bool) -> str:
             except ValueError:
                 pass
             reasons = sorted({r for r in cell["reason"] if r})
-            table.add_row(*lead, str(seed), dataset, status, *values, elapsed, "; ".join(reasons))
+            reason = escape("; ".join(reasons))
+            table.add_row(*lead, str(seed), dataset, status, *values, elapsed, reason)
     console.print(table)
     return console.export_text(styles=color)
 

@@ -4,11 +4,12 @@ Imported only when plots are asked for (matplotlib is slow to import)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -17,6 +18,23 @@ from decathlon.compare.methods import Method
 from decathlon.compare.stats import Significance
 from decathlon.compare.table import compared_datasets
 from decathlon.leaderboard import METRICS, SPLITS
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _plain_text(plot: Callable[P, R]) -> Callable[P, R]:
+    """Draw with every text taken literally: a method name such as ``cost$\\frac{$`` is a
+    name, not mathtext (which would fail to parse, or render something else)."""
+
+    @functools.wraps(plot)
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> R:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return drawn
 
 
 def _figure(width: float, height: float) -> Any:
@@ -32,6 +50,7 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+@_plain_text
 def plot_bars(methods: Sequence[Method], path: Path) -> Path:
     """Grouped bars of each dataset's test AUC (top) and ACC (bottom), one colour per method."""
     n = len(methods)
@@ -84,6 +103,7 @@ def plot_bars(methods: Sequence[Method], path: Path) -> Path:
     return path
 
 
+@_plain_text
 def plot_splits(methods: Sequence[Method], path: Path, metric: str = "auc") -> Path | None:
     """The 2021 paper's Figure 2 view: train / val / test score of each method on each dataset.
 
@@ -147,6 +167,7 @@ def plot_splits(methods: Sequence[Method], path: Path, metric: str = "auc") -> P
     return path
 
 
+@_plain_text
 def plot_cd(sig: Significance, path: Path) -> Path | None:
     """autorank's critical-difference diagram (or interval plot) for a 3+-method analysis."""
     if sig.result is None:

@@ -192,7 +192,7 @@ def to_markdown(table: pd.DataFrame, methods: Sequence[Method]) -> str:
     header += [f"{mean} AUC", f"{mean} ACC", "rank AUC", "rank ACC"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, m in enumerate(methods):
-        cells = [m.label + m.mark]
+        cells = [html.escape(m.label + m.mark)]  # previewers render raw HTML in Markdown
         for column in value_columns(chosen):
             text = _cell(table, i, column, methods)
             cells.append(f"**{text}**" if i in best[column] else text)
@@ -246,8 +246,22 @@ def to_html(table: pd.DataFrame, methods: Sequence[Method]) -> str:
 
 
 def to_csv(table: pd.DataFrame) -> str:
-    """The Table-2 view as CSV with :func:`table_columns` (full precision, empty when missing)."""
-    return table.to_csv(index=False, lineterminator="\n", float_format="%.6g")
+    """The Table-2 view as CSV with :func:`table_columns` (full precision, empty when missing).
+
+    A name that a spreadsheet would take for a formula (``=HYPERLINK(...)`` in a leaderboard
+    from elsewhere) is written with a leading ``'``, as OWASP advises for CSV exports."""
+    return inert(table).to_csv(index=False, lineterminator="\n", float_format="%.6g")
+
+
+def inert(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that starts like a spreadsheet formula quoted by ``'``."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
+            )
+    return out
 
 
 def render_terminal(
@@ -261,6 +275,7 @@ def render_terminal(
     ``color``).
     """
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     chosen = compared_datasets(methods)
@@ -276,7 +291,7 @@ def render_terminal(
             header = {"decathlon": mean, "rank": "rank"}.get(name, SHORT.get(name, name))
             rich_table.add_column(header, justify="right", no_wrap=True)
         for i, m in enumerate(methods):
-            cells = [m.label + m.mark]
+            cells = [escape(m.label + m.mark)]  # a name is text, not rich markup
             for column in columns:
                 text = _cell(table, i, column, methods, sep="±")
                 cells.append(f"[bold]{text}*[/bold]" if i in best[column] else text)
