@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import os
 import re
@@ -680,3 +681,22 @@ def test_export_automl_vision_comes_through_the_hook(tiny_catalog, tmp_path: Pat
     argv += ["--data-dir", str(tiny_catalog.data_dir), "--info", str(tiny_catalog.info_path)]
     assert cli.main(argv) == 0
     assert (out / "breastmnist_import.csv").is_file()
+
+
+def test_a_reason_with_brackets_is_printed_as_text() -> None:
+    """What a task says is text: "[/red]" in an exception message (or a path in brackets) was
+    read as rich markup by the line each task ends with, and the run ended in a MarkupError."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from decathlon.reporters import PlainReporter
+
+    out = io.StringIO()
+    reporter = PlainReporter(Console(file=out, width=200))
+    row = {"split": "test", "status": "error", "auc": None, "elapsed_s": 1, "reason": "[/red] [b]x"}
+    reporter.task_finished(SimpleNamespace(key="breastmnist/seed0"), [row])  # type: ignore[arg-type]
+    reporter.message("earlier attempts kept in runs/[/x]")
+    assert out.getvalue() == (
+        "breastmnist/seed0: error in 1s ([/red] [b]x)\nearlier attempts kept in runs/[/x]\n"
+    )
