@@ -11,7 +11,7 @@ grandchild survives: the process group, the descendants of the worker (the harne
 subreaper on Linux, so orphans re-parent to it rather than to init), and every process that
 still carries the task's tag in its environment (which also catches ones that called setsid).
 A process that does all three (double fork, setsid, an empty environment) is out of the sweep's
-sight; an unsealed task's tracking cgroup (see :mod:`decathlon.sandbox`) catches it.
+sight; an unsealed task's tracking cgroup (see :mod:`decathlon.cgroups`) catches it.
 """
 
 from __future__ import annotations
