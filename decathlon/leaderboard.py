@@ -218,19 +218,19 @@ def read_leaderboard(path: Path) -> Leaderboard:
     status, non-numeric or out-of-range scores, an ``ok`` test row without scores, duplicate
     (run_id, adapter, dataset, size, seed, split) rows, several profiles in one file, no test rows.
     """
+    path = Path(path)
+    try:
+        return _read_leaderboard(path)
+    except OSError as exc:  # unreadable: permissions, /proc files, a folder that will not list
+        raise LeaderboardError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_leaderboard(path: Path) -> Leaderboard:
     import numpy as np  # here: the harness's other paths need no pandas
     import pandas as pd
 
     from decathlon import rundir  # here: rundir reads this module's names
 
-    path = Path(path)
-    try:
-        return _read_leaderboard(path, pd, np, rundir)
-    except OSError as exc:  # unreadable: permissions, /proc files, a folder that will not list
-        raise LeaderboardError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-
-
-def _read_leaderboard(path: Path, pd: Any, np: Any, rundir: Any) -> Leaderboard:
     run_dir: Path | None = None
     if path.is_dir():
         run_dir, path = path, rundir.leaderboard_path(path)

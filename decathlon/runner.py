@@ -222,11 +222,7 @@ class Runner:
         """
         run_dir = Path(run_dir).resolve()  # the worker runs in another folder
         tasks = self.plan()
-        if rundir.config_path(run_dir).exists() and not resume:  # refused before anything is
-            raise DecathlonError(  # written there, the lock included
-                f"{run_dir} already holds a run; pass --resume {run_dir} to finish it,"
-                " or choose another --run-dir"
-            )
+        _refuse_a_second_start(run_dir, resume)  # before anything is written, the lock included
         with rundir.hold(run_dir):
             return self._run_held(run_dir, tasks, resume, executor, retry_failed)
 
@@ -353,11 +349,7 @@ class Runner:
 
     def _prepare_run_dir(self, run_dir: Path, resume: bool) -> None:
         config_path = rundir.config_path(run_dir)
-        if config_path.exists() and not resume:
-            raise DecathlonError(
-                f"{run_dir} already holds a run; pass --resume {run_dir} to finish it,"
-                " or choose another --run-dir"
-            )
+        _refuse_a_second_start(run_dir, resume)  # again, now that the folder is held
         if resume and not config_path.exists():
             raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)")
         if resume:
@@ -366,10 +358,13 @@ class Runner:
         if not config_path.exists():
             rundir.write_config(run_dir, self.record())
 
+    def _budgets_sha256(self) -> str:
+        return hashlib.sha256(self.budgets.path.read_bytes()).hexdigest()
+
     def _check_budgets_file(self, run_dir: Path) -> None:
         """Refuse to finish a run under budgets other than those it started with."""
         recorded = (rundir.read_config(run_dir) or {}).get("budgets_file") or {}
-        now = hashlib.sha256(self.budgets.path.read_bytes()).hexdigest()
+        now = self._budgets_sha256()
         if recorded.get("sha256") not in (None, now):
             raise DecathlonError(
                 f"{self.budgets.path} has changed since this run started (config.json records"
@@ -380,7 +375,6 @@ class Runner:
 
     def record(self) -> dict[str, Any]:
         """config.json: the request, the adapter, the budgets file, versions, host and devices."""
-        budgets_path = self.budgets.path
         return {
             "config": self.config.to_json(),
             "adapter": {
@@ -395,8 +389,8 @@ class Runner:
                 "environment_built": environments.record(self.adapter),
             },
             "budgets_file": {
-                "path": str(budgets_path),
-                "sha256": hashlib.sha256(budgets_path.read_bytes()).hexdigest(),
+                "path": str(self.budgets.path),
+                "sha256": self._budgets_sha256(),
             },
             "datasets": self.flags(),
             "size": self.config.size,
@@ -736,6 +730,14 @@ def host_facts() -> dict[str, Any]:
         "gpus": gpu_names(),
         "python_executable": sys.executable,
     }
+
+
+def _refuse_a_second_start(run_dir: Path, resume: bool) -> None:
+    if rundir.config_path(run_dir).exists() and not resume:
+        raise DecathlonError(
+            f"{run_dir} already holds a run; pass --resume {run_dir} to finish it,"
+            " or choose another --run-dir"
+        )
 
 
 def _one_line(text: str) -> str:
