@@ -36,7 +36,6 @@ import io
 import logging
 import os
 import platform
-import shutil
 import stat
 import sys
 import uuid
@@ -444,8 +443,11 @@ def _staging_dir(run_dir: Path) -> Path:
 
 
 def _kill_leftovers(runner: Runner, where: Path, task: PlannedTask) -> None:
-    """Stop what a dead attempt left running on this machine (its worker outlived it)."""
-    rundir.stop_leftovers(runner.task_dir(where, task), runner.config.kill_grace)
+    """Stop what a dead attempt left running on this machine (its worker outlived it), then
+    remove its scratch folder, as the end of any task does."""
+    task_dir = runner.task_dir(where, task)
+    rundir.stop_leftovers(task_dir, runner.config.kill_grace)
+    rundir.remove_tree(task_dir / rundir.SCRATCH)
 
 
 def _result(
@@ -457,6 +459,7 @@ def _result(
     if not task_dir.is_dir():
         return {"rows": rows, "archive": None, "kept_on": None}
     output = task_dir / rundir.OUTPUT
+    rundir.regain(task_dir)  # a folder the task made unreadable is listed too
     # Only plain files and folders travel: a link the task left would ship what it points at
     # (the data files the sandbox hid from it), and reading a FIFO would block for ever.
     shipped = [p for p in sorted(task_dir.rglob("*")) if _plain(p)]
@@ -473,20 +476,20 @@ def _result(
             bundle.write(path, relative.as_posix())  # folders too: an empty output/ stays
     kept_on = None
     if ship_output:
-        shutil.rmtree(task_dir, ignore_errors=True)
+        rundir.remove_tree(task_dir)
     else:
         kept_on = f"{platform.node()}:{output} ({output_size / 2**20:.0f} MB)"
     return {"rows": rows, "archive": buffer.getvalue(), "kept_on": kept_on}
 
 
 def _plain(path: Path) -> bool:
-    """A regular file or a real folder, not a link (``rglob`` lists links but does not enter
-    linked folders), a FIFO, a socket or a device."""
+    """A regular file this process may read or a real folder, not a link (``rglob`` lists links
+    but does not enter linked folders), a FIFO, a socket or a device."""
     try:
         mode = path.lstat().st_mode
     except OSError:
         return False
-    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+    return (stat.S_ISREG(mode) and os.access(path, os.R_OK)) or stat.S_ISDIR(mode)
 
 
 def local_jobs(workers: int) -> int:

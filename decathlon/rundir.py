@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,7 @@ def clear_scratch(task_folder: Path, kill_grace: float) -> None:
     if not scratch.exists():
         return
     stop_leftovers(task_folder, kill_grace)
-    shutil.rmtree(scratch, ignore_errors=True)
+    remove_tree(scratch)
 
 
 def archive_attempt(task_folder: Path) -> Path:
@@ -248,6 +249,7 @@ def archive_attempt(task_folder: Path) -> Path:
     ``result.json`` in place), so the next retry archives the rest into the same attempt, rather
     than taking the task for an unfinished one and deleting what was not yet moved.
     """
+    regain(task_folder)
     attempts = task_folder / ATTEMPTS
     incoming = attempts / ".incoming"
     incoming.mkdir(parents=True, exist_ok=True)
@@ -262,6 +264,7 @@ def archive_attempt(task_folder: Path) -> Path:
 
 def clear_task_dir(task_folder: Path) -> None:
     """Delete what a task's folder holds, except its earlier attempts."""
+    regain(task_folder)
     for entry in task_folder.iterdir():
         if entry.name == ATTEMPTS:
             continue
@@ -269,3 +272,34 @@ def clear_task_dir(task_folder: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def remove_tree(folder: Path) -> None:
+    """Delete a folder a task wrote in, whatever permissions the task left on its folders."""
+    shutil.rmtree(folder, ignore_errors=True)
+    if os.path.lexists(folder):
+        regain(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def regain(folder: Path) -> None:
+    """Make every folder under ``folder`` readable, writable and searchable by its owner again.
+
+    A task runs as the harness's user, so it may ``chmod 000`` a folder of its own; for a user
+    without root's override, that folder could then be neither listed, deleted nor moved
+    (``--retry-failed`` would stop with a PermissionError). Links are never followed: only real
+    folders' modes change.
+    """
+    pending = [os.fspath(folder)]
+    while pending:
+        path = pending.pop()
+        try:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
+                continue
+            if mode & stat.S_IRWXU != stat.S_IRWXU:
+                os.chmod(path, stat.S_IMODE(mode) | stat.S_IRWXU)
+            with os.scandir(path) as entries:
+                pending += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:  # not ours, or gone: what cannot be regained stays as it is
+            continue

@@ -492,7 +492,7 @@ class Runner:
                 seal=self._seal(run_dir, task_dir, spec, python, env, tag, task.budget.memory_mb),
             )
         finally:  # also on Ctrl-C or SIGTERM, once run_limited has taken the tree down
-            shutil.rmtree(scratch, ignore_errors=True)
+            rundir.remove_tree(scratch)
         base["elapsed_s"] = round(outcome.elapsed, 2)
         notes = rundir.read_task_json(predictions / rundir.WORKER_INFO) or {}
         failure = launcher.failure(outcome, task.budget, predictions, task_dir / rundir.LOG)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from decathlon import leaderboard
+from decathlon import leaderboard, rundir
 from decathlon.distributed import DaskExecutor
 from decathlon.distributed import _result as task_folder_result
 from decathlon.plugins import Registry, make_registry
@@ -185,6 +185,9 @@ def test_killed_worker_gives_a_worker_died_row(
     flag = killed[0]["name"].split("-")[0]
     assert {(r["dataset"], int(r["seed"])) for r in died} == {(flag, killed[0]["seed"])}
     assert all(r["status"] == "error" and "worker died" in r["reason"] for r in died)
+    # The dead attempt's scratch folder went with it, as a finished task's does.
+    task_folder = rundir.task_dir(path.parent, flag, killed[0]["seed"])
+    assert task_folder.is_dir() and not (task_folder / rundir.SCRATCH).exists()
     # Not retried: the killed task's adapter started once.
     started = Counter(m["name"].rsplit("-", 1)[0] for m in _markers(marker_dir))
     assert set(started.values()) == {1}

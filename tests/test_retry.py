@@ -9,7 +9,11 @@ exists.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import misbehaving
@@ -189,3 +193,96 @@ def test_an_archive_cut_off_half_way_loses_nothing(
     assert sorted(p.name for p in (task / "attempts").iterdir()) == ["1"]
     for name, text in files.items():
         assert (task / "attempts" / "1" / name).read_text() == text
+
+
+LOCKED_FOLDERS = """
+import io, os, sys, zipfile
+from pathlib import Path
+from decathlon import distributed, rundir
+
+task = Path(sys.argv[1])
+outside = Path(sys.argv[2])
+
+
+def lay_out():
+    for name in ("predictions", "output/model", "scratch/deep/er"):
+        (task / name).mkdir(parents=True)
+    (task / rundir.RESULT).write_text("{}")
+    (task / "predictions" / "test.npy").write_text("scores")
+    (task / "output" / "model" / "weights").write_text("w")
+    (task / "scratch" / "deep" / "er" / "tmp").write_text("t")
+    (task / "output" / "outside").symlink_to(outside)  # a link out: never followed
+    (task / "output" / "notes.txt").write_text("n")
+    (task / "output" / "secret").write_text("s")
+    os.chmod(task / "output" / "secret", 0)
+    for name in ("scratch/deep/er", "scratch/deep", "scratch", "output/model", "output",
+                 "predictions"):
+        os.chmod(task / name, 0)
+
+
+class Runner:
+    def task_dir(self, where, task_):
+        return task
+
+
+lay_out()
+rundir.remove_tree(task / "scratch")
+print("scratch", (task / "scratch").exists())
+print("archived", rundir.archive_attempt(task).name)
+print("attempt", sorted(p.relative_to(task).as_posix() for p in task.rglob("*")))
+lay_out()
+rundir.clear_task_dir(task)
+print("cleared", sorted(p.name for p in task.iterdir()))
+lay_out()
+shipped = distributed._result([], Runner(), task, None, shared=False)
+names = zipfile.ZipFile(io.BytesIO(shipped["archive"])).namelist()
+print("shipped", task.exists(), shipped["kept_on"], [n for n in sorted(names) if n[0] != "a"])
+"""
+
+
+def test_folders_a_task_locked_are_archived_cleared_and_removed(tmp_path: Path) -> None:
+    """A task runs as the harness's user, so it may ``chmod 000`` its folders. For a user
+    without root's override that made ``--retry-failed`` and a resume stop with a
+    PermissionError and left scratch folders behind. Run here without that override (as an
+    ordinary user, or as root with every capability dropped), in a process of its own."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv (util-linux) to drop root's capabilities")
+        prefix = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o500)
+    task = tmp_path / "tasks" / "breastmnist" / "seed0"
+    task.mkdir(parents=True)
+    env = dict(os.environ, PYTHONPATH=str(Path(rundir.__file__).parents[1]))
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", LOCKED_FOLDERS, str(task), str(outside)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    attempt = [
+        "attempts",
+        "attempts/1",
+        "attempts/1/output",
+        "attempts/1/output/model",
+        "attempts/1/output/model/weights",
+        "attempts/1/output/notes.txt",
+        "attempts/1/output/outside",
+        "attempts/1/output/secret",
+        "attempts/1/predictions",
+        "attempts/1/predictions/test.npy",
+        "attempts/1/result.json",
+    ]
+    assert done.stdout.splitlines() == [
+        "scratch False",
+        "archived 1",
+        f"attempt {attempt}",
+        "cleared ['attempts']",
+        "shipped False None ['output/', 'output/model/', 'output/model/weights',"
+        " 'output/notes.txt', 'predictions/', 'predictions/test.npy', 'result.json',"
+        " 'scratch/', 'scratch/deep/', 'scratch/deep/er/', 'scratch/deep/er/tmp']",
+    ]
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o500  # the link's target kept its mode
