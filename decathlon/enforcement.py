@@ -73,12 +73,16 @@ def become_subreaper() -> bool:
         return False
 
 
-def task_processes(root_pid: int | None, tag: str) -> list[psutil.Process]:
-    """Every live process of a task: the root, its descendants, and any that carry its tag."""
+def task_processes(root: psutil.Process | None, tag: str) -> list[psutil.Process]:
+    """Every live process of a task: the root, its descendants, and any that carry its tag.
+
+    ``root`` is the worker as it was found when it started: once the worker has been reaped its
+    pid may be handed to another process, which psutil tells apart by its start time, so neither
+    it nor its children are taken for the task's.
+    """
     found: dict[int, psutil.Process] = {}
     try:
-        if root_pid is not None:
-            root = psutil.Process(root_pid)
+        if root is not None and root.is_running():
             found[root.pid] = root
             for child in root.children(recursive=True):
                 found[child.pid] = child
@@ -97,7 +101,7 @@ def task_processes(root_pid: int | None, tag: str) -> list[psutil.Process]:
 
 
 def kill_tree(
-    root_pid: int | None,
+    root: psutil.Process | None,
     tag: str,
     *,
     grace: float = 5.0,
@@ -109,13 +113,13 @@ def kill_tree(
     started it: it is then reaped through ``popen`` (which keeps its exit status) rather than by
     psutil.
     """
-    procs = [p for p in task_processes(root_pid, tag) if _alive(p)]
+    procs = [p for p in task_processes(root, tag) if _alive(p)]
     # The sandbox's own processes get no SIGTERM: when they end, the kernel kills the whole PID
     # namespace at once, and the task's processes would get no grace.
     polite = [p for p in procs if not _is_sandbox(p)]
-    if root_pid is not None and len(polite) == len(procs):
+    if root is not None and len(polite) == len(procs) and not _reused(root):
         try:
-            os.killpg(root_pid, signal.SIGTERM)
+            os.killpg(root.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
     for proc in polite:
@@ -138,7 +142,7 @@ def kill_tree(
         except subprocess.TimeoutExpired:
             popen.kill()
     # Children forked during the grace period are caught on this second pass.
-    rest = {p.pid: p for p in alive + task_processes(root_pid, tag) if p.pid != own}
+    rest = {p.pid: p for p in alive + task_processes(root, tag) if p.pid != own}
     for proc in rest.values():
         try:
             proc.kill()
@@ -148,6 +152,15 @@ def kill_tree(
     if popen is not None:
         popen.wait()
     return len(procs)
+
+
+def _reused(root: psutil.Process) -> bool:
+    """Whether another process holds the worker's pid now (its group id would name that one's
+    group: the worker's group, while it has members, keeps the pid from being handed out)."""
+    try:
+        return not root.is_running() and psutil.pid_exists(root.pid)
+    except psutil.Error:
+        return False
 
 
 def _is_sandbox(proc: psutil.Process) -> bool:
@@ -181,11 +194,11 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _tree_pss_mb(root_pid: int, tag: str) -> float:
+def _tree_pss_mb(root: psutil.Process, tag: str) -> float:
     """The tree's memory: the sum of proportional set sizes (PSS) where Linux gives them, so
     that pages shared after a fork count once; resident sizes elsewhere."""
     total = 0
-    for proc in task_processes(root_pid, tag):
+    for proc in task_processes(root, tag):
         try:
             try:
                 total += proc.memory_full_info().pss
@@ -236,18 +249,21 @@ def run_limited(
                 start_new_session=True,
                 pass_fds=fds,
             )
+            # Taken before the worker can be reaped, so that its start time tells it apart from
+            # a process given its pid afterwards.
+            root = psutil.Process(proc.pid)
             outcome = Outcome(returncode=None, elapsed=0.0)
             try:
                 sampled = None if kernel_cap else memory_mb
-                _watch(proc, tag, outcome, started, hard_limit, sampled, on_tick)
+                _watch(proc, root, tag, outcome, started, hard_limit, sampled, on_tick)
             except BaseException:  # Ctrl-C or SIGTERM to the harness: take the task down with it
-                kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
+                kill_tree(root, tag, grace=kill_grace, popen=proc)
                 raise
             outcome.elapsed = time.monotonic() - started
             # Always sweep: a worker that exited normally may have left children running.
-            leftovers = [p for p in task_processes(proc.pid, tag) if _alive(p)]
+            leftovers = [p for p in task_processes(root, tag) if _alive(p)]
             if leftovers or outcome.returncode is None:
-                outcome.processes_killed = kill_tree(proc.pid, tag, grace=kill_grace, popen=proc)
+                outcome.processes_killed = kill_tree(root, tag, grace=kill_grace, popen=proc)
             if outcome.returncode is None:
                 outcome.returncode = proc.wait()
             if cgroup is not None and not (seal is not None and seal.sealed):
@@ -287,6 +303,7 @@ def _footer(out: IO[bytes], outcome: Outcome, hard_limit: float, memory_mb: floa
 
 def _watch(
     proc: subprocess.Popen,
+    root: psutil.Process,
     tag: str,
     outcome: Outcome,
     started: float,
@@ -305,7 +322,7 @@ def _watch(
         elapsed = time.monotonic() - started
         ticks += 1
         if memory_mb and ticks % 3 == 1:  # the tree scan costs a few ms: not every tick
-            pss = _tree_pss_mb(proc.pid, tag)
+            pss = _tree_pss_mb(root, tag)
             outcome.peak_memory_mb = max(outcome.peak_memory_mb, pss)
             if pss > memory_mb:
                 outcome.memory_exceeded = True

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
 import shutil
+import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,10 +20,11 @@ from typing import Any
 
 import misbehaving
 import numpy as np
+import psutil
 import pytest
 from helpers import TinyData
 
-from decathlon import cgroups, leaderboard, metrics
+from decathlon import cgroups, enforcement, leaderboard, metrics
 from decathlon.datasets import file_md5
 from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
@@ -165,6 +169,50 @@ def test_a_grandchild_out_of_the_group_the_tree_and_the_tag_is_killed_unsealed(
     assert misbehaving.tagged_processes(misbehaving.task_tag(task_dir)) == []
     assert misbehaving.live_pids(pids) == []
     assert "process(es) terminated" in (task_dir / "log.txt").read_text()
+
+
+def _next_pid_is(pid: int) -> bool:
+    """Ask the kernel to hand out ``pid`` next (root only); False where it cannot be asked."""
+    try:
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        return True
+    except OSError:
+        return False
+
+
+def test_a_process_given_the_workers_pid_after_it_ended_is_spared() -> None:
+    """The sweep after a worker is reaped looked its pid up again: had the kernel given that pid
+    to another process meanwhile (a group leader with a child here, made so on purpose), the
+    sweep would have killed that process's group and its children. The worker is now known by
+    its start time too."""
+    # psutil tells processes apart by pid and start time, the latter in the kernel's clock ticks
+    # (10 ms): a real worker lives far longer than one.
+    worker = subprocess.Popen(["sleep", "0.1"], start_new_session=True)
+    root = psutil.Process(worker.pid)
+    worker.wait()
+    for _ in range(50):
+        if not _next_pid_is(worker.pid):
+            pytest.skip("cannot choose the next pid here (needs root and ns_last_pid)")
+        other = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
+        if other.pid == worker.pid:
+            break
+        other.kill()
+        other.wait()
+    else:
+        pytest.skip("another process took the pid first, every time")
+    try:
+        deadline = time.monotonic() + 10
+        while not psutil.Process(other.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        children = psutil.Process(other.pid).children()
+        assert children, "the other process's child never started"
+        assert enforcement.task_processes(root, "a-tag-nobody-has") == []
+        assert enforcement.kill_tree(root, "a-tag-nobody-has", grace=1) == 0
+        assert other.poll() is None
+        assert all(child.is_running() for child in children)
+    finally:
+        os.killpg(other.pid, signal.SIGKILL)
+        other.wait()
 
 
 def test_memory_cap(tiny_catalog: TinyData, tmp_path: Path) -> None:
