@@ -725,7 +725,9 @@ def test_text_from_a_received_leaderboard_is_shown_as_text(tmp_path: Path) -> No
     text = compare.compare_command([run], None, out, ["md", "csv"], False, bootstrap=0, width=200)
     assert "=HYPERLINK(1)[/]<b>x</b>" in text and "\x1b" not in text
     assert "'=HYPERLINK(1)" in (out / "table.csv").read_text()
-    assert "&lt;b&gt;x&lt;/b&gt;" in (out / "table.md").read_text()
+    markdown = (out / "table.md").read_text()
+    assert "&lt;b&gt;x&lt;/b&gt;" in markdown
+    assert "<b>" not in markdown  # the notes under the table name the method too
 
 
 def test_a_name_in_mathtext_is_drawn_as_text(tmp_path: Path) -> None:

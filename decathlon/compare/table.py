@@ -198,7 +198,7 @@ def to_markdown(table: pd.DataFrame, methods: Sequence[Method]) -> str:
             cells.append(f"**{text}**" if i in best[column] else text)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
-    lines += [f"- {note}" for note in _table_notes(table, methods)]
+    lines += [f"- {html.escape(note, quote=False)}" for note in _table_notes(table, methods)]
     return "\n".join(lines) + "\n"
 
 
