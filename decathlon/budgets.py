@@ -37,6 +37,7 @@ BUDGET_KEYS = (
 #: Image sizes a ``sizes`` sub-table may name.
 SIZE_KEYS = ("28", "64", "128", "224")
 PROFILE_KEYS = ("description", "datasets", "seeds")
+MAX_SEED = 2**32 - 1
 _INT_KEYS = ("trials", "epochs", "memory_mb")
 DEFAULT_TIERS = (10_000, 50_000)
 DEFAULT_GRACE_SECONDS = 300.0
@@ -164,7 +165,7 @@ class Budgets:
                         f"{did_you_mean(key, adapter.options)} Options: {known}"
                     )
                 kind = _kind(adapter.options[key])
-                if kind and _kind(value) != kind:
+                if kind and (_kind(value) != kind or not _finite(value)):
                     raise BudgetError(
                         f"{source}: option '{key}' of adapter '{adapter.name}' takes {kind},"
                         f" got {value!r}"
@@ -250,13 +251,15 @@ def _profile(path: Path, name: str, table: Any, flags: list[str]) -> Profile:
     if datasets is not None:
         if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
             raise BudgetError(f"{where}: datasets must be a list of dataset names")
+        if not datasets:
+            raise BudgetError(f"{where}: datasets is empty (leave it out for all ten)")
         for flag in datasets:
             if flags and flag not in flags:
                 raise BudgetError(f"{where}: unknown dataset '{flag}'.{did_you_mean(flag, flags)}")
         datasets = tuple(datasets)
     seeds = table.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise BudgetError(f"{where}: seeds must be a list of non-negative integers")
+    if not isinstance(seeds, list) or not seeds or not all(is_seed(s) for s in seeds):
+        raise BudgetError(f"{where}: seeds must be a list of whole numbers from 0 to {MAX_SEED}")
     return Profile(name, str(table.get("description", "")), datasets, tuple(seeds))
 
 
@@ -319,6 +322,11 @@ def worst_case_seconds(budgets: Iterable[Budget]) -> float:
     return sum(b.hard_limit_seconds for b in budgets)
 
 
+def is_seed(value: Any) -> bool:
+    """A seed every adapter can take: NumPy's legacy seeding stops at 2**32 - 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+
+
 def _kind(value: Any) -> str:
     """What an option's default says its values must be: a number or true/false ("" = any)."""
     if isinstance(value, bool):
@@ -326,3 +334,8 @@ def _kind(value: Any) -> str:
     if isinstance(value, int | float):
         return "a number"
     return ""
+
+
+def _finite(value: Any) -> bool:
+    """NaN and the infinities pass for numbers (TOML and JSON spell them) but mean none."""
+    return not isinstance(value, float) or math.isfinite(value)

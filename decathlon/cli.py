@@ -48,9 +48,20 @@ def _seed_list(text: str) -> tuple[int, ...]:
         seeds = tuple(int(part) for part in _csv_list(text))
     except ValueError:
         seeds = ()
-    if not seeds or any(seed < 0 for seed in seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be whole numbers >= 0, got '{text}'")
+    if not seeds or not all(budgets_module.is_seed(seed) for seed in seeds):
+        raise argparse.ArgumentTypeError(
+            f"seeds must be whole numbers from 0 to {budgets_module.MAX_SEED}, got '{text}'"
+        )
     return seeds
+
+
+def _dataset_list(text: str) -> tuple[str, ...]:
+    names = _csv_list(text)
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"no dataset named in '{text}' (leave --datasets out for all ten)"
+        )
+    return names
 
 
 def _positive_int(text: str) -> int:
@@ -106,7 +117,7 @@ def _add_budget_args(parser: argparse.ArgumentParser, several: bool = False) -> 
     add_size_arg(parser)
     parser.add_argument("--profile", default="paper", help="budget profile (default: paper)")
     parser.add_argument(
-        "--datasets", type=_csv_list, help="comma-separated subset (default: all ten)"
+        "--datasets", type=_dataset_list, help="comma-separated subset (default: all ten)"
     )
     parser.add_argument(
         "--seeds", type=_seed_list, help="comma-separated seeds (default: the profile's)"
@@ -272,7 +283,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     )
     generate.add_argument("root", type=Path, help="writes ROOT/data/*.npz and ROOT/info.json")
     generate.add_argument(
-        "--datasets", type=_csv_list, help="comma-separated subset (default: all ten)"
+        "--datasets", type=_dataset_list, help="comma-separated subset (default: all ten)"
     )
     generate.add_argument(
         "--published",
@@ -297,7 +308,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     add_size_arg(compare, default=None)
     compare.add_argument(
         "--datasets",
-        type=_csv_list,
+        type=_dataset_list,
         help="compare on these datasets only (table, means, ranks, statistics, reference rows)",
     )
     compare.add_argument("--out", type=Path, help="folder for files (default: ./comparison)")
@@ -715,12 +726,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from decathlon import synthetic
 
     catalog = datasets.Catalog.load(datasets.BUNDLED_INFO)
-    flags = [catalog.resolve(name) for name in args.datasets or catalog.flags]
+    flags = list(dict.fromkeys(catalog.resolve(name) for name in args.datasets or catalog.flags))
     if args.root.exists() and (not args.root.is_dir() or any(args.root.iterdir())):
         # Never over real files: generate writes into a new or empty folder only.
         raise DataError(f"{args.root} is not an empty folder: generate writes only into a new one")
     sizes = synthetic.PUBLISHED if args.published else None
-    data_dir, info = synthetic.write_catalog(args.root, flags, sizes, args.size)
+    try:
+        data_dir, info = synthetic.write_catalog(args.root, flags, sizes, args.size)
+    except OSError as exc:
+        raise DataError(f"cannot write into {args.root}: {exc.strerror or exc}") from None
     print(f"{len(flags)} datasets in {data_dir}; run with DECATHLON_INFO={info}")
     return 0
 

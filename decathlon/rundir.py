@@ -158,15 +158,26 @@ def write_config(run_dir: Path, record: dict[str, Any]) -> None:
     write_json(config_path(run_dir), record)
 
 
-def _rows_of(result: Any) -> list[dict[str, Any]] | None:
-    """The rows a ``result.json`` holds, or ``None`` when it is not one (truncated, edited,
-    another file's contents): such a task counts as not finished, so ``--resume`` runs it again
-    rather than dropping its rows from the leaderboard."""
+def _rows_of(result: Any, task_folder: Path) -> list[dict[str, Any]] | None:
+    """The rows a ``result.json`` holds, or ``None`` when it is not this task's (truncated,
+    edited, another task's or another file's contents): such a task counts as not finished, so
+    ``--resume`` runs it again rather than dropping its rows from the leaderboard or adding
+    another task's. A task's rows are one per split, each naming its folder's dataset and seed."""
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
         return None
     rows = result["rows"]
-    keys = {"dataset", "seed", "split"}
-    return rows if all(isinstance(row, dict) and keys <= row.keys() for row in rows) else None
+    flag, seed = task_folder.parent.name, task_folder.name.removeprefix("seed")
+    if not all(
+        isinstance(row, dict)
+        and row.get("dataset") == flag
+        and isinstance(row.get("seed"), (int, str))
+        and not isinstance(row["seed"], bool)
+        and str(row["seed"]) == seed
+        for row in rows
+    ):
+        return None
+    splits = sorted(str(row.get("split")) for row in rows)
+    return rows if splits == sorted(leaderboard.SPLITS) else None
 
 
 def is_finished(task_folder: Path) -> bool:
@@ -176,7 +187,7 @@ def is_finished(task_folder: Path) -> bool:
 def read_rows(task_folder: Path) -> list[dict[str, Any]] | None:
     """A finished task's rows, or ``None`` when it has not finished (or its ``result.json``
     cannot be read as one)."""
-    rows = _rows_of(read_json(task_folder / RESULT))
+    rows = _rows_of(read_json(task_folder / RESULT), task_folder)
     return list(rows) if rows is not None else None
 
 

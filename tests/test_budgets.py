@@ -258,7 +258,7 @@ MISTAKES = [
         "unknown dataset 'breastmnit'. Did you mean 'breastmnist'?",
     ),
     ("[profiles.ci]\nseed = [0]\n", "unknown key 'seed'. Did you mean 'seeds'?"),
-    ("[profiles.ci]\nseeds = [-1]\n", "seeds must be a list of non-negative integers"),
+    ("[profiles.ci]\nseeds = [-1]\n", "seeds must be a list of whole numbers from 0 to 4294967295"),
     ('[profiles.ci]\ndatasets = "breastmnist"\n', "datasets must be a list of dataset names"),
 ]
 

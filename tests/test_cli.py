@@ -57,6 +57,22 @@ BAD_BUDGETS = {
         "[profiles.paper]\n[profiles.quick]\n[quick.baseline]\ntrials = 3\n",
         "needs hard_limit_seconds",
     ),
+    # Each of these ran before: into a folder `seedTrue`, past NumPy's seeds, nothing at all.
+    "seed true": ("[profiles.paper]\n[profiles.quick]\nseeds = [true]\n", "from 0 to 4294967295"),
+    "seed too large": (
+        "[profiles.paper]\n[profiles.quick]\nseeds = [4294967296]\n",
+        "seeds must be a list of whole numbers from 0 to 4294967295",
+    ),
+    "no seeds": ("[profiles.paper]\n[profiles.quick]\nseeds = []\n", "seeds must be a list"),
+    "no datasets": (
+        "[profiles.paper]\n[profiles.quick]\ndatasets = []\n",
+        "datasets is empty (leave it out for all ten)",
+    ),
+    "option nan": (
+        "[profiles.paper]\n[profiles.quick]\n[quick.baseline]\nhard_limit_seconds = 300\n"
+        "[quick.baseline.options]\nmax_iter = nan\n",
+        "option 'max_iter' of adapter 'baseline' takes a number, got nan",
+    ),
 }
 
 
@@ -342,12 +358,32 @@ def test_a_run_folder_that_is_a_file_is_one_line(
     assert (tmp_path / "afile").read_text() == "mine"
 
 
+def _damage(how: str, result: bytes) -> bytes:
+    if how == "truncated":  # as a full disk or a crash mid-copy leaves it
+        return result[:10]
+    rows = json.loads(result)["rows"]
+    if how == "no rows":
+        rows = []
+    elif how == "another task's":  # copied over from retinamnist's folder
+        rows = [dict(row, dataset="retinamnist") for row in rows]
+    elif how == "seed not a number":
+        rows = [dict(row, seed="x") for row in rows]
+    elif how == "a split twice":
+        rows = [*rows, rows[-1]]
+    return json.dumps({"rows": rows}).encode()
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated", "no rows", "another task's", "seed not a number", "a split twice"]
+)
 def test_resume_reruns_a_task_whose_result_is_damaged(
-    capsys: pytest.CaptureFixture[str], finished_run: Path
+    capsys: pytest.CaptureFixture[str], finished_run: Path, how: str
 ) -> None:
+    """A ``result.json`` that is not this task's rows runs again: an empty one counted as
+    finished for ever, another task's gave duplicate rows, a seed not a number a traceback."""
     task = finished_run / "tasks" / "breastmnist" / "seed0"
-    damaged = (task / "result.json").read_bytes()[:10]
-    (task / "result.json").write_bytes(damaged)  # as a full disk or a crash mid-copy leaves it
+    damaged = _damage(how, (task / "result.json").read_bytes())
+    (task / "result.json").write_bytes(damaged)
     code, out, _ = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
     assert code == 0
     assert "cannot be read as a task's result: running the task again" in out
@@ -700,3 +736,43 @@ def test_a_reason_with_brackets_is_printed_as_text() -> None:
     assert out.getvalue() == (
         "breastmnist/seed0: error in 1s ([/red] [b]x)\nearlier attempts kept in runs/[/x]\n"
     )
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--seeds", "99999999999999999999999"], "seeds must be whole numbers from 0 to"),
+        (["--seeds", "4294967296"], "seeds must be whole numbers from 0 to 4294967295"),
+        (["--datasets", ","], "no dataset named in ','"),
+        (["--datasets", " "], "no dataset named in ' '"),
+        (["--option", "max_iter=NaN"], "takes a number, got nan"),
+        (["--option", "max_iter=-Infinity"], "takes a number, got -inf"),
+    ],
+)
+def test_values_no_task_could_take_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], fragment: str
+) -> None:
+    """A seed past NumPy's 2**32 - 1 failed every task; ``--datasets ,`` ran all ten; NaN passed
+    for a number and went into config.json as non-standard JSON. Refused before anything runs."""
+    try:
+        code, _, err = main(capsys, "plan", "--adapter", "baseline", "--profile", "quick", *argv)
+    except SystemExit as exited:  # argparse's own usage error: its usage, then the line
+        code, err = int(str(exited.code)), capsys.readouterr().err
+        err = err.splitlines()[-1].split(": error: ")[-1]
+        err = "error: " + err.split(": ", 1)[-1]  # "argument --seeds: ..." names the flag
+    assert_one_line_error(code, err, fragment)
+
+
+def test_generate_into_a_folder_that_cannot_be_made_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("mine")
+    code, _, err = main(
+        capsys, "generate", str(tmp_path / "afile" / "x"), "--datasets", "breastmnist"
+    )
+    assert_one_line_error(code, err, "cannot write into", "afile/x")
+    assert (tmp_path / "afile").read_text() == "mine"
+    code, out, _ = main(
+        capsys, "generate", str(tmp_path / "twice"), "--datasets", "breastmnist,breastmnist"
+    )
+    assert code == 0 and out.startswith("1 datasets in ")
