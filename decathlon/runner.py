@@ -29,6 +29,8 @@ import shutil
 import subprocess
 import sys
 import time
+import types
+import typing
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,12 +83,40 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        """The configuration ``config.json`` holds; ValueError names a field of another type."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        values = {k: v for k, v in data.items() if k in fields}
+        for key, value in values.items():
+            if not _conforms(value, hints[key]):
+                raise ValueError(f"'{key}' is {value!r}, not {fields[key].type}")
         for key in ("datasets", "seeds"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a value read from JSON is of a :class:`RunConfig` field's type."""
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        return isinstance(value, list | tuple) and all(_conforms(v, item) for v in value)
+    if typing.get_origin(hint) is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and math.isfinite(value)
+    return isinstance(value, hint)
 
 
 @dataclass(frozen=True)

@@ -278,6 +278,23 @@ def test_resume_of_a_config_that_is_not_one(
 
 
 @pytest.mark.parametrize(
+    ("field", "value"),
+    [("scale_factor", "x"), ("seeds", ["a"]), ("n_jobs", True), ("kill_grace", None)],
+)
+def test_resume_of_a_config_with_a_field_of_another_type(
+    capsys: pytest.CaptureFixture[str], finished_run: Path, field: str, value: object
+) -> None:
+    """A field of another type ended ``--resume`` with a TypeError deep in the run."""
+    record = json.loads((finished_run / "config.json").read_text())
+    record["config"][field] = value
+    (finished_run / "config.json").write_text(json.dumps(record))
+    before = snapshot(finished_run)
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert_one_line_error(code, err, "config.json: not a run's configuration", f"'{field}' is")
+    assert snapshot(finished_run) == before
+
+
+@pytest.mark.parametrize(
     ("flags", "named"),
     [
         (["--sandbox", "required"], "--sandbox"),
