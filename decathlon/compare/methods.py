@@ -119,7 +119,9 @@ def select_datasets(names: Iterable[str] | None) -> tuple[str, ...]:
         flag = V1_FLAGS.get(name, name)
         if flag not in DATASETS:
             raise LeaderboardError(
-                f"--datasets: unknown dataset '{raw}'." + did_you_mean(name, DATASETS)
+                f"--datasets: unknown dataset '{raw}'."
+                + did_you_mean(name, DATASETS)
+                + f" Known: {', '.join(DATASETS)}"
             )
         chosen.add(flag)
     return tuple(d for d in DATASETS if d in chosen) if chosen else DATASETS

@@ -37,10 +37,30 @@ def _plain_text(plot: Callable[P, R]) -> Callable[P, R]:
     return drawn
 
 
+#: A picture stays one a browser shows: at most this many inches (x 110 dpi) a side, and a
+#: method's name at most this many characters in it (the tables keep the whole name).
+MAX_INCHES = 30.0
+MAX_LABEL = 48
+
+
 def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+    size = (min(width, MAX_INCHES), min(height, MAX_INCHES))
+    return Figure(figsize=size, dpi=110, layout="constrained")
+
+
+def short_labels(labels: Sequence[str]) -> dict[str, str]:
+    """Each label as drawn: cut to :data:`MAX_LABEL` characters, still one per method."""
+    shown: dict[str, str] = {}
+    for label in labels:
+        short = label if len(label) <= MAX_LABEL else label[: MAX_LABEL - 1] + "…"
+        k = 1
+        while short in shown.values():
+            k += 1
+            short = f"{label[: MAX_LABEL - 6]}… #{k}"
+        shown[label] = short
+    return shown
 
 
 def _colors(n: int) -> list[Any]:
@@ -60,6 +80,7 @@ def plot_bars(methods: Sequence[Method], path: Path) -> Path:
     x = np.arange(len(chosen))
     width = 0.8 / n
     colors = _colors(n)
+    names = short_labels([m.label for m in methods])
     for ax, metric in zip(axes, METRICS):
         values = np.array([[m.test(d, metric) for d in chosen] for m in methods])
         sds = np.array([[m.test_sd(d, metric) for d in chosen] for m in methods])
@@ -76,7 +97,7 @@ def plot_bars(methods: Sequence[Method], path: Path) -> Path:
                 width,
                 bottom=bottom,
                 color=colors[k],
-                label=m.label,
+                label=names[m.label],
                 yerr=errors,
                 capsize=2 if errors is not None else 0,
                 error_kw={"elinewidth": 0.8},
@@ -159,7 +180,8 @@ def plot_splits(methods: Sequence[Method], path: Path, metric: str = "auc") -> P
         for s in SPLITS
     ]
     handles += [Line2D([], [], color=colors[k], lw=3) for k in range(len(shown))]
-    labels = list(SPLITS) + [f"{k + 1}: {m.label}" for k, m in enumerate(shown)]
+    names = short_labels([m.label for m in shown])
+    labels = list(SPLITS) + [f"{k + 1}: {names[m.label]}" for k, m in enumerate(shown)]
     fig.suptitle(f"{metric.upper()} on the train, val and test splits (gap = over-fitting)")
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,11 +197,14 @@ def plot_cd(sig: Significance, path: Path) -> Path | None:
     from autorank import plot_stats
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8.0, max(2.5, 0.35 * len(sig.result.rankdf) + 1.2)), dpi=110)
+    height = min(MAX_INCHES, max(2.5, 0.35 * len(sig.result.rankdf) + 1.2))
+    fig = Figure(figsize=(8.0, height), dpi=110)
     ax = fig.add_subplot()
+    names = short_labels([str(label) for label in sig.result.rankdf.index])
+    result = sig.result._replace(rankdf=sig.result.rankdf.rename(index=names))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plot_stats(sig.result, allow_insignificant=True, ax=ax)
+        plot_stats(result, allow_insignificant=True, ax=ax)
     ax.set_title(f"test {sig.metric.upper()}: {sig.test}", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     # autorank places the labels outside the axes: keep them in the picture.
