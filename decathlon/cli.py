@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -422,6 +423,13 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
     if getattr(args, "device", None):
         config.device = args.device
     if getattr(args, "jobs", None):
+        cores = os.cpu_count() or 1
+        if args.jobs > cores and not getattr(args, "scheduler", None):
+            # Libraries told to start that many threads fail in the task (joblib, OpenMP).
+            raise DecathlonError(
+                f"--jobs {args.jobs}: this machine has {cores} CPU cores (more are for a Dask"
+                " scheduler's bigger workers, with --scheduler)"
+            )
         config.n_jobs = args.jobs
     config.sandbox = getattr(args, "sandbox", config.sandbox)
     config.network = getattr(args, "network", config.network)

@@ -793,3 +793,15 @@ def test_generate_into_a_folder_that_cannot_be_made_is_one_line(
         capsys, "generate", str(tmp_path / "twice"), "--datasets", "breastmnist,breastmnist"
     )
     assert code == 0 and out.startswith("1 datasets in ")
+
+
+def test_more_jobs_than_cores_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--jobs 99999`` on a 2-core machine: every task failed inside joblib."""
+    jobs = str((os.cpu_count() or 1) + 1)
+    code, _, err = run_baseline(
+        capsys, str(tmp_path / "data"), str(tmp_path / "run"), "--jobs", jobs
+    )
+    assert_one_line_error(code, err, f"--jobs {jobs}: this machine has")
+    assert not (tmp_path / "run").exists()
