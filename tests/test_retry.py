@@ -170,8 +170,9 @@ def test_an_archive_cut_off_half_way_loses_nothing(
     task = tmp_path / "tasks" / "breastmnist" / "seed0"
     (task / "predictions").mkdir(parents=True)
     files = {"log.txt": "the log", "task.json": "{}", "predictions/test.npy": "scores"}
-    row = {"dataset": "breastmnist", "seed": 0, "split": "test", "status": "error"}
-    files[rundir.RESULT] = json.dumps({"rows": [row]})
+    row = {"dataset": "breastmnist", "seed": 0, "status": "error"}
+    rows = [dict(row, split=split) for split in leaderboard.SPLITS]
+    files[rundir.RESULT] = json.dumps({"rows": rows})
     for name, text in files.items():
         (task / name).write_text(text)
     real_move = shutil.move
