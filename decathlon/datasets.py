@@ -253,8 +253,8 @@ def _ensure(
 ) -> tuple[Path, bool, str]:
     info = catalog.info(flag, size)
     path = dataset_file(data_dir, info.flag, size)
-    # A file downloaded again replaces the one here only once it is whole and its MD5 matches
-    # (see download.download): a failed --redownload keeps what was there.
+    # A file downloaded again replaces the one here only once it is whole, its MD5 matches and
+    # it passes the loader's checks (see download.download): a failed --redownload keeps it.
     if redownload or not path.is_file():
         url = f"{mirror.rstrip('/')}/{path.name}" if mirror else info.url
         if not (download or redownload):
@@ -264,8 +264,18 @@ def _ensure(
             )
         if not url:
             raise DataError(f"{path.name}: no download URL is published; pass --mirror URL")
-        # With allow_unverified a mismatch is only a warning, so the downloader keeps the file.
-        _download(url, path, md5=None if allow_unverified else info.md5, progress=progress)
+
+        def check(tmp: Path) -> None:  # the loader's checks, before the file takes the name
+            try:
+                check_structure(tmp, info, path.name)
+            except DataError as exc:
+                text = str(exc).removeprefix(f"{path.name}: ").removesuffix(f"; {_FIX}")
+                raise DataError(text) from exc
+
+        # With allow_unverified an MD5 mismatch is only a warning, so the downloader keeps the
+        # file, but only one that passes the structure check.
+        md5 = None if allow_unverified else info.md5
+        _download(url, path, md5=md5, progress=progress, check=check)
         _sidecar(path).unlink(missing_ok=True)
     md5 = _cached_md5(path)
     if info.md5 and md5 == info.md5.lower():
@@ -300,7 +310,9 @@ def ensure_file(
 
     A missing file is downloaded (from ``mirror + "/" + file_name(flag, size)`` when a mirror
     base URL is given, else from the published URL) unless ``download`` is false; ``redownload``
-    deletes the file first. An existing file's MD5 is cached in a ``.md5ok`` sidecar beside it
+    downloads it again. A download takes the file's name only once it is whole, matches the MD5
+    (unless ``allow_unverified``) and passes :func:`check_structure`; a failed one leaves the
+    file there as it was. An existing file's MD5 is cached in a ``.md5ok`` sidecar beside it
     ("size mtime md5") and recomputed when size or mtime change. A mismatch raises
     :class:`DataError` unless ``allow_unverified``, which logs a warning instead. Returns
     ``(path, verified)``.
@@ -389,9 +401,8 @@ def _unreadable(name: str, exc: BaseException) -> DataError:
     return DataError(f"{name}: is not a readable .npz (truncated or corrupt?): {reason}; {_FIX}")
 
 
-def _open_archive(path: Path) -> zipfile.ZipFile:
+def _open_archive(path: Path, name: str) -> zipfile.ZipFile:
     """The file as a zip archive, or a one-line :class:`DataError` saying what it is instead."""
-    name = path.name
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
@@ -406,14 +417,14 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
         raise _unreadable(name, exc) from exc
 
 
-def read_members(path: Path) -> dict[str, Member]:
+def read_members(path: Path, name: str = "") -> dict[str, Member]:
     """The six arrays' headers, read from the archive without decompressing their data.
 
-    Raises a one-line :class:`DataError` naming the file when it is not an ``.npz``, lacks a key,
-    or holds an object (pickled) array.
+    Raises a one-line :class:`DataError` naming the file (as ``name``, default its own name)
+    when it is not an ``.npz``, lacks a key, or holds an object (pickled) array.
     """
-    name = Path(path).name
-    with _open_archive(Path(path)) as archive:
+    name = name or Path(path).name
+    with _open_archive(Path(path), name) as archive:
         files = [f.removesuffix(".npy") for f in archive.namelist()]
         missing = [k for k in KEYS if k not in files]
         if missing:
@@ -434,10 +445,10 @@ def read_members(path: Path) -> dict[str, Member]:
     return members
 
 
-def _read_labels(path: Path) -> dict[str, np.ndarray]:
+def _read_labels(path: Path, name: str) -> dict[str, np.ndarray]:
     """The three label arrays (small: at most N x 14 bytes), streamed from the archive."""
     labels = {}
-    with _open_archive(path) as archive:
+    with _open_archive(path, name) as archive:
         for key in KEYS:
             if not key.endswith("_labels"):
                 continue
@@ -445,8 +456,25 @@ def _read_labels(path: Path) -> dict[str, np.ndarray]:
                 with archive.open(f"{key}.npy") as handle:
                     labels[key] = np.lib.format.read_array(handle, allow_pickle=False)
             except _DAMAGED as exc:
-                raise _unreadable(path.name, exc) from exc
+                raise _unreadable(name, exc) from exc
     return labels
+
+
+def check_structure(
+    path: Path, info: DatasetInfo, name: str = ""
+) -> tuple[dict[str, Member], dict[str, np.ndarray]]:
+    """The checks :func:`load` makes of a file before it reads any image; returns the members'
+    headers and the labels.
+
+    Keys, dtypes, shapes and split sizes from the members' headers, then the label values; a
+    problem raises a one-line :class:`DataError` naming the file as ``name`` (default its own).
+    """
+    name = name or Path(path).name
+    members = read_members(path, name)
+    _validate(name, info, members, {})  # shapes first: no label is read from a bad file
+    labels = _read_labels(path, name)
+    _validate(name, info, members, labels)
+    return members, labels
 
 
 def _stream_member(path: Path, key: str, dest: Path, chunk: int = 1 << 22) -> None:
@@ -505,10 +533,7 @@ def load(
         redownload=redownload,
     )
     info = catalog.info(flag, size)
-    members = read_members(path)
-    _validate(path.name, info, members, {})  # shapes first: no label is read from a bad file
-    labels = _read_labels(path)
-    _validate(path.name, info, members, labels)
+    members, labels = check_structure(path, info)
     if not images:
         return LoadedDataset(info=info, path=path, verified=verified, md5=md5, arrays=labels)
     folder = _cache_folder(Path(cache_root or default_cache_root()), info, md5)

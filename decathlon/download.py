@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from decathlon import __version__, files
-from decathlon.errors import DownloadError
+from decathlon.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,23 @@ def _truncated(name: str, url: str, received: int, total: Optional[int]) -> Down
 
 
 def download(
-    url: str, dest: Path, *, md5: Optional[str], progress: bool = True, timeout: float = 60
+    url: str,
+    dest: Path,
+    *,
+    md5: Optional[str],
+    progress: bool = True,
+    timeout: float = 60,
+    check: Optional[Callable[[Path], None]] = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
     The bytes go to a temporary file in ``dest``'s folder, are checked against ``md5`` (skipped
-    when it is ``None`` or empty) and only then moved to ``dest`` with ``os.replace``; on any
-    failure the temporary file is removed and ``dest`` is left as it was. ``timeout`` is the
-    socket timeout in seconds. Raises :class:`~decathlon.errors.DownloadError` with a one-line
-    message: network failure, truncated transfer or checksum mismatch.
+    when it is ``None`` or empty), then by ``check(temporary_path)`` (which raises
+    :class:`~decathlon.errors.DataError` saying what is wrong), and only then moved to ``dest``
+    with ``os.replace``; on any failure the temporary file is removed and ``dest`` is left as it
+    was. ``timeout`` is the socket timeout in seconds. Raises
+    :class:`~decathlon.errors.DownloadError` with a one-line message: network failure, truncated
+    transfer, checksum mismatch or a file that fails ``check``.
     """
     dest = Path(dest)
     name = dest.name
@@ -87,6 +95,7 @@ def download(
     digest = hashlib.md5(usedforsecurity=False)
     received = 0
     total: Optional[int] = None
+    kind = ""
     with files.replacing(dest) as tmp:
         with open(tmp, "wb") as out:
             try:
@@ -96,6 +105,7 @@ def download(
                 with urllib.request.urlopen(request, timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
+                    kind = response.headers.get_content_type()
                     with _progress_bar(name, total, progress) as advance:
                         while chunk := response.read(CHUNK):
                             out.write(chunk)
@@ -117,5 +127,15 @@ def download(
                 f"downloaded {name} has MD5 {got}, expected {md5} (corrupt or truncated transfer);"
                 " try again or use --mirror"
             )
+        if check is not None:
+            try:
+                check(tmp)
+            except DataError as exc:
+                page = " (the server sent an HTML page: an error page?)" if "html" in kind else ""
+                kept = f"; {name} already there is kept" if dest.exists() else ""
+                raise DownloadError(
+                    f"downloaded {name} from {url} is not a dataset file{page}: {exc}{kept};"
+                    " try again or use --mirror"
+                ) from exc
     log.info("downloaded %s (%d bytes)", name, received)
     return dest

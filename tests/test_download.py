@@ -173,3 +173,54 @@ def test_mismatched_download(
     assert _left(data_dir) == []
     data = load(tiny_catalog.catalog, "octmnist", data_dir, mirror=base, allow_unverified=True)
     assert data.verified is False and data.md5 == file_md5(served / "octmnist.npz")
+
+
+# ------------------------------------------------ a download must be a dataset file to land
+
+
+@pytest.mark.parametrize("served_as", ["an HTML error page", "another dataset's file"])
+@pytest.mark.parametrize("redownload", [True, False])
+def test_a_download_that_is_no_dataset_file_never_takes_its_name(
+    served_as: str,
+    redownload: bool,
+    tiny_catalog: TinyData,
+    http_server: tuple[str, Path],
+    tmp_path: Path,
+) -> None:
+    """With --allow-unverified (no MD5 check) a mirror answering 200 with an error page
+    replaced the good file with the page (--redownload), or left the page as the dataset file.
+    Now the download is checked as the loader checks a file before it takes the name."""
+    base, served = http_server
+    if served_as == "an HTML error page":
+        (served / "dermamnist.npz").write_bytes(
+            b"<html><body>Service temporarily unavailable</body></html>"
+        )
+        expected = "is not a readable .npz"
+    else:  # a real archive of another dataset (grey octmnist, not colour dermamnist)
+        shutil.copyfile(dataset_file(tiny_catalog.data_dir, "octmnist"), served / "dermamnist.npz")
+        expected = "train_images has shape"
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    good = dataset_file(tiny_catalog.data_dir, "dermamnist")
+    if redownload:
+        shutil.copyfile(good, data_dir / "dermamnist.npz")
+    with pytest.raises(DownloadError) as err:
+        load(
+            tiny_catalog.catalog,
+            "dermamnist",
+            data_dir,
+            mirror=base,
+            allow_unverified=True,
+            redownload=redownload,
+            progress=False,
+        )
+    message = str(err.value)
+    assert "\n" not in message and expected in message
+    assert message.startswith(f"downloaded dermamnist.npz from {base}/dermamnist.npz is not a")
+    assert message.endswith("try again or use --mirror")
+    if redownload:
+        assert "dermamnist.npz already there is kept" in message
+        assert _left(data_dir) == ["dermamnist.npz"]
+        assert file_md5(data_dir / "dermamnist.npz") == file_md5(good)
+    else:
+        assert _left(data_dir) == []
