@@ -6,7 +6,10 @@ import contextlib
 import hashlib
 import http.client
 import logging
+import os
+import re
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -19,6 +22,12 @@ from decathlon.errors import DataError, DownloadError
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+#: The stall rule: a transfer that brings fewer than STALL_BYTES in STALL_SECONDS is given up
+#: (the socket timeout alone is per read, so a byte now and then would keep it going for ever).
+STALL_SECONDS = 30.0
+STALL_BYTES = 32 * 1024
+#: A temporary file nothing has written to for this long is stale even if its pid is alive.
+STALE_TEMPORARY_SECONDS = 6 * 3600
 
 
 @contextlib.contextmanager
@@ -69,6 +78,67 @@ def _truncated(name: str, url: str, received: int, total: Optional[int]) -> Down
     )
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(dest: Path) -> list[Path]:
+    """Remove the temporary files a download of ``dest`` left when its process was killed
+    (``.NAME.PID.THREAD.tmp``, see :func:`decathlon.files.replacing`); return them.
+
+    A file is stale when its process is gone, or when nothing has written to it for
+    :data:`STALE_TEMPORARY_SECONDS` (its pid since given to another process). A file that a
+    live download is writing is kept.
+    """
+    pattern = re.compile(re.escape(f".{dest.name}.") + r"(\d+)\.\d+\.tmp")
+    removed = []
+    try:
+        entries = list(dest.parent.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        found = pattern.fullmatch(entry.name)
+        if not found:
+            continue
+        try:
+            idle = time.time() - entry.lstat().st_mtime
+            if _pid_alive(int(found[1])) and idle < STALE_TEMPORARY_SECONDS:
+                continue
+            entry.unlink()
+        except OSError as exc:  # gone meanwhile, or not ours to remove
+            log.debug("cannot remove %s: %s", entry, exc)
+            continue
+        log.info("removed %s, left by an interrupted download", entry)
+        removed.append(entry)
+    return removed
+
+
+class _Stalled(Exception):
+    """The transfer went on below the minimum rate for a whole window."""
+
+
+class _Watch:
+    """The stall rule: at least ``min_bytes`` in every window of ``seconds``."""
+
+    def __init__(self, seconds: float, min_bytes: int) -> None:
+        self.seconds, self.min_bytes = seconds, min_bytes
+        self.start, self.received = time.monotonic(), 0
+
+    def add(self, n: int) -> None:
+        self.received += n
+        now = time.monotonic()
+        if now - self.start >= self.seconds:
+            if self.received < self.min_bytes:
+                raise _Stalled(f"{self.received} bytes in {now - self.start:.0f} s")
+            self.start, self.received = now, 0
+
+
 def download(
     url: str,
     dest: Path,
@@ -77,6 +147,8 @@ def download(
     progress: bool = True,
     timeout: float = 60,
     check: Optional[Callable[[Path], None]] = None,
+    stall_seconds: Optional[float] = None,
+    stall_bytes: Optional[int] = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
@@ -84,15 +156,21 @@ def download(
     when it is ``None`` or empty), then by ``check(temporary_path)`` (which raises
     :class:`~decathlon.errors.DataError` saying what is wrong), and only then moved to ``dest``
     with ``os.replace``; on any failure the temporary file is removed and ``dest`` is left as it
-    was. ``timeout`` is the socket timeout in seconds. Raises
-    :class:`~decathlon.errors.DownloadError` with a one-line message: network failure, truncated
-    transfer, checksum mismatch or a file that fails ``check``.
+    was. Temporary files of ``dest`` that killed downloads left are removed first
+    (:func:`remove_stale_temporaries`). ``timeout`` is the socket timeout in seconds; a transfer
+    that brings fewer than ``stall_bytes`` (default :data:`STALL_BYTES`) in ``stall_seconds``
+    (default :data:`STALL_SECONDS`) is given up. Raises :class:`~decathlon.errors.DownloadError`
+    with a one-line message: network failure, stall, truncated transfer, checksum mismatch or a
+    file that fails ``check``.
     """
     dest = Path(dest)
     name = dest.name
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest)
     log.info("downloading %s from %s", name, url)
     digest = hashlib.md5(usedforsecurity=False)
+    window = STALL_SECONDS if stall_seconds is None else stall_seconds
+    floor = STALL_BYTES if stall_bytes is None else stall_bytes
     received = 0
     total: Optional[int] = None
     kind = ""
@@ -106,12 +184,20 @@ def download(
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
                     kind = response.headers.get_content_type()
+                    watch = _Watch(window, floor)
                     with _progress_bar(name, total, progress) as advance:
-                        while chunk := response.read(CHUNK):
+                        # read1: whatever has arrived, so that the stall rule sees a slow body
+                        while chunk := response.read1(CHUNK):
                             out.write(chunk)
                             digest.update(chunk)
                             received += len(chunk)
                             advance(len(chunk))
+                            watch.add(len(chunk))
+            except _Stalled as exc:
+                raise DownloadError(
+                    f"download of {name} from {url} stalled: {exc} (at least"
+                    f" {floor} needed in {window:g} s); try again or use --mirror"
+                ) from None
             except http.client.IncompleteRead as exc:
                 raise _truncated(name, url, received + len(exc.partial), total) from exc
             except (OSError, http.client.HTTPException, ValueError) as exc:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from helpers import TinyData
 
+from decathlon import download as download_module
 from decathlon.datasets import Catalog, dataset_file, ensure_file, file_md5, load
 from decathlon.download import download
 from decathlon.errors import DataError, DownloadError
@@ -224,3 +233,94 @@ def test_a_download_that_is_no_dataset_file_never_takes_its_name(
         assert file_md5(data_dir / "dermamnist.npz") == file_md5(good)
     else:
         assert _left(data_dir) == []
+
+
+# ------------------------------------------------------------ stalls and killed downloads
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that announces a 1 MB file, then sends one byte every
+    50 ms until the client goes away: yields its base URL."""
+    stop = threading.Event()
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            try:
+                while not stop.wait(0.05):
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+            except OSError:
+                pass  # the client gave up
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_a_stalled_download_gives_up_in_one_line(trickling_server: str, tmp_path: Path) -> None:
+    """A byte now and then kept the socket timeout (per read) from ever firing: `run` waited
+    for ever. Now fewer than stall_bytes in stall_seconds ends the download."""
+    dest = tmp_path / "data" / "breastmnist.npz"
+    dest.parent.mkdir()
+    dest.write_bytes(b"what was there")
+    url = f"{trickling_server}/breastmnist.npz"
+    with pytest.raises(DownloadError) as err:
+        download(url, dest, md5=None, progress=False, stall_seconds=0.5, stall_bytes=1000)
+    message = str(err.value)
+    assert message.startswith(f"download of breastmnist.npz from {url} stalled: ")
+    assert "(at least 1000 needed in 0.5 s); try again or use --mirror" in message
+    assert "\n" not in message
+    assert _left(dest.parent) == ["breastmnist.npz"] and dest.read_bytes() == b"what was there"
+
+
+def test_a_killed_downloads_temporary_file_is_removed_by_the_next_download(
+    trickling_server: str, served_breast: tuple[str, Path], tmp_path: Path
+) -> None:
+    """kill -9 mid-download left .breastmnist.npz.PID.ID.tmp in the data folder for ever."""
+    data_dir = tmp_path / "data"
+    dest = data_dir / "breastmnist.npz"
+    code = (
+        "import sys; from pathlib import Path; from decathlon.download import download;"
+        f" download({trickling_server + '/breastmnist.npz'!r}, Path(sys.argv[1]), md5=None,"
+        " progress=False)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(download_module.__file__).parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", code, str(dest)], env=env)
+    try:
+        for _ in range(1200):  # until it writes its temporary file (or ends)
+            if any(data_dir.glob(".breastmnist.npz.*.tmp")) or child.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (stale,) = data_dir.glob(f".breastmnist.npz.{child.pid}.*.tmp")
+    # A download of this process, still running: kept. One of a live pid that nothing has
+    # written to for a day (the pid given to another process since): removed.
+    live = data_dir / f".breastmnist.npz.{os.getpid()}.1.tmp"
+    old = data_dir / f".breastmnist.npz.{os.getpid()}.2.tmp"
+    other = data_dir / f".pneumoniamnist.npz.{child.pid}.1.tmp"  # another dataset's: not now
+    for path in (live, old, other):
+        path.write_bytes(b"partial")
+    day_ago = time.time() - 24 * 3600
+    os.utime(old, (day_ago, day_ago))
+    base, _ = served_breast
+    download(f"{base}/breastmnist.npz", dest, md5=BREAST_MD5, progress=False)
+    assert _left(data_dir) == sorted(["breastmnist.npz", live.name, other.name])
+    assert not stale.exists() and file_md5(dest) == BREAST_MD5
+    assert download_module.remove_stale_temporaries(data_dir / "pneumoniamnist.npz") == [other]
