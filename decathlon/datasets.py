@@ -30,6 +30,7 @@ import numpy as np
 from decathlon import resources
 from decathlon.contract import MULTI_LABEL, DatasetInfo
 from decathlon.download import download as _download
+from decathlon.download import mirror_url, shown_url
 from decathlon.errors import DataError, did_you_mean
 from decathlon.files import replacing
 
@@ -256,11 +257,11 @@ def _ensure(
     # A file downloaded again replaces the one here only once it is whole, its MD5 matches and
     # it passes the loader's checks (see download.download): a failed --redownload keeps it.
     if redownload or not path.is_file():
-        url = f"{mirror.rstrip('/')}/{path.name}" if mirror else info.url
+        url = mirror_url(mirror, path.name) if mirror else info.url
         if not (download or redownload):
             raise DataError(
                 f"{path.name} is not in {path.parent} and downloading is off; download it from"
-                f" {url or 'the MedMNIST release'} and put it there"
+                f" {shown_url(url) if url else 'the MedMNIST release'} and put it there"
             )
         if not url:
             raise DataError(f"{path.name}: no download URL is published; pass --mirror URL")
@@ -275,7 +276,7 @@ def _ensure(
         # With allow_unverified an MD5 mismatch is only a warning, so the downloader keeps the
         # file, but only one that passes the structure check.
         md5 = None if allow_unverified else info.md5
-        _download(url, path, md5=md5, progress=progress, check=check)
+        _download(url, path, md5=md5, progress=progress, check=check, mirror=bool(mirror))
         _sidecar(path).unlink(missing_ok=True)
     md5 = _cached_md5(path)
     if info.md5 and md5 == info.md5.lower():
@@ -308,14 +309,14 @@ def ensure_file(
     """Make sure the file of ``flag`` at ``size`` (:func:`file_name`) is in ``data_dir`` and
     matches the published MD5.
 
-    A missing file is downloaded (from ``mirror + "/" + file_name(flag, size)`` when a mirror
-    base URL is given, else from the published URL) unless ``download`` is false; ``redownload``
-    downloads it again. A download takes the file's name only once it is whole, matches the MD5
-    (unless ``allow_unverified``) and passes :func:`check_structure`; a failed one leaves the
-    file there as it was. An existing file's MD5 is cached in a ``.md5ok`` sidecar beside it
-    ("size mtime md5") and recomputed when size or mtime change. A mismatch raises
-    :class:`DataError` unless ``allow_unverified``, which logs a warning instead. Returns
-    ``(path, verified)``.
+    A missing file is downloaded (from ``mirror + "/" + file_name(flag, size)``, any query of
+    ``mirror`` kept after it, when a mirror base URL is given, else from the published URL)
+    unless ``download`` is false; ``redownload`` downloads it again. A download takes the
+    file's name only once it is whole, matches the MD5 (unless ``allow_unverified``) and passes
+    :func:`check_structure`; a failed one leaves the file there as it was. An existing file's
+    MD5 is cached in a ``.md5ok`` sidecar beside it ("size mtime md5") and recomputed when size
+    or mtime change. A mismatch raises :class:`DataError` unless ``allow_unverified``, which
+    logs a warning instead. Returns ``(path, verified)``.
     """
     path, verified, _ = _ensure(
         catalog,

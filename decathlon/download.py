@@ -11,6 +11,7 @@ import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,22 +61,33 @@ def _progress_bar(
         yield lambda n: bar.advance(task, n)
 
 
-def _reason(exc: BaseException) -> str:
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: without credentials (``user:pass@``), query or fragment
+    (``?token=...``), which would otherwise end up in logs and in the leaderboard's reasons."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "the download URL"
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def mirror_url(mirror: str, name: str) -> str:
+    """The URL of file ``name`` on a mirror: ``MIRROR/name``, any query (``?token=...``) kept
+    after the path."""
+    parts = urllib.parse.urlsplit(mirror)
+    path = f"{parts.path.rstrip('/')}/{name}"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def _reason(exc: BaseException, url: str) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         text = f"HTTP {exc.code} {exc.reason}"
     elif isinstance(exc, urllib.error.URLError):
         text = str(exc.reason)
     else:
         text = str(exc) or type(exc).__name__
-    return " ".join(text.split())  # one line
-
-
-def _truncated(name: str, url: str, received: int, total: Optional[int]) -> DownloadError:
-    of = f" of {total}" if total is not None else ""
-    return DownloadError(
-        f"download of {name} from {url} was truncated: received {received}{of} bytes;"
-        " try again or use --mirror"
-    )
+    return " ".join(text.replace(url, shown_url(url)).split())  # one line, no secrets
 
 
 def _pid_alive(pid: int) -> bool:
@@ -119,6 +131,20 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
     return removed
 
 
+def _hint(mirror: bool) -> str:
+    return "try again or check the --mirror URL" if mirror else "try again or use --mirror URL"
+
+
+def _truncated(
+    name: str, url: str, received: int, total: Optional[int], mirror: bool
+) -> DownloadError:
+    of = f" of {total}" if total is not None else ""
+    return DownloadError(
+        f"download of {name} from {shown_url(url)} was truncated: received {received}{of}"
+        f" bytes; {_hint(mirror)}"
+    )
+
+
 class _Stalled(Exception):
     """The transfer went on below the minimum rate for a whole window."""
 
@@ -147,6 +173,7 @@ def download(
     progress: bool = True,
     timeout: float = 60,
     check: Optional[Callable[[Path], None]] = None,
+    mirror: bool = False,
     stall_seconds: Optional[float] = None,
     stall_bytes: Optional[int] = None,
 ) -> Path:
@@ -159,15 +186,17 @@ def download(
     was. Temporary files of ``dest`` that killed downloads left are removed first
     (:func:`remove_stale_temporaries`). ``timeout`` is the socket timeout in seconds; a transfer
     that brings fewer than ``stall_bytes`` (default :data:`STALL_BYTES`) in ``stall_seconds``
-    (default :data:`STALL_SECONDS`) is given up. Raises :class:`~decathlon.errors.DownloadError`
-    with a one-line message: network failure, stall, truncated transfer, checksum mismatch or a
-    file that fails ``check``.
+    (default :data:`STALL_SECONDS`) is given up. ``mirror`` says that ``url`` is the user's
+    ``--mirror``, which messages then name. Raises :class:`~decathlon.errors.DownloadError` with
+    a one-line message: network failure, stall, truncated transfer, checksum mismatch or a file
+    that fails ``check``. URLs in messages and logs lose credentials and query
+    (:func:`shown_url`).
     """
     dest = Path(dest)
-    name = dest.name
+    name, shown, hint = dest.name, shown_url(url), _hint(mirror)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(dest)
-    log.info("downloading %s from %s", name, url)
+    log.info("downloading %s from %s", name, shown)
     digest = hashlib.md5(usedforsecurity=False)
     window = STALL_SECONDS if stall_seconds is None else stall_seconds
     floor = STALL_BYTES if stall_bytes is None else stall_bytes
@@ -195,23 +224,24 @@ def download(
                             watch.add(len(chunk))
             except _Stalled as exc:
                 raise DownloadError(
-                    f"download of {name} from {url} stalled: {exc} (at least"
-                    f" {floor} needed in {window:g} s); try again or use --mirror"
+                    f"download of {name} from {shown} stalled: {exc} (at least"
+                    f" {floor} needed in {window:g} s); {hint}"
                 ) from None
             except http.client.IncompleteRead as exc:
-                raise _truncated(name, url, received + len(exc.partial), total) from exc
+                raise _truncated(name, url, received + len(exc.partial), total, mirror) from exc
             except (OSError, http.client.HTTPException, ValueError) as exc:
+                where = "check the --mirror URL" if mirror else "pass --mirror URL"
                 raise DownloadError(
-                    f"could not download {name} from {url}: {_reason(exc)}. Download it by hand"
-                    f" and put it at {dest}, or pass --mirror URL"
+                    f"could not download {name} from {shown}: {_reason(exc, url)}. Download it"
+                    f" by hand and put it at {dest}, or {where}"
                 ) from exc
         if total is not None and received < total:
-            raise _truncated(name, url, received, total)
+            raise _truncated(name, url, received, total, mirror)
         got = digest.hexdigest()
         if md5 and got != md5.lower():
             raise DownloadError(
                 f"downloaded {name} has MD5 {got}, expected {md5} (corrupt or truncated transfer);"
-                " try again or use --mirror"
+                f" {hint}"
             )
         if check is not None:
             try:
@@ -220,8 +250,8 @@ def download(
                 page = " (the server sent an HTML page: an error page?)" if "html" in kind else ""
                 kept = f"; {name} already there is kept" if dest.exists() else ""
                 raise DownloadError(
-                    f"downloaded {name} from {url} is not a dataset file{page}: {exc}{kept};"
-                    " try again or use --mirror"
+                    f"downloaded {name} from {shown} is not a dataset file{page}: {exc}{kept};"
+                    f" {hint}"
                 ) from exc
     log.info("downloaded %s (%d bytes)", name, received)
     return dest

@@ -55,7 +55,7 @@ def test_bad_checksum_leaves_nothing(served_breast: tuple[str, Path], tmp_path: 
         download(f"{base}/breastmnist.npz", dest, md5="0" * 32, progress=False)
     assert str(err.value) == (
         f"downloaded breastmnist.npz has MD5 {BREAST_MD5}, expected {'0' * 32} (corrupt or"
-        " truncated transfer); try again or use --mirror"
+        " truncated transfer); try again or use --mirror URL"
     )
     assert _left(dest.parent) == []
 
@@ -226,7 +226,7 @@ def test_a_download_that_is_no_dataset_file_never_takes_its_name(
     message = str(err.value)
     assert "\n" not in message and expected in message
     assert message.startswith(f"downloaded dermamnist.npz from {base}/dermamnist.npz is not a")
-    assert message.endswith("try again or use --mirror")
+    assert message.endswith("try again or check the --mirror URL")
     if redownload:
         assert "dermamnist.npz already there is kept" in message
         assert _left(data_dir) == ["dermamnist.npz"]
@@ -283,7 +283,7 @@ def test_a_stalled_download_gives_up_in_one_line(trickling_server: str, tmp_path
         download(url, dest, md5=None, progress=False, stall_seconds=0.5, stall_bytes=1000)
     message = str(err.value)
     assert message.startswith(f"download of breastmnist.npz from {url} stalled: ")
-    assert "(at least 1000 needed in 0.5 s); try again or use --mirror" in message
+    assert "(at least 1000 needed in 0.5 s); try again or use --mirror URL" in message
     assert "\n" not in message
     assert _left(dest.parent) == ["breastmnist.npz"] and dest.read_bytes() == b"what was there"
 
@@ -324,3 +324,33 @@ def test_a_killed_downloads_temporary_file_is_removed_by_the_next_download(
     assert _left(data_dir) == sorted(["breastmnist.npz", live.name, other.name])
     assert not stale.exists() and file_md5(dest) == BREAST_MD5
     assert download_module.remove_stale_temporaries(data_dir / "pneumoniamnist.npz") == [other]
+
+
+# ------------------------------------------------------------------ what messages show
+
+
+def test_messages_name_the_mirror_by_case_and_show_no_credentials(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The message said "try again or use --mirror" to a user who had passed --mirror, and
+    showed the mirror's password and token, which went on into the leaderboard's reason."""
+    base, _ = http_server
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there: connection refused
+    for mirror, shown in (
+        (f"{base}/m?token=s3cret", f"{base}/m/dermamnist.npz"),  # HTTP 404
+        (f"http://user:s3cret@127.0.0.1:{port}/m", f"http://127.0.0.1:{port}/m/dermamnist.npz"),
+    ):
+        with pytest.raises(DownloadError) as err:
+            ensure_file(tiny_catalog.catalog, "dermamnist", tmp_path, mirror=mirror)
+        message = str(err.value)
+        assert message.startswith(f"could not download dermamnist.npz from {shown}: ")
+        assert message.endswith("or check the --mirror URL")
+        assert "s3cret" not in message and "token" not in message and "user:" not in message
+    with pytest.raises(DownloadError) as err:
+        download(f"{base}/x/breastmnist.npz?sig=s3cret", tmp_path / "b.npz", md5=None)
+    assert "s3cret" not in str(err.value)
+    assert str(err.value).endswith("or pass --mirror URL")
+    assert _left(tmp_path) == ["served"]
