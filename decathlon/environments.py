@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from decathlon import files, pipconfig
 from decathlon.contract import Adapter, Environment
@@ -184,11 +184,37 @@ def _env_python(directory: Path) -> Path:
     return directory / "bin" / "python"
 
 
+def _read_marker(directory: Path) -> dict[str, Any] | None:
+    """The environment's ready marker, or None where there is none or it is not one that
+    :func:`build` or :func:`adopt` wrote (then the environment counts as not built)."""
+    try:
+        data = json.loads((directory / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != directory.name:
+        return None
+    if not isinstance(data.get("installer"), str):
+        return None
+    lock = data.get("lock")
+    if lock is not None and not (
+        isinstance(lock, dict) and all(isinstance(lock.get(k), str) for k in ("file", "sha256"))
+    ):
+        return None
+    if data["installer"] == "adopted" and not isinstance(data.get("adopted_from"), str):
+        return None
+    for name in ("packages", "top_level"):
+        value = data.get(name, [])
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return None
+    return data
+
+
 def is_ready(adapter: Adapter, root: Path | None = None) -> bool:
-    """True when the adapter runs in the harness's environment or its own is built."""
+    """True when the adapter runs in the harness's environment or its own is built (its
+    marker is one that :func:`build` or :func:`adopt` wrote)."""
     if adapter.environment is None:
         return True
-    return (env_dir(adapter, root) / _MARKER).is_file()
+    return _read_marker(env_dir(adapter, root)) is not None
 
 
 def interpreter(adapter: Adapter, root: Path | None = None) -> Path:
@@ -636,10 +662,7 @@ def record(adapter: Adapter, root: Path | None = None) -> dict | None:
     """What the adapter's environment was built from (its ready marker), for a run's record."""
     if adapter.environment is None:
         return None
-    try:
-        return json.loads((env_dir(adapter, root) / _MARKER).read_text())
-    except (OSError, ValueError):
-        return None
+    return _read_marker(env_dir(adapter, root))
 
 
 def describe(adapter: Adapter, root: Path | None = None) -> str:

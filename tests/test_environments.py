@@ -361,3 +361,51 @@ def test_an_unknown_installer_is_one_line(monkeypatch: pytest.MonkeyPatch) -> No
         EnvironmentBuildError, match="DECATHLON_INSTALLER='conda': choose uv or pip"
     ):
         environments.choose_installer()
+
+
+# ------------------------------------------------------ damaged environments, bad markers
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ["[1, 2]", '{"lock": "x"}', '{"installer": "uv", "key": "KEY", "lock": "x"}', "not json"],
+)
+def test_a_malformed_marker_means_not_built(
+    marker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A marker holding [1, 2] or {"lock": "x"} counted as ready, and provenance() then
+    crashed the run at its end (AttributeError, TypeError) with no leaderboard written."""
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    adapter = _adapter()
+    environments.adopt(adapter, sys.executable)
+    directory = environments.env_dir(adapter)
+    (directory / "decathlon-env.json").write_text(marker.replace("KEY", directory.name))
+    assert not environments.is_ready(adapter)
+    assert environments.record(adapter) is None
+    assert environments.provenance(adapter) == ""
+    assert environments.describe(adapter) == "not built"
+
+
+def test_a_run_rebuilds_an_environment_whose_marker_is_malformed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_catalog: TinyData
+) -> None:
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))  # none: resolved
+    adapter = _adapter(("scikit-learn",))  # the baseline adapter's framework
+    environments.adopt(adapter, sys.executable)
+    (environments.env_dir(adapter) / "decathlon-env.json").write_text('{"lock": "x"}')
+    registry = make_registry([_Plugin(adapter)], entry_points=False)
+    config = RunConfig(
+        adapter="envprobe",
+        profile="quick",
+        datasets=("breastmnist",),
+        data_dir=str(tiny_catalog.data_dir),
+        info_path=str(tiny_catalog.info_path),
+        download=False,
+        budgets_path=str(_budgets(tmp_path)),
+    )
+    path = Runner(config, registry).run(tmp_path / "run")
+    test = next(r for r in leaderboard.read(path) if r["split"] == "test")
+    assert test["status"] == "ok", test["reason"]
+    assert test["environment"].startswith("resolved at setup")
+    assert environments.is_ready(adapter)
