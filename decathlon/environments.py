@@ -17,6 +17,9 @@ that declares an :class:`~decathlon.contract.Environment` runs in its own venv u
   resolved at setup, KEY is a hash of the specification, and the resolution is recorded.
 * **Installer**: uv (a dependency of the harness), with pip's configuration carried over
   (:mod:`decathlon.pipconfig`); ``DECATHLON_INSTALLER=pip`` builds with pip instead.
+* **Checks**: a new environment is marked ready only once its interpreter imports what the
+  worker needs and the adapter's module; it stays ready while its interpreter and the packages'
+  top-level folders recorded in the marker are there (:func:`damage`).
 
 Longer than 600 lines: finding an interpreter, compiling and keying a lock, building under a
 file lock and recording what was built are one concept, an adapter's environment; each step
@@ -26,12 +29,14 @@ part that stands alone, is already its own module.
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -209,12 +214,57 @@ def _read_marker(directory: Path) -> dict[str, Any] | None:
     return data
 
 
-def is_ready(adapter: Adapter, root: Path | None = None) -> bool:
-    """True when the adapter runs in the harness's environment or its own is built (its
-    marker is one that :func:`build` or :func:`adopt` wrote)."""
+def _top_level(directory: Path) -> list[str]:
+    """What the installed packages' RECORD files name at the top of site-packages (each
+    package's folders and modules, its ``.dist-info``), relative to the venv ``directory``."""
+    found: set[str] = set()
+    for record in directory.glob("lib/python*/site-packages/*.dist-info/RECORD"):
+        try:
+            lines = record.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            lines = [record.parent.name]
+        heads = {  # fast: a RECORD of TensorFlow has tens of thousands of lines
+            (next(csv.reader([line]))[0] if line.startswith('"') else line).split("/", 1)[0]
+            for line in lines
+            if line
+        }
+        site = record.parent.parent.relative_to(directory)
+        found.update(
+            str(site / head.split(",", 1)[0])
+            for head in heads
+            if head and not head.startswith(("..", "/"))
+        )
+    return sorted(found)
+
+
+def damage(adapter: Adapter, root: Path | None = None) -> str | None:
+    """Why the adapter's environment cannot be used as it is, or None when it can (or the
+    adapter runs in the harness's): ``"not built"``, or what of it is gone (its interpreter, a
+    package's folder). Cheap: a marker and a few hundred file look-ups, no interpreter run."""
     if adapter.environment is None:
-        return True
-    return _read_marker(env_dir(adapter, root)) is not None
+        return None
+    directory = env_dir(adapter, root)
+    marker = _read_marker(directory)
+    if marker is None:
+        return "not built"
+    if marker["installer"] == "adopted":
+        needed = [_env_python(directory), Path(marker["adopted_from"])]
+    else:  # markers written before top_level was recorded: read the RECORD files now
+        top = marker["top_level"] if "top_level" in marker else _top_level(directory)
+        if not top:
+            return f"no package is installed in {directory}"
+        needed = [_env_python(directory), *(directory / t for t in top)]
+    missing = [p for p in needed if not p.exists()]  # a venv's python: its link's target too
+    if not missing:
+        return None
+    more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    return f"{missing[0]}{more} is gone"
+
+
+def is_ready(adapter: Adapter, root: Path | None = None) -> bool:
+    """True when the adapter runs in the harness's environment or its own is built and intact
+    (:func:`damage`)."""
+    return damage(adapter, root) is None
 
 
 def interpreter(adapter: Adapter, root: Path | None = None) -> Path:
@@ -433,8 +483,11 @@ def build(
     say = on_step or (lambda message: log.info(message))
     with open(directory.parent / f".{directory.name}.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
-        if is_ready(adapter, root) and not force:
+        problem = damage(adapter, root)
+        if problem is None and not force:
             return _env_python(directory)
+        if problem not in (None, "not built"):
+            say(f"the environment of '{adapter.name}' is damaged ({problem}): building it again")
         lock, why_not = usable_lock(adapter)
         tool = choose_installer(installer)
         base = find_python(env.python, python, on_step=say)
@@ -450,6 +503,7 @@ def build(
                 version, packages = _build_with_uv(steps, env, base, directory, lock, adapter.name)
             else:
                 version, packages = _build_with_pip(steps, env, base, directory, lock)
+            _probe(steps, adapter, directory, lock)
         seconds = round(time.monotonic() - started, 1)
         marker = {
             "adapter": adapter.name,
@@ -463,6 +517,7 @@ def build(
             "lock": {"file": lock.path.name, "sha256": lock.sha256} if lock else None,
             "resolved_at_setup": None if lock else why_not,
             "packages": packages,
+            "top_level": _top_level(directory),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": seconds,
         }
@@ -499,6 +554,59 @@ class _Steps:
     def output(self, cmd: list[str], environ: dict[str, str] | None = None) -> str:
         result = subprocess.run(cmd, capture_output=True, text=True, env=environ)
         return result.stdout if result.returncode == 0 else ""
+
+
+def _requirement_names(requirements: Iterable[str]) -> list[str]:
+    """The normalized distribution names of plain requirements (``Flaml[automl]==2.7`` ->
+    ``flaml``); requirements with an environment marker, URLs and paths are left out."""
+    names = []
+    for requirement in requirements:
+        found = re.match(
+            r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([<>=!~@]|$)", requirement
+        )
+        if found and ";" not in requirement:
+            names.append(re.sub(r"[-_.]+", "-", found[1]).lower())
+    return names
+
+
+def _probe(steps: _Steps, adapter: Adapter, directory: Path, lock: Lock | None) -> None:
+    """Check the new environment for real before it is marked ready: every requirement is
+    installed, and its interpreter imports what the worker imports (numpy, pluggy) and the
+    adapter's module, mounted as the worker mounts it."""
+    from decathlon import launcher  # launcher -> rundir -> datasets: kept out of list's imports
+
+    assert adapter.environment is not None
+    names = _requirement_names(requirements_of(adapter.environment))
+    module = adapter.run.partition(":")[0]
+    code = (
+        "import importlib, importlib.metadata as m, re, sys\n"
+        "have = {re.sub(r'[-_.]+', '-', d.metadata['Name'] or '').lower()"
+        " for d in m.distributions()}\n"
+        f"missing = [n for n in {names!r} if n not in have]\n"
+        "if missing: sys.exit('not installed: ' + ', '.join(missing))\n"
+        f"for name in {list(WORKER_REQUIREMENTS)!r}: importlib.import_module(name)\n"
+    ) + launcher.import_check_code(adapter, module)
+    python = str(_env_python(directory))
+    steps.note(f"checking that {python} imports numpy, pluggy and {module}")
+    environ = launcher.worker_environment(1, "cpu")  # without PYTHONPATH, as the worker
+    result = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, timeout=600, env=environ
+    )
+    steps.build_log.write(result.stdout + result.stderr)
+    steps.build_log.flush()
+    if result.returncode != 0:
+        lines = [x.strip() for x in result.stderr.splitlines() if x.strip()]
+        last = lines[-1][:200] if lines else f"exit {result.returncode}"
+        source = (
+            f"is the lock {lock.path} complete? `python -m decathlon lock {adapter.name}`"
+            " compiles it again"
+            if lock
+            else "see the build log"
+        )
+        raise EnvironmentBuildError(
+            f"the environment of '{adapter.name}' was built in {directory} but does not work:"
+            f" {last} ({source}); full log: {steps.log_path}"
+        )
 
 
 def _build_with_uv(
@@ -666,10 +774,14 @@ def record(adapter: Adapter, root: Path | None = None) -> dict | None:
 
 
 def describe(adapter: Adapter, root: Path | None = None) -> str:
-    """'harness' for adapters without an environment, else 'ready' or 'not built'."""
+    """'harness env' for adapters without an environment, else 'ready', 'not built' or
+    'damaged (what is gone)'."""
     if adapter.environment is None:
         return "harness env"
-    return "ready" if is_ready(adapter, root) else "not built"
+    problem = damage(adapter, root)
+    if problem is None:
+        return "ready"
+    return problem if problem == "not built" else f"damaged ({problem})"
 
 
 def provenance(adapter: Adapter, root: Path | None = None) -> str:

@@ -528,6 +528,9 @@ class Runner:
         failure = launcher.failure(outcome, task.budget, predictions, task_dir / rundir.LOG)
         if failure is not None:
             status, reason = failure
+            unimportable = reason.startswith(("ModuleNotFoundError", "ImportError"))
+            if unimportable and self.adapter.environment:
+                reason += f"; a damaged environment? `decathlon setup --force {self.adapter.name}`"
             crashed = not (outcome.timed_out or outcome.memory_exceeded)
             return failed_rows(base, status, reason, notes=None if crashed else notes)
         return score(base, data, predictions, task_dir / rundir.EVALUATOR, run_dir.name, notes)

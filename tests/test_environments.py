@@ -4,8 +4,11 @@ over to uv, built once and reused, a failed build leaves nothing ready, adoption
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -409,3 +412,89 @@ def test_a_run_rebuilds_an_environment_whose_marker_is_malformed(
     assert test["status"] == "ok", test["reason"]
     assert test["environment"].startswith("resolved at setup")
     assert environments.is_ready(adapter)
+
+
+def _site_packages(python: Path) -> Path:
+    (site,) = python.parent.parent.glob("lib/python*/site-packages")
+    return site
+
+
+def test_a_damaged_environment_is_not_ready_and_is_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rm -rf site-packages/flaml` after setup: setup still said ready, and the task failed
+    with ModuleNotFoundError."""
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))
+    adapter = _adapter()
+    python = environments.build(adapter)
+    assert environments.is_ready(adapter)
+    shutil.rmtree(_site_packages(python) / "pluggy")
+    assert not environments.is_ready(adapter)
+    assert environments.describe(adapter).startswith("damaged (")
+    assert environments.describe(adapter).endswith("/pluggy is gone)")
+    steps: list[str] = []
+    assert environments.build(adapter, on_step=steps.append) == python  # no --force needed
+    assert any("is damaged" in step and "building it again" in step for step in steps)
+    assert environments.is_ready(adapter) and _pin(python, "pluggy")
+    # A marker written before the installed folders were recorded: the RECORD files tell.
+    marker_path = python.parent.parent / "decathlon-env.json"
+    marker = json.loads(marker_path.read_text())
+    del marker["top_level"]
+    marker_path.write_text(json.dumps(marker))
+    assert environments.is_ready(adapter)
+    shutil.rmtree(_site_packages(python) / "numpy")
+    assert not environments.is_ready(adapter)
+
+
+def test_an_environment_that_cannot_import_what_the_worker_needs_is_never_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock truncated to a few pins: setup said "built ... ready", and every task then
+    failed with "No module named 'pluggy'"."""
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))
+    adapter = _adapter()
+    ((path, _),) = environments.lock([adapter])
+    path.write_text(
+        "".join(line for line in path.read_text().splitlines(True) if "pluggy" not in line)
+    )
+    with pytest.raises(EnvironmentBuildError) as caught:
+        environments.build(adapter)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("the environment of 'envprobe' was built in ")
+    assert "does not work: not installed: pluggy" in message
+    assert f"is the lock {path} complete?" in message and "build.log" in message
+    assert not environments.is_ready(adapter)
+    assert not (environments.env_dir(adapter) / "decathlon-env.json").exists()
+
+
+def test_a_task_that_cannot_import_in_an_adapter_environment_names_setup_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_catalog: TinyData
+) -> None:
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    package = tmp_path / "plugin" / "decathlon_probe_plugin"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "adapter.py").write_text(
+        "import decathlon_probe_framework_not_installed\n\ndef run(task):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(package.parent))
+    adapter = dataclasses.replace(_adapter(), run="decathlon_probe_plugin.adapter:run")
+    environments.adopt(adapter, sys.executable)
+    registry = make_registry([_Plugin(adapter)], entry_points=False)
+    config = RunConfig(
+        adapter="envprobe",
+        profile="quick",
+        datasets=("breastmnist",),
+        data_dir=str(tiny_catalog.data_dir),
+        info_path=str(tiny_catalog.info_path),
+        download=False,
+        budgets_path=str(_budgets(tmp_path)),
+    )
+    path = Runner(config, registry).run(tmp_path / "run")
+    test = next(r for r in leaderboard.read(path) if r["split"] == "test")
+    assert test["status"] == "error"
+    assert test["reason"].startswith("ModuleNotFoundError: No module named 'decathlon_probe_fr")
+    assert test["reason"].endswith("; a damaged environment? `decathlon setup --force envprobe`")
