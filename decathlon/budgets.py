@@ -89,6 +89,12 @@ class Budgets:
             _check_table(table, f"adapter '{adapter.name}' default budget for '{profile}'")
         return table
 
+    def file_options(self, profile: str, adapter: str) -> dict[str, Any]:
+        """The options this file itself gives ``adapter`` under ``profile`` (never those of the
+        adapter's own default budget, which its author wrote)."""
+        options = self.tables.get(profile, {}).get(adapter, {}).get("options")
+        return dict(options) if isinstance(options, dict) else {}
+
     def resolve(
         self,
         profile: str,

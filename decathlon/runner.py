@@ -561,9 +561,10 @@ class Runner:
                 str(environments.home() / "arrays"),
                 str(environments.home() / "dask-runs"),
             ]
-            # Paths only from the options the user gave, not from the adapter's defaults.
-            table = self.budgets.table(self.config.profile, self.adapter).get("options") or {}
-            given = {**table, **self.config.options}
+            # Paths only from the options the user gave (the budgets file, the command line),
+            # not from the adapter's defaults: neither its options nor its default budgets.
+            given = {**self.budgets.file_options(self.config.profile, self.adapter.name)}
+            given.update(self.config.options)
             view = sandbox.task_view(
                 python=python,
                 code=[str(launcher.WORKER.parent), *spec["mounts"].values()],

@@ -244,21 +244,26 @@ def test_an_adapters_default_path_is_not_shown_and_a_users_is(
     folder.mkdir()
     (folder / "hello.txt").write_text("hello")
 
+    prober = next(a for a in misbehaving.ADAPTERS if a.name == "mis_prober")
+    # The adapter's own default budget may carry options too: not the user's either (a hostile
+    # review read breastmnist's test labels from a copy of the data it named there).
+    budget = {"quick": {"hard_limit_seconds": 60, "options": {"probe": str(folder)}}}
+
     class DefaultsPlugin:
         @hookimpl
         def decathlon_register_adapters(self, register) -> None:
             register(
                 dataclasses.replace(
-                    next(a for a in misbehaving.ADAPTERS if a.name == "mis_prober"),
-                    name="mis_prober_default",
-                    options={"probe": str(folder)},
+                    prober, name="mis_prober_default", options={"probe": str(folder)}
                 )
             )
+            register(dataclasses.replace(prober, name="mis_prober_budget", default_budgets=budget))
 
     registry = make_registry(extra_plugins=[misbehaving, DefaultsPlugin()])
-    rows = run("mis_prober_default", tiny_catalog, tmp_path / "default", registry=registry)
-    notes = json.loads(task_rows(rows, "breastmnist")["test"]["notes"])
-    assert notes == {"read": "FileNotFoundError", "wrote": "FileNotFoundError"}
+    for name in ("mis_prober_default", "mis_prober_budget"):
+        rows = run(name, tiny_catalog, tmp_path / name, registry=registry)
+        notes = json.loads(task_rows(rows, "breastmnist")["test"]["notes"])
+        assert notes == {"read": "FileNotFoundError", "wrote": "FileNotFoundError"}, name
 
     rows = run("mis_prober", tiny_catalog, tmp_path / "given", options={"probe": str(folder)})
     notes = json.loads(task_rows(rows, "breastmnist")["test"]["notes"])
