@@ -589,9 +589,15 @@ def _probe(steps: _Steps, adapter: Adapter, directory: Path, lock: Lock | None) 
     python = str(_env_python(directory))
     steps.note(f"checking that {python} imports numpy, pluggy and {module}")
     environ = launcher.worker_environment(1, "cpu")  # without PYTHONPATH, as the worker
-    result = subprocess.run(
-        [python, "-c", code], capture_output=True, text=True, timeout=600, env=environ
-    )
+    try:
+        result = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=600, env=environ
+        )
+    except subprocess.TimeoutExpired:
+        raise EnvironmentBuildError(
+            f"the environment of '{adapter.name}' was built in {directory} but importing"
+            f" {module} in it took over 600 s; full log: {steps.log_path}"
+        ) from None
     steps.build_log.write(result.stdout + result.stderr)
     steps.build_log.flush()
     if result.returncode != 0:

@@ -84,9 +84,15 @@ def test_an_adopted_interpreter_runs_the_adapter(
     wrapper = environments.adopt(adapter, sys.executable)
     assert environments.is_ready(adapter)
     assert environments.interpreter(adapter) == wrapper
+    test = _run_test_row(adapter, tmp_path, tiny_catalog)
+    assert test["status"] == "ok", test["reason"]
+
+
+def _run_test_row(adapter: Adapter, tmp_path: Path, tiny_catalog: TinyData) -> dict[str, str]:
+    """Run ``adapter`` on breastmnist (quick profile) through the harness; its test row."""
     registry = make_registry([_Plugin(adapter)], entry_points=False)
     config = RunConfig(
-        adapter="envprobe",
+        adapter=adapter.name,
         profile="quick",
         datasets=("breastmnist",),
         data_dir=str(tiny_catalog.data_dir),
@@ -95,8 +101,7 @@ def test_an_adopted_interpreter_runs_the_adapter(
         budgets_path=str(_budgets(tmp_path)),
     )
     path = Runner(config, registry).run(tmp_path / "run")
-    test = next(r for r in leaderboard.read(path) if r["split"] == "test")
-    assert test["status"] == "ok", test["reason"]
+    return next(r for r in leaderboard.read(path) if r["split"] == "test")
 
 
 def _budgets(tmp_path: Path) -> Path:
@@ -397,18 +402,7 @@ def test_a_run_rebuilds_an_environment_whose_marker_is_malformed(
     adapter = _adapter(("scikit-learn",))  # the baseline adapter's framework
     environments.adopt(adapter, sys.executable)
     (environments.env_dir(adapter) / "decathlon-env.json").write_text('{"lock": "x"}')
-    registry = make_registry([_Plugin(adapter)], entry_points=False)
-    config = RunConfig(
-        adapter="envprobe",
-        profile="quick",
-        datasets=("breastmnist",),
-        data_dir=str(tiny_catalog.data_dir),
-        info_path=str(tiny_catalog.info_path),
-        download=False,
-        budgets_path=str(_budgets(tmp_path)),
-    )
-    path = Runner(config, registry).run(tmp_path / "run")
-    test = next(r for r in leaderboard.read(path) if r["split"] == "test")
+    test = _run_test_row(adapter, tmp_path, tiny_catalog)
     assert test["status"] == "ok", test["reason"]
     assert test["environment"].startswith("resolved at setup")
     assert environments.is_ready(adapter)
@@ -483,18 +477,7 @@ def test_a_task_that_cannot_import_in_an_adapter_environment_names_setup_force(
     monkeypatch.syspath_prepend(str(package.parent))
     adapter = dataclasses.replace(_adapter(), run="decathlon_probe_plugin.adapter:run")
     environments.adopt(adapter, sys.executable)
-    registry = make_registry([_Plugin(adapter)], entry_points=False)
-    config = RunConfig(
-        adapter="envprobe",
-        profile="quick",
-        datasets=("breastmnist",),
-        data_dir=str(tiny_catalog.data_dir),
-        info_path=str(tiny_catalog.info_path),
-        download=False,
-        budgets_path=str(_budgets(tmp_path)),
-    )
-    path = Runner(config, registry).run(tmp_path / "run")
-    test = next(r for r in leaderboard.read(path) if r["split"] == "test")
+    test = _run_test_row(adapter, tmp_path, tiny_catalog)
     assert test["status"] == "error"
     assert test["reason"].startswith("ModuleNotFoundError: No module named 'decathlon_probe_fr")
     assert test["reason"].endswith("; a damaged environment? `decathlon setup --force envprobe`")
