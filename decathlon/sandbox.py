@@ -232,12 +232,20 @@ def task_view(
 
     The task's own folder is not bound, only those folders in it: what the harness writes
     there after the task (``result.json``, ``evaluator/``) and reads (``task.json`` on a resume)
-    is out of the task's reach."""
+    is out of the task's reach. A ``shared`` path that holds or lies inside what is bound
+    read-only (the interpreter's folders, the code) is left out: code a task could rewrite would
+    run unsealed in the next task, in ``setup`` or in the harness."""
     env_items = tuple(sorted((env or os.environ).items()))
     readable = [*interpreter_paths(python, env_items), *code]
     resolv = os.path.realpath("/etc/resolv.conf")  # often a link into /run
     if os.path.exists(resolv):
         readable.append(resolv)
+    real = [os.path.realpath(r) for r in readable]
+    shared = [
+        p
+        for p in shared
+        if not any(_inside(os.path.realpath(p), r) or _inside(r, os.path.realpath(p)) for r in real)
+    ]
     return View(
         readable=tuple(_outermost(readable)),
         writable=(*task_dirs, *shared),

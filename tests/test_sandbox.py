@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sysconfig
 import time
 from pathlib import Path
 
@@ -269,6 +270,29 @@ def test_an_adapters_default_path_is_not_shown_and_a_users_is(
     notes = json.loads(task_rows(rows, "breastmnist")["test"]["notes"])
     assert notes == {"read": "hello", "wrote": True}
     assert (folder / "written.txt").read_text() == "the adapter was here"
+
+
+@pytest.mark.parametrize("where", ["holds the harness's code", "inside the interpreter's"])
+def test_a_users_path_over_code_is_not_made_writable(
+    tiny_catalog: TinyData, tmp_path: Path, where: str
+) -> None:
+    """A path the user gives that holds the harness's code (a project folder) or lies in the
+    interpreter's packages was bound read-write: a task could rewrite code that then runs
+    unsealed (in the next task, in ``setup``, in the harness). It stays read-only."""
+    import decathlon
+
+    if where == "holds the harness's code":
+        folder = Path(decathlon.__file__).resolve().parents[1]
+    else:
+        folder = Path(sysconfig.get_paths()["purelib"]).resolve()
+    written = folder / "written.txt"
+    try:
+        rows = run("mis_prober", tiny_catalog, tmp_path / "run", options={"probe": str(folder)})
+        assert task_rows(rows, "breastmnist")["test"]["sealed"] == "true"
+        # Where the folder is not bound at all, the task writes into its own private root.
+        assert not written.exists()
+    finally:
+        written.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- memory
