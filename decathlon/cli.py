@@ -461,6 +461,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scheduler or args.workers is not None:
         from decathlon.distributed import DaskExecutor, local_jobs
 
+        if args.scheduler and not args.scheduler.startswith("tls://"):
+            if config.sandbox != "off" and config.network == "on":
+                # Its workers run what they are sent unsealed, with the harness's view.
+                raise DecathlonError(
+                    f"--scheduler {args.scheduler}: a task with the network on could reach a"
+                    " plain-TCP scheduler and run code on its workers outside the sandbox; use"
+                    " a tls:// scheduler (Dask's distributed.comm.tls settings) or --network off"
+                )
+
         if args.redownload:
             raise DecathlonError(
                 "--redownload replaces files where the run starts, not on Dask workers; run"

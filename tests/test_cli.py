@@ -805,3 +805,14 @@ def test_more_jobs_than_cores_is_one_line(
     )
     assert_one_line_error(code, err, f"--jobs {jobs}: this machine has")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_plain_tcp_scheduler_needs_the_network_off(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A sealed task with the network on reached a plain-TCP Dask scheduler and had a worker,
+    outside the sandbox, read the test labels (a hostile review: AUC 1.000)."""
+    scheduler = ("--scheduler", "tcp://127.0.0.1:9")
+    code, _, err = run_baseline(capsys, str(tmp_path / "data"), str(tmp_path / "run"), *scheduler)
+    assert_one_line_error(code, err, "could reach a plain-TCP scheduler", "--network off")
+    assert not (tmp_path / "run").exists()
