@@ -101,6 +101,38 @@ def bwrap_version() -> str:
         return "bwrap"
 
 
+#: The system calls a sealed task is refused (EPERM): with them it could take over bwrap's init
+#: (pid 1 of its namespace, same user, no capabilities needed) and clear the signal that ends
+#: the namespace with the harness, or rewrite init's environment to hide from the sweep.
+#: ``/proc/1/mem`` (the same access through a file) is masked in :func:`bwrap_arguments`.
+TRACE_SYSCALLS = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd")
+
+
+@functools.cache
+def trace_filter() -> bytes | None:
+    """The seccomp program (classic BPF, as bwrap's ``--seccomp`` reads it) that refuses
+    :data:`TRACE_SYSCALLS`, made by libseccomp; None where libseccomp is missing. System calls
+    of another architecture's ABI (32-bit calls on x86_64) are refused whole by libseccomp."""
+    try:
+        import errno
+
+        import pyseccomp
+
+        program = pyseccomp.SyscallFilter(defaction=pyseccomp.ALLOW)
+        for name in TRACE_SYSCALLS:
+            try:
+                program.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
+            except (RuntimeError, ValueError, OSError):  # a call this libseccomp does not know
+                log.info("seccomp: %s unknown here; not filtered", name)
+        with tempfile.TemporaryFile() as out:
+            program.export_bpf(out)
+            out.seek(0)
+            return out.read()
+    except (ImportError, OSError, RuntimeError, AttributeError) as exc:
+        log.info("no seccomp filter for sealed tasks: %s", exc)
+        return None
+
+
 def _namespace_flags(*, network: bool) -> list[str]:
     flags = ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
     if os.geteuid() != 0:
@@ -148,6 +180,11 @@ class Policy:
         notices = []
         if problem:
             notices.append(f"no sandbox: {problem}; tasks run unsealed (sealed=false in every row)")
+        if problem is None and trace_filter() is None:
+            notices.append(
+                "no libseccomp here: a sealed task could trace its sandbox's first process and"
+                " outlive a harness killed with kill -9"
+            )
         memory_problem = cgroup_problem()
         if memory_mb and memory_problem:
             notices.append(f"--memory-mb is sampled, not enforced by the kernel: {memory_problem}")
@@ -162,6 +199,13 @@ class Policy:
             "tool": bwrap_version() if self.sealed else None,
             "network": "on" if self.network else "off",
             "memory_cap": self.memory,
+            "tracing": (
+                None
+                if not self.sealed
+                else "refused (seccomp)"
+                if trace_filter() is not None
+                else "open: no libseccomp here"
+            ),
         }
 
 
@@ -299,6 +343,15 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind-try", "/sys", "/sys"]
+    # bwrap's init is pid 1: its memory is not the task's to write (see TRACE_SYSCALLS).
+    args += [
+        "--ro-bind",
+        "/dev/null",
+        "/proc/1/mem",
+        "--ro-bind",
+        "/dev/null",
+        "/proc/1/task/1/mem",
+    ]
     for pattern in GPU_DEVICES:
         for device in sorted(glob.glob(pattern)):
             args += ["--dev-bind", device, device]
@@ -344,6 +397,7 @@ class Seal:
     memory: MemoryCgroup | None = None
     _args_file: IO[bytes] | None = field(default=None, repr=False)
     _info_file: IO[bytes] | None = field(default=None, repr=False)
+    _filter_file: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def sealed(self) -> bool:
@@ -362,11 +416,19 @@ class Seal:
             # bwrap tells the pid of its init here (see close).
             self._info_file = tempfile.TemporaryFile()
             options += ["--info-fd", str(self._info_file.fileno())]
+            fds = (handle.fileno(), self._info_file.fileno())
+            program = trace_filter()
+            if program is not None:
+                self._filter_file = tempfile.TemporaryFile()
+                self._filter_file.write(program)
+                self._filter_file.flush()
+                self._filter_file.seek(0)
+                options += ["--seccomp", str(self._filter_file.fileno())]
+                fds += (self._filter_file.fileno(),)
             handle.write(b"".join(a.encode() + b"\0" for a in options))
             handle.flush()
             handle.seek(0)
             self._args_file = handle
-            fds = (handle.fileno(), self._info_file.fileno())
             argv = [shutil.which("bwrap") or "bwrap", "--args", str(handle.fileno()), *command]
         if self.memory is not None:
             argv = self.memory.wrap(argv)
@@ -384,6 +446,9 @@ class Seal:
         if self._args_file is not None:
             self._args_file.close()
             self._args_file = None
+        if self._filter_file is not None:
+            self._filter_file.close()
+            self._filter_file = None
         if self._info_file is not None:
             self._reap_init()
             self._info_file.close()

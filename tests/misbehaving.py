@@ -76,6 +76,7 @@ ADAPTERS = (
     _adapter("mis_network", "fetch_url", _LONG, options={"url": ""}),
     _adapter("mis_planter", "plant_after_exit", _LONG, options={"mode": "link", "target": ""}),
     _adapter("mis_prober", "probe_path", _LONG, options={"probe": ""}),
+    _adapter("mis_tracer", "trace_init", _LONG),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -425,6 +426,30 @@ def plant_after_exit(task: Task) -> Predictions:
 
     atexit.register(plant)
     return valid_predictions(task)
+
+
+def trace_init(task: Task) -> Predictions:
+    """Tries to take over the first process of its PID namespace (bwrap's init when sealed),
+    as a task that wants to outlive the harness would: ``ptrace`` attach, and its memory
+    through ``/proc``. The notes say what each attempt gave (``"ok"`` or the error)."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    notes: dict[str, Any] = {}
+    if libc.ptrace(16, 1, None, None) == 0:  # PTRACE_ATTACH
+        notes["ptrace"] = "ok"
+        os.waitpid(1, 0x40000000)  # __WALL: until it stops, then let it go
+        libc.ptrace(17, 1, None, None)  # PTRACE_DETACH
+    else:
+        notes["ptrace"] = errno.errorcode[ctypes.get_errno()]
+    for name in ("/proc/1/mem", "/proc/1/task/1/mem"):
+        try:
+            with open(name, "r+b"):
+                notes[name] = "ok"
+        except OSError as exc:
+            notes[name] = errno.errorcode.get(exc.errno or 0, str(exc))
+    return valid_predictions(task, notes)
 
 
 def probe_path(task: Task) -> Predictions:

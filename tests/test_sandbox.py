@@ -295,6 +295,26 @@ def test_a_users_path_over_code_is_not_made_writable(
         written.unlink(missing_ok=True)
 
 
+def test_the_sandboxs_first_process_cannot_be_traced(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """bwrap's init is pid 1 of the task's namespace, of the task's user: a hostile review
+    attached to it with ptrace, cleared the signal that ends the namespace with the harness,
+    and its processes outlived a ``kill -9`` of the harness. ptrace and init's memory are
+    refused now (the process_vm calls too, by the same filter)."""
+    if sandbox.trace_filter() is None:
+        pytest.skip("no libseccomp here")
+    rows = run("mis_tracer", tiny_catalog, tmp_path / "run")
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["sealed"] == "true" and test["status"] == "ok", test
+    notes = json.loads(test["notes"])
+    assert notes["ptrace"] == "EPERM", notes
+    assert notes["/proc/1/mem"] in ("EACCES", "EROFS", "EPERM"), notes
+    assert notes["/proc/1/task/1/mem"] in ("EACCES", "EROFS", "EPERM"), notes
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["sandbox"]["tracing"] == "refused (seccomp)"
+
+
 # ---------------------------------------------------------------------------- memory
 
 
