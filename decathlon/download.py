@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import http.client
 import logging
+import os
 import re
 import sys
 import time
@@ -15,8 +16,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
-
-import psutil
 
 from decathlon import __version__, files
 from decathlon.errors import DataError, DownloadError
@@ -91,6 +90,16 @@ def _reason(exc: BaseException, url: str) -> str:
     return " ".join(text.replace(url, shown_url(url)).split())  # one line, no secrets
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
 def remove_stale_temporaries(dest: Path) -> list[Path]:
     """Remove the temporary files a download of ``dest`` left when its process was killed
     (``.NAME.PID.THREAD.tmp``, see :func:`decathlon.files.replacing`); return them.
@@ -111,7 +120,7 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
             continue
         try:
             idle = time.time() - entry.lstat().st_mtime
-            if psutil.pid_exists(int(found[1])) and idle < STALE_TEMPORARY_SECONDS:
+            if _pid_alive(int(found[1])) and idle < STALE_TEMPORARY_SECONDS:
                 continue
             entry.unlink()
         except OSError as exc:  # gone meanwhile, or not ours to remove
