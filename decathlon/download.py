@@ -91,6 +91,8 @@ def _reason(exc: BaseException, url: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    # not psutil: the data loader, and so this module, is imported in adapters' environments,
+    # which hold numpy and pluggy only (tests/test_structure.py checks)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

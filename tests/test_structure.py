@@ -100,3 +100,46 @@ def test_a_long_module_says_why_at_its_top(path: Path) -> None:
         return
     doc = ast.get_docstring(ast.parse(text)) or ""
     assert "Longer than 600 lines" in doc, f"{path.name}: over 600 lines without a reason"
+
+
+ADAPTERS = PACKAGE.parent / "adapters"
+
+# What an adapter's environment has besides the standard library (environments.WORKER_REQUIREMENTS).
+IN_EVERY_ENVIRONMENT = ("numpy", "pluggy")
+
+_BLOCKING_IMPORTER = """
+import importlib.abc, sys
+allowed = set(sys.argv[1].split(","))
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in sys.stdlib_module_names or top in allowed or top == "decathlon":
+            return None
+        raise ModuleNotFoundError(f"No module named {name!r} (not in an adapter's environment)")
+sys.meta_path.insert(0, Refuse())
+for module in sys.argv[2:]:
+    __import__(module)
+"""
+
+
+def test_what_adapter_environments_import_needs_only_numpy_and_pluggy() -> None:
+    """An adapter's environment holds its framework plus numpy and pluggy; the harness modules it
+    imports (the worker's, the adapters', and the data loader that adapters' own scripts use) must
+    not need psutil or anything else only the harness has. CI once failed on exactly that."""
+    import subprocess
+    import sys
+
+    wanted = {"decathlon.worker", "decathlon.datasets"}
+    for path in sorted(ADAPTERS.rglob("*.py")) + [PACKAGE / "worker.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if _is_decathlon_module(node.module):
+                    wanted.add(node.module)
+    done = subprocess.run(
+        [sys.executable, "-c", _BLOCKING_IMPORTER, ",".join(IN_EVERY_ENVIRONMENT), *sorted(wanted)],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "decathlon.metrics" in wanted and "decathlon.contract" in wanted
