@@ -1,10 +1,14 @@
 """Where the kernel counts and caps a task's processes: its cgroup.
 
-A task gets a cgroup of its own, a child of this process's memory cgroup (cgroup v1) or of its
-cgroup (v2, delegated), in two cases (:func:`decathlon.sandbox.seal` decides):
+A task gets a cgroup of its own, a child of this process's cgroup in the memory and pids
+hierarchies (cgroup v1) or of its cgroup (v2, delegated), in three cases
+(:func:`decathlon.sandbox.seal` decides):
 
-- **A memory cap** (``--memory-mb``): the cgroup's limit. The kernel stops an allocation past
-  it, however fast, and counts the out-of-memory kills and the peak.
+- **A memory cap** (``--memory-mb``): the cgroup's memory limit. The kernel stops an allocation
+  past it, however fast, and counts the out-of-memory kills and the peak.
+- **A cap on processes** (``--max-processes``, on by default): the cgroup's ``pids.max``. The
+  kernel refuses a ``fork`` or a new thread past it (EAGAIN), so a fork bomb stays one task's
+  problem instead of taking the machine's process table from the harness and the other tasks.
 - **An unsealed task** (no bwrap, or ``--sandbox off``): a cgroup with no limit, only to know its
   processes. Membership is inherited on ``fork`` whatever a process does to its session, group
   or environment, so a double-forked daemon with an emptied environment, which the sweep of
@@ -44,22 +48,32 @@ def _own_cgroups() -> dict[str, str]:
     return found
 
 
-def _cgroup_parent() -> tuple[str, Path] | None:
-    """(kind, folder) where this process's task cgroups can go: v1 memory, or v2."""
+def _parents() -> dict[str, tuple[str, Path]]:
+    """Controller (``memory``, ``pids``) -> (kind, folder where this process's task cgroups
+    go): a v1 hierarchy of that controller, else the delegated v2 one."""
     cgroups = _own_cgroups()
+    found: dict[str, tuple[str, Path]] = {}
     for controllers, path in cgroups.items():
-        if "memory" in controllers.split(","):
-            folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
-            if (folder / "memory.limit_in_bytes").exists():
-                return "cgroup v1", folder
+        for controller, probe in (("memory", "memory.limit_in_bytes"), ("pids", "cgroup.procs")):
+            if controller in controllers.split(","):
+                folder = Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+                if (folder / probe).exists():
+                    found[controller] = ("cgroup v1", folder)
     if "" in cgroups and Path("/sys/fs/cgroup/cgroup.controllers").exists():
-        return "cgroup v2", Path("/sys/fs/cgroup") / cgroups[""].lstrip("/")
-    return None
+        folder = Path("/sys/fs/cgroup") / cgroups[""].lstrip("/")
+        for controller in ("memory", "pids"):
+            found.setdefault(controller, ("cgroup v2", folder))
+    return found
 
 
-def cgroup_kind() -> str:
+def _cgroup_parent() -> tuple[str, Path] | None:
+    """(kind, folder) where this process's task memory cgroups can go: v1 memory, or v2."""
+    return _parents().get("memory")
+
+
+def cgroup_kind(controller: str = "memory") -> str:
     """``cgroup v1``, ``cgroup v2`` or ``none``: where this process's task cgroups go."""
-    found = _cgroup_parent()
+    found = _parents().get(controller)
     return found[0] if found else "none"
 
 
@@ -69,78 +83,144 @@ def cgroup_problem() -> str | None:
     if not sys.platform.startswith("linux"):
         return f"memory cgroups need Linux; this is {sys.platform}"
     try:
-        cap = MemoryCgroup.create(f"probe-{os.getpid()}", 64)
+        cap = TaskCgroup.create(f"probe-{os.getpid()}", limit_mb=64)
     except OSError as exc:
         return f"cannot create a memory cgroup ({exc})"
-    if cap is None:
+    found = cap is not None and cap.memory_folder is not None
+    if cap is not None:
+        cap.remove()
+    if not found:
         return (
             "this process's memory cgroup takes no children"
             " (no v1 memory controller, no delegated v2 one)"
         )
-    cap.remove()
     return None
 
 
+@functools.cache
+def pids_problem() -> str | None:
+    """``None`` when a task's processes can be capped by the kernel here, else why not."""
+    if not sys.platform.startswith("linux"):
+        return f"pids cgroups need Linux; this is {sys.platform}"
+    try:
+        cap = TaskCgroup.create(f"probe-{os.getpid()}", max_processes=64)
+    except OSError as exc:
+        return f"cannot create a pids cgroup ({exc})"
+    found = cap is not None and cap.pids_folder is not None
+    if cap is not None:
+        cap.remove()
+    if not found:
+        return (
+            "this process's cgroup takes no pids children"
+            " (no v1 pids controller, no delegated v2 one)"
+        )
+    return None
+
+
+def _enable(parent: Path, controller: str, folder: Path, probe: str) -> bool:
+    """cgroup v2: let ``folder`` (a child of ``parent``) use ``controller``; whether it can."""
+    if (folder / probe).exists():
+        return True
+    try:
+        (parent / "cgroup.subtree_control").write_text(f"+{controller}")
+    except OSError:
+        return False
+    return (folder / probe).exists()
+
+
 @dataclass
-class MemoryCgroup:
-    """One task's memory cgroup: a limit the kernel enforces, its out-of-memory kills, its peak."""
+class TaskCgroup:
+    """One task's cgroup: a memory limit the kernel enforces, its out-of-memory kills and its
+    peak; a cap on its processes and threads and how often the kernel refused one; and the
+    list of its processes. Under cgroup v1 the memory and pids controllers are two folders in
+    two hierarchies that the task joins both; under v2, one folder."""
 
     kind: str
-    folder: Path
+    memory_folder: Path | None
+    pids_folder: Path | None
     limit_mb: int | None
+    max_processes: int | None
+
+    @property
+    def folders(self) -> list[Path]:
+        """Every folder the task joins, each once."""
+        return list(dict.fromkeys(f for f in (self.memory_folder, self.pids_folder) if f))
+
+    @property
+    def folder(self) -> Path:
+        return self.folders[0]
 
     @classmethod
-    def create(cls, name: str, limit_mb: int | None) -> MemoryCgroup | None:
-        """A new child of this process's memory cgroup holding at most ``limit_mb`` (no limit
-        when ``None``: the cgroup then only tracks the task's processes); ``None`` when there is
-        no such cgroup to make. Raises :class:`OSError` when making it fails."""
-        parent = _cgroup_parent()
-        if parent is None:
-            return None
-        kind, where = parent
-        _remove_stale(where)
-        folder = where / f"{_CGROUP_PREFIX}{name}"
-        folder.mkdir()
-        cap = cls(kind, folder, limit_mb)
-        if limit_mb is None:
-            return cap
+    def create(
+        cls,
+        name: str,
+        *,
+        limit_mb: int | None = None,
+        max_processes: int | None = None,
+        track: bool = False,
+    ) -> TaskCgroup | None:
+        """A new cgroup for one task, child of this process's own: holding at most ``limit_mb``
+        of memory and ``max_processes`` processes and threads (each ``None``: no such limit);
+        ``track`` asks for one even without a limit, only to list the task's processes.
+        ``None`` when there is nothing to make; a limit that cannot be set here is left out
+        (its folder is ``None``). Raises :class:`OSError` when making a folder fails."""
+        parents = _parents()
+        made: dict[Path, Path] = {}  # parent -> the task's folder in it
+
+        def folder_in(parent: Path) -> Path:
+            if parent not in made:
+                _remove_stale(parent)
+                made[parent] = parent / f"{_CGROUP_PREFIX}{name}"
+                made[parent].mkdir()
+            return made[parent]
+
+        memory = pids = None
         try:
-            limit = str(int(limit_mb) * 2**20)
-            if kind == "cgroup v1":
-                (folder / "memory.limit_in_bytes").write_text(limit)
-                if (folder / "memory.memsw.limit_in_bytes").exists():  # no escape into swap
-                    try:
-                        (folder / "memory.memsw.limit_in_bytes").write_text(limit)
-                    except OSError:
-                        pass
-            else:
-                if not (folder / "memory.max").exists():
-                    try:
-                        (where / "cgroup.subtree_control").write_text("+memory")
-                    except OSError:
-                        folder.rmdir()
-                        return None
-                (folder / "memory.max").write_text(limit)
-                try:
-                    (folder / "memory.swap.max").write_text("0")
-                except OSError:
-                    pass
+            if (limit_mb is not None or track) and "memory" in parents:
+                kind, parent = parents["memory"]
+                memory = folder_in(parent)
+                if limit_mb is not None and not _limit_memory(kind, parent, memory, limit_mb):
+                    memory = None
+            if max_processes is not None and "pids" in parents:
+                kind, parent = parents["pids"]
+                pids = folder_in(parent)
+                ok = kind == "cgroup v1" or _enable(parent, "pids", pids, "pids.max")
+                if ok:
+                    (pids / "pids.max").write_text(str(int(max_processes)))
+                else:
+                    pids = None
         except OSError:
-            folder.rmdir()
+            for folder in made.values():
+                _rmdir(folder)
             raise
-        return cap
+        for folder in set(made.values()) - {memory, pids}:
+            _rmdir(folder)
+        if memory is None and pids is None:
+            return None
+        kind = parents["memory" if memory is not None else "pids"][0]
+        return cls(
+            kind,
+            memory,
+            pids,
+            limit_mb if memory is not None else None,
+            max_processes if pids is not None else None,
+        )
 
     def wrap(self, command: Sequence[str]) -> list[str]:
         """``command`` started inside this cgroup (a shell joins it, then execs the command, so
         that every process of the task is born in it)."""
-        procs = str(self.folder / "cgroup.procs")
-        return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *command]
+        procs = [str(f / "cgroup.procs") for f in self.folders]
+        joins = " && ".join(f'echo $$ > "${i}"' for i in range(1, len(procs) + 1))
+        script = f'{joins} && shift {len(procs)} && exec "$@"'
+        return ["/bin/sh", "-c", script, "decathlon-task", *procs, *command]
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed for going over the limit."""
+        if self.memory_folder is None:
+            return 0
         name = "memory.oom_control" if self.kind == "cgroup v1" else "memory.events"
         try:
-            for line in (self.folder / name).read_text().splitlines():
+            for line in (self.memory_folder / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
                     return int(value)
@@ -149,20 +229,36 @@ class MemoryCgroup:
         return 0
 
     def peak_mb(self) -> float:
+        if self.memory_folder is None:
+            return 0.0
         name = "memory.max_usage_in_bytes" if self.kind == "cgroup v1" else "memory.peak"
         try:
-            return int((self.folder / name).read_text().split()[0]) / 2**20
+            return int((self.memory_folder / name).read_text().split()[0]) / 2**20
         except (OSError, ValueError, IndexError):
             return 0.0
 
+    def process_refusals(self) -> int:
+        """How many times the kernel refused the task a new process or thread at its cap."""
+        if self.pids_folder is None:
+            return 0
+        try:
+            for line in (self.pids_folder / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
     def kill(self) -> None:
         """SIGKILL every process still in the cgroup."""
-        if self.kind == "cgroup v2" and (self.folder / "cgroup.kill").exists():
-            try:
-                (self.folder / "cgroup.kill").write_text("1")
-                return
-            except OSError:
-                pass
+        for folder in self.folders:
+            if self.kind == "cgroup v2" and (folder / "cgroup.kill").exists():
+                try:
+                    (folder / "cgroup.kill").write_text("1")
+                    return
+                except OSError:
+                    pass
         for pid in self.pids():
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -170,23 +266,56 @@ class MemoryCgroup:
                 pass
 
     def pids(self) -> list[int]:
-        try:
-            return [int(p) for p in (self.folder / "cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            return []
+        found: set[int] = set()
+        for folder in self.folders:
+            try:
+                found.update(int(p) for p in (folder / "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                pass
+        return sorted(found)
 
     def remove(self) -> None:
         """Kill what is left and delete the cgroup (retried while the kernel reaps)."""
-        for _ in range(50):
+        for folder in self.folders:
+            for _ in range(50):
+                try:
+                    folder.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    self.kill()
+                    time.sleep(0.1)
+            else:
+                log.warning("could not remove the task cgroup %s", folder)
+
+
+def _limit_memory(kind: str, parent: Path, folder: Path, limit_mb: int) -> bool:
+    """Write the memory limit of a task cgroup; False where v2 gives it no memory controller."""
+    limit = str(int(limit_mb) * 2**20)
+    if kind == "cgroup v1":
+        (folder / "memory.limit_in_bytes").write_text(limit)
+        if (folder / "memory.memsw.limit_in_bytes").exists():  # no escape into swap
             try:
-                self.folder.rmdir()
-                return
-            except FileNotFoundError:
-                return
+                (folder / "memory.memsw.limit_in_bytes").write_text(limit)
             except OSError:
-                self.kill()
-                time.sleep(0.1)
-        log.warning("could not remove the memory cgroup %s", self.folder)
+                pass
+        return True
+    if not _enable(parent, "memory", folder, "memory.max"):
+        return False
+    (folder / "memory.max").write_text(limit)
+    try:
+        (folder / "memory.swap.max").write_text("0")
+    except OSError:
+        pass
+    return True
+
+
+def _rmdir(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _remove_stale(parent: Path) -> None:

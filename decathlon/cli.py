@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from decathlon import budgets as budgets_module
-from decathlon import datasets, environments, leaderboard, rundir
+from decathlon import datasets, environments, leaderboard, rundir, sandbox
 from decathlon.errors import DataError, DecathlonError
 from decathlon.plugins import Registry, add_commands, make_registry
 from decathlon.reporters import PlainReporter, RichReporter, results_table
@@ -63,6 +63,16 @@ def _dataset_list(text: str) -> tuple[str, ...]:
             f"no dataset named in '{text}' (leave --datasets out for all ten)"
         )
     return names
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -129,6 +139,14 @@ def _add_budget_args(parser: argparse.ArgumentParser, several: bool = False) -> 
     parser.add_argument("--budgets", type=Path, help="budgets file (default: ./budgets.toml)")
     parser.add_argument(
         "--memory-mb", type=_positive_int, help="memory cap of each task's process tree"
+    )
+    parser.add_argument(
+        "--max-processes",
+        type=_count,
+        default=sandbox.DEFAULT_MAX_PROCESSES,
+        metavar="N",
+        help="cap on each task's processes and threads, by the kernel where it can"
+        f" (default {sandbox.DEFAULT_MAX_PROCESSES}; 0: none)",
     )
     parser.add_argument(
         "--option",
@@ -406,6 +424,7 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
         scale_factor=args.scale_factor,
         budgets_path=str(Path(args.budgets).expanduser().resolve()) if args.budgets else None,
         memory_mb=args.memory_mb,
+        max_processes=args.max_processes,
         options=dict(args.option),
     )
     if getattr(args, "model_dir", None):

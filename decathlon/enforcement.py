@@ -52,6 +52,8 @@ class Outcome:
     memory_kernel: bool = False  # the kernel stopped it at the cap (a memory cgroup)
     peak_memory_mb: float = 0.0  # the tree's summed PSS, or its memory cgroup's peak when sealed
     processes_killed: int = 0  # how many had to be terminated after the worker ended or stopped
+    processes_refused: int = 0  # new processes or threads the kernel refused at the task's cap
+    max_processes: int | None = None  # that cap
 
     @property
     def signal(self) -> int | None:
@@ -234,7 +236,7 @@ def run_limited(
     full_env[TAG_VARIABLE] = tag
     become_subreaper()
     argv, fds = seal.command(cmd) if seal is not None else (list(cmd), ())
-    cgroup = seal.memory if seal is not None else None
+    cgroup = seal.cgroup if seal is not None else None
     kernel_cap = cgroup is not None and cgroup.limit_mb is not None
     started = time.monotonic()
     try:
@@ -276,6 +278,9 @@ def run_limited(
                     outcome.processes_killed += len(stray)
             if seal is not None:
                 outcome.returncode = seal.returncode(outcome.returncode)
+            if cgroup is not None:
+                outcome.processes_refused = cgroup.process_refusals()
+                outcome.max_processes = cgroup.max_processes
             if kernel_cap:
                 assert cgroup is not None
                 outcome.peak_memory_mb = cgroup.peak_mb()
@@ -298,6 +303,11 @@ def _footer(out: IO[bytes], outcome: Outcome, hard_limit: float, memory_mb: floa
         footer += f", killed over the memory cap of {memory_mb:.0f} MB"
     if outcome.processes_killed:
         footer += f", {outcome.processes_killed} process(es) terminated"
+    if outcome.processes_refused:
+        footer += (
+            f", {outcome.processes_refused} new process(es) or thread(s) refused"
+            f" at the cap of {outcome.max_processes}"
+        )
     out.write((footer + "\n").encode())
 
 

@@ -82,7 +82,13 @@ def failure(
         how = "stopped by the kernel at" if outcome.memory_kernel else "killed over"
         return "error", f"{how} the memory cap of {budget.memory_mb} MB"
     if outcome.returncode != 0:
-        return "error", _crash_reason(outcome, predictions, log_path)
+        reason = _crash_reason(outcome, predictions, log_path)
+        if outcome.processes_refused:
+            reason += (
+                f"; the kernel refused it {outcome.processes_refused} new process(es) or"
+                f" thread(s) at the cap of {outcome.max_processes} (--max-processes)"
+            )
+        return "error", reason
     return None
 
 

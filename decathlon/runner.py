@@ -71,6 +71,7 @@ class RunConfig:
     device: str = "auto"
     n_jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     memory_mb: int | None = None
+    max_processes: int = sandbox.DEFAULT_MAX_PROCESSES  # 0: no cap
     options: dict[str, Any] = field(default_factory=dict)
     budgets_path: str | None = None
     info_path: str | None = None
@@ -200,7 +201,10 @@ class Runner:
         self.data_dir = Path(config.data_dir) if config.data_dir else datasets.default_data_dir()
         self.device = resolve_device(config.device, self.adapter)
         self.sandbox = sandbox.Policy.resolve(
-            config.sandbox, config.network, memory_mb=config.memory_mb
+            config.sandbox,
+            config.network,
+            memory_mb=config.memory_mb,
+            max_processes=config.max_processes,
         )
         self._loaded: tuple[str, datasets.LoadedDataset | DecathlonError] | None = None
         self._redownloaded: set[str] = set()

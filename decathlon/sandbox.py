@@ -52,12 +52,16 @@ from typing import IO, Any
 
 import psutil
 
-from decathlon.cgroups import MemoryCgroup, cgroup_kind, cgroup_problem
+from decathlon.cgroups import TaskCgroup, cgroup_kind, cgroup_problem, pids_problem
 from decathlon.errors import DecathlonError
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "required", "off")
+
+# Each task's processes and threads (the kernel's pids cap): far above what a framework starts
+# (AutoGluon's Ray workers with their threads, PyTorch's loaders), far below a machine's table.
+DEFAULT_MAX_PROCESSES = 4096
 NETWORK_MODES = ("on", "off")
 
 #: Top-level system folders bound read-only when they exist (symbolic links stay links).
@@ -150,6 +154,7 @@ class Policy:
 
     ``sealed``: tasks run under bwrap. ``notice``: the one line to tell the user at the start
     (empty when there is nothing to say). ``memory``: how ``--memory-mb`` is enforced here.
+    ``max_processes``: the kernel's cap on each task's processes and threads (``None``: none).
     """
 
     mode: str = "auto"
@@ -157,9 +162,17 @@ class Policy:
     sealed: bool = False
     notice: str = ""
     memory: str = "sampled"
+    max_processes: int | None = None
 
     @classmethod
-    def resolve(cls, mode: str, network: str = "on", *, memory_mb: int | None = None) -> Policy:
+    def resolve(
+        cls,
+        mode: str,
+        network: str = "on",
+        *,
+        memory_mb: int | None = None,
+        max_processes: int | None = None,
+    ) -> Policy:
         """The policy for ``--sandbox MODE --network NETWORK``; raises :class:`DecathlonError`
         for ``required`` (or ``--network off``) where no sandbox is possible."""
         if mode not in MODES:
@@ -169,7 +182,7 @@ class Policy:
         if mode == "off":
             if network == "off":
                 raise DecathlonError("--network off needs the sandbox; drop --sandbox off")
-            return cls(mode, True, False, "", "sampled")
+            return cls(mode, True, False, "", "sampled", None)
         problem = bwrap_problem()
         if problem and mode == "required":
             raise DecathlonError(f"--sandbox required, but no sandbox is possible: {problem}")
@@ -189,7 +202,11 @@ class Policy:
         if memory_mb and memory_problem:
             notices.append(f"--memory-mb is sampled, not enforced by the kernel: {memory_problem}")
         memory = "sampled" if memory_problem else f"kernel ({cgroup_kind()})"
-        return cls(mode, network == "on", problem is None, "; ".join(notices), memory)
+        if max_processes and pids_problem():
+            notices.append(f"--max-processes is not enforced: {pids_problem()}")
+            max_processes = None
+        notice = "; ".join(notices)
+        return cls(mode, network == "on", problem is None, notice, memory, max_processes or None)
 
     def record(self) -> dict[str, Any]:
         """What config.json says about the sandbox."""
@@ -199,6 +216,11 @@ class Policy:
             "tool": bwrap_version() if self.sealed else None,
             "network": "on" if self.network else "off",
             "memory_cap": self.memory,
+            "process_cap": (
+                f"{self.max_processes} (kernel, {cgroup_kind('pids')})"
+                if self.max_processes
+                else None
+            ),
             "tracing": (
                 None
                 if not self.sealed
@@ -386,7 +408,7 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
 
 @dataclass
 class Seal:
-    """How one task is started: its command wrapped in bwrap and its memory cgroup.
+    """How one task is started: its command wrapped in bwrap and its cgroup.
 
     Made by :func:`seal` from a :class:`Policy`; :func:`decathlon.enforcement.run_limited` calls
     :meth:`command` before it starts the task and :meth:`close` once the task is over.
@@ -394,7 +416,7 @@ class Seal:
 
     policy: Policy
     view: View | None = None
-    memory: MemoryCgroup | None = None
+    cgroup: TaskCgroup | None = None
     _args_file: IO[bytes] | None = field(default=None, repr=False)
     _info_file: IO[bytes] | None = field(default=None, repr=False)
     _filter_file: IO[bytes] | None = field(default=None, repr=False)
@@ -430,8 +452,8 @@ class Seal:
             handle.seek(0)
             self._args_file = handle
             argv = [shutil.which("bwrap") or "bwrap", "--args", str(handle.fileno()), *command]
-        if self.memory is not None:
-            argv = self.memory.wrap(argv)
+        if self.cgroup is not None:
+            argv = self.cgroup.wrap(argv)
         return argv, fds
 
     def returncode(self, code: int | None) -> int | None:
@@ -442,7 +464,7 @@ class Seal:
         return code
 
     def close(self) -> None:
-        """Once bwrap has exited: reap its init, delete the memory cgroup."""
+        """Once bwrap has exited: reap its init, delete the task's cgroup."""
         if self._args_file is not None:
             self._args_file.close()
             self._args_file = None
@@ -453,8 +475,8 @@ class Seal:
             self._reap_init()
             self._info_file.close()
             self._info_file = None
-        if self.memory is not None:
-            self.memory.remove()
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
     def _reap_init(self) -> None:
         """bwrap's init (the namespace's first process) outlives bwrap by a moment; a harness
@@ -490,20 +512,25 @@ def seal(
     view: View | None,
 ) -> Seal:
     """The :class:`Seal` of one task under ``policy``: bwrap with ``view`` when the policy seals,
-    and a memory cgroup of ``memory_mb`` when asked for and possible."""
-    memory = None
-    if memory_mb and policy.mode != "off" and cgroup_problem() is None:
-        try:
-            memory = MemoryCgroup.create(tag, memory_mb)
-        except OSError as exc:
-            log.warning("no memory cgroup for this task (%s); the cap is sampled", exc)
-    if memory is None and not policy.sealed and cgroup_problem() is None:
-        try:  # no namespace to empty: a cgroup that only tracks the task's processes
-            memory = MemoryCgroup.create(tag, None)
-        except OSError as exc:
-            log.debug("no cgroup to track this unsealed task's processes: %s", exc)
+    and a cgroup with a memory cap of ``memory_mb`` when asked for and possible, with the
+    policy's cap on processes, and (unsealed) to track the task's processes."""
+    kernel = policy.mode != "off" and cgroup_problem() is None
+    limit_mb = memory_mb if memory_mb and kernel else None
+    cgroup = None
+    try:
+        cgroup = TaskCgroup.create(
+            tag,
+            limit_mb=limit_mb,
+            max_processes=policy.max_processes,
+            # no namespace to empty: a cgroup that also tracks the task's processes
+            track=not policy.sealed and cgroup_problem() is None,
+        )
+    except OSError as exc:
+        log.warning("no cgroup for this task (%s); its memory cap is sampled", exc)
+    if limit_mb and (cgroup is None or cgroup.limit_mb is None):
+        log.warning("no memory cgroup for this task; the cap is sampled")
     return Seal(
         policy=policy,
         view=view if policy.sealed else None,
-        memory=memory,
+        cgroup=cgroup,
     )

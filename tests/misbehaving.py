@@ -77,6 +77,7 @@ ADAPTERS = (
     _adapter("mis_planter", "plant_after_exit", _LONG, options={"mode": "link", "target": ""}),
     _adapter("mis_prober", "probe_path", _LONG, options={"probe": ""}),
     _adapter("mis_tracer", "trace_init", _LONG),
+    _adapter("mis_forker", "fork_bomb", _LONG, options={"processes": 300, "then": "raise"}),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -559,3 +560,25 @@ def install_entry_point(site: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), here])
     return env
+
+
+def fork_bomb(task: Task) -> Predictions:
+    """Starts up to ``processes`` children that sleep (a fork bomb, bounded so that the test
+    cannot take the machine down when no cap stops it), records each, then raises (``then``:
+    ``raise``) or predicts with notes saying how many it started and how the next one failed."""
+    started, failure = 0, ""
+    for _ in range(int(task.options["processes"])):
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            failure = type(exc).__name__
+            break
+        if pid == 0:
+            time.sleep(120)
+            os._exit(0)
+        started += 1
+        _record_pid(task, pid)
+    notes = {"started": started, "failure": failure}
+    if task.options["then"] == "raise":
+        raise RuntimeError(f"started {started} processes, then {failure or 'none failed'}")
+    return valid_predictions(task, notes)

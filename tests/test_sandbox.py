@@ -347,6 +347,62 @@ def test_one_large_allocation_is_stopped_by_the_kernel(
     assert not (parent[1] / f"decathlon-{tag}").exists(), "the task's cgroup was left behind"
 
 
+# ---------------------------------------------------------------------------- processes
+
+
+@pytest.fixture
+def pids_cgroup() -> None:
+    problem = cgroups.pids_problem()
+    if problem:
+        pytest.skip(f"no pids cgroup here: {problem}")
+
+
+def test_a_fork_bomb_gets_no_more_than_its_process_cap(
+    tiny_catalog: TinyData, tmp_path: Path, pids_cgroup: None
+) -> None:
+    """A task that forks without end takes at most ``--max-processes`` of the machine's process
+    table: the kernel refuses it the rest, so the harness and the other tasks can still start
+    theirs; the row says so, and nothing of it is left."""
+    rows = run(
+        "mis_forker",
+        tiny_catalog,
+        tmp_path / "run",
+        max_processes=40,
+        options={"processes": 300, "then": "raise"},
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["status"] == "error", test
+    started = int(test["reason"].split("started ")[1].split()[0])
+    assert 0 < started < 40, test["reason"]
+    assert "then BlockingIOError" in test["reason"], test["reason"]
+    assert "the kernel refused it" in test["reason"], test["reason"]
+    assert test["reason"].endswith("at the cap of 40 (--max-processes)"), test["reason"]
+    assert_tree_gone(tmp_path / "run" / TASK)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["sandbox"]["process_cap"] == f"40 (kernel, {cgroups.cgroup_kind('pids')})"
+    tag = misbehaving.task_tag(tmp_path / "run" / TASK)
+    parent = cgroups._parents()["pids"][1]
+    assert not (parent / f"decathlon-{tag}").exists(), "the task's cgroup was left behind"
+
+
+def test_max_processes_zero_is_no_cap(
+    tiny_catalog: TinyData, tmp_path: Path, pids_cgroup: None
+) -> None:
+    rows = run(
+        "mis_forker",
+        tiny_catalog,
+        tmp_path / "run",
+        max_processes=0,
+        options={"processes": 300, "then": "predict"},
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["status"] == "ok", test
+    assert json.loads(test["notes"]) == {"started": 300, "failure": ""}
+    assert_tree_gone(tmp_path / "run" / TASK)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["sandbox"]["process_cap"] is None
+
+
 # ---------------------------------------------------------------------------- network
 
 
