@@ -203,7 +203,8 @@ class Policy:
             notices.append(f"--memory-mb is sampled, not enforced by the kernel: {memory_problem}")
         memory = "sampled" if memory_problem else f"kernel ({cgroup_kind()})"
         if max_processes and pids_problem():
-            notices.append(f"--max-processes is not enforced: {pids_problem()}")
+            if max_processes != DEFAULT_MAX_PROCESSES:  # asked for: say so; else config.json
+                notices.append(f"--max-processes is not enforced: {pids_problem()}")
             max_processes = None
         notice = "; ".join(notices)
         return cls(mode, network == "on", problem is None, notice, memory, max_processes or None)
@@ -220,6 +221,8 @@ class Policy:
                 f"{self.max_processes} (kernel, {cgroup_kind('pids')})"
                 if self.max_processes
                 else None
+                if self.mode == "off" or pids_problem() is None
+                else f"none: {pids_problem()}"
             ),
             "tracing": (
                 None
@@ -526,7 +529,7 @@ def seal(
             track=not policy.sealed and cgroup_problem() is None,
         )
     except OSError as exc:
-        log.warning("no cgroup for this task (%s); its memory cap is sampled", exc)
+        log.debug("no cgroup for this task: %s", exc)
     if limit_mb and (cgroup is None or cgroup.limit_mb is None):
         log.warning("no memory cgroup for this task; the cap is sampled")
     return Seal(
