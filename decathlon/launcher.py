@@ -48,13 +48,15 @@ def mounts_for(adapter: Adapter) -> dict[str, str]:
 
 def import_check_code(adapter: Adapter, module: str) -> str:
     """Python code that mounts the packages exactly as the worker does, then imports
-    ``module``: the conformance check runs it in the adapter's environment."""
+    ``module``: the conformance check runs it in the adapter's environment. On a failure its
+    last line of stderr is the worker's one-line reason (the exception and the file that raised
+    it), and it exits 1."""
     return (
-        "import importlib, importlib.util as u\n"
+        "import importlib, importlib.util as u, sys\n"
         f"s = u.spec_from_file_location('decathlon_worker', {str(WORKER)!r})\n"
         "w = u.module_from_spec(s); s.loader.exec_module(w)\n"
-        f"for name, folder in {mounts_for(adapter)!r}.items(): w.mount(name, folder)\n"
-        f"importlib.import_module({module!r})\n"
+        f"f = w.import_adapter({mounts_for(adapter)!r}, {module!r})\n"
+        "if f: sys.exit(f['type'] + ': ' + f['message'])\n"
     )
 
 

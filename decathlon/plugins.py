@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import logging
 import re
 from collections.abc import Iterable
@@ -70,6 +72,7 @@ def make_registry(extra_plugins: Iterable[object] = (), *, entry_points: bool = 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     if entry_points:
+        _import_entry_points()
         pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
     for plugin in extra_plugins:
         pm.register(plugin)
@@ -89,6 +92,35 @@ def make_registry(extra_plugins: Iterable[object] = (), *, entry_points: bool = 
                 f"plugin '{name}' failed in decathlon_register_adapters: {exc}"
             ) from exc
     return registry
+
+
+def _import_entry_points() -> None:
+    """Import every module of the ``decathlon`` entry-point group, so that one that raises (a
+    plugin file with a syntax error, or importing a package that is not installed) is a
+    :class:`PluginError` naming the plugin, its file and the exception in one line, not a
+    traceback from inside pluggy; pluggy then finds them imported."""
+    for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:
+            dist = f" of {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
+            fix = f"; fix the file or uninstall {ep.dist.name}" if ep.dist is not None else ""
+            raise PluginError(
+                f"plugin '{ep.name}' (entry point '{ep.name} = {ep.value}'{dist}) cannot be"
+                f" imported: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+                f" while importing {_file_of(ep.module)}{fix}"
+            ) from exc
+
+
+def _file_of(module: str) -> str:
+    """Where ``module`` is, found without running it; its name when that cannot be told."""
+    try:
+        found = importlib.util.find_spec(module)
+    except Exception:  # a parent package that fails to import
+        found = None
+    if found is None or not found.has_location or not found.origin:
+        return module
+    return found.origin
 
 
 def add_commands(registry: Registry, commands: argparse._SubParsersAction[Any]) -> None:

@@ -57,7 +57,48 @@ def mount(name: str, location: str) -> None:
         raise ImportError(f"cannot mount {name!r} from {location}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)  # as the import system does: no half-run module is kept
+        raise
+
+
+def import_adapter(mounts: dict[str, str], module: str) -> dict[str, str] | None:
+    """Mount every package of the task file's ``mounts``, then import the adapter's ``module``;
+    ``None``, or the first failure as ``error.json`` words it: its type, and its message naming
+    the file that raised (a plugin module that fails to import here, in the task, though the
+    harness imported it: a package its environment lacks, syntax its Python does not know). The
+    traceback goes to stderr (the task's log)."""
+    for name, location in mounts.items():
+        try:
+            mount(name, location)
+        except BaseException as exc:
+            path = Path(location)
+            return _import_failure(exc, f"{path.name}/__init__.py" if path.is_dir() else path.name)
+    try:
+        importlib.import_module(module)
+    except BaseException as exc:
+        return _import_failure(exc, _file_of(module))
+    return None
+
+
+def _import_failure(exc: BaseException, where: str) -> dict[str, str]:
+    traceback.print_exc()
+    message = " ".join(str(exc).split())[:400]
+    return {"type": type(exc).__name__, "message": f"{message} while importing {where}"}
+
+
+def _file_of(module: str) -> str:
+    """The file of ``module``, as ``name.py`` or ``package/__init__.py``; else its name."""
+    try:
+        found = importlib.util.find_spec(module)
+    except BaseException:
+        found = None
+    if found is None or not found.has_location or not found.origin:
+        return module
+    path = Path(found.origin)
+    return f"{path.parent.name}/{path.name}" if path.name == "__init__.py" else path.name
 
 
 def _save(directory: Path, name: str, array: Any) -> None:
@@ -130,17 +171,21 @@ def main(task_file: str) -> int:
 
 
 def _run(spec: Any) -> int:
-    for name, folder in spec["mounts"].items():
-        mount(name, folder)
+    out = Path(spec["predictions_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    module_name, _, attribute = spec["adapter"]["run"].partition(":")
+    failed = import_adapter(spec["mounts"], module_name)
+    if failed is not None:  # the runner turns this into an `error` row
+        print("[decathlon] {}: {}".format(failed["type"], failed["message"]), file=sys.stderr)
+        sys.stderr.flush()
+        _write_json(out / "error.json", failed)
+        return 1
 
     import numpy as np
 
     from decathlon.contract import Budget, DatasetInfo, Predictions, Task
 
-    out = Path(spec["predictions_dir"])
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        module_name, _, attribute = spec["adapter"]["run"].partition(":")
         run = getattr(importlib.import_module(module_name), attribute)
         arrays = {
             key: np.load(path, mmap_mode="r", allow_pickle=False)

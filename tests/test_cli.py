@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -718,6 +719,93 @@ def test_a_plugin_adds_a_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_a_plugin_command_that_takes_a_builtin_name_names_the_plugin() -> None:
     with pytest.raises(PluginError, match=r"plugin '.*' adds a command: .*conflicting.*\brun\b"):
         cli.build_parser(make_registry([_CommandPlugin("run")], entry_points=False))
+
+
+def _plugin_file(site: Path, name: str, source: str) -> Path:
+    """A single-file plugin ``site/NAME.py`` found through the ``decathlon`` entry-point group,
+    as ``pip install`` of a one-module distribution leaves it."""
+    dist = site / f"{name}-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[decathlon]\n{name} = {name}\n")
+    path = site / f"{name}.py"
+    path.write_text(source)
+    return path
+
+
+GOOD_PLUGIN_FILE = """
+from decathlon.contract import Adapter
+from decathlon.hookspecs import hookimpl
+
+
+@hookimpl
+def decathlon_register_adapters(register):
+    budgets = {{"quick": {{"hard_limit_seconds": 60}}}}
+    register(Adapter(name="{name}", run="{name}:run", default_budgets=budgets))
+
+
+def run(task):
+    raise AssertionError("never reached: the file does not import in the task")
+"""
+
+
+@pytest.mark.parametrize(
+    ("first_line", "error"),
+    [
+        ("import nonexistent_pkg", "ModuleNotFoundError: No module named 'nonexistent_pkg'"),
+        ("def broken(:", "SyntaxError: invalid syntax"),
+    ],
+    ids=["missing-package", "syntax-error"],
+)
+@pytest.mark.parametrize("command", ["list", "check"])
+def test_a_plugin_file_that_fails_to_import_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+    first_line: str,
+    error: str,
+) -> None:
+    """An installed single-file plugin that raises at import made every command a traceback
+    from inside pluggy."""
+    name = "plugin_broken_file"
+    path = _plugin_file(tmp_path / "site", name, first_line + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    argv = ["list"] if command == "list" else ["check", "baseline"]
+    try:
+        code, out, err = main(capsys, *argv)
+    finally:
+        sys.modules.pop(name, None)
+    assert_one_line_error(
+        code,
+        err,
+        f"plugin '{name}' (entry point '{name} = {name}' of {name} 0.1) cannot be imported:",
+        error,
+        f"while importing {path}; fix the file or uninstall {name}",
+    )
+    assert out == ""
+
+
+def test_check_of_a_plugin_file_that_fails_to_import_in_the_task_names_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The harness imports the plugin file, the task cannot (the file changed since; in an
+    adapter's own environment, a package it lacks): each check says why on one line."""
+    name = "plugin_fails_in_task"
+    path = _plugin_file(tmp_path / "site", name, GOOD_PLUGIN_FILE.format(name=name))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    try:
+        importlib.import_module(name)
+        path.write_text("import nonexistent_pkg\n" + GOOD_PLUGIN_FILE.format(name=name))
+        code, out, err = main(capsys, "check", name, "--workdir", str(tmp_path / "check"))
+    finally:
+        sys.modules.pop(name, None)
+    assert code == 1 and "Traceback" not in out + err
+    reason = (
+        f"error: ModuleNotFoundError: No module named 'nonexistent_pkg' while importing {name}.py"
+    )
+    failed = [line for line in out.splitlines() if line.startswith("FAIL ")]
+    assert len(failed) == 4 and all(reason in line for line in failed), out
 
 
 def test_export_automl_vision_comes_through_the_hook(tiny_catalog, tmp_path: Path) -> None:

@@ -7,12 +7,14 @@ affected, and after a task no process of its tree is left, grandchildren include
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import pickle
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -268,6 +270,71 @@ def test_long_notes_leave_the_leaderboard_readable(tiny_catalog: TinyData, tmp_p
     assert len(test["notes"]) > 2**17 and len(json.loads(test["notes"])["trials"]) == 12_000
     board = leaderboard.read_leaderboard(tmp_path / "run" / "leaderboard.csv")
     assert sorted(board.rows["split"]) == ["test", "train", "val"]
+
+
+#: A single-file plugin: one adapter, run from the file itself.
+PLUGIN_FILE = """
+from decathlon.contract import Adapter
+from decathlon.hookspecs import hookimpl
+
+
+@hookimpl
+def decathlon_register_adapters(register):
+    budgets = {{"quick": {{"hard_limit_seconds": 60}}}}
+    register(Adapter(name="{name}", run="{name}:run", default_budgets=budgets))
+
+
+def run(task):
+    raise AssertionError("never reached: the file does not import in the task")
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "first_line", "reason"),
+    [
+        (
+            "plugin_missing_pkg",
+            "import nonexistent_pkg",
+            "ModuleNotFoundError: No module named 'nonexistent_pkg'"
+            " while importing plugin_missing_pkg.py",
+        ),
+        (
+            "plugin_bad_syntax",
+            "def broken(:",
+            "SyntaxError: invalid syntax (plugin_bad_syntax.py, line 1)"
+            " while importing plugin_bad_syntax.py",
+        ),
+    ],
+    ids=["missing-package", "syntax-error"],
+)
+def test_a_plugin_file_that_fails_to_import_in_the_task_is_named_with_its_error(
+    tiny_catalog: TinyData,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    first_line: str,
+    reason: str,
+) -> None:
+    """A single-file plugin that the harness imported but the task cannot (here it is changed
+    after the harness imported it; in an adapter's own environment, a package that environment
+    lacks or syntax its older Python does not know does the same) read "worker exited 1"."""
+    folder = tmp_path / "plugin"
+    folder.mkdir()
+    path = folder / f"{name}.py"
+    path.write_text(PLUGIN_FILE.format(name=name))
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        module = importlib.import_module(name)
+        path.write_text(first_line + "\n" + PLUGIN_FILE.format(name=name))
+        registry = make_registry([module])
+        rows = run(name, tiny_catalog, tmp_path / "run", registry=registry)
+    finally:
+        sys.modules.pop(name, None)
+    split_rows = task_rows(rows, "breastmnist")
+    all_status(split_rows, "error")
+    assert split_rows["test"]["reason"] == reason
+    log_text = (tmp_path / "run" / "tasks" / "breastmnist" / "seed0" / "log.txt").read_text()
+    assert "Traceback" in log_text and str(path) in log_text
 
 
 @pytest.mark.parametrize("how", ["kill", "ctypes"])
