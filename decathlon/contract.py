@@ -107,6 +107,12 @@ class DatasetInfo:
         """Total images over train, val and test: what the budgets' scale tiers count."""
         return sum(self.n_samples.values())
 
+    @property
+    def n_bytes(self) -> int:
+        """Bytes of its six arrays (uint8 images and labels of every split), uncompressed."""
+        labels = self.n_classes if self.task == MULTI_LABEL else 1
+        return self.scale * (self.size * self.size * self.n_channels + labels)
+
 
 @dataclass(frozen=True)
 class Budget:

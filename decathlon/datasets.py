@@ -276,7 +276,12 @@ def _ensure(
         # With allow_unverified an MD5 mismatch is only a warning, so the downloader keeps the
         # file, but only one that passes the structure check.
         md5 = None if allow_unverified else info.md5
-        _download(url, path, md5=md5, progress=progress, check=check, mirror=bool(mirror))
+        # At most its arrays uncompressed, a sixteenth more (headers, compression that expands)
+        # and 1 MiB: a server that streams without end is stopped there, not the disk full.
+        cap = info.n_bytes * 17 // 16 + (1 << 20)
+        _download(
+            url, path, md5=md5, progress=progress, check=check, mirror=bool(mirror), max_bytes=cap
+        )
         _sidecar(path).unlink(missing_ok=True)
     md5 = _cached_md5(path)
     if info.md5 and md5 == info.md5.lower():

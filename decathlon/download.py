@@ -29,6 +29,11 @@ STALL_SECONDS = 30.0
 STALL_BYTES = 32 * 1024
 #: A temporary file nothing has written to for this long is stale even if its pid is alive.
 STALE_TEMPORARY_SECONDS = 6 * 3600
+#: The most a download may bring when neither the caller nor the server says how much to expect
+#: (a server that streams without end would fill the disk): four times the largest MedMNIST+
+#: file could be, pathmnist at 224 (107,180 x 224 x 224 x 3 bytes of images, about 16 GB,
+#: which its compressed .npz does not exceed). ``ensure_file`` gives each file its own cap.
+MAX_BYTES = 64 << 30
 
 
 @contextlib.contextmanager
@@ -147,6 +152,16 @@ def _truncated(
     )
 
 
+def _oversized(
+    name: str, shown: str, limit: int, total: Optional[int], most: str, hint: str
+) -> DownloadError:
+    # A server that sends without end (chunked, or until it closes) would fill the disk.
+    what = "the Content-Length it announced" if total is not None else most
+    return DownloadError(
+        f"download of {name} from {shown} stopped: it sent more than {what} ({limit} bytes); {hint}"
+    )
+
+
 class _Stalled(Exception):
     """The transfer went on below the minimum rate for a whole window."""
 
@@ -178,6 +193,7 @@ def download(
     mirror: bool = False,
     stall_seconds: Optional[float] = None,
     stall_bytes: Optional[int] = None,
+    max_bytes: Optional[int] = None,
 ) -> Path:
     """Download ``url`` to ``dest`` and return ``dest``.
 
@@ -188,11 +204,13 @@ def download(
     was. Temporary files of ``dest`` that killed downloads left are removed first
     (:func:`remove_stale_temporaries`). ``timeout`` is the socket timeout in seconds; a transfer
     that brings fewer than ``stall_bytes`` (default :data:`STALL_BYTES`) in ``stall_seconds``
-    (default :data:`STALL_SECONDS`) is given up. ``mirror`` says that ``url`` is the user's
-    ``--mirror``, which messages then name. Raises :class:`~decathlon.errors.DownloadError` with
-    a one-line message: network failure, stall, truncated transfer, checksum mismatch or a file
-    that fails ``check``. URLs in messages and logs lose credentials and query
-    (:func:`shown_url`).
+    (default :data:`STALL_SECONDS`) is given up, and so is one that brings more than the
+    server's ``Content-Length`` or than ``max_bytes`` (the most the file can be; default
+    :data:`MAX_BYTES`), or announces more than ``max_bytes``. ``mirror`` says that ``url`` is
+    the user's ``--mirror``, which messages then name. Raises
+    :class:`~decathlon.errors.DownloadError` with a one-line message: network failure, stall,
+    truncated or oversized transfer, checksum mismatch or a file that fails ``check``. URLs in
+    messages and logs lose credentials and query (:func:`shown_url`).
     """
     dest = Path(dest)
     name, shown, hint = dest.name, shown_url(url), _hint(mirror)
@@ -202,6 +220,8 @@ def download(
     digest = hashlib.md5(usedforsecurity=False)
     window = STALL_SECONDS if stall_seconds is None else stall_seconds
     floor = STALL_BYTES if stall_bytes is None else stall_bytes
+    cap = MAX_BYTES if max_bytes is None else max_bytes
+    most = f"the most {name} can be" if max_bytes is not None else "the cap for a download"
     received = 0
     total: Optional[int] = None
     kind = ""
@@ -215,10 +235,19 @@ def download(
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
                     kind = response.headers.get_content_type()
+                    if total is not None and total > cap:
+                        raise DownloadError(
+                            f"{shown} announces {total} bytes for {name}, more than {most}"
+                            f" ({cap} bytes); {hint}"
+                        )
+                    limit = cap if total is None else total
                     watch = _Watch(window, floor)
                     with _progress_bar(name, total, progress) as advance:
-                        # read1: whatever has arrived, so that the stall rule sees a slow body
-                        while chunk := response.read1(CHUNK):
+                        # read1: whatever has arrived, so that the stall rule sees a slow body;
+                        # never more than one byte past the limit
+                        while chunk := response.read1(min(CHUNK, limit - received + 1)):
+                            if received + len(chunk) > limit:
+                                raise _oversized(name, shown, limit, total, most, hint)
                             out.write(chunk)
                             digest.update(chunk)
                             received += len(chunk)

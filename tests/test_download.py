@@ -326,6 +326,139 @@ def test_a_killed_downloads_temporary_file_is_removed_by_the_next_download(
     assert download_module.remove_stale_temporaries(data_dir / "pneumoniamnist.npz") == [other]
 
 
+# ------------------------------------------------------------------ servers that never end
+
+#: What the endless server sends at most, so that a downloader without a cap ends the test.
+ENDLESS_SENDS = 64 << 20
+
+
+@pytest.fixture
+def endless_server() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that answers 200 and sends zeros as fast as it can:
+    ``/close/NAME`` with no Content-Length (until it closes the connection), ``/chunked/NAME``
+    in chunks after announcing a Content-Length of 1000 bytes, ``/huge/NAME`` announcing 1 TiB.
+    It stops after :data:`ENDLESS_SENDS` bytes, or when the client goes away; yields its base
+    URL."""
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            mode = self.path.split("/")[1]
+            if mode == "chunked":
+                self.protocol_version = "HTTP/1.1"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            if mode == "chunked":
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Content-Length", "1000")
+            elif mode == "huge":
+                self.send_header("Content-Length", str(1 << 40))
+            self.end_headers()
+            block = bytes(64 << 10)
+            try:
+                for _ in range(ENDLESS_SENDS // len(block)):
+                    if mode == "chunked":
+                        self.wfile.write(b"%x\r\n%b\r\n" % (len(block), block))
+                    else:
+                        self.wfile.write(block)
+                if mode == "chunked":
+                    self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except OSError:
+                pass  # the client gave up
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("mode", "max_bytes", "expected"),
+    [
+        (
+            "chunked",
+            None,
+            "download of breastmnist.npz from {url} stopped: it sent more than the"
+            " Content-Length it announced (1000 bytes); try again or use --mirror URL",
+        ),
+        (
+            "close",
+            None,
+            "download of breastmnist.npz from {url} stopped: it sent more than the cap for a"
+            " download (4194304 bytes); try again or use --mirror URL",
+        ),
+        (
+            "close",
+            3 << 20,
+            "download of breastmnist.npz from {url} stopped: it sent more than the most"
+            " breastmnist.npz can be (3145728 bytes); try again or use --mirror URL",
+        ),
+        (
+            "huge",
+            3 << 20,
+            "{url} announces 1099511627776 bytes for breastmnist.npz, more than the most"
+            " breastmnist.npz can be (3145728 bytes); try again or use --mirror URL",
+        ),
+    ],
+    ids=["past-its-content-length", "past-the-default-cap", "past-max-bytes", "announced-too-much"],
+)
+def test_a_download_that_does_not_end_is_stopped_in_one_line(
+    endless_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    max_bytes: int | None,
+    expected: str,
+) -> None:
+    """A server that answers 200 and sends bytes for ever, fast (the stall rule never fires),
+    filled the disk: nothing capped a download. Now it stops past what the server announced,
+    or past the most the file can be; the file there is kept and nothing else is left."""
+    monkeypatch.setattr(download_module, "MAX_BYTES", 4 << 20, raising=False)
+    dest = tmp_path / "data" / "breastmnist.npz"
+    dest.parent.mkdir()
+    dest.write_bytes(b"what was there")
+    url = f"{endless_server}/{mode}/breastmnist.npz"
+    with pytest.raises(DownloadError) as err:
+        cap = {} if max_bytes is None else {"max_bytes": max_bytes}
+        download(url, dest, md5=None, progress=False, **cap)
+    assert str(err.value) == expected.format(url=url)
+    assert _left(dest.parent) == ["breastmnist.npz"] and dest.read_bytes() == b"what was there"
+
+
+def test_ensure_file_caps_a_mirror_that_does_not_end_at_the_files_size(
+    tiny_catalog: TinyData, endless_server: str, tmp_path: Path
+) -> None:
+    """The most a file can be is known from the catalog (its arrays' shapes, uint8): a mirror
+    streaming without end is stopped there, and a --redownload keeps the good file."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    good = dataset_file(tiny_catalog.data_dir, "dermamnist")
+    shutil.copyfile(good, data_dir / "dermamnist.npz")
+    info = tiny_catalog.catalog.info("dermamnist")
+    cap = info.scale * (28 * 28 * 3 + 1) * 17 // 16 + (1 << 20)  # its uint8 arrays, and more
+    assert cap < ENDLESS_SENDS
+    mirror = f"{endless_server}/close?token=s3cret"
+    with pytest.raises(DownloadError) as err:
+        ensure_file(tiny_catalog.catalog, "dermamnist", data_dir, mirror=mirror, redownload=True)
+    assert str(err.value) == (
+        f"download of dermamnist.npz from {endless_server}/close/dermamnist.npz stopped: it sent"
+        f" more than the most dermamnist.npz can be ({cap} bytes); try again or check the"
+        " --mirror URL"
+    )
+    assert _left(data_dir) == ["dermamnist.npz"]
+    assert file_md5(data_dir / "dermamnist.npz") == file_md5(good)
+
+
 # ------------------------------------------------------------------ what messages show
 
 
