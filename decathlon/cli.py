@@ -183,7 +183,8 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--mirror",
-        help="base URL to download <flag>.npz (<flag>_<size>.npz above 28) from instead of Zenodo",
+        help="base URL to download <flag>.npz (<flag>_<size>.npz above 28) from instead of Zenodo"
+        " (config.json keeps it without credentials or query: give it again with --resume)",
     )
     download = run.add_mutually_exclusive_group()
     download.add_argument(
@@ -465,6 +466,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _refuse_changes_on_resume(args)
         config = _read_config(args.resume)
         config.redownload = args.redownload  # a request of this invocation, not of the run
+        if args.mirror is not None:  # config.json keeps it without credentials or query
+            config.mirror, config.mirror_withheld = str(args.mirror), False
         run_dir, resume = args.resume, True
     else:
         names = adapter_names(args.adapter, registry)
@@ -632,7 +635,7 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
 #: What ``run --resume`` may be told: how to carry on, not what the run is.
 RESUME_FLAGS = frozenset(
     {"command", "verbose", "func", "resume", "retry_failed", "redownload", "no_progress"}
-    | {"scheduler", "workers", "retries"}
+    | {"scheduler", "workers", "retries", "mirror"}
 )
 
 

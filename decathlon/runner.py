@@ -43,6 +43,7 @@ import decathlon
 from decathlon import budgets as budgets_module
 from decathlon import datasets, environments, files, launcher, leaderboard, metrics, rundir, sandbox
 from decathlon.contract import Adapter, Budget, DatasetInfo
+from decathlon.download import shown_url
 from decathlon.enforcement import new_tag, run_limited
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry
@@ -65,6 +66,9 @@ class RunConfig:
     scale_factor: float = 1.0
     data_dir: str | None = None
     mirror: str | None = None
+    # config.json keeps the mirror without credentials or query (download.shown_url), and says
+    # here when it took something out: a resume then downloads from it only with --mirror again
+    mirror_withheld: bool = False
     download: bool = True
     redownload: bool = False  # delete each file, download and check it again (once per run)
     allow_unverified: bool = False
@@ -269,6 +273,12 @@ class Runner:
         retry_failed: bool,
     ) -> Path:
         self._prepare_run_dir(run_dir, resume)
+        local = executor is None or self.config.data_dir is not None  # else the workers' folders
+        if self.config.mirror_withheld and local:
+            todo = self.pending(run_dir, tasks)
+            if retry_failed:
+                todo += [task for task, _ in self.failed(run_dir, tasks)]
+            self._refuse_a_mirror_withheld(run_dir, todo)
         if retry_failed:
             self._retry_failed(run_dir, tasks)
         if resume:
@@ -306,6 +316,28 @@ class Runner:
         except Exception:
             log.exception("a plugin failed in decathlon_run_finished")
         return path
+
+    def _to_download(self, flag: str) -> bool:
+        """Whether loading ``flag`` downloads its file from a mirror whose credentials or query
+        config.json did not keep (a resume without --mirror)."""
+        if not (self.config.mirror and self.config.mirror_withheld):
+            return False
+        redownload = self.config.redownload and flag not in self._redownloaded
+        missing = not datasets.dataset_file(self.data_dir, flag, self.config.size).is_file()
+        return redownload or (missing and self.config.download)
+
+    def _withheld_message(self, files: str) -> str:
+        return (
+            f"{files} must be downloaded from the mirror {self.config.mirror}, whose"
+            " credentials or query config.json does not keep: resume with --mirror URL again"
+        )
+
+    def _refuse_a_mirror_withheld(self, run_dir: Path, pending: Sequence[PlannedTask]) -> None:
+        """One line before any task runs, rather than an error row for each dataset."""
+        flags = [f for f in dict.fromkeys(t.dataset.flag for t in pending) if self._to_download(f)]
+        if flags:
+            names = ", ".join(datasets.file_name(f, self.config.size) for f in flags)
+            raise DecathlonError(f"{run_dir}: {self._withheld_message(names)}")
 
     def _record_environment(self, run_dir: Path) -> None:
         """Add the environment's build record to config.json once it exists (first use)."""
@@ -358,6 +390,9 @@ class Runner:
         return self._run_task(run_dir, task, self._loaded[1])
 
     def _load(self, flag: str) -> datasets.LoadedDataset | DecathlonError:
+        if self._to_download(flag):  # on a Dask worker, whose data folder the client cannot see
+            name = datasets.file_name(flag, self.config.size)
+            return DecathlonError(self._withheld_message(name))
         redownload = self.config.redownload and flag not in self._redownloaded
         self._redownloaded.add(flag)
         try:
@@ -408,9 +443,16 @@ class Runner:
             )
 
     def record(self) -> dict[str, Any]:
-        """config.json: the request, the adapter, the budgets file, versions, host and devices."""
+        """config.json: the request, the adapter, the budgets file, versions, host and devices.
+        The mirror is written without its credentials or query: the file is shared."""
+        config = self.config.to_json()
+        if self.config.mirror:
+            config["mirror"] = shown_url(self.config.mirror)
+            config["mirror_withheld"] = (
+                self.config.mirror_withheld or config["mirror"] != self.config.mirror
+            )
         return {
-            "config": self.config.to_json(),
+            "config": config,
             "adapter": {
                 "name": self.adapter.name,
                 "run": self.adapter.run,

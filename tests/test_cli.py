@@ -602,6 +602,84 @@ def test_redownload_replaces_a_damaged_file(
     assert_one_line_error(exited.value.code, capsys.readouterr().err, "not allowed with argument")
 
 
+@pytest.mark.parametrize("secret", ["?token=s3cret", ""], ids=["with-a-token", "without"])
+def test_config_json_keeps_no_mirror_secret_and_resume_takes_the_mirror_again(
+    capsys: pytest.CaptureFixture[str],
+    tiny_catalog: TinyData,
+    monkeypatch,
+    tmp_path: Path,
+    http_server: tuple[str, Path],
+    secret: str,
+) -> None:
+    """config.json recorded ``--mirror URL?token=...`` as given, in a file users share. Now it
+    records the URL without credentials or query; a resume that must download from such a
+    mirror says in one line to give --mirror again, and takes it; a mirror without a secret
+    resumes from config.json as before."""
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    base, served = http_server
+    (served / "m").mkdir()
+    copy_dataset(tiny_catalog.data_dir, "breastmnist", served / "m")  # retinamnist: not yet
+    mirror = f"{base}/m{secret}"
+    data_dir, run_dir = tmp_path / "data", tmp_path / "run"
+    flags = ["--adapter", "mis_good", "--datasets", "breastmnist,retinamnist"]
+    code, out, err = main(capsys, *_run_args(data_dir, run_dir, "--mirror", mirror), *flags)
+    assert code == 1 and "HTTP 404" in out, out + err  # retinamnist
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["config"]["mirror"] == f"{base}/m"
+    assert record["config"].get("mirror_withheld", False) is bool(secret)
+
+    copy_dataset(tiny_catalog.data_dir, "retinamnist", served / "m")
+    resume = ["run", "--resume", str(run_dir), "--retry-failed", "--no-progress"]
+    if secret:
+        code, out, err = main(capsys, *resume)
+        assert_one_line_error(
+            code,
+            err,
+            f"{run_dir}: retinamnist.npz must be downloaded from the mirror {base}/m, whose"
+            " credentials or query config.json does not keep: resume with --mirror URL again",
+        )
+        assert not (data_dir / "retinamnist.npz").exists()
+        code, out, err = main(capsys, *resume, "--mirror", mirror)
+    else:
+        code, out, err = main(capsys, *resume)
+    assert code == 0, out + err
+    rows = leaderboard.read(run_dir / "leaderboard.csv")
+    assert {r["status"] for r in rows if r["dataset"] != "decathlon"} == {"ok"}
+    assert (data_dir / "retinamnist.npz").read_bytes() == (
+        served / "m" / "retinamnist.npz"
+    ).read_bytes()
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert b"s3cret" not in path.read_bytes(), path
+    assert json.loads((run_dir / "config.json").read_text())["config"] == record["config"]
+
+
+def test_a_task_on_a_worker_that_needs_a_withheld_mirror_is_a_row_that_says_so(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """Where the client cannot look first (a Dask worker's own data folder), the task that
+    needs the file says it, without asking the mirror without its token."""
+    config = RunConfig(
+        adapter="mis_good",
+        profile="quick",
+        datasets=("breastmnist",),
+        seeds=(0,),
+        data_dir=str(tmp_path / "empty"),
+        mirror="http://127.0.0.1:9/m",
+        mirror_withheld=True,
+        info_path=str(tiny_catalog.info_path),
+        n_jobs=1,
+    )
+    runner = Runner(config, make_registry([misbehaving]))
+    (task,) = runner.plan()
+    rows = runner.execute(tmp_path / "run", task)
+    assert {r["status"] for r in rows} == {"error"}
+    assert rows[0]["reason"] == (
+        "data: breastmnist.npz must be downloaded from the mirror http://127.0.0.1:9/m, whose"
+        " credentials or query config.json does not keep: resume with --mirror URL again"
+    )
+
+
 # ---------------------------------------------------------------------------- flags in messages
 
 #: Arguments the code passes to other programs (pip, nvidia-smi), as whole strings.
