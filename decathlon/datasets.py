@@ -276,9 +276,10 @@ def _ensure(
         # With allow_unverified an MD5 mismatch is only a warning, so the downloader keeps the
         # file, but only one that passes the structure check.
         md5 = None if allow_unverified else info.md5
-        # At most its arrays uncompressed, a sixteenth more (headers, compression that expands)
-        # and 1 MiB: a server that streams without end is stopped there, not the disk full.
-        cap = info.n_bytes * 17 // 16 + (1 << 20)
+        # At most twice its arrays uncompressed and 1 MiB (headers, compression that expands,
+        # labels wider than uint8 in a mirror's copy): a server that streams without end is
+        # stopped there, not when the disk is full.
+        cap = info.n_bytes * 2 + (1 << 20)
         _download(
             url, path, md5=md5, progress=progress, check=check, mirror=bool(mirror), max_bytes=cap
         )

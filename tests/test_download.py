@@ -445,7 +445,7 @@ def test_ensure_file_caps_a_mirror_that_does_not_end_at_the_files_size(
     good = dataset_file(tiny_catalog.data_dir, "dermamnist")
     shutil.copyfile(good, data_dir / "dermamnist.npz")
     info = tiny_catalog.catalog.info("dermamnist")
-    cap = info.scale * (28 * 28 * 3 + 1) * 17 // 16 + (1 << 20)  # its uint8 arrays, and more
+    cap = info.scale * (28 * 28 * 3 + 1) * 2 + (1 << 20)  # twice its uint8 arrays, and 1 MiB
     assert cap < ENDLESS_SENDS
     mirror = f"{endless_server}/close?token=s3cret"
     with pytest.raises(DownloadError) as err:
