@@ -15,8 +15,10 @@ hierarchies (cgroup v1) or of its cgroup (v2, delegated), in three cases
   :mod:`decathlon.enforcement` cannot see, is still killed with the task. A sealed task needs
   none: its PID namespace ends everything in it.
 
-Every task cgroup is named ``decathlon-<tag>``; empty ones that a killed harness left are
-removed the next time one is made.
+Every task cgroup is named ``decathlon-<owner>-<tag>``, the owner being the harness process
+that made it (its pid and start time). When the next one is made, the cgroups of owners that are
+gone are emptied and removed: an unsealed task's processes that outlived a harness killed with
+``kill -9`` (a sealed task's end with the harness, see :mod:`decathlon.sandbox`) end then.
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ class TaskCgroup:
         def folder_in(parent: Path) -> Path:
             if parent not in made:
                 _remove_stale(parent)
-                made[parent] = parent / f"{_CGROUP_PREFIX}{name}"
+                made[parent] = parent / f"{_CGROUP_PREFIX}{_owner_of(os.getpid())}-{name}"
                 made[parent].mkdir()
             return made[parent]
 
@@ -318,10 +320,46 @@ def _rmdir(folder: Path) -> None:
         pass
 
 
+def _owner_of(pid: int) -> str:
+    """``<pid>.<start time in clock ticks after boot>``: a process, told apart from a later one
+    given the same pid; ``""`` when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return f"{pid}.{handle.read().rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return ""
+
+
 def _remove_stale(parent: Path) -> None:
-    """Delete empty task cgroups left by a harness that was killed (rmdir refuses busy ones)."""
+    """Delete the task cgroups of harness processes that are gone (killed), first killing what
+    is still in them; and empty ones of any name (rmdir refuses busy ones)."""
     for folder in parent.glob(f"{_CGROUP_PREFIX}*"):
+        owner = folder.name[len(_CGROUP_PREFIX) :].split("-", 1)[0]
+        pid = owner.partition(".")[0]
+        if owner.count(".") == 1 and pid.isdigit() and _owner_of(int(pid)) != owner:
+            _empty(folder)
         try:
             folder.rmdir()
         except OSError:
             pass
+
+
+def _empty(folder: Path) -> None:
+    """SIGKILL every process of a task cgroup whose harness is gone, and wait until they are."""
+    for attempt in range(50):
+        try:
+            pids = [int(p) for p in (folder / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return
+        if not pids:
+            return
+        if attempt == 0:
+            log.warning(
+                "killing %d process(es) that a killed harness's task left (%s)", len(pids), folder
+            )
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.1)

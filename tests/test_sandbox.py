@@ -107,6 +107,45 @@ def test_nothing_of_the_task_survives_a_harness_killed_with_sigkill(
     assert misbehaving.tagged_processes(misbehaving.task_tag(task_dir)) == []
 
 
+def test_what_an_unsealed_task_left_after_a_kill_9_ends_at_the_next_run(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """Unsealed (``--sandbox off``), nothing ends with the harness: a daemon that left the
+    task's session, group and environment survives a ``kill -9`` of it. Its cgroup, named by the
+    harness that made it, does not: the next run on this machine kills what is in it."""
+    if cgroups.cgroup_problem() and cgroups.pids_problem():
+        pytest.skip(f"no cgroup here: {cgroups.cgroup_problem()}")
+    proc = start_run(
+        tmp_path,
+        tiny_catalog,
+        "mis_spawner",
+        "--option",
+        "mode=vanish",
+        "--sandbox",
+        "off",
+        "--scale-factor",
+        "20",  # a hard limit of a minute, not 3 s: the harness is killed before it
+        flags=("breastmnist",),
+        seeds=(0,),
+    )
+    task_dir = tmp_path / "run" / TASK
+    try:
+        wait_for(
+            lambda: len(misbehaving.recorded_pids(task_dir)) >= 3, "the grandchild", proc, tmp_path
+        )
+        kill_harness(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    pids = misbehaving.recorded_pids(task_dir)
+    time.sleep(1)
+    assert misbehaving.live_pids(pids), "nothing outlived the harness: the test shows nothing"
+    rows = run("mis_good", tiny_catalog, tmp_path / "next", sandbox="off")
+    assert task_rows(rows, "breastmnist")["test"]["status"] == "ok"
+    assert gone_within(pids) == []
+
+
 # ---------------------------------------------------------------------------- data isolation
 
 
@@ -344,7 +383,7 @@ def test_one_large_allocation_is_stopped_by_the_kernel(
     parent = cgroups._cgroup_parent()
     assert parent is not None
     tag = misbehaving.task_tag(tmp_path / "run" / TASK)
-    assert not (parent[1] / f"decathlon-{tag}").exists(), "the task's cgroup was left behind"
+    assert not list(parent[1].glob(f"decathlon-*-{tag}")), "the task's cgroup was left behind"
 
 
 # ---------------------------------------------------------------------------- processes
@@ -382,7 +421,7 @@ def test_a_fork_bomb_gets_no_more_than_its_process_cap(
     assert config["sandbox"]["process_cap"] == f"40 (kernel, {cgroups.cgroup_kind('pids')})"
     tag = misbehaving.task_tag(tmp_path / "run" / TASK)
     parent = cgroups._parents()["pids"][1]
-    assert not (parent / f"decathlon-{tag}").exists(), "the task's cgroup was left behind"
+    assert not list(parent.glob(f"decathlon-*-{tag}")), "the task's cgroup was left behind"
 
 
 def test_max_processes_zero_is_no_cap(
