@@ -588,21 +588,14 @@ def _probe(steps: _Steps, adapter: Adapter, directory: Path, lock: Lock | None) 
     ) + launcher.import_check_code(adapter, module)
     python = str(_env_python(directory))
     steps.note(f"checking that {python} imports numpy, pluggy and {module}")
-    environ = launcher.worker_environment(1, "cpu")  # without PYTHONPATH, as the worker
-    try:
-        result = subprocess.run(
-            [python, "-c", code], capture_output=True, text=True, timeout=600, env=environ
-        )
-    except subprocess.TimeoutExpired:
-        raise EnvironmentBuildError(
-            f"the environment of '{adapter.name}' was built in {directory} but importing"
-            f" {module} in it took over 600 s; full log: {steps.log_path}"
-        ) from None
-    steps.build_log.write(result.stdout + result.stderr)
+    # In a process of its own, sealed as a task is: the adapter's module runs its top-level code
+    # here, and must not find the data (nor leave it where its tasks would read it).
+    probe_log = directory.parent / f".{directory.name}.probe.log"
+    passed, last = launcher.probe(adapter, python, code, timeout=600, log_path=probe_log)
+    steps.build_log.write(probe_log.read_text(encoding="utf-8", errors="replace"))
     steps.build_log.flush()
-    if result.returncode != 0:
-        lines = [x.strip() for x in result.stderr.splitlines() if x.strip()]
-        last = lines[-1][:200] if lines else f"exit {result.returncode}"
+    probe_log.unlink(missing_ok=True)
+    if not passed:
         source = (
             f"is the lock {lock.path} complete? `python -m decathlon lock {adapter.name}`"
             " compiles it again"
@@ -611,7 +604,7 @@ def _probe(steps: _Steps, adapter: Adapter, directory: Path, lock: Lock | None) 
         )
         raise EnvironmentBuildError(
             f"the environment of '{adapter.name}' was built in {directory} but does not work:"
-            f" {last} ({source}); full log: {steps.log_path}"
+            f" {last[:200]} ({source}); full log: {steps.log_path}"
         )
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import decathlon
-from decathlon import rundir, sandbox
+from decathlon import datasets, environments, rundir, sandbox
 from decathlon.contract import Adapter, Budget
-from decathlon.enforcement import Outcome
+from decathlon.enforcement import Outcome, new_tag, run_limited
 from decathlon.errors import DecathlonError
 
 #: The worker script, run by the adapter environment's interpreter.
@@ -58,6 +59,77 @@ def import_check_code(adapter: Adapter, module: str) -> str:
         f"f = w.import_adapter({mounts_for(adapter)!r}, {module!r})\n"
         "if f: sys.exit(f['type'] + ': ' + f['message'])\n"
     )
+
+
+def data_locations(data_dir: Path | None = None) -> list[str]:
+    """Every folder that may hold the data (the test labels), emptied in a sealed task's view
+    wherever something bound would show it: ``data_dir``, where its files really are when they
+    are links, the default data folder, ``~/.medmnist``, the harness's array and Dask caches."""
+    found = []
+    if data_dir is not None:
+        data_dir = data_dir.expanduser().resolve()
+        found += [str(data_dir), *sorted({str(f.resolve().parent) for f in data_dir.glob("*.npz")})]
+    return [
+        *found,
+        str(datasets.default_data_dir().expanduser().resolve()),
+        str(Path.home() / ".medmnist"),
+        str(environments.home() / "arrays"),
+        str(environments.home() / "dask-runs"),
+    ]
+
+
+def probe(
+    adapter: Adapter, python: str | Path, code: str, *, timeout: float, log_path: Path
+) -> tuple[bool, str]:
+    """Run ``code`` (an import check, see :func:`import_check_code`) with ``python`` as a task's
+    worker runs: in a process of its own, sealed where this machine allows (no network, the
+    data hidden), its whole tree killed at ``timeout`` seconds. An adapter's module runs its
+    top-level code when imported: here it can neither reach the harness's own objects (a module
+    imported into the harness could replace its scoring) nor the test labels. Returns whether it
+    exited 0 and the last line it printed (or why it was stopped); its output goes to
+    ``log_path``."""
+    try:
+        policy = sandbox.Policy.resolve("auto", "off", max_processes=sandbox.DEFAULT_MAX_PROCESSES)
+    except DecathlonError:  # no sandbox here: unsealed, in its own process all the same
+        policy = sandbox.Policy.resolve("auto", "on", max_processes=sandbox.DEFAULT_MAX_PROCESSES)
+    env = worker_environment(1, "cpu")
+    with tempfile.TemporaryDirectory(prefix="decathlon-probe-") as folder:
+        script, scratch = Path(folder) / "probe.py", Path(folder) / "scratch"
+        script.write_text(code, encoding="utf-8")
+        scratch.mkdir()
+        view = None
+        if policy.sealed:
+            view = sandbox.task_view(
+                python=str(python),
+                code=[str(WORKER.parent), *mounts_for(adapter).values()],
+                task_dirs=[str(scratch)],
+                task_file=str(script),
+                arrays=(),
+                hidden=data_locations(),
+                env=env,
+                cwd=str(scratch),
+            )
+        tag = new_tag()
+        outcome = run_limited(
+            [str(python), str(script)],
+            hard_limit=timeout,
+            log_path=log_path,
+            env=env,
+            cwd=scratch,
+            kill_grace=2.0,
+            tag=tag,
+            seal=sandbox.seal(policy, tag=tag, memory_mb=None, view=view),
+        )
+    if outcome.timed_out:
+        return False, f"still importing after {timeout:.0f} s; stopped"
+    lines = [
+        x.strip()
+        for x in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if x.strip() and not x.startswith("[decathlon] exit")
+    ]
+    if outcome.returncode != 0:
+        return False, lines[-1][:300] if lines else f"exit {outcome.returncode}"
+    return True, ""
 
 
 def worker_environment(n_jobs: int, device: str) -> dict[str, str]:

@@ -596,17 +596,7 @@ class Runner:
         folder, the caches or the rest of the run."""
         view = None
         if self.sandbox.sealed:
-            data_dir = self.data_dir.expanduser().resolve()
-            hidden = [
-                str(run_dir),
-                str(data_dir),
-                # where the data folder's files really are, when they are symbolic links
-                *sorted({str(f.resolve().parent) for f in data_dir.glob("*.npz")}),
-                str(datasets.default_data_dir().expanduser().resolve()),
-                str(Path.home() / ".medmnist"),
-                str(environments.home() / "arrays"),
-                str(environments.home() / "dask-runs"),
-            ]
+            hidden = [str(run_dir), *launcher.data_locations(self.data_dir)]
             # Paths only from the options the user gave (the budgets file, the command line),
             # not from the adapter's defaults: neither its options nor its default budgets.
             given = {**self.budgets.file_options(self.config.profile, self.adapter.name)}

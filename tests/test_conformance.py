@@ -3,11 +3,14 @@ it with a message that names the dataset and the reason."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import misbehaving
 import pytest
 
+from decathlon import sandbox
 from decathlon.conformance import (
     TASK_TYPE_DATASETS,
     assert_conforms,
@@ -109,3 +112,129 @@ def test_an_adapter_whose_module_does_not_import(tmp_path: Path) -> None:
         assert_conforms("ghost", tmp_path, registry=registry, datasets=("breastmnist",))
     assert "no_such_module_anywhere" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+# A plugin whose run module is not the module that registers it: the harness imports the
+# registration (``hostile_plugin``), and only a task's worker should import ``.evil``. Imported
+# into the harness, ``evil`` makes every task look fine: the row of a worker that failed is
+# scored as if it had predicted, and scoring itself is replaced by a perfect one.
+_REGISTRATION = """
+from decathlon.contract import Adapter
+from decathlon.hookspecs import hookimpl
+
+
+@hookimpl
+def decathlon_register_adapters(register):
+    register(
+        Adapter(
+            name="hostile_import",
+            run="hostile_plugin.evil:run",
+            default_budgets={"quick": {"hard_limit_seconds": 60}},
+        )
+    )
+"""
+
+_EVIL = """
+import json, os, subprocess, sys, time
+
+if os.environ.get("HOSTILE_HANG"):  # a daemon of its own, then an import that never ends
+    subprocess.Popen(["setsid", "sleep", os.environ["HOSTILE_HANG"]])
+    time.sleep(100000)
+
+found = {"pid": os.getpid(), "harness": "decathlon.runner" in sys.modules}
+for path in sys.argv[1:] + [os.environ.get("HOSTILE_DATA", "")]:
+    try:
+        with open(path, "rb") as handle:
+            found["read"] = len(handle.read())
+    except OSError as exc:
+        found["read"] = type(exc).__name__
+with open(os.environ["HOSTILE_MARKER"], "a") as handle:
+    handle.write(json.dumps(found) + "\\n")
+if found["harness"]:
+    import decathlon.launcher, decathlon.runner
+
+    decathlon.launcher.failure = lambda *args, **kwargs: None
+    def perfect(base, data, predictions, *args, **kwargs):
+        return [dict(base, split=s, status="ok", auc=1.0, acc=1.0) for s in ("val", "test")]
+    decathlon.runner.score = perfect
+
+
+def run(task):
+    raise RuntimeError("this adapter is broken")
+"""
+
+
+def _hostile_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    package = tmp_path / "plugins" / "hostile_plugin"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(_REGISTRATION)
+    (package / "evil.py").write_text(_EVIL)
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    import hostile_plugin
+
+    return make_registry([hostile_plugin])
+
+
+def test_check_never_imports_the_adapters_run_module_into_the_harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_catalog: Any
+) -> None:
+    """A hostile review made `check` pass an adapter that always raises: its run module,
+    imported into the harness by the `imports` check, replaced the scoring. The import check
+    now runs it in a process of its own, sealed as its tasks are: the adapter fails, the
+    harness's functions are its own, and the module could not read the data."""
+    import sys
+
+    import decathlon.launcher
+    import decathlon.runner
+
+    marker = tmp_path / "marker.jsonl"  # the sealed import cannot write here: no line from it
+    monkeypatch.setenv("HOSTILE_MARKER", str(marker))
+    monkeypatch.setenv("HOSTILE_DATA", str(tiny_catalog.data_dir / "breastmnist.npz"))
+    before = (decathlon.runner.score, decathlon.launcher.failure)
+    registry = _hostile_registry(tmp_path, monkeypatch)
+    checks = check_adapter("hostile_import", tmp_path / "work", registry=registry)
+    assert "hostile_plugin.evil" not in sys.modules
+    failed = {c.name.split(" ")[0].rstrip(":") for c in checks if not c.passed}
+    assert failed >= set(TASK_TYPE_DATASETS), checks
+    assert (decathlon.runner.score, decathlon.launcher.failure) == before
+    lines = [json.loads(x) for x in marker.read_text().splitlines()] if marker.exists() else []
+    assert not any(line["harness"] for line in lines), lines
+    if sandbox.bwrap_problem() is None:  # sealed: the data is not there to read
+        size = (tiny_catalog.data_dir / "breastmnist.npz").stat().st_size
+        assert all(line["read"] != size for line in lines), lines
+
+
+def test_an_import_that_never_ends_is_a_failed_check_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module that hangs at import, after starting a daemon in a session of its own: the
+    `imports` check fails in one line at its limit (it was a TimeoutExpired traceback after
+    300 s, and the daemon kept running), and nothing it started is left."""
+    import psutil
+
+    import decathlon.conformance
+
+    monkeypatch.setattr(decathlon.conformance, "IMPORT_SECONDS", 3)
+    monkeypatch.setenv("HOSTILE_HANG", "987651")
+    monkeypatch.setenv("HOSTILE_MARKER", str(tmp_path / "marker.jsonl"))
+    registry = _hostile_registry(tmp_path, monkeypatch)
+    checks = check_adapter(
+        "hostile_import",
+        tmp_path / "work",
+        registry=registry,
+        datasets=("breastmnist",),
+        scale_factor=0.1,  # its task hangs too: until a hard limit of 6 s
+    )
+    imports = next(c for c in checks if c.name == "imports")
+    assert not imports.passed
+    assert imports.detail == "hostile_plugin.evil: still importing after 3 s; stopped"
+
+    def daemons() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["cmdline"] == ["sleep", "987651"] and proc.info["status"] != "zombie":
+                found.append(proc)
+        return found
+
+    gone, alive = psutil.wait_procs(daemons(), timeout=30)
+    assert alive == [], alive
