@@ -481,3 +481,44 @@ def test_a_task_that_cannot_import_in_an_adapter_environment_names_setup_force(
     assert test["status"] == "error"
     assert test["reason"].startswith("ModuleNotFoundError: No module named 'decathlon_probe_fr")
     assert test["reason"].endswith("; a damaged environment? `decathlon setup --force envprobe`")
+
+
+def test_the_setup_probe_of_an_adapters_module_is_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_catalog: TinyData
+) -> None:
+    """setup imports the adapter's module in its new environment before marking it ready. A
+    hostile review's module read the test labels there (the probe ran unsealed) and could leave
+    them in the environment, which every task of the adapter reads. Now the probe is sealed as
+    a task: the data is not there, and the environment is read-only."""
+    from decathlon import sandbox
+
+    if sandbox.bwrap_problem():
+        pytest.skip(f"no sandbox here: {sandbox.bwrap_problem()}")
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))
+    data = tiny_catalog.data_dir / "breastmnist.npz"
+    package = tmp_path / "plugin" / "decathlon_thief_plugin"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "adapter.py").write_text(
+        "import os, sys, sysconfig\n"
+        "where = os.path.join(sysconfig.get_paths()['purelib'], 'stolen.txt')\n"
+        "try:\n"
+        f"    got = str(len(open({str(data)!r}, 'rb').read()))\n"
+        "except OSError as exc:\n"
+        "    got = type(exc).__name__\n"
+        "try:\n"
+        "    open(where, 'w').write(got)\n"
+        "except OSError as exc:\n"
+        "    print('could not write', where, type(exc).__name__, got, file=sys.stderr)\n"
+        "\ndef run(task):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(package.parent))
+    adapter = dataclasses.replace(_adapter(), run="decathlon_thief_plugin.adapter:run")
+    environments.build(adapter)
+    assert environments.is_ready(adapter)
+    stolen = list(environments.env_dir(adapter).rglob("stolen.txt"))
+    assert stolen == [], [p.read_text() for p in stolen]
+    log = environments.env_dir(adapter).parent.glob("*.log")
+    said = " ".join(p.read_text(errors="replace") for p in log)
+    assert "could not write" in said and "FileNotFoundError" in said, said[-2000:]
