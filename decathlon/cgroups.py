@@ -332,12 +332,22 @@ def _owner_of(pid: int) -> str:
 
 def _remove_stale(parent: Path) -> None:
     """Delete the task cgroups of harness processes that are gone (killed), first killing what
-    is still in them; and empty ones of any name (rmdir refuses busy ones)."""
+    is still in them. Those of a live harness are left alone, even empty: one just made is empty
+    until its task joins it (another harness's sweep removed it in between, and the task failed
+    to start). A cgroup of an older harness (no owner in its name) goes once empty for a minute."""
     for folder in parent.glob(f"{_CGROUP_PREFIX}*"):
         owner = folder.name[len(_CGROUP_PREFIX) :].split("-", 1)[0]
         pid = owner.partition(".")[0]
-        if owner.count(".") == 1 and pid.isdigit() and _owner_of(int(pid)) != owner:
+        if owner.count(".") == 1 and pid.isdigit():
+            if _owner_of(int(pid)) == owner:
+                continue
             _empty(folder)
+        else:
+            try:
+                if time.time() - folder.stat().st_mtime < 60:
+                    continue
+            except OSError:
+                continue
         try:
             folder.rmdir()
         except OSError:

@@ -442,6 +442,28 @@ def test_max_processes_zero_is_no_cap(
     assert config["sandbox"]["process_cap"] is None
 
 
+def test_a_cgroup_just_made_is_not_swept_by_another_harness(pids_cgroup: None) -> None:
+    """A task cgroup is empty from its making until its task joins it. Another harness (here a
+    second process, as a Dask worker beside this one is) making its own swept away the empty
+    ones of live harnesses too, and the task failed to start ("worker exited 2": its shell
+    could not join the folder)."""
+    import sys
+
+    mine = cgroups.TaskCgroup.create(f"sweep-{os.getpid()}", max_processes=64)
+    assert mine is not None and mine.pids_folder is not None
+    try:
+        other = (
+            "import os; from decathlon import cgroups\n"
+            "made = cgroups.TaskCgroup.create(f'other-{os.getpid()}', max_processes=64)\n"
+            "made.remove()\n"
+        )
+        subprocess.run([sys.executable, "-c", other], check=True, timeout=120)
+        assert mine.pids_folder.is_dir(), "a live harness's new cgroup was swept away"
+    finally:
+        mine.remove()
+    assert not mine.pids_folder.exists()
+
+
 # ---------------------------------------------------------------------------- network
 
 
