@@ -370,6 +370,9 @@ class Runner:
         what = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         for task, _ in failed:
             rundir.archive_attempt(self.task_dir(run_dir, task))
+        # At once, not when the first retried task ends: a harness killed before then would
+        # leave the leaderboard showing rows of attempts that are now archived.
+        self.write_leaderboard(run_dir)
         self.reporter.message(
             f"retrying {len(failed)} failed task{'s' if len(failed) > 1 else ''} ({what}); "
             f"earlier attempts kept in tasks/<dataset>/seed<N>/{rundir.ATTEMPTS}/"

@@ -287,3 +287,41 @@ def test_folders_a_task_locked_are_archived_cleared_and_removed(tmp_path: Path) 
         " 'scratch/', 'scratch/deep/', 'scratch/deep/er/', 'scratch/deep/er/tmp']",
     ]
     assert stat.S_IMODE(outside.stat().st_mode) == 0o500  # the link's target kept its mode
+
+
+def test_a_retry_killed_before_its_first_task_ends_shows_no_archived_rows(
+    tiny_catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed task's files move to ``attempts/1`` before it reruns; a harness killed right
+    then (SIGKILL: no handler runs) left a leaderboard that still showed the archived attempt's
+    rows while the task had no ``result.json``. The leaderboard is rewritten right after the
+    archiving, so it never shows an archived attempt."""
+    from decathlon.runner import RunConfig, Runner
+
+    config = RunConfig(
+        adapter="mis_good",
+        profile="quick",
+        datasets=("breastmnist", "retinamnist"),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+        options={"fail_on": ["retinamnist"]},
+        n_jobs=1,
+        kill_grace=1.0,
+    )
+    run_dir = tmp_path / "run"
+    Runner(config, make_registry([misbehaving])).run(run_dir)
+    assert board_rows(run_dir)["retinamnist"]["status"] == "error"
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # as SIGKILL ends the harness here: nothing after runs
+
+    monkeypatch.setattr(Runner, "execute", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(config, make_registry([misbehaving])).run(run_dir, resume=True, retry_failed=True)
+    task = run_dir / "tasks" / "retinamnist" / "seed0"
+    assert not (task / rundir.RESULT).exists()
+    assert (task / "attempts" / "1" / rundir.RESULT).exists()
+    rows = leaderboard.read(run_dir / "leaderboard.csv")
+    assert not [r for r in rows if r["dataset"] == "retinamnist"]
+    assert board_rows(run_dir)["breastmnist"]["status"] == "ok"
