@@ -700,6 +700,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
     registry = make_registry()
     names = sorted(registry.adapters) if args.adapters in ([], ["all"]) else args.adapters
     adapters = [registry.get(name) for name in names]
+    for adapter in adapters:
+        if adapter.environment is None:
+            console.print(f"{adapter.name}: runs in the harness's environment; nothing to lock")
+    if all(adapter.environment is None for adapter in adapters):
+        return 0
     written = environments.lock(adapters, on_step=console.print)
     changed = sum(1 for _, was_changed in written if was_changed)
     console.print(f"{len(written)} lock(s), {changed} changed")

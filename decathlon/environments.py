@@ -84,8 +84,9 @@ def spec_key(env: Environment) -> str:
 
 
 def requirements_of(env: Environment) -> list[str]:
-    """Everything installed: the worker's needs, then the adapter's requirements."""
-    return [*WORKER_REQUIREMENTS, *env.requirements]
+    """Everything installed: the worker's needs, then the adapter's requirements, each once
+    (an adapter may require ``pluggy`` itself)."""
+    return list(dict.fromkeys([*WORKER_REQUIREMENTS, *env.requirements]))
 
 
 # ------------------------------------------------------------------------------------ locks
@@ -675,6 +676,15 @@ def lock(
     uv = uv_binary()
     if uv is None:
         raise EnvironmentBuildError("`decathlon lock` needs uv (pip install uv)")
+    adapters = list(adapters)
+    for folder in dict.fromkeys(lock_dir(a) for a in adapters if a.environment is not None):
+        # Before compiling, which takes minutes: a folder that cannot take the lock says so now.
+        why = files.why_not_writable(folder)
+        if why:
+            raise EnvironmentBuildError(
+                f"cannot write locks into {folder} ({why}); set DECATHLON_LOCK_DIR to a folder"
+                " you can write"
+            )
     settings = pipconfig.read()
     environ = pipconfig.uv_environ(settings)
     done: dict[Path, tuple[Path, bool]] = {}

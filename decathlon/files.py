@@ -12,6 +12,7 @@ import errno
 import io
 import os
 import stat
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,27 @@ def replacing(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def why_not_writable(folder: Path) -> str | None:
+    """Make ``folder`` (with its parents) and write a file in it; ``None`` when that works, else
+    why not, as a short phrase for a one-line message (``/etc/passwd is a file, not a folder``).
+
+    Commands call it before any slow or lasting work, so that a folder that cannot take their
+    output stops them at once rather than with a traceback at the end."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".decathlon-write-check-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+            for parent in (folder, *folder.parents):
+                if parent.exists() and not parent.is_dir():
+                    return f"{parent} is a file, not a folder"
+        return exc.strerror or str(exc)
+    return None
 
 
 def write_text(path: Path, text: str) -> None:

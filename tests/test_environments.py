@@ -522,3 +522,61 @@ def test_the_setup_probe_of_an_adapters_module_is_sealed(
     log = environments.env_dir(adapter).parent.glob("*.log")
     said = " ".join(p.read_text(errors="replace") for p in log)
     assert "could not write" in said and "FileNotFoundError" in said, said[-2000:]
+
+
+FAKE_UV = """#!/bin/sh
+# Stands in for uv pip compile: records the call, writes two pins to --output-file.
+echo called >> "{calls}"
+while [ "$#" -gt 0 ]; do
+    if [ "$1" = "--output-file" ]; then printf 'numpy==2.0.0\\npluggy==1.5.0\\n' > "$2"; fi
+    shift
+done
+"""
+
+
+def _fake_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    calls = tmp_path / "uv-calls"
+    uv = tmp_path / "fake-uv"
+    uv.write_text(FAKE_UV.format(calls=calls))
+    uv.chmod(0o755)
+    monkeypatch.setattr(environments, "uv_binary", lambda: str(uv))
+    return calls
+
+
+def test_the_lock_header_names_each_requirement_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adapter that requires pluggy itself (the worker needs it too) had it listed twice."""
+    _fake_uv(tmp_path, monkeypatch)
+    monkeypatch.setenv("DECATHLON_LOCK_DIR", str(tmp_path / "locks"))
+    ((path, _),) = environments.lock([_adapter(("pluggy", "threadpoolctl"))])
+    (line,) = [x for x in path.read_text().splitlines() if x.startswith("# requirements: ")]
+    assert json.loads(line.removeprefix("# requirements: ")) == ["numpy", "pluggy", "threadpoolctl"]
+
+
+def test_a_lock_folder_that_cannot_be_written_stops_before_compiling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DECATHLON_LOCK_DIR=/proc/x`` ended in a FileNotFoundError traceback, and only after the
+    compile (minutes) had run: now one line, before uv is started."""
+    calls = _fake_uv(tmp_path, monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for folder, why in ((blocker / "locks", f"{blocker} is a file"), (Path("/proc/x"), "")):
+        monkeypatch.setenv("DECATHLON_LOCK_DIR", str(folder))
+        with pytest.raises(EnvironmentBuildError) as info:
+            environments.lock([_adapter()])
+        message = str(info.value)
+        assert message.startswith(f"cannot write locks into {folder} (")
+        assert why in message and "set DECATHLON_LOCK_DIR" in message and "\n" not in message
+    assert not calls.exists()
+
+
+def test_lock_of_an_adapter_in_the_harness_environment_says_why_there_is_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from decathlon import cli
+
+    assert cli.main(["lock", "baseline"]) == 0
+    out = capsys.readouterr().out
+    assert out == "baseline: runs in the harness's environment; nothing to lock\n"
