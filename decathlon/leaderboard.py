@@ -235,8 +235,11 @@ def _read_leaderboard(path: Path) -> Leaderboard:
     if path.is_dir():
         run_dir, path = path, rundir.leaderboard_path(path)
         if not path.is_file():
+            _refuse_a_run_without_results(run_dir)
             raise LeaderboardError(f"{run_dir}: not a run directory (no leaderboard.csv in it)")
     elif not path.is_file():
+        if path.name == rundir.LEADERBOARD:
+            _refuse_a_run_without_results(path.parent)
         raise LeaderboardError(f"{path}: no such leaderboard file or run directory")
     elif rundir.is_run_dir(path.parent):
         run_dir = path.parent
@@ -350,6 +353,18 @@ def _read_leaderboard(path: Path) -> Leaderboard:
     rows = rows.reset_index(drop=True)
     _check_summary_rows(path, df, rows)
     return Leaderboard(path=path, rows=rows, run_dir=run_dir, profile=profiles[0])
+
+
+def _refuse_a_run_without_results(run_dir: Path) -> None:
+    """A run folder (it has its config.json) stopped before any task finished has no
+    leaderboard yet: say so, and how to go on, rather than "not a run directory"."""
+    from decathlon import rundir  # here: rundir reads this module's names
+
+    if rundir.config_path(run_dir).is_file():
+        raise LeaderboardError(
+            f"{run_dir}: the run has no finished task yet (no leaderboard.csv); finish it with"
+            f" `run --resume {run_dir}`"
+        )
 
 
 def _check_whole_rows(path: Path) -> None:

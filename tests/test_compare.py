@@ -1083,3 +1083,45 @@ def test_methods_with_unsealed_rows_are_marked(tmp_path: Path) -> None:
     markdown = compare.to_markdown(table, methods)
     assert "| unsealed/baseline ‡ |" in markdown
     assert "‡ = some rows ran without the sandbox" in markdown
+
+
+def test_a_run_stopped_before_any_task_finished_says_how_to_go_on(
+    tiny_catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``show`` and ``compare`` on such a run said "not a run directory": it is one, with its
+    config.json, and ``run --resume`` finishes it."""
+    import misbehaving
+
+    from decathlon import cli
+    from decathlon.plugins import make_registry
+    from decathlon.runner import RunConfig, Runner
+
+    def stopped(*args: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the first task runs
+
+    monkeypatch.setattr(Runner, "execute", stopped)
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    config = RunConfig(
+        adapter="mis_good",
+        profile="quick",
+        datasets=("breastmnist",),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+    )
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        Runner(config, make_registry([misbehaving])).run(run_dir)
+    assert (run_dir / "config.json").is_file() and not (run_dir / "leaderboard.csv").exists()
+    expected = (
+        f"error: {run_dir}: the run has no finished task yet (no leaderboard.csv); finish it"
+        f" with `run --resume {run_dir}`\n"
+    )
+    for argv in (["show", str(run_dir)], ["compare", str(run_dir)]):
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == expected
+    with pytest.raises(LeaderboardError, match="the run has no finished task yet"):
+        compare.read_leaderboard(run_dir / "leaderboard.csv")
+    (tmp_path / "empty").mkdir()  # a folder that is no run: as before
+    with pytest.raises(LeaderboardError, match="not a run directory"):
+        compare.read_leaderboard(tmp_path / "empty")
