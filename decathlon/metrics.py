@@ -95,12 +95,28 @@ def size_flag(size: int | None = None) -> str:
     return "" if size is None or size == 28 else f"_{size}"
 
 
+def evaluator_run(run: str) -> str:
+    """The run part of an evaluator file's name: the run's name with each ``.`` and ``@`` made
+    ``-`` (``review-dot.v2`` -> ``review-dot-v2``).
+
+    medmnist 3.0.2's ``Evaluator.parse_and_evaluate`` reads the run back from the name as
+    ``filename.split("@")[-1].split(".")[0]`` and writes its copy of the file under it: a dot in
+    the run would cut it there (``...@review-dot.v2.csv`` re-written as ``...@review-dot.csv``),
+    an ``@`` would cut it at the front. Without either, medmnist writes the same name again.
+    """
+    return run.replace(".", "-").replace("@", "-")
+
+
 def evaluator_filename(
     flag: str, split: str, auc_value: float, acc_value: float, run: str, size: int | None = None
 ) -> str:
     """The name MedMNIST's ``Evaluator.get_standard_evaluation_filename`` gives a scores file:
-    ``{flag}{size_flag}_{split}_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{run}.csv``."""
-    return f"{flag}{size_flag(size)}_{split}_[AUC]{auc_value:.3f}_[ACC]{acc_value:.3f}@{run}.csv"
+    ``{flag}{size_flag}_{split}_[AUC]{auc:.3f}_[ACC]{acc:.3f}@{run}.csv``, the run part as
+    :func:`evaluator_run` makes it (one that medmnist parses back whole)."""
+    return (
+        f"{flag}{size_flag(size)}_{split}_[AUC]{auc_value:.3f}_[ACC]{acc_value:.3f}"
+        f"@{evaluator_run(run)}.csv"
+    )
 
 
 def save_evaluator_csv(

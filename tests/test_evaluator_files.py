@@ -119,6 +119,31 @@ def test_medmnist_rescores_every_task_type(
     assert n == 3 * len(TASK_TYPE_DATASETS)
 
 
+def test_medmnist_rewrites_the_same_file_for_a_run_with_a_dot_in_its_name(
+    tiny_catalog: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--run-dir .../review-dot.v2``: medmnist cuts the run at its first dot and wrote a second
+    file, ``...@review-dot.csv``, beside the harness's ``...@review-dot.v2.csv``. The run part
+    is ``review-dot-v2``, which medmnist reads back whole."""
+    _require_medmnist()
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "decathlon-home"))
+    config = RunConfig(
+        adapter="mis_good",
+        profile="quick",
+        datasets=("breastmnist",),
+        data_dir=str(tiny_catalog.data_dir),
+        download=False,
+        info_path=str(tiny_catalog.info_path),
+        n_jobs=1,
+        kill_grace=1.0,
+    )
+    run_dir = tmp_path / "review-dot.v2"
+    Runner(config, make_registry([misbehaving])).run(run_dir)
+    names = [p.name for p in run_dir.glob("tasks/*/seed*/evaluator/*")]
+    assert len(names) == 3 and all(n.endswith("@review-dot-v2.csv") for n in names)
+    assert assert_medmnist_agrees(run_dir, tiny_catalog.data_dir, tmp_path / "home") == 3
+
+
 @pytest.mark.realdata
 def test_readme_baseline_numbers_come_from_the_current_code(
     real_data_dir: Path, tmp_path: Path

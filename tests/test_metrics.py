@@ -224,6 +224,28 @@ def test_evaluator_filename_size_flag() -> None:
     )
 
 
+def _medmnist_run(filename: str) -> str:
+    """The run medmnist 3.0.2 reads from a file name: ``Evaluator.parse_and_evaluate``
+    (medmnist/evaluator.py) does ``run = filename.split("@")[-1].split(".")[0]``."""
+    return filename.split("@")[-1].split(".")[0]
+
+
+@pytest.mark.parametrize("run", ["review-dot.v2", "run", "a@b.c.d", "x_y-20261127-170000"])
+def test_medmnist_reads_the_evaluator_files_run_back_whole(run: str) -> None:
+    """A run folder named ``review-dot.v2`` gave ``...@review-dot.v2.csv``, which medmnist
+    re-scores and re-writes as ``...@review-dot.csv``: a second file, not the same bytes under
+    the same name. The run part has its dots (and ``@``) made ``-``."""
+    for size in (28, 64):
+        name = metrics.evaluator_filename("breastmnist", "test", 0.871, 0.827, run, size=size)
+        parsed = _medmnist_run(name)
+        # medmnist's get_standard_evaluation_filename with the run it parsed: the same name.
+        flag_size = "breastmnist" + metrics.size_flag(size)
+        assert name == f"{flag_size}_test_[AUC]0.871_[ACC]0.827@{parsed}.csv"
+        assert parsed == metrics.evaluator_run(run)
+    assert metrics.evaluator_run("review-dot.v2") == "review-dot-v2"
+    assert metrics.evaluator_run("plain-run_1") == "plain-run_1"
+
+
 @pytest.mark.parametrize(("task", "k"), [(BINARY, 2), (MULTI_CLASS, 11), (MULTI_LABEL, 14)])
 def test_evaluator_csv_round_trip(tmp_path: Path, task: str, k: int) -> None:
     rng = np.random.default_rng(k)
