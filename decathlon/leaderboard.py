@@ -370,7 +370,11 @@ def _refuse_a_run_without_results(run_dir: Path) -> None:
 def _check_whole_rows(path: Path) -> None:
     """Refuse a file cut off in the middle of a row (any split): every record has every field.
 
-    The harness rewrites its leaderboard atomically, so a short row means a truncated copy.
+    The harness rewrites its leaderboard atomically, so a short row means a truncated copy. A
+    cut just after the comma before the last field (``notes``, often empty) leaves a row with
+    every field: what tells it from a whole row is the end of the file. Every row the harness
+    writes ends with a newline (``\n``; ``\r\n`` in files others wrote), so a file whose
+    last row has none was cut inside it.
     """
     try:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -378,18 +382,33 @@ def _check_whole_rows(path: Path) -> None:
             header = next(reader, None)
             if not header:
                 return  # empty: read_leaderboard says so
+            last = 0
             for record in reader:
                 if record and len(record) != len(header):
                     raise LeaderboardError(
                         f"{path}: line {reader.line_num}: cut off ({len(record)} of"
                         f" {len(header)} fields); the file is truncated or not a leaderboard"
                     )
+                last = reader.line_num
+            if last and not _ends_with_newline(path):
+                raise LeaderboardError(
+                    f"{path}: line {last}: cut off (no newline at the end of the file: the row"
+                    " may have lost its last fields); the file is truncated (if this row is"
+                    " whole, end the file with a newline)"
+                )
     except csv.Error as exc:  # e.g. cut off inside a quoted field
         raise LeaderboardError(
             f"{path}: line {reader.line_num}: {exc}; the file is truncated or not a leaderboard CSV"
         ) from None
     except UnicodeDecodeError:
         return  # read_leaderboard says so
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as raw:
+        size = raw.seek(0, io.SEEK_END)
+        raw.seek(max(0, size - 1))
+        return size == 0 or raw.read(1) == b"\n"
 
 
 def _check_summary_rows(path: Path, df: pd.DataFrame, rows: pd.DataFrame) -> None:

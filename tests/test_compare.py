@@ -1125,3 +1125,28 @@ def test_a_run_stopped_before_any_task_finished_says_how_to_go_on(
     (tmp_path / "empty").mkdir()  # a folder that is no run: as before
     with pytest.raises(LeaderboardError, match="not a run directory"):
         compare.read_leaderboard(tmp_path / "empty")
+
+
+def test_a_file_cut_just_before_the_last_field_is_refused(good_board: Path) -> None:
+    """Cut right after the comma before the last row's ``notes``, the row still has every
+    field (notes read as empty): it was accepted and the rows after it were lost. A whole file
+    ends with a newline, as the harness writes it (and CRLF files from others end too)."""
+    text = good_board.read_text()
+    lines = text.splitlines(keepends=True)
+    i = next(i for i, line in enumerate(lines) if ",test,ok," in line and i > 3)
+    row = lines[i]
+    assert row.endswith(",\n")  # the notes field is empty in this row
+    bad = good_board.parent / "cut.csv"
+    bad.write_text("".join(lines[:i]) + row[:-1])  # ...,reason,<cut>
+    with pytest.raises(LeaderboardError) as info:
+        compare.read_leaderboard(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: line {i + 1}: cut off (no newline at the end")
+    assert "truncated" in message and "end the file with a newline" in message
+    assert "\n" not in message
+    # Whole files: the harness's own, and the same rows with CRLF line ends.
+    whole = len(compare.read_leaderboard(good_board).rows)
+    assert whole > i
+    crlf = good_board.parent / "crlf.csv"
+    crlf.write_bytes(text.replace("\n", "\r\n").encode())
+    assert len(compare.read_leaderboard(crlf).rows) == whole
