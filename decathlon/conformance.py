@@ -26,14 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from decathlon import environments, launcher, leaderboard, rundir, synthetic
+from decathlon import environments, files, launcher, leaderboard, rundir, synthetic
+from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry, make_registry
 from decathlon.runner import RunConfig, Runner, check_size
 
-#: One dataset per task type: binary, multi-class, ordinal, multi-label.
+#: The run folder inside a check's work folder (beside its generated ``data/``).
+RUN = "run"
 #: How long the adapter's module may take to import (TensorFlow's first import is slow).
 IMPORT_SECONDS = 300
-
+#: One dataset per task type: binary, multi-class, ordinal, multi-label.
 TASK_TYPE_DATASETS = ("breastmnist", "organamnist", "retinamnist", "chestmnist")
 
 
@@ -64,6 +66,7 @@ def check_adapter(
     """
     registry = registry or make_registry()
     check_size(registry.get(name), size)
+    _prepare_workdir(workdir)  # before the import check, which may build an environment
     checks = [_check_registered(name, registry), _check_import(registry.get(name), workdir)]
     return checks + _check_datasets(
         name,
@@ -77,6 +80,21 @@ def check_adapter(
         budgets_path=budgets_path,
         size=size,
     )
+
+
+def _prepare_workdir(workdir: Path) -> None:
+    """Refuse, before anything is written, a work folder that already holds a check (its
+    generated data would be written over, then its run refused) or that cannot be written."""
+    if rundir.config_path(workdir / RUN).exists():
+        raise DecathlonError(
+            f"{workdir} already holds a conformance check (its {RUN}/ folder); choose another"
+            " --workdir, or leave --workdir out for a new temporary folder"
+        )
+    why = files.why_not_writable(workdir)
+    if why:
+        raise DecathlonError(
+            f"{workdir}: cannot write the check's files there ({why}); choose another --workdir"
+        )
 
 
 def _check_registered(name: str, registry: Registry) -> Check:
@@ -98,6 +116,7 @@ def _check_datasets(
     size: int = 28,
 ) -> list[Check]:
     """One run of the real harness on generated ``datasets`` at ``size``; a check per dataset."""
+    _prepare_workdir(workdir)
     data_dir, info_path = synthetic.write_catalog(workdir / "data", datasets, sizes, size)
     config = RunConfig(
         adapter=name,
@@ -112,7 +131,7 @@ def _check_datasets(
         options=dict(options or {}),
         budgets_path=str(budgets_path) if budgets_path else None,
     )
-    path = Runner(config, registry).run(workdir / "run")
+    path = Runner(config, registry).run(workdir / RUN)
     rows = [r for r in leaderboard.read(path) if r["dataset"] != leaderboard.SUMMARY_DATASET]
     checks = []
     for flag in datasets:

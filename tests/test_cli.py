@@ -982,3 +982,49 @@ def test_a_plain_tcp_scheduler_needs_the_network_off(
     code, _, err = run_baseline(capsys, str(tmp_path / "data"), str(tmp_path / "run"), *scheduler)
     assert_one_line_error(code, err, "could reach a plain-TCP scheduler", "--network off")
     assert not (tmp_path / "run").exists()
+
+
+def test_check_and_export_refuse_an_output_folder_they_cannot_write(
+    capsys: pytest.CaptureFixture[str], tiny_catalog, tmp_path: Path
+) -> None:
+    """`check --workdir /etc/passwd` (a file) and `--workdir /proc/nope` ended in a
+    NotADirectoryError or FileNotFoundError traceback; `export-automl-vision --out` a file in
+    a FileExistsError one. Each is one line naming the folder and the flag to change."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("kept\n")
+    cases = [
+        (blocker, f"{blocker} is a file, not a folder"),
+        (blocker / "sub", f"{blocker} is a file, not a folder"),
+        (Path("/proc/nope"), "/proc/nope: cannot write"),
+    ]
+    for folder, why in cases:
+        code, out, err = main(capsys, "check", "baseline", "--workdir", str(folder))
+        assert_one_line_error(code, err, str(folder), why, "choose another --workdir")
+        assert out == ""
+        export = ["export-automl-vision", "--dataset", "breastmnist", "--out", str(folder)]
+        export += ["--no-download", "--data-dir", str(tiny_catalog.data_dir)]
+        code, out, err = main(capsys, *export, "--info", str(tiny_catalog.info_path))
+        assert_one_line_error(code, err, str(folder), why, "choose another --out")
+        assert out == ""
+    assert blocker.read_text() == "kept\n"
+
+
+def test_check_refuses_a_workdir_holding_a_check_before_writing_anything(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A second `check --workdir W` regenerated W/data, then stopped saying "pass --resume ...
+    or choose another --run-dir", flags `check` does not have. Now it names --workdir and
+    nothing of the first check is touched."""
+    from decathlon import conformance
+
+    monkeypatch.setattr(conformance, "make_registry", lambda: make_registry([misbehaving]))
+    workdir = tmp_path / "check"
+    code, out, err = main(capsys, "check", "mis_good", "--workdir", str(workdir))
+    assert code == 0, out + err
+    before = snapshot(workdir)
+    code, out, err = main(capsys, "check", "mis_good", "--workdir", str(workdir))
+    assert_one_line_error(
+        code, err, f"{workdir} already holds a conformance check", "choose another --workdir"
+    )
+    assert "--resume" not in err and "--run-dir" not in err and out == ""
+    assert snapshot(workdir) == before

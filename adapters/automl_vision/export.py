@@ -209,8 +209,13 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``export-automl-vision``: load the dataset (all three splits) and export it."""
     import sys
 
-    from decathlon import datasets
+    from decathlon import datasets, files
 
+    why = files.why_not_writable(args.out)  # before loading, which may download
+    if why:
+        raise ExportError(
+            f"{args.out}: cannot write the export there ({why}); choose another --out"
+        )
     catalog = datasets.Catalog.load(args.info)
     data_dir = args.data_dir or datasets.default_data_dir()
     loaded = datasets.load(
