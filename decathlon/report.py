@@ -214,7 +214,7 @@ def render(
         title = (
             first.label
             if len(group) == 1
-            else f"{first.label.split('/')[0]}: {', '.join(m.adapter for m in group)}"
+            else f"{first.run_label}: {', '.join(m.adapter for m in group)}"
         )
         parts.append(f"<h3>{esc(title)}</h3><dl>")
         parts += [f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in provenance(first).items()]

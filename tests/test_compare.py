@@ -1150,3 +1150,22 @@ def test_a_file_cut_just_before_the_last_field_is_refused(good_board: Path) -> N
     crlf = good_board.parent / "crlf.csv"
     crlf.write_bytes(text.replace("\n", "\r\n").encode())
     assert len(compare.read_leaderboard(crlf).rows) == whole
+
+
+def test_two_run_folders_of_one_name_are_two_methods_told_apart(tmp_path: Path) -> None:
+    """Every `check --workdir W` makes `W/run`: `compare /a/run /b/run` was refused as
+    "duplicate rows: method run/baseline is also in ...". Two folders are two methods, labelled
+    by the shortest end of their paths that differs; one folder given twice is still refused."""
+    first = write_run(tmp_path / "x" / "a", "run", {"baseline": 0.0})
+    second = write_run(tmp_path / "y" / "b", "run", {"baseline": 0.05})
+    methods = compare.collect([first, second])
+    assert [m.label for m in methods] == ["a/run/baseline", "b/run/baseline"]
+    assert [m.run_id for m in methods] == ["run", "run"]
+    text = compare.compare_command([first, second], bootstrap=0, width=220)
+    assert "a/run/baseline" in text and "b/run/baseline" in text
+    deeper = write_run(tmp_path / "z" / "a", "run", {"baseline": 0.1})  # same parent name
+    labels = [m.label for m in compare.collect([first, deeper, second])]
+    assert labels == ["x/a/run/baseline", "z/a/run/baseline", "y/b/run/baseline"]
+    for twice in ([first, first], [first, first / "leaderboard.csv"]):
+        with pytest.raises(LeaderboardError, match="duplicate rows: method run/baseline"):
+            compare.collect(twice)

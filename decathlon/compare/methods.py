@@ -50,11 +50,18 @@ class Method:
     per_seed: dict[str, np.ndarray] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     unsealed: int = 0  # rows that ran without the sandbox (sealed=false)
+    #: The run as labels show it when its run_id alone is ambiguous: two run folders of the
+    #: same name (every ``check --workdir`` makes a ``run``), told apart by their parent folders.
+    shown_run: str = ""
+
+    @property
+    def run_label(self) -> str:
+        return self.shown_run or REFERENCE_LABELS.get(self.run_id, self.run_id)
 
     @property
     def label(self) -> str:
         at = "" if self.size == datasets.DEFAULT_SIZE else f"@{self.size}"
-        return f"{REFERENCE_LABELS.get(self.run_id, self.run_id)}/{self.adapter}{at}"
+        return f"{self.run_label}/{self.adapter}{at}"
 
     @property
     def complete(self) -> bool:
@@ -188,7 +195,10 @@ def collect(
     """Read every input (plus the reference leaderboard) and return the methods to compare.
 
     ``datasets`` restricts the comparison to those datasets (see :func:`select_datasets`).
-    Refuses the same method (``run_id/adapter``) coming from two files.
+    Refuses the same method (``run_id/adapter``) coming from two files, unless both are run
+    folders, different ones: each is then labelled by the shortest end of its path that tells
+    it from the others (``a/run/baseline``, ``b/run/baseline``). The same folder given twice,
+    or a leaderboard file and its copy elsewhere, stay refused.
     """
     chosen = select_datasets(datasets)
     sources = [Path(p) for p in paths]
@@ -199,18 +209,40 @@ def collect(
             "nothing to compare: give leaderboard files, run directories or --reference"
         )
     methods: list[Method] = []
-    seen: dict[str, Path] = {}
     for source in sources:
-        board = read_leaderboard(source)
-        for method in methods_of(board, chosen):
-            if method.label in seen:
-                raise LeaderboardError(
-                    f"{board.path}: duplicate rows: method {method.label} is also in "
-                    f"{seen[method.label]}"
-                )
-            seen[method.label] = board.path
-            methods.append(method)
+        methods.extend(methods_of(read_leaderboard(source), chosen))
+    clashes: dict[str, list[Method]] = {}
+    for method in methods:
+        clashes.setdefault(method.label, []).append(method)
+    for same in clashes.values():
+        if len(same) > 1:
+            _tell_apart(same)
+    seen: dict[str, Path] = {}
+    for method in methods:
+        if method.label in seen:
+            raise LeaderboardError(
+                f"{method.source}: duplicate rows: method {method.label} is also in "
+                f"{seen[method.label]}"
+            )
+        seen[method.label] = method.source
     return methods
+
+
+def _tell_apart(same: Sequence[Method]) -> None:
+    """Label methods of one label from different run folders by the shortest end of each
+    folder's path that differs (``/x/a/run`` and ``/y/b/run``: ``a/run`` and ``b/run``). Left as
+    they are (then refused as duplicates) unless each comes from a run folder of its own."""
+    folders = [m.run_dir.resolve() if m.run_dir is not None else None for m in same]
+    if any(f is None for f in folders) or len(set(folders)) < len(folders):
+        return
+    parts = [f.parts for f in folders if f is not None]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        ends = [Path(*p[-k:]).as_posix() for p in parts]
+        if len(set(ends)) == len(ends):
+            break
+    for method, folder, end in zip(same, folders, ends):
+        assert folder is not None
+        method.shown_run = end if folder.name == method.run_id else f"{end}:{method.run_id}"
 
 
 def by_size(methods: Sequence[Method]) -> dict[int, list[Method]]:
