@@ -868,7 +868,8 @@ def test_check_of_a_plugin_file_that_fails_to_import_in_the_task_names_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The harness imports the plugin file, the task cannot (the file changed since; in an
-    adapter's own environment, a package it lacks): each check says why on one line."""
+    adapter's own environment, a package it lacks): each check says why on one line, the
+    imports check too (it imports the file as the task does, not in the harness)."""
     name = "plugin_fails_in_task"
     path = _plugin_file(tmp_path / "site", name, GOOD_PLUGIN_FILE.format(name=name))
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
@@ -883,7 +884,10 @@ def test_check_of_a_plugin_file_that_fails_to_import_in_the_task_names_it(
         f"error: ModuleNotFoundError: No module named 'nonexistent_pkg' while importing {name}.py"
     )
     failed = [line for line in out.splitlines() if line.startswith("FAIL ")]
-    assert len(failed) == 4 and all(reason in line for line in failed), out
+    assert len(failed) == 5 and all(reason[len("error: ") :] in line for line in failed), out
+    # the imports check imports it as the task does, in a process of its own
+    assert failed[0] == f"FAIL imports: {name}: {reason[len('error: ') :]}", out
+    assert all(reason in line for line in failed[1:]), out
 
 
 def test_export_automl_vision_comes_through_the_hook(tiny_catalog, tmp_path: Path) -> None:
