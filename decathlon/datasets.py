@@ -9,10 +9,15 @@ and 224 (MedMNIST+), kept in one data directory (by default the ``medmnist`` pac
 Nothing here holds a split's images in memory: the archive is checked from its members' headers,
 and the images are streamed out of the zip into plain ``.npy`` files that are memory-mapped, so
 the harness's memory does not grow with the image size (pathmnist at 224 is about 16 GB).
+
+Longer than 600 lines: the metadata, the MD5 and structure checks and the loading are one
+concept, a dataset file; a download is checked with the loader's own checks before it takes the
+file's name, and what counts as verified needs the published metadata beside the file's.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -153,6 +158,23 @@ class Catalog:
         )
 
 
+@functools.cache
+def _published(path: Path) -> Catalog:
+    return Catalog.load(path)
+
+
+def published_md5(flag: str, size: int = DEFAULT_SIZE) -> str:
+    """The MD5 MedMNIST publishes for ``flag``'s file at ``size`` (lowercase), from the bundled
+    metadata whatever metadata file a run reads; ``""`` for a dataset or size it does not
+    publish."""
+    published = _published(BUNDLED_INFO)
+    key = flag.strip().lower()
+    key = published.aliases.get(key, key)
+    if key not in published.datasets or size not in SIZES:
+        return ""
+    return str(published.datasets[key].get(f"MD5{size_suffix(size)}", "")).lower()
+
+
 def check_size(size: int) -> int:
     """``size`` if MedMNIST+ publishes it, else a one-line :class:`DataError`."""
     if isinstance(size, bool) or size not in SIZES:
@@ -173,8 +195,10 @@ class LoadedDataset:
 
     ``arrays`` holds the six arrays: the labels in memory (small), the images memory-mapped
     read-only from the ``.npy`` files in ``files`` (streamed out of the archive once, into the
-    cache folder). ``verified`` is false only when ``allow_unverified`` let a file with the wrong
-    MD5 through; ``md5`` is the file's own MD5.
+    cache folder). ``verified`` is true only when the file's MD5 is the published one
+    (:func:`published_md5`): false when ``allow_unverified`` let a file with the wrong MD5
+    through, and for files another metadata file describes (generated data); ``md5`` is the
+    file's own MD5.
     """
 
     info: DatasetInfo
@@ -286,7 +310,10 @@ def _ensure(
         _sidecar(path).unlink(missing_ok=True)
     md5 = _cached_md5(path)
     if info.md5 and md5 == info.md5.lower():
-        return path, True, md5
+        # Verified only when it is the published file: another metadata file (DECATHLON_INFO,
+        # generated data) names its own files' MD5s, which say a file is whole, not that it holds
+        # the MedMNIST images.
+        return path, md5 == published_md5(info.flag, size), md5
     if not info.md5:
         message = f"{path.name}: no MD5 is published for {info.flag} at {size}; cannot verify it"
     else:
@@ -322,7 +349,8 @@ def ensure_file(
     :func:`check_structure`; a failed one leaves the file there as it was. An existing file's
     MD5 is cached in a ``.md5ok`` sidecar beside it ("size mtime md5") and recomputed when size
     or mtime change. A mismatch raises :class:`DataError` unless ``allow_unverified``, which
-    logs a warning instead. Returns ``(path, verified)``.
+    logs a warning instead. Returns ``(path, verified)``: verified when the MD5 is also the
+    published one (:func:`published_md5`), not only the one ``catalog`` names.
     """
     path, verified, _ = _ensure(
         catalog,

@@ -86,7 +86,8 @@ def provenance(method: Method) -> dict[str, str]:
         facts["data verified"] = (
             "yes: every data file had its published MD5"
             if verified == ["true"]
-            else "NO: some data files did not have the published MD5 (--allow-unverified)"
+            else "NO: some data files did not have the published MD5 (--allow-unverified,"
+            " or generated files under another metadata file such as DECATHLON_INFO)"
             if "false" in verified
             else ", ".join(verified)
         )

@@ -22,6 +22,7 @@ import pytest
 # copy_dataset is re-exported only for tests written before helpers.py existed.
 from helpers import REAL_FLAGS, TinyData, copy_dataset, require_shared  # noqa: F401
 
+from decathlon import datasets
 from decathlon.datasets import Catalog
 from decathlon.synthetic import bundled_info, write_info, write_tiny
 
@@ -45,6 +46,14 @@ def tiny_catalog(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
     write_tiny(data_dir, flags, meta)
     info_path = write_info(meta, root / "info.json")
     return TinyData(data_dir, info_path, Catalog.load(info_path))
+
+
+@pytest.fixture
+def tiny_published(tiny_catalog: TinyData, monkeypatch: pytest.MonkeyPatch) -> TinyData:
+    """``tiny_catalog``, its metadata taken as the published one (``datasets.BUNDLED_INFO``), so
+    that its files count as verified: for tests of the MD5 checks themselves."""
+    monkeypatch.setattr(datasets, "BUNDLED_INFO", tiny_catalog.info_path)
+    return tiny_catalog
 
 
 @pytest.fixture(scope="session")

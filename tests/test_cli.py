@@ -432,12 +432,37 @@ def test_show_a_finished_run(capsys: pytest.CaptureFixture[str], finished_run: P
     assert "breast" in out and "mis_good" in out  # show prints the short dataset names
 
 
+def test_a_run_on_generated_data_is_not_verified_and_compare_says_so(
+    capsys: pytest.CaptureFixture[str],
+    tiny_catalog: TinyData,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Under ``DECATHLON_INFO`` (generated files, whose MD5s their own info.json names) every row
+    said ``data_verified=true``, ``compare`` ranked the run beside the published tables with no
+    mark, and the report said every data file had its published MD5."""
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    run_dir = tmp_path / "run"
+    code, _, err = run_baseline(capsys, str(tiny_catalog.data_dir), str(run_dir))
+    assert code == 0, err
+    rows = leaderboard.read(rundir.leaderboard_path(run_dir))
+    assert rows and {r["data_verified"] for r in rows} == {"false"}
+    page = tmp_path / "report.html"
+    argv = ["compare", str(run_dir), "--reference", "v2", "--datasets", "breastmnist"]
+    code, out, err = main(capsys, *argv, "--bootstrap", "0", "--report", str(page))
+    assert code == 0, err
+    assert "run/baseline §" in out and "§ = some rows ran on data files without the" in out
+    text = page.read_text()
+    assert "NO: some data files did not have the published MD5" in text
+    assert "yes: every data file had its published MD5" not in text
+
+
 def test_generate_writes_the_published_sizes_each_file_verified(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """``generate ROOT --published``: generated files with each dataset's published images per
     split (a whole decathlon for wall time where the real files are not) and an info.json under
-    which each loads with its MD5 verified."""
+    which each loads with the MD5 its info.json names (not verified: not the published files)."""
     flags = ["breastmnist", "retinamnist", "dermamnist"]
     code, out, _ = main(
         capsys, "generate", str(tmp_path), "--published", "--datasets", ",".join(flags)
@@ -454,7 +479,7 @@ def test_generate_writes_the_published_sizes_each_file_verified(
             progress=False,
             cache_root=tmp_path / "cache",
         )
-        assert data.verified
+        assert data.verified is False and data.md5 == catalog.info(flag).md5
         for split, n in published.info(flag).n_samples.items():
             assert len(data.arrays[f"{split}_labels"]) == n
     assert sorted(p.name for p in (tmp_path / "data").glob("*.npz")) == sorted(

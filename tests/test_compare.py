@@ -1169,3 +1169,26 @@ def test_two_run_folders_of_one_name_are_two_methods_told_apart(tmp_path: Path) 
     for twice in ([first, first], [first, first / "leaderboard.csv"]):
         with pytest.raises(LeaderboardError, match="duplicate rows: method run/baseline"):
             compare.collect(twice)
+
+
+def test_methods_with_unverified_data_are_marked(tmp_path: Path) -> None:
+    """A method with rows on data files without the published MD5 (``data_verified=false``:
+    --allow-unverified, or generated files under DECATHLON_INFO) gets § and a note saying how
+    many: it was ranked beside real runs with nothing to say it is not the MedMNIST data."""
+    real = write_run(tmp_path, "real", {"baseline": 0.0}) / "leaderboard.csv"
+    write_csv(real, [r | {"data_verified": "true"} for r in read_rows(real)])
+    generated = write_run(tmp_path, "generated", {"baseline": 0.01}) / "leaderboard.csv"
+    rows = read_rows(generated)
+    marked = [r | {"data_verified": "false" if i < 4 else "true"} for i, r in enumerate(rows)]
+    write_csv(generated, marked)
+    methods = compare.collect([real, generated], reference="plus")
+    marks = {m.label: m.mark for m in methods if m.run_id in ("real", "generated")}
+    assert marks == {"real/baseline": "", "generated/baseline": " §"}
+    assert all("§" not in m.mark for m in methods if m.run_id not in ("real", "generated"))
+    table = compare.comparison_table([m for m in methods if m.size == 28])
+    generated_row = table[table["run_id"] == "generated"].iloc[0]
+    assert "4 rows on data files without the published MD5" in generated_row["notes"]
+    ours = [m for m in methods if m.run_id in ("real", "generated")]
+    markdown = compare.to_markdown(compare.comparison_table(ours), ours)
+    assert "| generated/baseline § |" in markdown and "| real/baseline |" in markdown
+    assert "§ = some rows ran on data files without the published MD5" in markdown

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from helpers import REAL_FLAGS, TinyData, copy_dataset
 
+from decathlon import datasets as datasets_module
 from decathlon.datasets import (
     ALIASES,
     DECATHLON_FLAGS,
@@ -78,7 +79,7 @@ def test_real_files_load_and_verify(real_data_dir: Path, tmp_path: Path, flag: s
 def test_mixed_catalog_loads_every_dataset(mixed_catalog: TinyData) -> None:
     for flag in mixed_catalog.catalog.flags:
         data = load(mixed_catalog.catalog, flag, mixed_catalog.data_dir, download=False)
-        assert data.verified
+        assert data.verified is (flag in REAL_FLAGS)  # the generated ones are not published
     assert mixed_catalog.catalog.info("breastmnist").n_samples["train"] == 546
 
 
@@ -146,7 +147,7 @@ def test_tiny_catalog_loads_all_ten(tiny_catalog: TinyData) -> None:
     for flag in catalog.flags:
         assert is_cached(catalog, flag, tiny_catalog.data_dir)
         data = load(catalog, flag, tiny_catalog.data_dir, download=False)
-        assert data.verified
+        assert data.verified is False  # generated: its MD5 is its info.json's, not the published
         info = data.info
         for split in ("train", "val", "test"):
             labels = data.arrays[f"{split}_labels"]
@@ -156,6 +157,29 @@ def test_tiny_catalog_loads_all_ten(tiny_catalog: TinyData) -> None:
             else:
                 assert set(np.unique(labels)) == set(range(info.n_classes))
     assert not is_cached(catalog, "breastmnist", tiny_catalog.data_dir / "nope")
+
+
+def test_only_the_published_md5_is_verified(
+    tiny_catalog: TinyData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generated file with the MD5 its own metadata file names (``DECATHLON_INFO``) loads, but
+    is not verified: that MD5 says the file is whole, not that it holds the MedMNIST images (a
+    run on generated data said ``data_verified=true``). The same file is verified once the
+    bundled metadata publishes its MD5."""
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    catalog = Catalog.load()
+    assert catalog.path == tiny_catalog.info_path
+    data = load(catalog, "breastmnist", tiny_catalog.data_dir, download=False, images=False)
+    assert data.verified is False and data.md5 == catalog.info("breastmnist").md5
+    bundled = Catalog.load(datasets_module.BUNDLED_INFO)
+    published = datasets_module.published_md5
+    assert data.md5 != published("breastmnist") == bundled.info("breastmnist").md5
+    assert published("BreastMNIST", 64) == bundled.info("breastmnist", 64).md5
+    _, verified = ensure_file(catalog, "retinamnist", tiny_catalog.data_dir, download=False)
+    assert verified is False
+    monkeypatch.setattr(datasets_module, "BUNDLED_INFO", tiny_catalog.info_path)
+    data = load(catalog, "breastmnist", tiny_catalog.data_dir, download=False, images=False)
+    assert data.verified is True
 
 
 def test_generated_signal_is_learnable(tiny_catalog: TinyData) -> None:
@@ -206,7 +230,8 @@ def test_bad_md5_refused_then_accepted_unverified(
     assert "does not match the published" in caplog.text
 
 
-def test_md5_sidecar_cache(tiny_catalog: TinyData, tmp_path: Path) -> None:
+def test_md5_sidecar_cache(tiny_published: TinyData, tmp_path: Path) -> None:
+    tiny_catalog = tiny_published
     catalog = tiny_catalog.catalog
     path = copy_dataset(tiny_catalog.data_dir, "breastmnist", tmp_path)
     assert ensure_file(catalog, "breastmnist", tmp_path, download=False) == (path, True)
@@ -224,7 +249,8 @@ def test_md5_sidecar_cache(tiny_catalog: TinyData, tmp_path: Path) -> None:
     assert sidecar.read_text().split()[2] == file_md5(path)
 
 
-def test_unwritable_sidecar_still_verifies(tiny_catalog: TinyData, tmp_path: Path) -> None:
+def test_unwritable_sidecar_still_verifies(tiny_published: TinyData, tmp_path: Path) -> None:
+    tiny_catalog = tiny_published
     # A folder where the sidecar would go: neither readable nor writable as a file, even as root.
     copy_dataset(tiny_catalog.data_dir, "breastmnist", tmp_path)
     (tmp_path / "breastmnist.npz.md5ok").mkdir()

@@ -127,8 +127,9 @@ def test_ensure_file_truncated_mirror_leaves_nothing(
 
 
 def test_redownload_replaces_a_bad_file(
-    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+    tiny_published: TinyData, http_server: tuple[str, Path], tmp_path: Path
 ) -> None:
+    tiny_catalog = tiny_published
     base, served = http_server
     catalog = tiny_catalog.catalog
     shutil.copyfile(dataset_file(tiny_catalog.data_dir, "dermamnist"), served / "dermamnist.npz")
@@ -143,9 +144,10 @@ def test_redownload_replaces_a_bad_file(
     assert verified and file_md5(path) == catalog.info("dermamnist").md5
 
 
-def test_a_failed_redownload_keeps_the_file_there(tiny_catalog: TinyData, tmp_path: Path) -> None:
+def test_a_failed_redownload_keeps_the_file_there(tiny_published: TinyData, tmp_path: Path) -> None:
     """--redownload deleted the file before downloading: with the mirror down, a good file was
     lost. Now the download replaces it only once it is whole and its MD5 matches."""
+    tiny_catalog = tiny_published
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     good = dataset_file(tiny_catalog.data_dir, "dermamnist")

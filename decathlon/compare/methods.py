@@ -50,6 +50,7 @@ class Method:
     per_seed: dict[str, np.ndarray] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     unsealed: int = 0  # rows that ran without the sandbox (sealed=false)
+    unverified: int = 0  # rows on data files without the published MD5 (data_verified=false)
     #: The run as labels show it when its run_id alone is ambiguous: two run folders of the
     #: same name (every ``check --workdir`` makes a ``run``), told apart by their parent folders.
     shown_run: str = ""
@@ -69,8 +70,13 @@ class Method:
 
     @property
     def mark(self) -> str:
-        """What follows the label in tables: † incomplete, ‡ some rows ran unsealed."""
-        return ("" if self.complete else " †") + (" ‡" if self.unsealed else "")
+        """What follows the label in tables: † incomplete, ‡ some rows ran unsealed, § some rows
+        ran on data files that are not the published ones."""
+        return (
+            ("" if self.complete else " †")
+            + (" ‡" if self.unsealed else "")
+            + (" §" if self.unverified else "")
+        )
 
     def test(self, dataset: str, metric: str) -> float:
         """The test score of one dataset (mean over seeds), NaN when missing."""
@@ -149,6 +155,7 @@ def methods_of(board: Leaderboard, chosen: Sequence[str] = DATASETS) -> list[Met
             run_dir=board.run_dir,
             datasets=tuple(chosen),
             unsealed=int((group["sealed"] == "false").sum()),
+            unverified=int((group["data_verified"].str.lower() == "false").sum()),
             size=int(size),
         )
         for dataset in chosen:

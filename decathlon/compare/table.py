@@ -52,6 +52,8 @@ def comparison_table(methods: Sequence[Method]) -> pd.DataFrame:
             notes.append(m.missing_note())
         if m.unsealed:
             notes.append(f"{m.unsealed} rows ran unsealed (no sandbox)")
+        if m.unverified:
+            notes.append(f"{m.unverified} rows on data files without the published MD5")
         record: dict[str, Any] = {
             "method": m.label,
             "run_id": m.run_id,
@@ -166,6 +168,12 @@ def _table_notes(table: pd.DataFrame, methods: Sequence[Method]) -> list[str]:
         notes.append(
             "‡ = some rows ran without the sandbox (sealed=false): nothing kept that adapter "
             "from the test labels."
+        )
+    if any(m.unverified for m in methods):
+        notes.append(
+            "§ = some rows ran on data files without the published MD5 (data_verified=false:"
+            " --allow-unverified, or generated files under another metadata file such as"
+            " DECATHLON_INFO): not the MedMNIST images."
         )
     if any(len(m.seeds) > 1 for m in methods):
         notes.append(
