@@ -51,6 +51,7 @@ from decathlon import environments, files, rundir
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry, make_registry
 from decathlon.runner import (
+    BUNDLED,
     PlannedTask,
     RunConfig,
     Runner,
@@ -270,9 +271,12 @@ class DaskExecutor:
 
 def worker_config(runner: Runner) -> dict[str, Any]:
     """The run's configuration as a worker gets it: the data folder made absolute (a worker
-    resolves a relative one against its own working directory)."""
+    resolves a relative one against its own working directory), or none where the run did not
+    name one (``$DECATHLON_DATA_DIR`` or the default: each worker uses its own folder)."""
     config = runner.config.to_json()
-    if config.get("data_dir"):
+    if not runner.config.data_dir_given:
+        config["data_dir"] = config["data_dir_from"] = None
+    elif config.get("data_dir"):
         config["data_dir"] = str(Path(config["data_dir"]).expanduser().resolve())
     return config
 
@@ -281,8 +285,8 @@ def shipped_files(runner: Runner) -> dict[str, str]:
     """The budgets file and any dataset metadata file the client read, by their RunConfig field:
     a worker uses these texts, not whatever files sit at those paths on its machine."""
     files = {"budgets_path": Path(runner.budgets.path).read_text(encoding="utf-8")}
-    info = runner.config.info_path or os.environ.get("DECATHLON_INFO")
-    if info:
+    info = runner.config.info_path  # the bundled file: a worker reads its own copy
+    if info and runner.config.info_from != BUNDLED:
         files["info_path"] = Path(info).expanduser().read_text(encoding="utf-8")
     return files
 

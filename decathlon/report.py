@@ -117,6 +117,13 @@ def _config_facts(record: dict[str, Any], facts: dict[str, str]) -> None:
     if config:
         facts["scale factor"] = str(config.get("scale_factor", ""))
         facts["data"] = str(config.get("data_dir") or "default folder")
+        if config.get("data_dir_from"):
+            facts["data"] += f" (from {config['data_dir_from']})"
+        if config.get("info_path"):
+            origin = config.get("info_from")
+            facts["dataset metadata"] = str(config["info_path"]) + (
+                f" (from {origin})" if origin else ""
+            )
     facts["adapter options"] = json.dumps(adapter.get("options", {}), sort_keys=True)
     facts["plugin"] = f"{adapter.get('plugin', '')} ({adapter.get('run', '')})"
     environment = adapter.get("environment")

@@ -53,6 +53,13 @@ log = logging.getLogger(__name__)
 #: Statuses that ``--retry-failed`` reruns.
 RETRY_STATUSES = ("error", "timeout", "invalid")
 
+#: How a run found its data folder or metadata file when none was given (``RunConfig``'s
+#: ``data_dir_from`` and ``info_from``).
+DATA_DIR_VARIABLE = "DECATHLON_DATA_DIR"
+DEFAULT = "default"
+INFO_VARIABLE = "DECATHLON_INFO"
+BUNDLED = "bundled"
+
 
 @dataclass
 class RunConfig:
@@ -65,6 +72,10 @@ class RunConfig:
     seeds: tuple[int, ...] | None = None  # None: the profile's
     scale_factor: float = 1.0
     data_dir: str | None = None
+    # How data_dir was found when it was not given (--data-dir, RunConfig): DATA_DIR_VARIABLE or
+    # DEFAULT. The runner records the folder by its full name either way, so that a resume reads
+    # it without the variable; a Dask worker still uses its own unless it was given.
+    data_dir_from: str | None = None
     mirror: str | None = None
     # config.json keeps the mirror without credentials or query (download.shown_url), and says
     # here when it took something out: a resume then downloads from it only with --mirror again
@@ -79,12 +90,22 @@ class RunConfig:
     options: dict[str, Any] = field(default_factory=dict)
     budgets_path: str | None = None
     info_path: str | None = None
+    # How info_path was found when it was not given (check, RunConfig): INFO_VARIABLE or BUNDLED
+    # (the harness's own published metadata, read from wherever the harness is installed now).
+    info_from: str | None = None
     kill_grace: float = 5.0
     sandbox: str = "auto"  # auto | required | off: see decathlon.sandbox
     network: str = "on"  # off: no network inside a sealed task
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def data_dir_given(self) -> bool:
+        """Whether the data folder was named (``--data-dir``, ``RunConfig.data_dir``), not found
+        from ``$DECATHLON_DATA_DIR`` or the default: Dask workers read a named one at its path,
+        and each uses its own folder otherwise."""
+        return self.data_dir is not None and self.data_dir_from is None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
@@ -191,7 +212,7 @@ class Runner:
         self.reporter: Reporter = reporter or NullReporter()
         self.adapter: Adapter = registry.get(config.adapter)
         check_size(self.adapter, config.size)
-        self.catalog = datasets.Catalog.load(Path(config.info_path) if config.info_path else None)
+        self.catalog = self._catalog(config)
         self.budgets = budgets_module.load(
             Path(config.budgets_path) if config.budgets_path else None,
             datasets=(*self.catalog.flags, *self.catalog.aliases),  # v1 names accepted too
@@ -202,7 +223,13 @@ class Runner:
         config.budgets_path = str(self.budgets.path.resolve())
         self.profile = self.budgets.profile(config.profile)
         self.options = self.budgets.options(config.profile, self.adapter, config.options)
-        self.data_dir = Path(config.data_dir) if config.data_dir else datasets.default_data_dir()
+        if config.data_dir is None:
+            # Recorded by its full name, however it was found: a resume without the variable (or
+            # with another one) reads the folder the run started with.
+            variable = os.environ.get(DATA_DIR_VARIABLE)
+            config.data_dir = str(datasets.default_data_dir().resolve())
+            config.data_dir_from = DATA_DIR_VARIABLE if variable else DEFAULT
+        self.data_dir = Path(config.data_dir)
         self.device = resolve_device(config.device, self.adapter)
         self.sandbox = sandbox.Policy.resolve(
             config.sandbox,
@@ -212,6 +239,22 @@ class Runner:
         )
         self._loaded: tuple[str, datasets.LoadedDataset | DecathlonError] | None = None
         self._redownloaded: set[str] = set()
+
+    @staticmethod
+    def _catalog(config: RunConfig) -> datasets.Catalog:
+        """The metadata file the run reads, recorded in ``config`` by its full name however it
+        was found (``info_path``, ``$DECATHLON_INFO``, the bundled file), so that a resume reads
+        the same one; the bundled file is read from where the harness is installed now."""
+        if config.info_path and config.info_from == BUNDLED:
+            catalog = datasets.Catalog.load(datasets.BUNDLED_INFO)
+        elif config.info_path:
+            catalog = datasets.Catalog.load(Path(config.info_path))
+        else:  # a new run, or one whose config.json is older than this field
+            catalog = datasets.Catalog.load()
+            bundled = catalog.path == datasets.BUNDLED_INFO
+            config.info_from = BUNDLED if bundled else INFO_VARIABLE
+        config.info_path = str(catalog.path.resolve())
+        return catalog
 
     # ------------------------------------------------------------------ planning
 
@@ -273,7 +316,7 @@ class Runner:
         retry_failed: bool,
     ) -> Path:
         self._prepare_run_dir(run_dir, resume)
-        local = executor is None or self.config.data_dir is not None  # else the workers' folders
+        local = executor is None or self.config.data_dir_given  # else the workers' folders
         if self.config.mirror_withheld and local:
             todo = self.pending(run_dir, tasks)
             if retry_failed:

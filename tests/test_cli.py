@@ -366,6 +366,53 @@ def test_a_run_resumed_from_another_folder_keeps_its_budgets_and_data(
     assert snapshot(start / "run") == {**before, ".lock": snapshot(start / "run")[".lock"]}
 
 
+@pytest.mark.parametrize("old_config", [False, True], ids=["recorded", "config-json-from-before"])
+def test_a_resume_reads_the_data_folder_and_metadata_the_run_started_with(
+    capsys: pytest.CaptureFixture[str],
+    tiny_catalog: TinyData,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    old_config: bool,
+) -> None:
+    """``DECATHLON_DATA_DIR`` and ``DECATHLON_INFO`` were not recorded (config.json said null): a
+    resume without them looked in ~/.medmnist under the published metadata, and the task it ran
+    again failed. Both are recorded by their full names now, however they were found; a
+    config.json from before (null, no ``*_from``) resumes as before, from the variables."""
+    home = tmp_path / "user"  # an empty ~/.medmnist
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    data = tmp_path / "data"
+    data.symlink_to(tiny_catalog.data_dir)
+    monkeypatch.setenv("DECATHLON_DATA_DIR", str(data))
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    run_dir = tmp_path / "run"
+    argv = ["--adapter", "baseline", "--profile", "quick", "--datasets", "breastmnist,retinamnist"]
+    code, _, err = main(
+        capsys, "run", *argv, "--no-download", "--no-progress", "--run-dir", str(run_dir)
+    )
+    assert code == 0, err
+    path = rundir.config_path(run_dir)
+    record = json.loads(path.read_text())
+    config = record["config"]
+    assert config["data_dir"] == str(data.resolve())
+    assert config["data_dir_from"] == "DECATHLON_DATA_DIR"
+    assert config["info_path"] == str(tiny_catalog.info_path.resolve())
+    assert config["info_from"] == "DECATHLON_INFO"
+    if old_config:
+        del config["data_dir_from"], config["info_from"]
+        config["data_dir"] = config["info_path"] = None
+        path.write_text(json.dumps(record))
+    else:
+        monkeypatch.delenv("DECATHLON_DATA_DIR")
+        monkeypatch.delenv("DECATHLON_INFO")
+    (rundir.task_dir(run_dir, "retinamnist", 0) / rundir.RESULT).unlink()  # killed in this task
+    code, _, err = main(capsys, "run", "--resume", str(run_dir), "--no-progress")
+    assert code == 0, err
+    rows = leaderboard.read(rundir.leaderboard_path(run_dir))
+    tasks = [r for r in rows if r["dataset"] != leaderboard.SUMMARY_DATASET]
+    assert len(tasks) == 6 and {r["status"] for r in tasks} == {"ok"}, tasks
+
+
 def test_a_run_folder_that_is_a_file_is_one_line(
     capsys: pytest.CaptureFixture[str], tiny_catalog: TinyData, monkeypatch, tmp_path: Path
 ) -> None:

@@ -339,6 +339,36 @@ def test_task_resources(tiny_catalog: Any, tmp_path: Path) -> None:
     assert wanted("dask_test_slow", "auto", [{}, {"CPU": 8}]) == {"CPU": 3}
 
 
+def test_workers_get_a_data_folder_only_where_the_run_named_one(
+    tiny_catalog: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """config.json records the data folder and the metadata file however they were found (for a
+    resume); a Dask worker still gets the data folder only where the run named one (else it uses
+    its own), and the metadata file's text only where it is not the bundled one."""
+    from decathlon import datasets
+    from decathlon.distributed import shipped_files, worker_config
+
+    monkeypatch.setenv("DECATHLON_DATA_DIR", str(tmp_path / "client-data"))
+    monkeypatch.delenv("DECATHLON_INFO", raising=False)
+    found = Runner(RunConfig(adapter="baseline"), make_registry())
+    assert found.config.data_dir == str((tmp_path / "client-data").resolve())
+    assert found.config.info_path == str(datasets.BUNDLED_INFO.resolve())
+    sent = worker_config(found)
+    assert sent["data_dir"] is None and sent["data_dir_from"] is None
+    assert set(shipped_files(found)) == {"budgets_path"}
+    monkeypatch.setenv("DECATHLON_DATA_DIR", str(tmp_path / "worker-data"))
+    on_worker = Runner(RunConfig.from_json(sent), make_registry())
+    assert on_worker.data_dir == (tmp_path / "worker-data").resolve()
+    assert on_worker.catalog.path == datasets.BUNDLED_INFO
+
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    named = Runner(
+        RunConfig(adapter="baseline", data_dir=str(tmp_path / "shared")), make_registry()
+    )
+    assert worker_config(named)["data_dir"] == str(tmp_path / "shared")
+    assert shipped_files(named)["info_path"] == tiny_catalog.info_path.read_text()
+
+
 def test_a_plugin_module_without_a_file_is_sent_by_name() -> None:
     """A plugin module made in memory has no __file__: workers get its name to import (this
     crashed with Path(None) before the type checks found it)."""
