@@ -82,39 +82,34 @@ def cgroup_kind(controller: str = "memory") -> str:
 @functools.cache
 def cgroup_problem() -> str | None:
     """``None`` when a task can get a memory cgroup of its own here, else why not (one line)."""
-    if not sys.platform.startswith("linux"):
-        return f"memory cgroups need Linux; this is {sys.platform}"
-    try:
-        cap = TaskCgroup.create(f"probe-{os.getpid()}", limit_mb=64)
-    except OSError as exc:
-        return f"cannot create a memory cgroup ({exc})"
-    found = cap is not None and cap.memory_folder is not None
-    if cap is not None:
-        cap.remove()
-    if not found:
-        return (
-            "this process's memory cgroup takes no children"
-            " (no v1 memory controller, no delegated v2 one)"
-        )
-    return None
+    return _problem("memory")
 
 
 @functools.cache
 def pids_problem() -> str | None:
     """``None`` when a task's processes can be capped by the kernel here, else why not."""
+    return _problem("pids")
+
+
+def _problem(controller: str) -> str | None:
+    """Make and remove a task cgroup with a limit of ``controller``; ``None`` when it took it."""
     if not sys.platform.startswith("linux"):
-        return f"pids cgroups need Linux; this is {sys.platform}"
+        return f"{controller} cgroups need Linux; this is {sys.platform}"
     try:
-        cap = TaskCgroup.create(f"probe-{os.getpid()}", max_processes=64)
+        name = f"probe-{os.getpid()}"
+        if controller == "memory":
+            cap = TaskCgroup.create(name, limit_mb=64)
+        else:
+            cap = TaskCgroup.create(name, max_processes=64)
     except OSError as exc:
-        return f"cannot create a pids cgroup ({exc})"
-    found = cap is not None and cap.pids_folder is not None
+        return f"cannot create a {controller} cgroup ({exc})"
+    found = cap is not None and (cap.memory_folder if controller == "memory" else cap.pids_folder)
     if cap is not None:
         cap.remove()
     if not found:
         return (
-            "this process's cgroup takes no pids children"
-            " (no v1 pids controller, no delegated v2 one)"
+            f"this process's {controller} cgroup takes no children"
+            f" (no v1 {controller} controller, no delegated v2 one)"
         )
     return None
 
