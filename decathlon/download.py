@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -85,6 +86,19 @@ def mirror_url(mirror: str, name: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
+def _secrets(url: str) -> list[str]:
+    """The parts of ``url`` no message may show: its credentials and its query, whole and each
+    on its own (a library's message may quote any of them: ``nonnumeric port: 'pw@host'``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return [url]
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = [userinfo, *userinfo.split(":", 1), parts.query, *re.split("[&=]", parts.query)]
+    found.append(parts.fragment)
+    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+
+
 def _reason(exc: BaseException, url: str) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         text = f"HTTP {exc.code} {exc.reason}"
@@ -92,7 +106,25 @@ def _reason(exc: BaseException, url: str) -> str:
         text = str(exc.reason)
     else:
         text = str(exc) or type(exc).__name__
-    return " ".join(text.replace(url, shown_url(url)).split())  # one line, no secrets
+    text = text.replace(url, shown_url(url))
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return " ".join(text.split())  # one line, no secrets
+
+
+def _request(url: str) -> urllib.request.Request:
+    """The request for ``url``; credentials in it (``https://user:password@host/...``, a mirror
+    behind HTTP basic authentication) go into an ``Authorization`` header, which urllib does
+    not do by itself (it read ``password@host`` as the host)."""
+    headers = {"User-Agent": f"medmnist-decathlon/{__version__}"}
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        url = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    return urllib.request.Request(url, headers=headers)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -228,10 +260,7 @@ def download(
     with files.replacing(dest) as tmp:
         with open(tmp, "wb") as out:
             try:
-                request = urllib.request.Request(
-                    url, headers={"User-Agent": f"medmnist-decathlon/{__version__}"}
-                )
-                with urllib.request.urlopen(request, timeout=timeout) as response:
+                with urllib.request.urlopen(_request(url), timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
                     kind = response.headers.get_content_type()

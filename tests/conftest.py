@@ -9,6 +9,7 @@ files as read-only and copy them before changing anything.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from collections.abc import Iterator
@@ -71,10 +72,21 @@ def mixed_catalog(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
     return TinyData(data_dir, info_path, Catalog.load(info_path))
 
 
+#: The credentials ``/auth/<file>`` asks for (HTTP basic authentication).
+AUTH_USER, AUTH_PASSWORD = "alice", "s3cretPW"
+
+
 class _Handler(SimpleHTTPRequestHandler):
-    """Serves a folder; ``/truncated/<file>`` announces the whole file but sends half of it."""
+    """Serves a folder; ``/truncated/<file>`` announces the whole file but sends half of it;
+    ``/auth/<file>`` serves the file only to a request with the basic credentials above."""
 
     def do_GET(self) -> None:
+        if self.path.startswith("/auth/"):
+            wanted = base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
+            if self.headers.get("Authorization") != f"Basic {wanted}":
+                self.send_error(401)
+                return
+            self.path = self.path.removeprefix("/auth")
         if not self.path.startswith("/truncated/"):
             super().do_GET()
             return

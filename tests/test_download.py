@@ -489,3 +489,38 @@ def test_messages_name_the_mirror_by_case_and_show_no_credentials(
     assert "s3cret" not in str(err.value)
     assert str(err.value).endswith("or pass --mirror URL")
     assert _left(tmp_path) == ["served"]
+
+
+def test_a_mirror_with_credentials_is_asked_with_them_and_never_shows_them(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """``http://user:password@host/m``: urllib read ``password@host`` as the host, so such a
+    mirror never worked, and its error (``nonnumeric port: 's3cretPW@127.0.0.1'``) carried the
+    password into the leaderboard's reason. The credentials now go into a basic-authentication
+    header, and no message quotes them."""
+    from conftest import AUTH_PASSWORD, AUTH_USER
+
+    base, served = http_server
+    shutil.copyfile(dataset_file(tiny_catalog.data_dir, "breastmnist"), served / "breastmnist.npz")
+    port = base.rpartition(":")[2]
+    mirror = f"http://{AUTH_USER}:{AUTH_PASSWORD}@127.0.0.1:{port}/auth"
+    path, verified = ensure_file(tiny_catalog.catalog, "breastmnist", tmp_path, mirror=mirror)
+    assert file_md5(path) == file_md5(served / "breastmnist.npz")
+    with pytest.raises(DownloadError) as err:  # wrong password: refused, and not shown
+        ensure_file(
+            tiny_catalog.catalog,
+            "dermamnist",
+            tmp_path,
+            mirror=f"http://{AUTH_USER}:wrongPW@127.0.0.1:{port}/auth",
+        )
+    assert "HTTP 401" in str(err.value) and "wrongPW" not in str(err.value)
+    with pytest.raises(DownloadError) as err:  # no port: port 80, where nothing listens here
+        ensure_file(
+            tiny_catalog.catalog,
+            "dermamnist",
+            tmp_path,
+            mirror=f"http://{AUTH_USER}:{AUTH_PASSWORD}@127.0.0.1/m",
+        )
+    message = str(err.value)
+    assert AUTH_PASSWORD not in message and f"{AUTH_USER}:" not in message, message
+    assert message.startswith("could not download dermamnist.npz from http://127.0.0.1/m/")
