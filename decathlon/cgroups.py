@@ -16,9 +16,10 @@ hierarchies (cgroup v1) or of its cgroup (v2, delegated), in three cases
   none: its PID namespace ends everything in it.
 
 Every task cgroup is named ``decathlon-<owner>-<tag>``, the owner being the harness process
-that made it (its pid and start time). When the next one is made, the cgroups of owners that are
-gone are emptied and removed: an unsealed task's processes that outlived a harness killed with
-``kill -9`` (a sealed task's end with the harness, see :mod:`decathlon.sandbox`) end then.
+that made it (its PID namespace, pid and start time). When the next one is made, the cgroups of
+owners that are gone are emptied and removed: an unsealed task's processes that outlived a
+harness killed with ``kill -9`` (a sealed task's end with the harness, see
+:mod:`decathlon.sandbox`) end then. Those of owners in another PID namespace are left alone.
 """
 
 from __future__ import annotations
@@ -315,26 +316,39 @@ def _rmdir(folder: Path) -> None:
         pass
 
 
+def _pid_namespace() -> str:
+    """This process's PID namespace, by its inode (``4026531836``); ``""`` when unknown."""
+    try:
+        return os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]")
+    except OSError:
+        return ""
+
+
 def _owner_of(pid: int) -> str:
-    """``<pid>.<start time in clock ticks after boot>``: a process, told apart from a later one
-    given the same pid; ``""`` when it is gone."""
+    """``<pid namespace>.<pid>.<start time in clock ticks after boot>``: a process of this
+    process's PID namespace, told apart from a later one given the same pid; ``""`` when it is
+    gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return f"{pid}.{handle.read().rsplit(')', 1)[1].split()[19]}"
+            ticks = handle.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return ""
+    return f"{_pid_namespace()}.{pid}.{ticks}"
 
 
 def _remove_stale(parent: Path) -> None:
     """Delete the task cgroups of harness processes that are gone (killed), first killing what
     is still in them. Those of a live harness are left alone, even empty: one just made is empty
     until its task joins it (another harness's sweep removed it in between, and the task failed
-    to start). A cgroup of an older harness (no owner in its name) goes once empty for a minute."""
+    to start). So are those of a harness in another PID namespace (a container beside this
+    one), whose pids mean nothing here. A cgroup of an older harness (no owner in its name) goes
+    once empty for a minute."""
+    here = _pid_namespace()
     for folder in parent.glob(f"{_CGROUP_PREFIX}*"):
         owner = folder.name[len(_CGROUP_PREFIX) :].split("-", 1)[0]
-        pid = owner.partition(".")[0]
-        if owner.count(".") == 1 and pid.isdigit():
-            if _owner_of(int(pid)) == owner:
+        namespace, _, pid = owner.rpartition(".")[0].partition(".")
+        if owner.count(".") == 2 and pid.isdigit():
+            if not here or namespace != here or _owner_of(int(pid)) == owner:
                 continue
             _empty(folder)
         else:

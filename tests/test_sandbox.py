@@ -442,26 +442,42 @@ def test_max_processes_zero_is_no_cap(
     assert config["sandbox"]["process_cap"] is None
 
 
-def test_a_cgroup_just_made_is_not_swept_by_another_harness(pids_cgroup: None) -> None:
+@pytest.mark.parametrize("where", ["here", "another PID namespace"])
+def test_a_live_harnesss_cgroups_are_not_swept_by_another(pids_cgroup: None, where: str) -> None:
     """A task cgroup is empty from its making until its task joins it. Another harness (here a
     second process, as a Dask worker beside this one is) making its own swept away the empty
     ones of live harnesses too, and the task failed to start ("worker exited 2": its shell
-    could not join the folder)."""
+    could not join the folder). From another PID namespace (a container beside this one) it
+    also took a live harness for gone, its pid meaning another process there, and killed its
+    task. Neither sweeps them now: here one that is empty, and one that holds a process."""
+    import shutil
     import sys
 
-    mine = cgroups.TaskCgroup.create(f"sweep-{os.getpid()}", max_processes=64)
-    assert mine is not None and mine.pids_folder is not None
+    if where != "here" and not shutil.which("unshare"):
+        pytest.skip("no unshare here")
+    empty = cgroups.TaskCgroup.create(f"sweep-{os.getpid()}", max_processes=64)
+    busy = cgroups.TaskCgroup.create(f"busy-{os.getpid()}", max_processes=64)
+    assert empty is not None and empty.pids_folder is not None
+    assert busy is not None and busy.pids_folder is not None
+    task = subprocess.Popen(busy.wrap(["sleep", "120"]))
     try:
+        while not busy.pids():
+            time.sleep(0.01)
         other = (
             "import os; from decathlon import cgroups\n"
             "made = cgroups.TaskCgroup.create(f'other-{os.getpid()}', max_processes=64)\n"
             "made.remove()\n"
         )
-        subprocess.run([sys.executable, "-c", other], check=True, timeout=120)
-        assert mine.pids_folder.is_dir(), "a live harness's new cgroup was swept away"
+        namespace = [] if where == "here" else ["unshare", "-pf", "--mount-proc"]
+        subprocess.run([*namespace, sys.executable, "-c", other], check=True, timeout=120)
+        assert empty.pids_folder.is_dir(), "a live harness's new cgroup was swept away"
+        assert task.poll() is None, "a live harness's task was killed"
     finally:
-        mine.remove()
-    assert not mine.pids_folder.exists()
+        task.kill()
+        task.wait()
+        empty.remove()
+        busy.remove()
+    assert not empty.pids_folder.exists() and not busy.pids_folder.exists()
 
 
 # ---------------------------------------------------------------------------- network
