@@ -182,10 +182,7 @@ class TaskCgroup:
             if max_processes is not None and "pids" in parents:
                 kind, parent = parents["pids"]
                 pids = folder_in(parent)
-                ok = kind == "cgroup v1" or _enable(parent, "pids", pids, "pids.max")
-                if ok:
-                    (pids / "pids.max").write_text(str(int(max_processes)))
-                else:
+                if not _limit_processes(kind, parent, pids, max_processes):
                     pids = None
         except OSError:
             for folder in made.values():
@@ -286,6 +283,19 @@ class TaskCgroup:
                     time.sleep(0.1)
             else:
                 log.warning("could not remove the task cgroup %s", folder)
+
+
+def _limit_processes(kind: str, parent: Path, folder: Path, max_processes: int) -> bool:
+    """Write the cap on a task cgroup's processes and threads; False where it cannot be set
+    (v2 gives it no pids controller; the kernel refuses the number), the memory cap kept."""
+    if kind == "cgroup v2" and not _enable(parent, "pids", folder, "pids.max"):
+        return False
+    try:
+        (folder / "pids.max").write_text(str(int(max_processes)))
+    except OSError as exc:
+        log.warning("no cap of %d processes for this task: %s", max_processes, exc)
+        return False
+    return True
 
 
 def _limit_memory(kind: str, parent: Path, folder: Path, limit_mb: int) -> bool:

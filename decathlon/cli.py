@@ -65,13 +65,16 @@ def _dataset_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def _count(text: str) -> int:
+def _process_cap(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got '{text}'")
+    if not 0 <= value <= sandbox.MOST_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 0 (no cap) to {sandbox.MOST_PROCESSES} (the most the"
+            f" kernel takes), got '{text}'"
+        )
     return value
 
 
@@ -142,7 +145,7 @@ def _add_budget_args(parser: argparse.ArgumentParser, several: bool = False) -> 
     )
     parser.add_argument(
         "--max-processes",
-        type=_count,
+        type=_process_cap,
         default=sandbox.DEFAULT_MAX_PROCESSES,
         metavar="N",
         help="cap on each task's processes and threads, by the kernel where it can"

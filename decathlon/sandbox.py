@@ -62,6 +62,8 @@ MODES = ("auto", "required", "off")
 # Each task's processes and threads (the kernel's pids cap): far above what a framework starts
 # (AutoGluon's Ray workers with their threads, PyTorch's loaders), far below a machine's table.
 DEFAULT_MAX_PROCESSES = 4096
+#: The most ``pids.max`` takes (the kernel's PID_MAX_LIMIT on 64-bit machines).
+MOST_PROCESSES = 4 * 1024 * 1024
 NETWORK_MODES = ("on", "off")
 
 #: Top-level system folders bound read-only when they exist (symbolic links stay links).

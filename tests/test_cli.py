@@ -1006,6 +1006,9 @@ def test_a_reason_with_brackets_is_printed_as_text() -> None:
         (["--datasets", " "], "no dataset named in ' '"),
         (["--option", "max_iter=NaN"], "takes a number, got nan"),
         (["--option", "max_iter=-Infinity"], "takes a number, got -inf"),
+        # the kernel refused it, and the task ran with no cgroup, its memory cap sampled
+        (["--max-processes", "4194305"], "from 0 (no cap) to 4194304"),
+        (["--max-processes", "-1"], "from 0 (no cap) to 4194304"),
     ],
 )
 def test_values_no_task_could_take_are_one_line(

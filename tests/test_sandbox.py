@@ -442,6 +442,20 @@ def test_max_processes_zero_is_no_cap(
     assert config["sandbox"]["process_cap"] is None
 
 
+def test_a_process_cap_the_kernel_refuses_keeps_the_memory_cap(
+    cgroup: None, pids_cgroup: None
+) -> None:
+    """pids.max takes at most 4194304: past it the whole cgroup was dropped, the memory cap
+    with it (sampled instead, while config.json said the kernel enforced it)."""
+    made = cgroups.TaskCgroup.create(f"huge-{os.getpid()}", limit_mb=100, max_processes=2**23)
+    assert made is not None
+    try:
+        assert made.limit_mb == 100 and made.memory_folder is not None
+        assert made.pids_folder is None and made.max_processes is None
+    finally:
+        made.remove()
+
+
 @pytest.mark.parametrize("where", ["here", "another PID namespace"])
 def test_a_live_harnesss_cgroups_are_not_swept_by_another(pids_cgroup: None, where: str) -> None:
     """A task cgroup is empty from its making until its task joins it. Another harness (here a
