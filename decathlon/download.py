@@ -99,6 +99,16 @@ def _secrets(url: str) -> list[str]:
     return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
 
 
+def has_secrets(url: str) -> bool:
+    """Whether ``url`` holds what no file may keep: credentials, a query, a fragment (or it
+    cannot be parsed, so that it cannot be told)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return True
+    return "@" in parts.netloc or bool(parts.query or parts.fragment)
+
+
 def _reason(exc: BaseException, url: str) -> str:
     if isinstance(exc, urllib.error.HTTPError):
         text = f"HTTP {exc.code} {exc.reason}"

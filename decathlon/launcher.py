@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import decathlon
-from decathlon import datasets, environments, rundir, sandbox
+from decathlon import datasets, environments, leaderboard, rundir, sandbox
 from decathlon.contract import Adapter, Budget
 from decathlon.enforcement import Outcome, new_tag, run_limited
 from decathlon.errors import DecathlonError
@@ -127,8 +127,9 @@ def probe(
         for x in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         if x.strip() and not x.startswith("[decathlon] exit")
     ]
-    if outcome.returncode != 0:
-        return False, lines[-1][:300] if lines else f"exit {outcome.returncode}"
+    if outcome.returncode != 0:  # what it printed is the module's: one printable line
+        last = " ".join(leaderboard.printable(lines[-1]).split()) if lines else ""
+        return False, last[:300] or f"exit {outcome.returncode}"
     return True, ""
 
 
@@ -150,19 +151,19 @@ def failure(
     outcome: Outcome, budget: Budget, predictions: Path, log_path: Path
 ) -> tuple[str, str] | None:
     """How the worker failed, as a row's ``(status, reason)``; ``None`` when it exited 0."""
-    if outcome.timed_out:
-        return "timeout", f"killed at the hard limit of {budget.hard_limit_seconds:.0f} s"
+    refused = (
+        f"; the kernel refused it {outcome.processes_refused} new process(es) or thread(s) at"
+        f" the cap of {outcome.max_processes} (--max-processes)"
+        if outcome.processes_refused
+        else ""
+    )
+    if outcome.timed_out:  # a pool that waits for a thread it was refused hangs till then
+        return "timeout", f"killed at the hard limit of {budget.hard_limit_seconds:.0f} s{refused}"
     if outcome.memory_exceeded:
         how = "stopped by the kernel at" if outcome.memory_kernel else "killed over"
         return "error", f"{how} the memory cap of {budget.memory_mb} MB"
     if outcome.returncode != 0:
-        reason = _crash_reason(outcome, predictions, log_path)
-        if outcome.processes_refused:
-            reason += (
-                f"; the kernel refused it {outcome.processes_refused} new process(es) or"
-                f" thread(s) at the cap of {outcome.max_processes} (--max-processes)"
-            )
-        return "error", reason
+        return "error", _crash_reason(outcome, predictions, log_path) + refused
     return None
 
 

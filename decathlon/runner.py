@@ -41,9 +41,18 @@ import numpy as np
 
 import decathlon
 from decathlon import budgets as budgets_module
-from decathlon import datasets, environments, files, launcher, leaderboard, metrics, rundir, sandbox
+from decathlon import (
+    datasets,
+    download,
+    environments,
+    files,
+    launcher,
+    leaderboard,
+    metrics,
+    rundir,
+    sandbox,
+)
 from decathlon.contract import Adapter, Budget, DatasetInfo
-from decathlon.download import shown_url
 from decathlon.enforcement import new_tag, run_limited
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry
@@ -492,11 +501,9 @@ class Runner:
         """config.json: the request, the adapter, the budgets file, versions, host and devices.
         The mirror is written without its credentials or query: the file is shared."""
         config = self.config.to_json()
-        if self.config.mirror:
-            config["mirror"] = shown_url(self.config.mirror)
-            config["mirror_withheld"] = (
-                self.config.mirror_withheld or config["mirror"] != self.config.mirror
-            )
+        if self.config.mirror and download.has_secrets(self.config.mirror):
+            config["mirror"] = download.shown_url(self.config.mirror)
+            config["mirror_withheld"] = True
         return {
             "config": config,
             "adapter": {

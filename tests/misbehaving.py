@@ -565,7 +565,8 @@ def install_entry_point(site: Path) -> dict[str, str]:
 def fork_bomb(task: Task) -> Predictions:
     """Starts up to ``processes`` children that sleep (a fork bomb, bounded so that the test
     cannot take the machine down when no cap stops it), records each, then raises (``then``:
-    ``raise``) or predicts with notes saying how many it started and how the next one failed."""
+    ``raise``), hangs (``hang``) or predicts with notes saying how many it started and how the
+    next one failed."""
     started, failure = 0, ""
     for _ in range(int(task.options["processes"])):
         try:
@@ -579,6 +580,8 @@ def fork_bomb(task: Task) -> Predictions:
         started += 1
         _record_pid(task, pid)
     notes = {"started": started, "failure": failure}
+    while task.options["then"] == "hang":  # as a pool that waits for a worker it was refused
+        time.sleep(1)
     if task.options["then"] == "raise":
         raise RuntimeError(f"started {started} processes, then {failure or 'none failed'}")
     return valid_predictions(task, notes)

@@ -137,6 +137,10 @@ def decathlon_register_adapters(register):
 _EVIL = """
 import json, os, subprocess, sys, time
 
+if os.environ.get("HOSTILE_SHOUT"):  # terminal escapes on its last line, then a failure
+    sys.stderr.write("\\x1b[31mRED\\x1b[0m \\x1b]0;pwned-title\\x07 Error\\n")
+    sys.stderr.flush()
+    os._exit(3)
 if os.environ.get("HOSTILE_HANG"):  # a daemon of its own, then an import that never ends
     subprocess.Popen(["setsid", "sleep", os.environ["HOSTILE_HANG"]])
     time.sleep(100000)
@@ -238,3 +242,23 @@ def test_an_import_that_never_ends_is_a_failed_check_and_leaves_nothing(
 
     gone, alive = psutil.wait_procs(daemons(), timeout=30)
     assert alive == [], alive
+
+
+def test_what_a_failing_import_printed_is_one_printable_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The imports check's line quoted the module's last line of output as it was: escape
+    sequences that recolour the user's terminal or retitle its window."""
+    monkeypatch.setenv("HOSTILE_SHOUT", "1")
+    registry = _hostile_registry(tmp_path, monkeypatch)
+    checks = check_adapter(
+        "hostile_import",
+        tmp_path / "work",
+        registry=registry,
+        datasets=("breastmnist",),
+        scale_factor=0.1,
+    )
+    imports = next(c for c in checks if c.name == "imports")
+    assert not imports.passed
+    assert imports.detail.isprintable(), repr(imports.detail)
+    assert imports.detail.startswith("hostile_plugin.evil: ") and "RED" in imports.detail

@@ -524,3 +524,22 @@ def test_a_mirror_with_credentials_is_asked_with_them_and_never_shows_them(
     message = str(err.value)
     assert AUTH_PASSWORD not in message and f"{AUTH_USER}:" not in message, message
     assert message.startswith("could not download dermamnist.npz from http://127.0.0.1/m/")
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("HTTP://Host:80/m/", False),  # spelled otherwise, nothing to withhold
+        ("https://host/m", False),
+        ("https://host/m?token=x", True),
+        ("https://user:pw@host/m", True),
+        ("https://host/m#frag", True),
+        ("http://[::1/m", True),  # cannot be parsed: cannot be told
+    ],
+)
+def test_what_a_mirror_has_to_withhold(url: str, secret: bool) -> None:
+    """config.json kept a mirror as ``shown_url`` spelled it whenever the strings differed, so a
+    resume demanded --mirror again of ``HTTP://host/m``, which holds no secret."""
+    from decathlon.download import has_secrets
+
+    assert has_secrets(url) is secret

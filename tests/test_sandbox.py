@@ -424,6 +424,26 @@ def test_a_fork_bomb_gets_no_more_than_its_process_cap(
     assert not list(parent.glob(f"decathlon-*-{tag}")), "the task's cgroup was left behind"
 
 
+def test_a_task_that_hangs_after_a_refusal_says_so_at_its_hard_limit(
+    tiny_catalog: TinyData, tmp_path: Path, pids_cgroup: None
+) -> None:
+    """A pool that waits for the worker it was refused hangs until the hard limit: its timeout
+    row said nothing of the cap, as if the adapter were slow."""
+    rows = run(
+        "mis_forker",
+        tiny_catalog,
+        tmp_path / "run",
+        max_processes=40,
+        scale_factor=0.1,
+        options={"processes": 300, "then": "hang"},
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["status"] == "timeout", test
+    assert test["reason"].startswith("killed at the hard limit of 6 s; the kernel refused it ")
+    assert test["reason"].endswith("at the cap of 40 (--max-processes)"), test["reason"]
+    assert_tree_gone(tmp_path / "run" / TASK)
+
+
 def test_max_processes_zero_is_no_cap(
     tiny_catalog: TinyData, tmp_path: Path, pids_cgroup: None
 ) -> None:
