@@ -144,10 +144,6 @@ class TaskCgroup:
         """Every folder the task joins, each once."""
         return list(dict.fromkeys(f for f in (self.memory_folder, self.pids_folder) if f))
 
-    @property
-    def folder(self) -> Path:
-        return self.folders[0]
-
     @classmethod
     def create(
         cls,
