@@ -74,3 +74,20 @@ def run_real_quick(
     rows = {r["split"]: r for r in leaderboard.read(path) if r["dataset"] == flag}
     assert rows["test"]["status"] == "ok", rows["test"]["reason"]
     return rows, tmp_path / "run" / "tasks" / flag / "seed0"
+
+
+#: A single-file plugin: one adapter, run from the file itself.
+PLUGIN_FILE = """
+from decathlon.contract import Adapter
+from decathlon.hookspecs import hookimpl
+
+
+@hookimpl
+def decathlon_register_adapters(register):
+    budgets = {{"quick": {{"hard_limit_seconds": 60}}}}
+    register(Adapter(name="{name}", run="{name}:run", default_budgets=budgets))
+
+
+def run(task):
+    raise AssertionError("never reached: the file does not import in the task")
+"""

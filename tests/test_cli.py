@@ -17,7 +17,7 @@ from pathlib import Path
 
 import misbehaving
 import pytest
-from helpers import TinyData, copy_dataset
+from helpers import PLUGIN_FILE, TinyData, copy_dataset
 
 from decathlon import cli, datasets, leaderboard, resources, rundir
 from decathlon.errors import PluginError
@@ -883,22 +883,6 @@ def _plugin_file(site: Path, name: str, source: str) -> Path:
     return path
 
 
-GOOD_PLUGIN_FILE = """
-from decathlon.contract import Adapter
-from decathlon.hookspecs import hookimpl
-
-
-@hookimpl
-def decathlon_register_adapters(register):
-    budgets = {{"quick": {{"hard_limit_seconds": 60}}}}
-    register(Adapter(name="{name}", run="{name}:run", default_budgets=budgets))
-
-
-def run(task):
-    raise AssertionError("never reached: the file does not import in the task")
-"""
-
-
 @pytest.mark.parametrize(
     ("first_line", "error"),
     [
@@ -943,11 +927,11 @@ def test_check_of_a_plugin_file_that_fails_to_import_in_the_task_names_it(
     adapter's own environment, a package it lacks): each check says why on one line, the
     imports check too (it imports the file as the task does, not in the harness)."""
     name = "plugin_fails_in_task"
-    path = _plugin_file(tmp_path / "site", name, GOOD_PLUGIN_FILE.format(name=name))
+    path = _plugin_file(tmp_path / "site", name, PLUGIN_FILE.format(name=name))
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     try:
         importlib.import_module(name)
-        path.write_text("import nonexistent_pkg\n" + GOOD_PLUGIN_FILE.format(name=name))
+        path.write_text("import nonexistent_pkg\n" + PLUGIN_FILE.format(name=name))
         code, out, err = main(capsys, "check", name, "--workdir", str(tmp_path / "check"))
     finally:
         sys.modules.pop(name, None)

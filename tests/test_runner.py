@@ -24,7 +24,7 @@ import misbehaving
 import numpy as np
 import psutil
 import pytest
-from helpers import TinyData
+from helpers import PLUGIN_FILE, TinyData
 
 from decathlon import cgroups, datasets, enforcement, leaderboard, metrics
 from decathlon.datasets import file_md5
@@ -270,23 +270,6 @@ def test_long_notes_leave_the_leaderboard_readable(tiny_catalog: TinyData, tmp_p
     assert len(test["notes"]) > 2**17 and len(json.loads(test["notes"])["trials"]) == 12_000
     board = leaderboard.read_leaderboard(tmp_path / "run" / "leaderboard.csv")
     assert sorted(board.rows["split"]) == ["test", "train", "val"]
-
-
-#: A single-file plugin: one adapter, run from the file itself.
-PLUGIN_FILE = """
-from decathlon.contract import Adapter
-from decathlon.hookspecs import hookimpl
-
-
-@hookimpl
-def decathlon_register_adapters(register):
-    budgets = {{"quick": {{"hard_limit_seconds": 60}}}}
-    register(Adapter(name="{name}", run="{name}:run", default_budgets=budgets))
-
-
-def run(task):
-    raise AssertionError("never reached: the file does not import in the task")
-"""
 
 
 @pytest.mark.parametrize(
