@@ -102,6 +102,8 @@ class DaskExecutor:
             raise DecathlonError(f"--workers must be at least 1, got {workers}")
         if retries < 0:
             raise DecathlonError(f"--retries must be 0 or more, got {retries}")
+        if scheduler is not None:
+            _check_address(scheduler)
         self.scheduler = scheduler
         self.workers = workers
         self.retries = retries
@@ -267,6 +269,28 @@ class DaskExecutor:
                     f"no Dask worker offers {name}={amount:g} (largest: {best:g}); tasks wait"
                     f" until one joins: {hint}"
                 )
+
+
+def _check_address(scheduler: str) -> None:
+    """Refuse, before the run folder is written, a scheduler address Dask cannot connect to:
+    a malformed one, or ``tls://`` without Dask's TLS settings (both were tracebacks)."""
+    from distributed.comm.addressing import get_address_host_port, parse_address
+    from distributed.security import Security
+
+    try:
+        scheme = parse_address(scheduler)[0]
+        get_address_host_port(scheduler)
+    except ValueError as exc:
+        raise DecathlonError(
+            f"--scheduler {scheduler}: not a Dask scheduler address ({exc}); pass the address"
+            " `dask scheduler` prints, such as tls://HOST:8786"
+        ) from None
+    if scheme == "tls" and Security().get_connection_args("client")["ssl_context"] is None:
+        raise DecathlonError(
+            f"--scheduler {scheduler}: a tls:// scheduler needs Dask's TLS settings"
+            " (distributed.comm.tls.ca-file, .client.cert and .client.key in the Dask"
+            " configuration), and none are set"
+        )
 
 
 def worker_config(runner: Runner) -> dict[str, Any]:

@@ -1047,6 +1047,27 @@ def test_a_plain_tcp_scheduler_needs_the_network_off(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("address", "fragment"),
+    [
+        ("tcp://127.0.0.1:notaport", "not a Dask scheduler address"),
+        ("tcp://[::1", "not a Dask scheduler address"),
+        ("tls://127.0.0.1:9", "needs Dask's TLS settings"),
+    ],
+)
+def test_a_scheduler_address_dask_cannot_use_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, address: str, fragment: str
+) -> None:
+    """A malformed address ended in a ValueError traceback, and a tls:// one (which the
+    plain-TCP refusal recommends) without Dask's TLS settings in a TypeError one, each after
+    the run folder was written."""
+    pytest.importorskip("distributed")
+    args = ("--scheduler", address, "--network", "off")
+    code, _, err = run_baseline(capsys, str(tmp_path / "data"), str(tmp_path / "run"), *args)
+    assert_one_line_error(code, err, f"--scheduler {address}: ", fragment)
+    assert not (tmp_path / "run").exists()
+
+
 def test_check_and_export_refuse_an_output_folder_they_cannot_write(
     capsys: pytest.CaptureFixture[str], tiny_catalog, tmp_path: Path
 ) -> None:
