@@ -203,12 +203,17 @@ def pending(folders: Iterable[Path]) -> list[Path]:
 
 
 def collect_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of every finished task of a run, in dataset and seed order."""
+    """The rows of every finished task of a run, in dataset and seed order, each with the
+    folder's name as it is now for ``run_id``: a run folder moved or renamed, then resumed,
+    still gives one run (its earlier tasks' rows kept the old name, and its decathlon mean was
+    split in two incomplete rows)."""
     rows = []
+    run_id = Path(run_dir).resolve().name
     for result in sorted(tasks_dir(run_dir).glob(f"*/seed*/{RESULT}")):
         task_rows = read_rows(result.parent)
         for row in task_rows or []:
             row.setdefault("size", datasets.DEFAULT_SIZE)  # written before sizes existed
+            row["run_id"] = run_id
             rows.append(row)
     order = {flag: i for i, flag in enumerate(datasets.DECATHLON_FLAGS)}
     split_order = {s: i for i, s in enumerate(leaderboard.SPLITS)}

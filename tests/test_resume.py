@@ -7,6 +7,7 @@ it through the ``decathlon`` entry-point group, as a third-party package would.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ import pytest
 from helpers import TinyData
 
 from decathlon import leaderboard
+from decathlon.plugins import make_registry
+from decathlon.runner import RunConfig, Runner
 
 FLAGS = ("breastmnist", "pneumoniamnist", "retinamnist")
 SEEDS = (0, 1)
@@ -259,3 +262,32 @@ def test_ctrl_c_stops_the_task_tree_then_resume(
     done = resume(tmp_path, tiny_catalog)
     assert done.returncode == 0, done.stdout + done.stderr
     assert_each_row_once(read_valid_csv(run_dir / "leaderboard.csv"), "ok", flags, seeds)
+
+
+def test_a_run_folder_renamed_then_resumed_is_one_run(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """A run folder moved (``mv runs/a runs/b``, or copied off a cluster) and resumed: the
+    earlier tasks' rows kept the old folder's name as run_id and the new ones took the new
+    name, so the leaderboard held two runs and two incomplete decathlon rows for one seed."""
+    config = RunConfig(
+        adapter="mis_good",
+        profile="quick",
+        datasets=("breastmnist", "retinamnist"),
+        seeds=(0,),
+        data_dir=str(tiny_catalog.data_dir),
+        info_path=str(tiny_catalog.info_path),
+        download=False,
+        n_jobs=1,
+    )
+    registry = make_registry([misbehaving])
+    Runner(config, registry).run(tmp_path / "first")
+    os.rename(tmp_path / "first", tmp_path / "moved")
+    moved = tmp_path / "moved"
+    os.remove(moved / "tasks" / "retinamnist" / "seed0" / "result.json")
+    resumed = RunConfig.from_json(json.loads((moved / "config.json").read_text())["config"])
+    path = Runner(resumed, make_registry([misbehaving])).run(moved, resume=True)
+    rows = read_valid_csv(path)
+    assert {r["run_id"] for r in rows} == {"moved"}
+    summary = [r for r in rows if r["dataset"] == "decathlon"]
+    assert len(summary) == 1 and summary[0]["reason"].startswith("2/10 datasets ok")
