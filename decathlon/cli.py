@@ -663,11 +663,15 @@ def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
 def _read_config(run_dir: Path) -> RunConfig:
     """The configuration of the run to resume, or one line on why there is none."""
     path = rundir.config_path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DecathlonError(f"{run_dir} is a file, not a run folder; pass the run's folder")
     try:
         record = rundir.config_record(json.loads(path.read_text()))
     except FileNotFoundError:
         raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)") from None
-    except (OSError, ValueError, RecursionError) as exc:
+    except OSError as exc:  # a folder by that name, no permission: not a question of JSON
+        raise DecathlonError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:
         raise DecathlonError(f"{path}: not valid JSON ({exc})") from None
     try:
         if record is None:

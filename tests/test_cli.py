@@ -262,6 +262,15 @@ def test_resume_problems(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     (empty / "config.json").write_text("{half a file")
     code, _, err = main(capsys, "run", "--resume", str(empty))
     assert_one_line_error(code, err, "config.json: not valid JSON")
+    # A file, or a config.json that is a folder, is no question of JSON (the line said so).
+    (empty / "config.json").unlink()
+    (empty / "config.json").mkdir()
+    code, _, err = main(capsys, "run", "--resume", str(empty))
+    assert_one_line_error(code, err, "config.json: cannot be read (Is a directory)")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept\n")
+    code, _, err = main(capsys, "run", "--resume", str(a_file))
+    assert_one_line_error(code, err, f"{a_file} is a file, not a run folder")
 
 
 @pytest.mark.parametrize(
