@@ -468,6 +468,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         _refuse_changes_on_resume(args)
         config = _read_config(args.resume)
+        if config.adapter not in registry.adapters:  # not a name the user typed: no "did you mean"
+            raise DecathlonError(
+                f"{rundir.config_path(args.resume)}: the run's adapter '{config.adapter}' is not"
+                " registered now (its plugin uninstalled?); install it again to finish the run"
+                " (`python -m decathlon list` shows what is registered)"
+            )
         config.redownload = args.redownload  # a request of this invocation, not of the run
         if args.mirror is not None:  # config.json keeps it without credentials or query
             config.mirror, config.mirror_withheld = str(args.mirror), False

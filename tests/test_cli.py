@@ -287,6 +287,23 @@ def test_resume_of_a_config_that_is_not_one(
     assert snapshot(finished_run) == before
 
 
+def test_resume_of_a_run_whose_adapter_is_gone(
+    capsys: pytest.CaptureFixture[str], finished_run: Path
+) -> None:
+    """The run's plugin was uninstalled since: the line read "unknown adapter 'mis_goner'. Did
+    you mean 'mis_good'?", a name the user never typed, and said nothing of the run."""
+    record = json.loads((finished_run / "config.json").read_text())
+    record["config"]["adapter"] = "mis_goner"
+    (finished_run / "config.json").write_text(json.dumps(record))
+    before = snapshot(finished_run)
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--retry-failed")
+    assert_one_line_error(
+        code, err, "config.json: the run's adapter 'mis_goner' is not registered now"
+    )
+    assert "Did you mean" not in err
+    assert snapshot(finished_run) == before
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("scale_factor", "x"), ("seeds", ["a"]), ("n_jobs", True), ("kill_grace", None)],
