@@ -478,6 +478,7 @@ class Runner:
             raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)")
         if resume:
             self._check_budgets_file(run_dir)
+            self._check_options(run_dir)
         rundir.tasks_dir(run_dir).mkdir(parents=True, exist_ok=True)
         if not config_path.exists():
             rundir.write_config(run_dir, self.record())
@@ -494,6 +495,25 @@ class Runner:
                 f"{self.budgets.path} has changed since this run started (config.json records"
                 f" sha256 {str(recorded['sha256'])[:12]}..., it is now {now[:12]}...): its"
                 " remaining tasks would run under other budgets; restore the file, or start a"
+                " new run"
+            )
+
+    def _check_options(self, run_dir: Path) -> None:
+        """Refuse to finish a run with adapter options other than those it started with: the
+        adapter's defaults live in its code, which an upgrade (of the harness, of a plugin) may
+        have changed since, whatever the budgets file says."""
+        recorded = ((rundir.read_config(run_dir) or {}).get("adapter") or {}).get("options")
+        if not isinstance(recorded, dict):
+            return  # a config.json older than the record
+        now = json.loads(json.dumps(self.options, default=str))  # as config.json spells them
+        changed = sorted(k for k in recorded.keys() & now.keys() if recorded[k] != now[k])
+        if changed:
+            key = changed[0]
+            raise DecathlonError(
+                f"{rundir.config_path(run_dir)}: adapter '{self.adapter.name}' option '{key}' is"
+                f" {now[key]!r} now, {recorded[key]!r} when the run started"
+                + (f" ({len(changed) - 1} more changed)" if len(changed) > 1 else "")
+                + ": its remaining tasks would run otherwise; restore the adapter, or start a"
                 " new run"
             )
 

@@ -287,6 +287,24 @@ def test_resume_of_a_config_that_is_not_one(
     assert snapshot(finished_run) == before
 
 
+def test_resume_of_a_run_whose_adapter_options_changed_since(
+    capsys: pytest.CaptureFixture[str], finished_run: Path
+) -> None:
+    """An adapter's default options live in its code: after an upgrade that changed one, a
+    resume ran the remaining tasks with it, beside rows made with the old one, while the
+    budgets-file check passed and config.json still recorded the old value."""
+    record = json.loads((finished_run / "config.json").read_text())
+    assert record["adapter"]["options"]["sleep_seconds"] == 0.0
+    record["adapter"]["options"]["sleep_seconds"] = 2.5  # the value of the run's start
+    (finished_run / "config.json").write_text(json.dumps(record))
+    before = snapshot(finished_run)
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert_one_line_error(
+        code, err, "config.json: adapter 'mis_good' option 'sleep_seconds' is 0.0 now, 2.5 when"
+    )
+    assert snapshot(finished_run) == {**before, ".lock": snapshot(finished_run)[".lock"]}
+
+
 def test_resume_of_a_run_whose_adapter_is_gone(
     capsys: pytest.CaptureFixture[str], finished_run: Path
 ) -> None:
