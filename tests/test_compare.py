@@ -1192,3 +1192,21 @@ def test_methods_with_unverified_data_are_marked(tmp_path: Path) -> None:
     markdown = compare.to_markdown(compare.comparison_table(ours), ours)
     assert "| generated/baseline § |" in markdown and "| real/baseline |" in markdown
     assert "§ = some rows ran on data files without the published MD5" in markdown
+
+
+def test_folder_names_that_tell_runs_apart_are_shown_as_text(tmp_path: Path) -> None:
+    """Two runs of one name are labelled by their folders' names, which did not go through
+    what the file's names go through: an escape sequence in a (received) folder's name reached
+    the terminal, and a newline in it split the Markdown table's row and table.csv's."""
+    first = write_run(tmp_path / "x\x1b[31m\nnext", "run", {"baseline": 0.0})
+    second = write_run(tmp_path / "y", "run", {"baseline": 0.05})
+    labels = [m.label for m in compare.collect([first, second])]
+    assert labels == ["x [31m next/run/baseline", "y/run/baseline"]
+    out = tmp_path / "out"
+    text = compare.compare_command([first, second], None, out, ["md"], bootstrap=0, width=220)
+    assert "\x1b" not in text and "x [31m next/run/baseline" in text
+    rows = [line for line in (out / "table.md").read_text().splitlines() if "run/baseline" in line]
+    assert [row.split(" | ")[0] for row in rows[:2]] == [
+        "| x [31m next/run/baseline",
+        "| y/run/baseline",
+    ]

@@ -20,6 +20,7 @@ from decathlon.leaderboard import (
     SPLITS,
     V1_FLAGS,
     Leaderboard,
+    printable,
     read_leaderboard,
     reference_path,
 )
@@ -244,12 +245,15 @@ def _tell_apart(same: Sequence[Method]) -> None:
         return
     parts = [f.parts for f in folders if f is not None]
     for k in range(1, max(len(p) for p in parts) + 1):
-        ends = [Path(*p[-k:]).as_posix() for p in parts]
+        # Folder names are text from the file system (a received run's own folder among them):
+        # shown as the file's names are, without escapes or newlines.
+        ends = [printable(Path(*p[-k:]).as_posix()) for p in parts]
         if len(set(ends)) == len(ends):
             break
     for method, folder, end in zip(same, folders, ends):
         assert folder is not None
-        method.shown_run = end if folder.name == method.run_id else f"{end}:{method.run_id}"
+        same_name = printable(folder.name) == method.run_id
+        method.shown_run = end if same_name else f"{end}:{method.run_id}"
 
 
 def by_size(methods: Sequence[Method]) -> dict[int, list[Method]]:
