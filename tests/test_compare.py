@@ -1207,6 +1207,31 @@ def test_folder_names_that_tell_runs_apart_are_shown_as_text(tmp_path: Path) -> 
     assert "\x1b" not in text and "x [31m next/run/baseline" in text
     rows = [line for line in (out / "table.md").read_text().splitlines() if "run/baseline" in line]
     assert [row.split(" | ")[0] for row in rows[:2]] == [
-        "| x [31m next/run/baseline",
+        "| x \\[31m next/run/baseline",
         "| y/run/baseline",
     ]
+
+
+def test_a_name_in_markdown_syntax_is_text_in_table_md(tmp_path: Path) -> None:
+    """table.md escaped HTML only: a run named like a Markdown link was a link in the rendered
+    table (and in the note under it), ``*x*`` emphasis, a name starting ``# `` a heading."""
+    from markdown_it import MarkdownIt  # rich's own Markdown parser
+
+    name = "# [x](https://e.example)*b*_c_`d`~~e~~|f\\"
+    failures = {(name, "octmnist"): "timeout"}  # incomplete: a note under the table names it
+    run = write_run(tmp_path, "hostile", {name: 0.0, "resnet18_28": 0.01}, failures=failures)
+    out = tmp_path / "out"
+    compare.compare_command([run], None, out, ["md"], bootstrap=0, width=220)
+    markdown = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    rendered = markdown.render((out / "table.md").read_text())
+    for markup in ("<a ", "<em>", "<code>", "<s>", "<h1>"):
+        assert markup not in rendered
+    shown = "hostile/# [x](https://e.example)*b*_c_`d`~~e~~|f\\ †"
+    assert rendered.count(f"<td>{shown}</td>") == 1  # the table's cell, whole
+    assert f"<li>{shown}: 9/10 datasets ok" in rendered  # the note
+    assert "hostile/resnet18_28" in (out / "table.md").read_text()  # no escape where none is needed
+    from decathlon.compare.table import markdown_text
+
+    for start in ("# draft", "- draft", "+ draft", "1. draft", "2) draft"):  # a note starts so
+        item = markdown.render(f"- {markdown_text(start + '/baseline: 9/10 datasets ok')}")
+        assert item == f"<ul>\n<li>{start}/baseline: 9/10 datasets ok</li>\n</ul>\n", start

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import re
 import shutil
 import textwrap
 from collections.abc import Callable, Sequence
@@ -200,14 +201,30 @@ def to_markdown(table: pd.DataFrame, methods: Sequence[Method]) -> str:
     header += [f"{mean} AUC", f"{mean} ACC", "rank AUC", "rank ACC"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, m in enumerate(methods):
-        cells = [html.escape(m.label + m.mark)]  # previewers render raw HTML in Markdown
+        cells = [markdown_text(m.label + m.mark)]
         for column in value_columns(chosen):
             text = _cell(table, i, column, methods)
             cells.append(f"**{text}**" if i in best[column] else text)
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
-    lines += [f"- {html.escape(note, quote=False)}" for note in _table_notes(table, methods)]
+    lines += [f"- {markdown_text(note)}" for note in _table_notes(table, methods)]
     return "\n".join(lines) + "\n"
+
+
+#: What Markdown reads as markup inside a line: emphasis, code, links and images, GFM's
+#: strikethrough, escapes; ``_`` only where it can open or close emphasis (``resnet18_28`` stays).
+_MARKDOWN_INLINE = re.compile(r"[\\`*\[\]~]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+#: What starts a block at the beginning of a list item: a heading, a list, an ordered list.
+_MARKDOWN_BLOCK = re.compile(r"^(#{1,6}|[-+]|[0-9]{1,9}[.)])(?= |$)")
+
+
+def markdown_text(text: str) -> str:
+    """``text`` (a method's name, a note naming one) as Markdown that shows it literally:
+    HTML escaped (previewers render raw HTML), Markdown's markup characters backslash-escaped
+    (a run named ``[x](https://...)`` was a link in a rendered table.md, ``*x*`` emphasis);
+    a table cell's ``|`` is the caller's to escape."""
+    text = _MARKDOWN_INLINE.sub(lambda found: "\\" + found[0], html.escape(text, quote=False))
+    return _MARKDOWN_BLOCK.sub(lambda found: found[0][:-1] + "\\" + found[0][-1], text, count=1)
 
 
 def html_table(table: pd.DataFrame, methods: Sequence[Method]) -> str:
