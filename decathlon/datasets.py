@@ -470,12 +470,23 @@ def read_members(path: Path, name: str = "") -> dict[str, Member]:
             try:
                 with archive.open(f"{key}.npy") as handle:
                     members[key] = _npy_header(handle, key)
+                    header = handle.tell()
             except _DAMAGED as exc:
                 raise _unreadable(name, exc) from exc
-            if members[key].dtype.hasobject:
+            member = members[key]
+            if member.dtype.hasobject:
                 raise DataError(
                     f"{name}: {key} is an object array (pickled Python objects); refusing to"
                     f" load it; {_FIX}"
+                )
+            # The images are streamed out as they are and memory-mapped by their header's
+            # shape: data shorter than the header declares fails only there, long after.
+            declared = int(np.prod(member.shape, dtype=object)) * member.dtype.itemsize
+            held = archive.getinfo(f"{key}.npy").file_size - header
+            if held < declared:
+                raise DataError(
+                    f"{name}: {key} holds {held} bytes of data but its header declares shape"
+                    f" {member.shape} ({declared} bytes): truncated or corrupt; {_FIX}"
                 )
     return members
 

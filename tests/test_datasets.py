@@ -390,6 +390,36 @@ def test_truncated_or_corrupt_npz(tiny_catalog: TinyData, tmp_path: Path) -> Non
     assert "not an .npz archive" in _load_error(tiny_catalog, "breastmnist", tmp_path)
 
 
+def test_image_data_shorter_than_its_header_is_refused(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """A whole zip whose images member holds less than its header declares passed every check,
+    was streamed into the cache, and failed there: "cannot memory-map it ...; delete <cache
+    folder>", which changed nothing (the .npz itself is short), for ever."""
+    source = dataset_file(tiny_catalog.data_dir, "breastmnist")
+    path = dataset_file(tmp_path / "data", "breastmnist")
+    path.parent.mkdir()
+    with zipfile.ZipFile(source) as whole, zipfile.ZipFile(path, "w") as short:
+        for name in whole.namelist():
+            data = whole.read(name)
+            short.writestr(name, data[:-500] if name == "train_images.npy" else data)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as err:
+        load(
+            tiny_catalog.catalog,
+            "breastmnist",
+            path.parent,
+            allow_unverified=True,
+            download=False,
+            cache_root=cache,
+        )
+    assert str(err.value) == (
+        "breastmnist.npz: train_images holds 46540 bytes of data but its header declares shape"
+        " (60, 28, 28) (47040 bytes): truncated or corrupt; delete it or pass --redownload"
+    )
+    assert not cache.exists() or not list(cache.rglob("*.npy"))
+
+
 # --- materialize ----------------------------------------------------------------------------
 
 
