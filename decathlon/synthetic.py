@@ -16,6 +16,7 @@ import numpy as np
 
 from decathlon.contract import MULTI_LABEL
 from decathlon.datasets import BUNDLED_INFO, DEFAULT_SIZE, dataset_file, file_md5, size_suffix
+from decathlon.files import replacing
 
 TINY_SIZES: dict[str, int] = {"train": 60, "val": 30, "test": 30}
 # ``sizes`` that asks for each dataset's published numbers of images per split (info.json's
@@ -57,10 +58,14 @@ def make_medmnist_npz(
     chunk = max(1, (1 << 23) // per_image)  # about 8 M pixels (32 MB of float32) at a time
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(
-        tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel, allowZip64=True
-    ) as archive:
+    # Beside it, then renamed; removed when writing fails (a full disk, a split too small), so
+    # that no hidden half-file of up to gigabytes is left.
+    with (
+        replacing(path) as tmp,
+        zipfile.ZipFile(
+            tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel, allowZip64=True
+        ) as archive,
+    ):
         for split, n in sizes.items():
             if n < (2 if multi else n_classes):
                 raise ValueError(f"{flag}: {split} size {n} is too small for {n_classes} classes")
@@ -79,7 +84,6 @@ def make_medmnist_npz(
                     member.write(_images(rng, rows, multi, n_classes, tail).tobytes())
             with archive.open(f"{split}_labels.npy", "w") as member:
                 np.lib.format.write_array(member, labels, allow_pickle=False)
-    tmp.replace(path)
 
 
 def _images(

@@ -115,6 +115,18 @@ def test_generated_files_stream_into_the_published_format(tmp_path: Path) -> Non
         assert all(len(set(labels[:, j])) == 2 for j in range(14))
 
 
+def test_a_generated_file_that_fails_midway_leaves_nothing(tmp_path: Path) -> None:
+    """Writing stopped by an error (a full disk; here a split too small for its classes) left
+    its hidden half-written ``.NAME.tmp`` behind: up to gigabytes at 224, which nothing
+    removed and which made the folder one that ``generate`` refuses."""
+    sizes = {"train": 40, "val": 20, "test": 3}  # retinamnist has 5 classes
+    with pytest.raises(ValueError, match="test size 3 is too small"):
+        make_medmnist_npz(
+            tmp_path / "retinamnist_64.npz", "retinamnist", "ordinal-regression", 3, 5, sizes, 3, 64
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------- adapters and budgets
 
 
