@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 from decathlon import __version__, files
 from decathlon.errors import DataError, DownloadError
@@ -204,6 +204,38 @@ def _oversized(
     )
 
 
+def _unwritable(dest: Path, exc: OSError) -> DownloadError:
+    # The disk, not the server: another mirror would not help.
+    return DownloadError(
+        f"cannot write {dest.name} in {dest.parent}: {exc.strerror or exc}; free space there or"
+        " choose another data folder (--data-dir)"
+    )
+
+
+def _write(out: BinaryIO, chunk: bytes, dest: Path) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:  # a full disk (ENOSPC), a file size limit (EFBIG), a quota
+        raise _unwritable(dest, exc) from None
+
+
+@contextlib.contextmanager
+def _writing(tmp: Path, dest: Path) -> Iterator[BinaryIO]:
+    """``tmp`` open for writing; failing to open it, or to flush its last bytes on closing,
+    is :func:`_unwritable` too."""
+    try:
+        out = open(tmp, "wb")
+    except OSError as exc:
+        raise _unwritable(dest, exc) from None
+    try:
+        yield out
+    finally:
+        try:
+            out.close()
+        except OSError as exc:
+            raise _unwritable(dest, exc) from None
+
+
 class _Stalled(Exception):
     """The transfer went on below the minimum rate for a whole window."""
 
@@ -268,7 +300,7 @@ def download(
     total: Optional[int] = None
     kind = ""
     with files.replacing(dest) as tmp:
-        with open(tmp, "wb") as out:
+        with _writing(tmp, dest) as out:
             try:
                 with urllib.request.urlopen(_request(url), timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
@@ -287,7 +319,7 @@ def download(
                         while chunk := response.read1(min(CHUNK, limit - received + 1)):
                             if received + len(chunk) > limit:
                                 raise _oversized(name, shown, limit, total, most, hint)
-                            out.write(chunk)
+                            _write(out, chunk, dest)
                             digest.update(chunk)
                             received += len(chunk)
                             advance(len(chunk))

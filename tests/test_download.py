@@ -61,6 +61,38 @@ def test_bad_checksum_leaves_nothing(served_breast: tuple[str, Path], tmp_path: 
 
 
 @pytest.mark.realdata
+def test_a_disk_that_takes_no_more_is_not_a_download_failure(
+    served_breast: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A full disk while downloading said "could not download ... Download it by hand ..., or
+    pass --mirror URL", as for a network failure; another mirror never helps there. A child
+    process with a 64 KiB file size limit stands for the full disk (EFBIG for ENOSPC)."""
+    base, _ = served_breast
+    dest = tmp_path / "data" / "breastmnist.npz"
+    script = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from decathlon.download import download\n"
+        "from decathlon.errors import DownloadError\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))\n"
+        "try:\n"
+        f"    download({base + '/breastmnist.npz'!r}, Path({str(dest)!r}), md5=None,"
+        " progress=False)\n"
+        "except DownloadError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == (
+        f"cannot write breastmnist.npz in {dest.parent}: File too large; free space there or"
+        " choose another data folder (--data-dir)\n"
+    )
+    assert _left(dest.parent) == []
+
+
+@pytest.mark.realdata
 def test_truncated_body(served_breast: tuple[str, Path], tmp_path: Path) -> None:
     base, _ = served_breast
     dest = tmp_path / "data" / "breastmnist.npz"
