@@ -1235,3 +1235,18 @@ def test_a_name_in_markdown_syntax_is_text_in_table_md(tmp_path: Path) -> None:
     for start in ("# draft", "- draft", "+ draft", "1. draft", "2) draft"):  # a note starts so
         item = markdown.render(f"- {markdown_text(start + '/baseline: 9/10 datasets ok')}")
         assert item == f"<ul>\n<li>{start}/baseline: 9/10 datasets ok</li>\n</ul>\n", start
+
+
+def test_three_methods_equal_on_every_dataset_get_no_test(tmp_path: Path) -> None:
+    """Three copies of one run (the same scores under three names) went to autorank: Friedman's
+    statistic is then 0/0, and the line read "p = nan; the methods do not differ significantly",
+    with a critical difference and a diagram. As for two such methods, nothing is tested."""
+    run = write_run(tmp_path, "same", {"a": 0.0, "b": 0.0, "c": 0.0}, splits=False)
+    for metric in compare.METRICS:
+        sig = compare.significance(compare.collect([run]), metric)
+        assert sig.test is None and sig.result is None
+        assert sig.lines == [
+            f"The 3 methods have the same test {metric.upper()} on every dataset; no test to run."
+        ]
+    text = compare.compare_command([run], bootstrap=0, width=200)
+    assert "nan" not in text

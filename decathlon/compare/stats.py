@@ -127,6 +127,17 @@ def _wilcoxon(matrix: pd.DataFrame, metric: str) -> Significance:
 def _autorank(matrix: pd.DataFrame, metric: str) -> Significance:
     from autorank import autorank
 
+    name = metric.upper()
+    if np.allclose(matrix.sub(matrix.iloc[:, 0], axis=0).to_numpy(), 0.0):
+        # Every rank tied: Friedman's statistic is 0/0 ("p = nan; do not differ").
+        return Significance(
+            metric,
+            None,
+            [
+                f"The {matrix.shape[1]} methods have the same test {name} on every dataset;"
+                " no test to run."
+            ],
+        )
     # autorank 1.3 prints a frame even with verbose=False.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -134,7 +145,6 @@ def _autorank(matrix: pd.DataFrame, metric: str) -> Significance:
             result = autorank(matrix, alpha=ALPHA, verbose=False, order="descending")
         except (ValueError, ZeroDivisionError) as exc:
             return Significance(metric, None, [f"Statistics not run: autorank failed ({exc})."])
-    name = metric.upper()
     test = f"{result.omnibus} + {result.posthoc}"
     verdict = "differ significantly" if result.pvalue < ALPHA else "do not differ significantly"
     why = (
