@@ -388,8 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except (KeyboardInterrupt, Terminated) as exc:
+        # Only a run has tasks to keep and a --resume (generate, compare, setup ... do not).
         err_console.print(
             "interrupted: finished tasks are kept; finish with `run --resume RUN_DIR`"
+            if args.command == "run"
+            else f"interrupted: {args.command} stopped before it finished",
+            markup=False,
+            highlight=False,
         )
         return 143 if isinstance(exc, Terminated) else 130
     finally:

@@ -1156,3 +1156,31 @@ def test_check_refuses_a_workdir_holding_a_check_before_writing_anything(
     )
     assert "--resume" not in err and "--run-dir" not in err and out == ""
     assert snapshot(workdir) == before
+
+
+def test_an_interrupted_generate_says_so_and_leaves_no_half_file(tmp_path: Path) -> None:
+    """Ctrl-C (or SIGTERM) to any command printed "finished tasks are kept; finish with `run
+    --resume RUN_DIR`", which a generate, a compare or a setup has nothing to do with."""
+    import signal
+    import time
+
+    root = tmp_path / "gen"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "decathlon", "generate", str(root), "--published"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((root / "data").glob(".*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first file is being written
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err == "interrupted: generate stopped before it finished\n"
+    assert not list((root / "data").glob(".*"))  # no hidden half-written file
