@@ -796,7 +796,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         data_dir, info = synthetic.write_catalog(args.root, flags, sizes, args.size)
     except OSError as exc:
-        raise DataError(f"cannot write into {args.root}: {exc.strerror or exc}") from None
+        # What it wrote makes the folder one generate refuses: say so, rather than leave the
+        # next try to find it out.
+        left = args.root.is_dir() and any(args.root.iterdir())
+        hint = f"; what was written is left in {args.root}: delete it to generate again"
+        raise DataError(
+            f"cannot write into {args.root}: {exc.strerror or exc}" + (hint if left else "")
+        ) from None
     print(f"{len(flags)} datasets in {data_dir}; run with DECATHLON_INFO={info}")
     return 0
 

@@ -1184,3 +1184,29 @@ def test_an_interrupted_generate_says_so_and_leaves_no_half_file(tmp_path: Path)
     assert proc.returncode == 130
     assert err == "interrupted: generate stopped before it finished\n"
     assert not list((root / "data").glob(".*"))  # no hidden half-written file
+
+
+def test_a_generate_that_runs_out_of_disk_says_what_it_left(tmp_path: Path) -> None:
+    """A full disk midway said only "cannot write into ROOT: ...", and the next try was refused
+    ("not an empty folder") for the files the failed one had left. A child with a 200 KB file
+    size limit stands for the full disk."""
+    import resource
+    import signal
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    root = tmp_path / "gen"
+    done = subprocess.run(
+        [sys.executable, "-m", "decathlon", "generate", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limited,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"error: cannot write into {root}: File too large; what was written is left in {root}:"
+        " delete it to generate again\n"
+    )
