@@ -1250,3 +1250,14 @@ def test_three_methods_equal_on_every_dataset_get_no_test(tmp_path: Path) -> Non
         ]
     text = compare.compare_command([run], bootstrap=0, width=200)
     assert "nan" not in text
+
+
+@pytest.mark.parametrize("n", [3, 10, 20, 31, 60, 150])
+def test_every_method_in_a_plot_has_its_own_colour(n: int) -> None:
+    """Past 20 methods (31 with ``--reference plus``) two methods shared a bar colour, so the
+    legend could not tell them apart."""
+    from decathlon.compare import plots
+
+    colors = plots._colors(n)
+    assert len(colors) == n
+    assert len({tuple(round(c, 4) for c in color) for color in colors}) == n

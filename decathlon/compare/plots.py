@@ -64,10 +64,16 @@ def short_labels(labels: Sequence[str]) -> dict[str, str]:
 
 
 def _colors(n: int) -> list[Any]:
+    """One colour per method, none repeated: the qualitative maps up to 60 methods (tab20 and
+    its two companions), then evenly spaced hues of a continuous map."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 60:
+        pool = [colormaps[name](i) for name in ("tab20", "tab20b", "tab20c") for i in range(20)]
+        return pool[:n]
+    return [colormaps["turbo"](i / (n - 1)) for i in range(n)]
 
 
 @_plain_text
@@ -111,7 +117,7 @@ def plot_bars(methods: Sequence[Method], path: Path) -> Path:
         ax.set_axisbelow(True)
     axes[-1].set_xticks(x, [SHORT[d] for d in chosen])
     seeds = " (bars: ± sd over seeds)" if any(len(m.seeds) > 1 for m in methods) else ""
-    axes[0].set_title(f"Test AUC and ACC per dataset (× = missing){seeds}")
+    axes[0].set_title(f"Test AUC and ACC per dataset (× = no score){seeds}")
     fig.legend(
         *axes[0].get_legend_handles_labels(),
         loc="outside lower center",
