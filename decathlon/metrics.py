@@ -29,20 +29,13 @@ def auc(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
     y_true = np.asarray(y_true).squeeze()
     y_score = np.asarray(y_score).squeeze()
     if task == MULTI_LABEL:
-        return float(
-            np.mean([roc_auc_score(y_true[:, i], y_score[:, i]) for i in range(y_score.shape[1])])
-        )
+        return _mean([roc_auc_score(y_true[:, i], y_score[:, i]) for i in range(y_score.shape[1])])
     if task == BINARY:
         if y_score.ndim == 2:
             y_score = y_score[:, -1]
         return float(roc_auc_score(y_true, y_score))
-    return float(
-        np.mean(
-            [
-                roc_auc_score((y_true == i).astype(float), y_score[:, i])
-                for i in range(y_score.shape[1])
-            ]
-        )
+    return _mean(
+        [roc_auc_score((y_true == i).astype(float), y_score[:, i]) for i in range(y_score.shape[1])]
     )
 
 
@@ -55,14 +48,22 @@ def acc(task: str, y_true: np.ndarray, y_score: np.ndarray, threshold: float = T
     y_score = np.asarray(y_score).squeeze()
     if task == MULTI_LABEL:
         y_pred = y_score > threshold
-        return float(
-            np.mean([accuracy_score(y_true[:, i], y_pred[:, i]) for i in range(y_true.shape[1])])
-        )
+        return _mean([accuracy_score(y_true[:, i], y_pred[:, i]) for i in range(y_true.shape[1])])
     if task == BINARY:
         if y_score.ndim == 2:
             y_score = y_score[:, -1]
         return float(accuracy_score(y_true, y_score > threshold))
     return float(accuracy_score(y_true, np.argmax(y_score, axis=-1)))
+
+
+def _mean(values: list[float]) -> float:
+    """The mean as medmnist takes it: a running sum in order, then one division. ``np.mean``
+    sums pairwise, and the last bit can differ (0.5125000000000001 for 0.5125: ACC 0.513 where
+    medmnist says 0.512)."""
+    total = 0.0
+    for value in values:
+        total += float(value)
+    return total / len(values)
 
 
 def _check_task(task: str) -> None:
