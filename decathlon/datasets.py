@@ -583,7 +583,7 @@ def load(
     if not images:
         return LoadedDataset(info=info, path=path, verified=verified, md5=md5, arrays=labels)
     folder = _cache_folder(Path(cache_root or default_cache_root()), info, md5)
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(folder)
     arrays: dict[str, np.ndarray] = dict(labels)
     files: dict[str, Path] = {}
     for key in (k for k in KEYS if k.endswith("_images")):
@@ -607,6 +607,16 @@ def _cache_folder(cache_root: Path, info: DatasetInfo, md5: str) -> Path:
     return Path(cache_root) / f"{info.flag}{size_suffix(info.size)}-{md5[:12]}"
 
 
+def _make_cache_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only $DECATHLON_HOME, a file where a folder should be
+        raise DataError(
+            f"{folder}: cannot make the folder of the memory-mapped arrays"
+            f" ({exc.strerror or exc}); set DECATHLON_HOME to a folder you can write"
+        ) from None
+
+
 def materialize(
     loaded: LoadedDataset, cache_root: Path, keys: tuple[str, ...] = KEYS
 ) -> dict[str, Path]:
@@ -618,7 +628,7 @@ def materialize(
     into place, and one already there is kept. Returns key -> path.
     """
     folder = _cache_folder(cache_root, loaded.info, loaded.md5)
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(folder)
     paths: dict[str, Path] = {}
     for key in keys:
         dest = folder / f"{key}.npy"

@@ -480,7 +480,11 @@ def build(
     if env is None:
         return Path(sys.executable)
     directory = env_dir(adapter, root)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    why = files.why_not_writable(directory.parent)
+    if why and not force and damage(adapter, root) is None:
+        return _env_python(directory)  # built, in a cache this user cannot write: used as it is
+    if why:
+        raise _unwritable(adapter, directory.parent, why)
     say = on_step or (lambda message: log.info(message))
     with open(directory.parent / f".{directory.name}.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
@@ -525,6 +529,13 @@ def build(
         files.write_text(directory / _MARKER, json.dumps(marker, indent=2))
         say(f"environment of '{adapter.name}' built by {version} from {source} in {seconds:.0f} s")
         return _env_python(directory)
+
+
+def _unwritable(adapter: Adapter, folder: Path, why: str) -> EnvironmentBuildError:
+    return EnvironmentBuildError(
+        f"cannot write the environment of '{adapter.name}' into {folder} ({why}); set"
+        " DECATHLON_HOME to a folder you can write"
+    )
 
 
 class _Steps:
@@ -753,6 +764,9 @@ def adopt(
     if _version_of(executable) is None:
         raise EnvironmentBuildError(f"setup --adopt {python}: does not run as a Python interpreter")
     directory = env_dir(adapter, root)
+    why = files.why_not_writable(directory.parent)
+    if why:
+        raise _unwritable(adapter, directory.parent, why)
     if directory.exists():
         shutil.rmtree(directory)
     (directory / "bin").mkdir(parents=True)

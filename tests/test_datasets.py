@@ -249,6 +249,20 @@ def test_md5_sidecar_cache(tiny_published: TinyData, tmp_path: Path) -> None:
     assert sidecar.read_text().split()[2] == file_md5(path)
 
 
+def test_an_arrays_cache_that_cannot_be_made_is_one_line(
+    tiny_published: TinyData, tmp_path: Path
+) -> None:
+    """A read-only $DECATHLON_HOME (here: a file where the cache folder would be, which stops
+    root too) raised the OSError of mkdir; now a DataError that the task's rows carry."""
+    copy_dataset(tiny_published.data_dir, "breastmnist", tmp_path)
+    (tmp_path / "home").write_text("not a folder")
+    with pytest.raises(DataError, match="cannot make the folder .* set DECATHLON_HOME"):
+        load(tiny_published.catalog, "breastmnist", tmp_path, cache_root=tmp_path / "home" / "a")
+    data = load(tiny_published.catalog, "breastmnist", tmp_path, cache_root=tmp_path / "ok")
+    with pytest.raises(DataError, match="cannot make the folder"):
+        datasets_module.materialize(data, tmp_path / "home" / "a")
+
+
 def test_unwritable_sidecar_still_verifies(tiny_published: TinyData, tmp_path: Path) -> None:
     tiny_catalog = tiny_published
     # A folder where the sidecar would go: neither readable nor writable as a file, even as root.

@@ -62,6 +62,34 @@ def test_a_failed_build_is_one_line_and_leaves_nothing_ready(tmp_path: Path) -> 
     assert not environments.is_ready(adapter, tmp_path)
 
 
+def test_a_cache_that_cannot_be_written_is_one_line_and_a_built_one_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$DECATHLON_HOME read-only (here: under a file, which stops root too) ended setup and
+    setup --adopt in an OSError traceback; a cache built elsewhere and mounted read-only could
+    not be run from, as build took its file lock there."""
+    (tmp_path / "file").write_text("not a folder")
+    root = tmp_path / "file" / "home"
+    adapter = _adapter()
+    for attempt in (
+        lambda: environments.build(adapter, root=root),
+        lambda: environments.adopt(adapter, sys.executable, root=root),
+    ):
+        with pytest.raises(EnvironmentBuildError, match="cannot write the environment") as caught:
+            attempt()
+        assert "DECATHLON_HOME" in str(caught.value) and "is a file, not a folder" in str(
+            caught.value
+        )
+    built = tmp_path / "built"
+    wrapper = environments.adopt(adapter, sys.executable, root=built)
+    monkeypatch.setattr(
+        environments.files, "why_not_writable", lambda folder: "Read-only file system"
+    )
+    assert environments.build(adapter, root=built) == wrapper
+    with pytest.raises(EnvironmentBuildError, match="Read-only file system"):
+        environments.build(adapter, root=built, force=True)
+
+
 def test_missing_interpreter_is_one_line_naming_the_fixes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
