@@ -37,6 +37,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -772,8 +773,11 @@ def adopt(
     (directory / "bin").mkdir(parents=True)
     path = os.pathsep.join(str(Path(p).absolute()) for p in extra_paths)
     wrapper = _env_python(directory)
+    # Quoted for the shell: a path with a space, a quote, a $ or a backquote is taken as it is.
     wrapper.write_text(
-        "#!/bin/sh\n" + (f'PYTHONPATH="{path}" ' if path else "") + f'exec "{executable}" "$@"\n'
+        "#!/bin/sh\n"
+        + (f"PYTHONPATH={shlex.quote(path)} " if path else "")
+        + f'exec {shlex.quote(str(executable))} "$@"\n'
     )
     wrapper.chmod(0o755)
     marker = {

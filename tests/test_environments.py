@@ -116,6 +116,30 @@ def test_an_adopted_interpreter_runs_the_adapter(
     assert test["status"] == "ok", test["reason"]
 
 
+def test_an_adopted_interpreter_whose_path_the_shell_would_read_runs(tmp_path: Path) -> None:
+    """The wrapper wrote the path between double quotes: a path with a quote gave a wrapper
+    that did not run ("Unterminated quoted string"), a $ or a backquote was expanded."""
+    folder = tmp_path / 'py $HOME "x`echo y`'
+    folder.mkdir()
+    (folder / "python").symlink_to(sys.executable)
+    extra = tmp_path / "it's $PATH"
+    extra.mkdir()
+    wrapper = environments.adopt(
+        _adapter(), folder / "python", root=tmp_path / "home", extra_paths=(extra,)
+    )
+    out = subprocess.run(
+        [
+            str(wrapper),
+            "-c",
+            "import os, sys; print(sys.executable); print(os.environ['PYTHONPATH'])",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [str(folder / "python"), str(extra)]
+
+
 def _run_test_row(adapter: Adapter, tmp_path: Path, tiny_catalog: TinyData) -> dict[str, str]:
     """Run ``adapter`` on breastmnist (quick profile) through the harness; its test row."""
     registry = make_registry([_Plugin(adapter)], entry_points=False)
