@@ -210,7 +210,9 @@ def load(path: Path | None = None, *, datasets: Iterable[str] | None = None) -> 
     if not path.is_file():
         raise BudgetError(f"{path}: no such budgets file; pass --budgets PATH")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not TOML's "Invalid
+        # statement (at line 1, column 1)" but nothing.
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
         raise BudgetError(f"{path.name}: not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:

@@ -305,6 +305,17 @@ def test_missing_file_and_missing_profiles(tmp_path: Path) -> None:
     assert_one_line_naming_the_file(caught.value, "needs a [profiles.NAME] table")
 
 
+def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    """A file saved by a Windows editor starts with a byte-order mark: it was refused as
+    "not valid TOML: Invalid statement (at line 1, column 1)", a line that does not say why."""
+    path = tmp_path / "budgets.toml"
+    path.write_bytes(b"\xef\xbb\xbf[profiles.paper]\n[paper.baseline]\nhard_limit_seconds = 5\n")
+    b = budgets.load(path, datasets=FLAGS)
+    assert (
+        b.resolve("paper", adapter("baseline"), CATALOG.info("breastmnist")).hard_limit_seconds == 5
+    )
+
+
 def test_tier_boundaries() -> None:
     assert budgets.tier_of(9_999, (10_000, 50_000)) == 0
     assert budgets.tier_of(10_000, (10_000, 50_000)) == 1
