@@ -488,7 +488,14 @@ def build(
         raise _unwritable(adapter, directory.parent, why)
     say = on_step or (lambda message: log.info(message))
     with open(directory.parent / f".{directory.name}.lock", "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(
+                f"the environment of '{adapter.name}' is being built by another setup or run"
+                " (or by the installer of one that was killed): waiting for it to end"
+            )
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
         problem = damage(adapter, root)
         if problem is None and not force:
             return _env_python(directory)
@@ -498,13 +505,19 @@ def build(
         tool = choose_installer(installer)
         base = find_python(env.python, python, on_step=say)
         if directory.exists():
-            shutil.rmtree(directory)
+            try:
+                shutil.rmtree(directory)
+            except OSError as exc:
+                raise EnvironmentBuildError(
+                    f"cannot remove the unfinished environment {directory}"
+                    f" ({exc.strerror or exc}); delete it and run setup again"
+                ) from None
         source = f"lock {lock.path.name}" if lock else f"its requirements ({why_not})"
         say(f"building the environment of '{adapter.name}' in {directory} (Python {env.python})")
         started = time.monotonic()
         log_path = directory.parent / f"{directory.name}.build.log"
         with open(log_path, "w") as build_log:
-            steps = _Steps(adapter, build_log, log_path)
+            steps = _Steps(adapter, build_log, log_path, lock_file.fileno())
             if tool == "uv":
                 version, packages = _build_with_uv(steps, env, base, directory, lock, adapter.name)
             else:
@@ -542,8 +555,12 @@ def _unwritable(adapter: Adapter, folder: Path, why: str) -> EnvironmentBuildErr
 class _Steps:
     """Runs build commands into the build log; a failure is one line naming the log."""
 
-    def __init__(self, adapter: Adapter, build_log: IO[str], log_path: Path) -> None:
+    def __init__(self, adapter: Adapter, build_log: IO[str], log_path: Path, lock_fd: int) -> None:
         self.adapter, self.build_log, self.log_path = adapter, build_log, log_path
+        # Each installer holds the build's file lock too: when setup is killed (SIGKILL, the
+        # OOM killer), its installer goes on writing into the environment, and the next build
+        # must wait for it rather than remove the folder under it.
+        self.lock_fd = lock_fd
 
     def note(self, text: str) -> None:
         self.build_log.write(f"# {text}\n")
@@ -552,7 +569,13 @@ class _Steps:
     def run(self, cmd: list[str], environ: dict[str, str] | None = None) -> None:
         self.build_log.write("$ " + " ".join(cmd) + "\n")
         self.build_log.flush()
-        result = subprocess.run(cmd, stdout=self.build_log, stderr=subprocess.STDOUT, env=environ)
+        result = subprocess.run(
+            cmd,
+            stdout=self.build_log,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            pass_fds=(self.lock_fd,),
+        )
         if result.returncode != 0:
             self.build_log.flush()
             text = self.log_path.read_text(errors="replace")
@@ -565,7 +588,9 @@ class _Steps:
             )
 
     def output(self, cmd: list[str], environ: dict[str, str] | None = None) -> str:
-        result = subprocess.run(cmd, capture_output=True, text=True, env=environ)
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, env=environ, pass_fds=(self.lock_fd,)
+        )
         return result.stdout if result.returncode == 0 else ""
 
 

@@ -4,13 +4,17 @@ over to uv, built once and reused, a failed build leaves nothing ready, adoption
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -88,6 +92,67 @@ def test_a_cache_that_cannot_be_written_is_one_line_and_a_built_one_is_used(
     assert environments.build(adapter, root=built) == wrapper
     with pytest.raises(EnvironmentBuildError, match="Read-only file system"):
         environments.build(adapter, root=built, force=True)
+
+
+KILLED_SETUP = """
+import sys
+from pathlib import Path
+from decathlon import environments
+from decathlon.contract import Adapter, Environment
+environments.uv_binary = lambda: sys.argv[2]
+adapter = Adapter(name="envprobe", run="decathlon_adapters.baseline:run",
+                  environment=Environment(python=sys.argv[3]))
+environments.build(adapter, root=Path(sys.argv[1]))
+"""
+
+SLOW_UV = """#!/bin/sh
+if [ "$1" = venv ]; then mkdir -p "$5/bin"; exit 0; fi
+echo $$ > "{started}"
+exec sleep 60
+"""
+
+
+def test_a_setup_killed_mid_install_holds_the_build_lock_until_its_installer_ends(
+    tmp_path: Path,
+) -> None:
+    """setup killed by SIGKILL (its installer left running, writing into the environment): the
+    next setup took the lock at once and removed the folder under the installer, an OSError
+    traceback ("Directory not empty"); now the installer holds the lock, and the next setup
+    waits for it."""
+    started = tmp_path / "installer.pid"
+    uv = tmp_path / "slow-uv"
+    uv.write_text(SLOW_UV.format(started=started))
+    uv.chmod(0o755)
+    root = tmp_path / "home"
+    setup = subprocess.Popen([sys.executable, "-c", KILLED_SETUP, str(root), str(uv), HERE])
+    installer = None
+    try:
+        for _ in range(300):
+            if started.is_file() and started.read_text().strip():
+                installer = int(started.read_text())
+                break
+            time.sleep(0.1)
+        assert installer is not None, "the installer never started"
+        setup.kill()
+        setup.wait()
+        (lock,) = (root / "envs").glob(".*.lock")
+        with open(lock) as held:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.kill(installer, signal.SIGKILL)
+            for _ in range(100):
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("the lock outlived the installer")
+    finally:
+        setup.kill()
+        if installer is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(installer, signal.SIGKILL)
 
 
 def test_missing_interpreter_is_one_line_naming_the_fixes(
