@@ -136,6 +136,12 @@ class Budgets:
             hard = time_seconds + (DEFAULT_GRACE_SECONDS if grace is None else grace)
         elif grace is not None:
             hard = hard + grace
+        if not math.isfinite(float(hard)):
+            raise BudgetError(
+                f"{self.path.name}: [{profile}.{adapter.name}] gives {info.flag} a hard limit"
+                " too large to be a number of seconds (its time and grace added); give a"
+                " smaller one"
+            )
         if not math.isfinite(float(hard) * scale_factor):
             raise BudgetError(
                 f"the scale factor {scale_factor} makes the hard limit of {adapter.name} on"

@@ -305,6 +305,18 @@ def test_missing_file_and_missing_profiles(tmp_path: Path) -> None:
     assert_one_line_naming_the_file(caught.value, "needs a [profiles.NAME] table")
 
 
+def test_a_hard_limit_that_overflows_names_the_file_not_the_scale_factor(
+    tmp_path: Path,
+) -> None:
+    """1e308 s plus 1e308 s of grace is infinite: it was blamed on "the scale factor 1.0"."""
+    path = write(tmp_path, "[paper.a]\nhard_limit_seconds = 1e308\ngrace_seconds = 1e308\n")
+    b = budgets.load(path, datasets=FLAGS)
+    with pytest.raises(BudgetError) as caught:
+        b.resolve("paper", adapter("a"), CATALOG.info("breastmnist"))
+    assert_one_line_naming_the_file(caught.value, "[paper.a] gives breastmnist a hard limit")
+    assert "scale factor" not in str(caught.value)
+
+
 def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
     """A file saved by a Windows editor starts with a byte-order mark: it was refused as
     "not valid TOML: Invalid statement (at line 1, column 1)", a line that does not say why."""
