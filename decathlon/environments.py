@@ -63,6 +63,9 @@ LOCK_PLATFORM = "x86_64-manylinux_2_28"
 _LOCK_GLIBC = (2, 28)
 INSTALLERS = ("uv", "pip")
 _OFF = ("0", "no", "off", "false", "never")
+#: Seconds uv may take to fetch a managed CPython, and to say where its managed ones are.
+FETCH_TIMEOUT = 1800.0
+FIND_TIMEOUT = 120.0
 
 
 def home() -> Path:
@@ -378,20 +381,29 @@ def _uv_managed(version: str, install: bool, say: Callable[[str], None]) -> tupl
     uv = uv_binary()
     if uv is None:
         return None, "uv is not installed"
-    if install:
-        say(f"no Python {version} on this machine: uv is fetching a managed CPython {version}")
-        fetched = subprocess.run(
-            [uv, "python", "install", version], capture_output=True, text=True, timeout=1800
+    try:
+        if install:
+            say(f"no Python {version} on this machine: uv is fetching a managed CPython {version}")
+            fetched = subprocess.run(
+                [uv, "python", "install", version],
+                capture_output=True,
+                text=True,
+                timeout=FETCH_TIMEOUT,
+            )
+            if fetched.returncode != 0:
+                lines = [x.strip() for x in fetched.stderr.splitlines() if x.strip()]
+                last = lines[-1][:200] if lines else "no output"
+                return None, f"uv could not fetch one ({last})"
+        found = subprocess.run(
+            [uv, "python", "find", "--managed-python", "--no-python-downloads", version],
+            capture_output=True,
+            text=True,
+            timeout=FIND_TIMEOUT,
         )
-        if fetched.returncode != 0:
-            lines = [x.strip() for x in fetched.stderr.splitlines() if x.strip()]
-            return None, f"uv could not fetch one ({lines[-1][:200] if lines else 'no output'})"
-    found = subprocess.run(
-        [uv, "python", "find", "--managed-python", "--no-python-downloads", version],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    except subprocess.TimeoutExpired as exc:
+        return None, f"uv python {exc.cmd[2]} did not end in {exc.timeout:g} s"
+    except OSError as exc:
+        return None, f"uv does not run ({exc.strerror or exc})"
     path = found.stdout.strip()
     if found.returncode == 0 and path and _version_of(path) == version:
         return Path(path), ""

@@ -302,6 +302,24 @@ def test_no_interpreter_and_fetching_off_is_one_line_saying_what_to_install(
     )
 
 
+def test_a_uv_that_hangs_fetching_a_python_is_one_line(
+    bare_machine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv asked for a managed Python (a network that swallows packets) past its time: the
+    TimeoutExpired of subprocess ended setup in a traceback."""
+    uv = bare_machine / "hanging-uv"
+    uv.write_text(f"#!/bin/sh\nexec {shutil.which('sleep', path=os.defpath)} 30\n")
+    uv.chmod(0o755)
+    monkeypatch.setattr(environments, "uv_binary", lambda: str(uv))
+    monkeypatch.setattr(environments, "FIND_TIMEOUT", 0.5)
+    monkeypatch.setattr(environments, "FETCH_TIMEOUT", 0.5)
+    with pytest.raises(EnvironmentBuildError) as caught:
+        environments.find_python(OTHER, downloads=True)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "uv python install did not end in 0.5 s" in message, message
+
+
 # ------------------------------------------------------------------------------- locks
 
 
