@@ -11,6 +11,7 @@ The rules of ``medmnist.evaluator.getAUC`` / ``getACC`` (medmnist 3.0.2), per ta
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,11 @@ from decathlon import files
 from decathlon.contract import BINARY, MULTI_LABEL, TASK_TYPES, DatasetInfo
 
 THRESHOLD = 0.5
+#: The most bytes of the run's name an evaluator file's name holds. The rest of the longest name
+#: (``pneumoniamnist_224_train_[AUC]0.000_[ACC]0.000@`` and ``.csv``, 51 bytes) and the hidden
+#: temporary name it is written under (about 30 bytes more) then stay within the 255 bytes a
+#: file name may have.
+EVALUATOR_RUN_BYTES = 150
 
 
 def auc(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -104,8 +110,13 @@ def evaluator_run(run: str) -> str:
     ``filename.split("@")[-1].split(".")[0]`` and writes its copy of the file under it: a dot in
     the run would cut it there (``...@review-dot.v2.csv`` re-written as ``...@review-dot.csv``),
     an ``@`` would cut it at the front. Without either, medmnist writes the same name again.
+    A run's name longer than :data:`EVALUATOR_RUN_BYTES` (in the file system's encoding) is
+    cut there: the whole name would not fit in a file name.
     """
-    return run.replace(".", "-").replace("@", "-")
+    part = run.replace(".", "-").replace("@", "-")
+    while len(os.fsencode(part)) > EVALUATOR_RUN_BYTES:
+        part = part[:-1]
+    return part
 
 
 def evaluator_filename(

@@ -9,6 +9,7 @@ scikit-learn), and is checked on the real files' labels and on generated data.
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from pathlib import Path
@@ -319,3 +320,18 @@ def test_evaluator_csv_refuses_nan_scores_in_the_name(tmp_path: Path) -> None:
         metrics.save_evaluator_csv(
             tmp_path, "breastmnist", "val", np.zeros((2, 2)), np.nan, 0.5, "r"
         )
+
+
+@pytest.mark.parametrize("run", ["r" * 230, "é" * 200, "x.y@" * 60])
+def test_a_long_run_name_still_gives_evaluator_files(tmp_path: Path, run: str) -> None:
+    """A run folder named with 230 characters crashed the harness after its first task (OSError:
+    File name too long, the evaluator file's name being longer than 255 bytes); the run part is
+    now cut, and medmnist still reads it back and writes the same name."""
+    s = np.array([[0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.9, 0.1]])
+    folder = tmp_path / "eval"
+    for size in (28, 224):
+        path = metrics.save_evaluator_csv(folder, "pneumoniamnist", "train", s, 1.0, 1.0, run, size)
+        assert len(os.fsencode(path.name)) <= 255 - 30
+        assert _medmnist_run(path.name) == metrics.evaluator_run(run)
+        assert run.replace(".", "-").replace("@", "-").startswith(metrics.evaluator_run(run))
+    assert len(list(folder.iterdir())) == 2
