@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from decathlon import budgets as budgets_module
@@ -38,6 +39,12 @@ from decathlon.runner import RunConfig, Runner
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _say(text: str) -> None:
+    """Print a line that holds paths, names or reasons: text, not rich markup (a run folder
+    named ``x[/b]`` made the line a MarkupError)."""
+    console.print(text, markup=False)
 
 
 def _csv_list(text: str) -> tuple[str, ...]:
@@ -519,20 +526,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(config, registry, reporter=reporter or PlainReporter(console))
     path = runner.run(run_dir, resume=resume, executor=executor, retry_failed=args.retry_failed)
     rows = leaderboard.read(path)
-    console.print(results_table(rows, title=str(path)))
+    console.print(results_table(rows, title=escape(str(path))))
     for row in rows:
         if row["dataset"] == leaderboard.SUMMARY_DATASET:
             if row["status"] == "ok":
-                console.print(
+                _say(
                     f"decathlon mean ({row['adapter']}, seed {row['seed']}): "
                     f"AUC {float(row['auc']):.3f}  ACC {float(row['acc']):.3f}"
                 )
             else:
-                console.print(
+                _say(
                     f"decathlon mean ({row['adapter']}, seed {row['seed']}): "
                     f"incomplete, {row['reason']}"
                 )
-    console.print(f"leaderboard: {path}")
+    _say(f"leaderboard: {path}")
     return _say_not_ok([path])
 
 
@@ -596,7 +603,7 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
         runner = Runner(config, registry, reporter=reporter)
         runner.plan()  # budgets resolve for every dataset, or a one-line error now
         planned.append((runner, run_dir))
-    console.print(
+    _say(
         f"{len(names)} adapters, one run directory each: "
         + ", ".join(str(run_dir) for _, run_dir in planned)
     )
@@ -641,7 +648,7 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
             end="",
         )
     for run_dir in finished:
-        console.print(f"leaderboard: {rundir.leaderboard_path(run_dir)}")
+        _say(f"leaderboard: {rundir.leaderboard_path(run_dir)}")
     not_ok = _say_not_ok([rundir.leaderboard_path(run_dir) for run_dir in finished])
     return 2 if failed else not_ok
 
@@ -698,7 +705,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     for name in names:
         adapter = registry.get(name)
         if adapter.environment is None:
-            console.print(f"{name}: runs in the harness's environment; nothing to build")
+            _say(f"{name}: runs in the harness's environment; nothing to build")
             continue
         if args.adopt:
             python = environments.adopt(adapter, args.adopt)
@@ -708,9 +715,9 @@ def cmd_setup(args: argparse.Namespace) -> int:
                 python=args.python,
                 force=args.force,
                 installer=args.installer,
-                on_step=console.print,
+                on_step=_say,
             )
-        console.print(f"{name}: ready ({python})")
+        _say(f"{name}: ready ({python})")
     return 0
 
 
@@ -720,10 +727,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
     adapters = [registry.get(name) for name in names]
     for adapter in adapters:
         if adapter.environment is None:
-            console.print(f"{adapter.name}: runs in the harness's environment; nothing to lock")
+            _say(f"{adapter.name}: runs in the harness's environment; nothing to lock")
     if all(adapter.environment is None for adapter in adapters):
         return 0
-    written = environments.lock(adapters, on_step=console.print)
+    written = environments.lock(adapters, on_step=_say)
     changed = sum(1 for _, was_changed in written if was_changed)
     console.print(f"{len(written)} lock(s), {changed} changed")
     return 0
@@ -736,13 +743,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(column)
     for name in sorted(registry.adapters):
         adapter = registry.adapters[name]
-        table.add_row(
-            name, environments.describe(adapter), registry.origin[name], adapter.description
-        )
+        cells = (name, environments.describe(adapter), registry.origin[name], adapter.description)
+        table.add_row(*(escape(cell) for cell in cells))
     console.print(table)
     catalog = datasets.Catalog.load()
     data_dir = datasets.default_data_dir()
-    table = Table(title=f"Datasets in {data_dir}")
+    table = Table(title=escape(f"Datasets in {data_dir}"))
     for column in ("dataset", "task", "channels", "classes", "images", "cached"):
         table.add_column(column)
     for flag in catalog.flags:
@@ -759,9 +765,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     runner = Runner(_config(args), make_registry())
     tasks = runner.plan()
     table = Table(
-        title=f"{runner.adapter.name}, profile '{runner.config.profile}',"
-        f" {runner.config.size}x{runner.config.size} images"
-        f" (scale factor {runner.config.scale_factor:g}) from {runner.budgets.path}"
+        title=escape(
+            f"{runner.adapter.name}, profile '{runner.config.profile}',"
+            f" {runner.config.size}x{runner.config.size} images"
+            f" (scale factor {runner.config.scale_factor:g}) from {runner.budgets.path}"
+        )
     )
     for column in ("dataset", "seed", "images", "tier", "budget", "hard limit"):
         table.add_column(column, justify="right" if column in ("images", "tier") else "left")
@@ -849,9 +857,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     for check in checks:
         mark = "[green]pass[/green]" if check.passed else "[red]FAIL[/red]"
-        console.print(f"{mark} {check.name}: {check.detail}")
+        console.print(f"{mark} {escape(check.name)}: {escape(check.detail)}")
     failed = sum(not c.passed for c in checks)
-    console.print(f"{len(checks) - failed} passed, {failed} failed (files in {workdir})")
+    _say(f"{len(checks) - failed} passed, {failed} failed (files in {workdir})")
     return 1 if failed else 0
 
 

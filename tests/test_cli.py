@@ -1025,6 +1025,25 @@ def test_a_reason_with_brackets_is_printed_as_text() -> None:
     )
 
 
+def test_a_run_folder_with_brackets_is_printed_as_text(
+    capsys: pytest.CaptureFixture[str], tiny_catalog: TinyData, monkeypatch, tmp_path: Path
+) -> None:
+    """A run folder named ``x[/b]`` ran every task, then ended in a MarkupError traceback: its
+    path was rich markup in the results table's title and in the ``leaderboard:`` line."""
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    run_dir = tmp_path / "x[/red]" / "[b]y"
+    args = _run_args(tiny_catalog.data_dir, run_dir, "--no-download")
+    code, out, err = main(capsys, *args, "--adapter", "mis_good", "--datasets", "breastmnist")
+    assert code == 0 and err == "", err
+    assert f"leaderboard: {run_dir / 'leaderboard.csv'}" in out
+    budgets = tmp_path / "b[/x]" / "budgets.toml"
+    budgets.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "budgets.toml", budgets)
+    code, out, err = main(capsys, "plan", "--adapter", "baseline", "--budgets", str(budgets))
+    assert code == 0 and err == "", err
+    assert "b[/x]" in out
+
+
 @pytest.mark.parametrize(
     "argv, fragment",
     [
