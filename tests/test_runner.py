@@ -663,3 +663,23 @@ def test_single_class_split_is_a_row_not_a_crash(tiny_catalog: TinyData, tmp_pat
     all_status(breast, "error")
     assert breast["test"]["reason"].startswith("val AUC is undefined")
     all_status(task_rows(rows, "octmnist"), "ok")
+
+
+def test_a_metadata_file_of_fewer_datasets_gives_no_decathlon_mean(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """A metadata file (DECATHLON_INFO) holding only breastmnist gave a ``decathlon`` row with
+    status ok, "mean of 1 datasets": the mean was taken over the datasets the file named, not
+    over the ten."""
+    record = json.loads(tiny_catalog.info_path.read_text())
+    record["datasets"] = {"breastmnist": record["datasets"]["breastmnist"]}
+    info_path = tmp_path / "info1.json"
+    info_path.write_text(json.dumps(record))
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text("[profiles.quick]\n\n[quick.mis_good]\nhard_limit_seconds = 60\n")
+    rows = run(
+        "mis_good", tiny_catalog, tmp_path / "run", info_path=info_path, budgets_path=str(budgets)
+    )
+    (summary,) = [r for r in rows if r["dataset"] == "decathlon"]
+    assert summary["status"] == "incomplete" and summary["auc"] == ""
+    assert summary["reason"].startswith("1/10 datasets ok; missing: pathmnist (not run)")
