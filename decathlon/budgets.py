@@ -19,6 +19,7 @@ import tomllib
 
 from decathlon import resources
 from decathlon.contract import Adapter, Budget, DatasetInfo
+from decathlon.datasets import ALIASES
 from decathlon.errors import BudgetError, did_you_mean
 
 #: Keys an adapter's budget table may hold.
@@ -267,13 +268,28 @@ def _profile(path: Path, name: str, table: Any, flags: list[str]) -> Profile:
             raise BudgetError(f"{where}: datasets must be a list of dataset names")
         if not datasets:
             raise BudgetError(f"{where}: datasets is empty (leave it out for all ten)")
+        named: dict[str, str] = {}
         for flag in datasets:
             if flags and flag not in flags:
                 raise BudgetError(f"{where}: unknown dataset '{flag}'.{did_you_mean(flag, flags)}")
+            # A dataset named twice (or by its v1 name too) is a slip: one of the two was
+            # probably meant to be another dataset. The command line's --datasets forgives it.
+            key = str(ALIASES.get(flag, flag))
+            if key in named:
+                same = (
+                    f"'{flag}' twice"
+                    if named[key] == flag
+                    else f"one dataset twice, as '{named[key]}' and '{flag}'"
+                )
+                raise BudgetError(f"{where}: datasets names {same}; name each dataset once")
+            named[key] = flag
         datasets = tuple(datasets)
     seeds = table.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(is_seed(s) for s in seeds):
         raise BudgetError(f"{where}: seeds must be a list of whole numbers from 0 to {MAX_SEED}")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise BudgetError(f"{where}: seeds names {twice[0]} twice; name each seed once")
     return Profile(name, str(table.get("description", "")), datasets, tuple(seeds))
 
 

@@ -260,6 +260,15 @@ MISTAKES = [
     ("[profiles.ci]\nseed = [0]\n", "unknown key 'seed'. Did you mean 'seeds'?"),
     ("[profiles.ci]\nseeds = [-1]\n", "seeds must be a list of whole numbers from 0 to 4294967295"),
     ('[profiles.ci]\ndatasets = "breastmnist"\n', "datasets must be a list of dataset names"),
+    # Named twice: read as once, where one of the two was probably meant to be another.
+    (
+        '[profiles.ci]\ndatasets = ["breastmnist", "retinamnist", "breastmnist"]\n',
+        "[profiles.ci]: datasets names 'breastmnist' twice; name each dataset once",
+    ),
+    (
+        "[profiles.ci]\nseeds = [0, 1, 0]\n",
+        "[profiles.ci]: seeds names 0 twice; name each seed once",
+    ),
 ]
 
 
@@ -269,6 +278,15 @@ def test_mistakes_in_the_file_are_one_line_naming_it(
 ) -> None:
     with pytest.raises(BudgetError) as caught:
         budgets.load(write(tmp_path, text), datasets=FLAGS)
+    assert_one_line_naming_the_file(caught.value, fragment)
+
+
+def test_a_dataset_named_by_both_its_names_is_named_twice(tmp_path: Path) -> None:
+    """The runner accepts the v1 names too: organmnist_axial is organamnist."""
+    text = '[profiles.ci]\ndatasets = ["organamnist", "organmnist_axial"]\n'
+    with pytest.raises(BudgetError) as caught:
+        budgets.load(write(tmp_path, text), datasets=(*FLAGS, *CATALOG.aliases))
+    fragment = "datasets names one dataset twice, as 'organamnist' and 'organmnist_axial'"
     assert_one_line_naming_the_file(caught.value, fragment)
 
 
