@@ -805,8 +805,31 @@ def adopt(
     why = files.why_not_writable(directory.parent)
     if why:
         raise _unwritable(adapter, directory.parent, why)
+    # The build lock, as build() takes it: an adopt beside a build of the same environment
+    # would remove the folder under the installer, which would then write into the wrapper's.
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EnvironmentBuildError(
+                f"setup --adopt {python}: the environment of '{adapter.name}' is being built by"
+                " another setup or run (or by the installer of one that was killed); adopt"
+                " again when it has ended"
+            ) from None
+        return _write_adopted(adapter, directory, executable, extra_paths)
+
+
+def _write_adopted(
+    adapter: Adapter, directory: Path, executable: Path, extra_paths: tuple[Path, ...]
+) -> Path:
     if directory.exists():
-        shutil.rmtree(directory)
+        try:
+            shutil.rmtree(directory)
+        except OSError as exc:
+            raise EnvironmentBuildError(
+                f"cannot remove the environment {directory} ({exc.strerror or exc}); delete it"
+                " and run setup --adopt again"
+            ) from None
     (directory / "bin").mkdir(parents=True)
     path = os.pathsep.join(str(Path(p).absolute()) for p in extra_paths)
     wrapper = _env_python(directory)

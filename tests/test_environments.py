@@ -205,6 +205,25 @@ def test_an_adopted_interpreter_whose_path_the_shell_would_read_runs(tmp_path: P
     assert out.stdout.splitlines() == [str(folder / "python"), str(extra)]
 
 
+def test_an_adopt_beside_a_build_of_the_same_environment_is_one_line(tmp_path: Path) -> None:
+    """setup --adopt took no build lock: beside a build of the same environment it removed the
+    folder the installer was writing into. It now says the build goes on and leaves it alone."""
+    adapter = _adapter()
+    root = tmp_path / "home"
+    directory = environments.env_dir(adapter, root)
+    (directory / "lib").mkdir(parents=True)
+    (directory / "lib" / "being-installed").write_text("x")
+    with open(directory.parent / f".{directory.name}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a build in progress
+        with pytest.raises(EnvironmentBuildError) as caught:
+            environments.adopt(adapter, sys.executable, root=root)
+    message = str(caught.value)
+    assert "\n" not in message and "is being built by another setup or run" in message
+    assert (directory / "lib" / "being-installed").is_file()
+    wrapper = environments.adopt(adapter, sys.executable, root=root)  # the build has ended
+    assert environments.is_ready(adapter, root) and wrapper.is_file()
+
+
 def _run_test_row(adapter: Adapter, tmp_path: Path, tiny_catalog: TinyData) -> dict[str, str]:
     """Run ``adapter`` on breastmnist (quick profile) through the harness; its test row."""
     registry = make_registry([_Plugin(adapter)], entry_points=False)
