@@ -815,6 +815,36 @@ def test_bootstrap_with_real_labels_from_the_catalog(tmp_path: Path, real_data_d
     assert "Bootstrap 95% CI of test AUC" in text and "breast 0.8" in text
 
 
+@pytest.mark.parametrize(
+    ("config", "cause"),
+    [
+        ('{"config": {"data_dir": "GONE"}}', "config.json's data_dir GONE is gone"),
+        ("{not json", "config.json is not a run's config.json"),
+    ],
+)
+def test_bootstrap_says_why_a_run_has_no_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str, cause: str
+) -> None:
+    # A run whose config.json is broken, or names a data folder that is gone, looks for labels
+    # in the default folder; the note says so and why each dataset has none (before: "(no
+    # labels)" alone, the reason only in an info log).
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("DECATHLON_DATA_DIR", str(empty))
+    run = write_run(tmp_path, "moved", {"baseline": 0.0})
+    gone = str(tmp_path / "data-moved-away")
+    (run / "config.json").write_text(config.replace("GONE", gone))
+    folder = run / "tasks" / "breastmnist" / "seed0" / "predictions"
+    folder.mkdir(parents=True)
+    np.save(folder / "test.npy", np.full((10, 2), 0.5))
+
+    ci, notes = compare.bootstrap_table(compare.collect([run]), n_boot=10)
+    assert ci.empty
+    (note,) = [n for n in notes if "breastmnist" in n]
+    assert cause.replace("GONE", gone) in note and "the default" in note
+    assert f"breastmnist (no labels: breastmnist.npz is not in {empty}" in note
+
+
 # ---------------------------------------------------------------------------- real runs
 
 

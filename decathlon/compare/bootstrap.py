@@ -79,10 +79,13 @@ def _seed_mean(metric_fn: MetricFn) -> MetricFn:
 
 
 def catalog_labels(
-    data_dir: Path | None, info_path: Path | None = None, size: int = datasets.DEFAULT_SIZE
+    data_dir: Path | None,
+    info_path: Path | None = None,
+    size: int = datasets.DEFAULT_SIZE,
+    why: dict[str, str] | None = None,
 ) -> LabelsFn:
     """Test labels from the local dataset files at ``size`` (never downloads, reads no image);
-    ``None`` where unavailable.
+    ``None`` where unavailable, with the reason (its first clause) put in ``why`` by flag.
 
     ``data_dir`` defaults to the catalog's default folder, ``info_path`` to the bundled (or
     ``$DECATHLON_INFO``) metadata.
@@ -104,6 +107,9 @@ def catalog_labels(
             return np.asarray(loaded.arrays["test_labels"])
         except (DecathlonError, OSError, KeyError, ValueError) as exc:
             log.info("no test labels for %s: %s", flag, exc)
+            if why is not None:
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                why[flag] = text.split("; ")[0][:200]
             return None
 
     return labels
@@ -134,7 +140,13 @@ def bootstrap_table(
     for m in methods:
         if m.run_dir is None:
             continue
-        fn = labels_fn or catalog_labels(*_run_paths(m.run_dir), size=m.size)
+        why: dict[str, str] = {}  # flag: why the catalog gave no labels
+        moved = ""  # why the run's own data folder was not used
+        if labels_fn is None:
+            data_dir, info_path, moved = _run_paths(m.run_dir)
+            fn = catalog_labels(data_dir, info_path, size=m.size, why=why)
+        else:
+            fn = labels_fn
         skipped: list[str] = []
         for dataset in m.datasets:
             if (dataset, "test") not in m.scores:
@@ -148,7 +160,10 @@ def bootstrap_table(
                 label_cache[key] = fn(dataset)
             y_true = label_cache[key]
             if y_true is None:
-                skipped.append(f"{dataset} (no labels)")
+                reason = why.get(dataset)
+                skipped.append(
+                    f"{dataset} (no labels: {reason})" if reason else f"{dataset} (no labels)"
+                )
                 continue
             try:
                 scores = [_scores(f, len(y_true)) for f in paths]
@@ -192,7 +207,8 @@ def bootstrap_table(
         ):
             no_predictions.append(m.label)
         elif skipped:
-            notes.append(f"Bootstrap CI skipped for {m.label}: {', '.join(skipped)}.")
+            cause = f" ({moved})" if moved and any("(no labels" in s for s in skipped) else ""
+            notes.append(f"Bootstrap CI skipped for {m.label}{cause}: {', '.join(skipped)}.")
     if no_predictions:
         notes.insert(
             0, f"Bootstrap CI skipped (no saved predictions): {', '.join(no_predictions)}."
@@ -200,23 +216,33 @@ def bootstrap_table(
     return pd.DataFrame.from_records(records, columns=CI_COLUMNS), notes
 
 
-def _run_paths(run_dir: Path) -> tuple[Path | None, Path | None]:
-    """The data folder and catalog file a run used, from its ``config.json`` where it names them.
+def _run_paths(run_dir: Path) -> tuple[Path | None, Path | None, str]:
+    """The data folder and catalog file a run used, from its ``config.json`` where it names them,
+    and why that record was not used ("" when it was, or names neither): the labels are then
+    looked for in the default folder and metadata.
 
     The runner records them under ``config``; relative paths are taken from the current folder.
     """
+    path = rundir.config_path(run_dir)
     record = rundir.read_config(run_dir)
     if not isinstance(record, dict):  # none, unreadable, or not a JSON object
-        return None, None
+        if path.exists():
+            return None, None, f"{path} is not a run's config.json; the default folder was used"
+        return None, None, ""
     config = record.get("config", record)
+    problems: list[str] = []
 
     def existing(key: str) -> Path | None:
         value = config.get(key) if isinstance(config, dict) else None
         if not isinstance(value, str) or not value:  # a config.json from elsewhere: any type
             return None
-        return Path(value).expanduser() if Path(value).expanduser().exists() else None
+        if Path(value).expanduser().exists():
+            return Path(value).expanduser()
+        problems.append(f"config.json's {key} {value} is gone; the default was used")
+        return None
 
-    return existing("data_dir"), existing("info_path")
+    data_dir, info_path = existing("data_dir"), existing("info_path")
+    return data_dir, info_path, "; ".join(problems)
 
 
 def render_ci(ci: pd.DataFrame) -> str:
