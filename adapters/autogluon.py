@@ -104,6 +104,15 @@ LEADERBOARD_COLUMNS = [
     "fit_order",
 ]
 
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse, in the harness before any task starts, negative margins, a preset that is none
+    of :data:`PRESETS` and an ``excluded_model_types`` that is not a list of names."""
+    tabular.check_options(options)
+    check_presets(options["presets"])
+    tabular.check_names(options, "excluded_model_types")
+
+
 ADAPTER = Adapter(
     name="autogluon",
     run="decathlon_adapters.autogluon:run",
@@ -111,6 +120,7 @@ ADAPTER = Adapter(
     " val split as tuning data",
     environment=ENVIRONMENT,
     options=OPTIONS,
+    check_options=check_options,
     version=VERSION,
 )
 
@@ -120,10 +130,10 @@ def decathlon_register_adapters(register) -> None:
     register(ADAPTER)
 
 
-def check_presets(presets: str) -> str:
+def check_presets(presets: Any) -> str:
     if presets not in PRESETS:
         raise ValueError(
-            f"autogluon: presets '{presets}' is not one of {', '.join(PRESETS)}"
+            f"option presets: {presets!r} is not one of {', '.join(PRESETS)}"
             " (the others load pre-trained weights, which this adapter never does)"
         )
     return presets
@@ -255,7 +265,7 @@ def run(task: Task) -> Predictions:
 
     started = time.monotonic()
     opts = task.options
-    check_presets(str(opts["presets"]))
+    check_presets(opts["presets"])
     seconds = tabular.search_seconds(task, opts)
     excluded = list(opts["excluded_model_types"])
     hyperparameters = seeded_hyperparameters(opts["presets"], int(task.seed), excluded)

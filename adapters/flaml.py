@@ -68,6 +68,30 @@ ENVIRONMENT = Environment(
 #: FLAML's own default for classification when CatBoost is not installed.
 ESTIMATORS = ["lgbm", "rf", "xgboost", "extra_tree", "xgb_limitdepth", "sgd", "lrl1"]
 
+#: FLAML 2.7's own metric names (``flaml.automl.ml.sklearn_metric_name_set``) and ``auto``:
+#: any other name fails every trial, and the search ends with no model.
+METRICS = (
+    "auto",
+    "accuracy",
+    "roc_auc",
+    "roc_auc_ovr",
+    "roc_auc_ovo",
+    "roc_auc_weighted",
+    "roc_auc_ovr_weighted",
+    "roc_auc_ovo_weighted",
+    "log_loss",
+    "f1",
+    "micro_f1",
+    "macro_f1",
+    "ap",
+    "ndcg",
+    "r2",
+    "rmse",
+    "mae",
+    "mse",
+    "mape",
+)
+
 OPTIONS: dict[str, Any] = {
     **tabular.MARGIN_OPTIONS,
     "min_label_seconds": 2,
@@ -88,12 +112,25 @@ LEADERBOARD_COLUMNS = [
     "config",
 ]
 
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse, in the harness before any task starts, negative margins, an ``estimator_list``
+    that is not a list of names and a ``metric`` FLAML does not know (:data:`METRICS`)."""
+    tabular.check_options(options)
+    tabular.check_names(options, "estimator_list", empty=False)
+    if options["metric"] not in METRICS:
+        raise ValueError(
+            f"option metric: {options['metric']!r} is not one of FLAML's: {', '.join(METRICS)}"
+        )
+
+
 ADAPTER = Adapter(
     name="flaml",
     run="decathlon_adapters.flaml:run",
     description=f"FLAML {VERSION} AutoML on the flattened pixels, val split for selection",
     environment=ENVIRONMENT,
     options=OPTIONS,
+    check_options=check_options,
     version=VERSION,
 )
 

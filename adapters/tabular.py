@@ -43,6 +43,28 @@ MARGIN_OPTIONS: dict[str, Any] = {
 }
 
 
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse, in the harness before any task starts, margins that would let a search run past
+    the soft budget or the hard limit (a negative margin or reserve, a fraction of 1 or more)."""
+    fraction = float(options["margin_fraction"])
+    if not 0 <= fraction < 1:
+        raise ValueError(f"option margin_fraction: {fraction:g} is not from 0 to under 1")
+    for key in ("margin_min_seconds", "reserve_seconds", "min_label_seconds"):
+        if key in options and float(options[key]) < 0:
+            raise ValueError(f"option {key}: {float(options[key]):g} is negative")
+
+
+def check_names(options: Mapping[str, Any], key: str, *, empty: bool = True) -> list[str]:
+    """The option ``key`` as a list of names; refuse anything else (a bare name included: it
+    would be read letter by letter)."""
+    value = options[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f'option {key}: {value!r} is not a list of names, e.g. ["a", "b"]')
+    if not value and not empty:
+        raise ValueError(f"option {key}: names none")
+    return value
+
+
 class NoModel(RuntimeError):
     """The library trained no model in the time it had."""
 

@@ -196,6 +196,43 @@ def test_autogluon_refuses_presets_that_download_weights() -> None:
         autogluon.check_presets("extreme_quality")
 
 
+@pytest.mark.parametrize(
+    ("module", "option", "message"),
+    [
+        (autogluon, {"presets": 5}, "option presets: 5 is not one of medium_quality"),
+        (
+            autogluon,
+            {"excluded_model_types": "NN_TORCH"},
+            "option excluded_model_types: 'NN_TORCH' is not",
+        ),
+        (autogluon, {"margin_fraction": -1}, "option margin_fraction: -1 is not from 0"),
+        (autogluon, {"reserve_seconds": -100}, "option reserve_seconds: -100 is negative"),
+        (flaml, {"estimator_list": "lgbm"}, "option estimator_list: 'lgbm' is not a list"),
+        (flaml, {"estimator_list": []}, "option estimator_list: names none"),
+        (flaml, {"metric": "nonsense"}, "option metric: 'nonsense' is not one of FLAML's"),
+        (flaml, {"margin_min_seconds": -1000}, "option margin_min_seconds: -1000 is negative"),
+        (flaml, {"margin_fraction": 1.0}, "option margin_fraction: 1 is not from 0"),
+        (flaml, {"min_label_seconds": -2}, "option min_label_seconds: -2 is negative"),
+    ],
+)
+def test_bad_options_are_refused_before_any_task_starts(
+    module: object, option: dict[str, object], message: str
+) -> None:
+    # Before: each was a task run to an error row or a wrong search: presets 5 and the string
+    # "lgbm" (read letter by letter: "l is not a built-in learner") failed in the worker; an
+    # unknown FLAML metric failed every trial, the row saying "finished no model ... give it
+    # more time"; a negative margin or reserve let the search run past the budget or the hard
+    # limit; "NN_TORCH" as a string excluded no model type.
+    from decathlon import budgets as budgets_file
+    from decathlon.errors import BudgetError
+
+    adapter = module.ADAPTER  # type: ignore[attr-defined]
+    adapter.check_options(dict(adapter.options))  # the defaults pass
+    budgets = budgets_file.load(Path(__file__).parents[1] / "budgets.toml")
+    with pytest.raises(BudgetError, match=f"adapter '{adapter.name}': {message}"):
+        budgets.options("quick", adapter, option)
+
+
 def test_modules_are_import_light_and_tabular_is_python_39() -> None:
     ast.parse(Path(tabular.__file__).read_text(), feature_version=(3, 9))
     code = (
