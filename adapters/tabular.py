@@ -133,13 +133,15 @@ def label_budgets(
     Each label gets an equal share of what is left when its turn comes, so time one label leaves
     unused goes to the ones after it, and an overrun is taken from them. A share under
     ``minimum`` (what the library needs to train anything) is raised to it, but no search is
-    given time past ``latest`` (a ``clock()`` reading: the hard limit less the reserve).
+    given time past ``latest`` (a ``clock()`` reading: the hard limit less the reserve): a label
+    whose turn comes less than a second before it gets 0, no search.
     """
     end = clock() + total_seconds
     for label in range(n_labels):
         now = clock()
         share = max(minimum, (end - now) / (n_labels - label))
-        yield label, max(1.0, min(share, latest - now))
+        left = latest - now
+        yield label, (max(1.0, min(share, left)) if left >= 1.0 else 0.0)
 
 
 class Fitted(Protocol):
@@ -177,7 +179,8 @@ def fit_per_label(
     """One search per label of a multi-label task (chestmnist), sharing ``seconds``.
 
     Each label's time comes from :func:`label_budgets`. A label whose search ends without a
-    model (:class:`NoModel`) scores its training prior while the other labels' models stand;
+    model (:class:`NoModel`), or whose turn comes when no time is left before the reserve (no
+    search is started then), scores its training prior while the other labels' models stand;
     when no label has a model the task fails. Returns the scores per split (N, n_labels), the
     libraries' leaderboard rows with a ``label`` column, and the notes: ``count_key`` summed
     over the labels, ``labels_without_model`` and each label's own notes.
@@ -195,6 +198,11 @@ def fit_per_label(
     for label, share in shares:
         fitted: Fitted
         try:
+            if share <= 0:
+                raise NoModel(
+                    f"{library}: no time left for label {label} of {task.dataset.flag} before"
+                    f" the hard limit's reserve of {float(options['reserve_seconds']):g} s"
+                )
             fitted, notes, board = fit_label(label, share)
         except NoModel as exc:
             # The other labels' models stand; this label scores its training prior.

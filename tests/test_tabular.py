@@ -82,8 +82,11 @@ def test_label_shares_keep_a_minimum_but_not_past_the_latest() -> None:
     assert next(shares) == (0, 5.0)  # a 1 s share raised to the library's minimum
     now[0] = 9.0
     assert next(shares) == (1, 3.0)  # only 3 s before the reserve
+    now[0] = 11.5
+    assert next(shares) == (2, 0.0)  # under a second before it: no search
     now[0] = 20.0
-    assert next(shares) == (2, 1.0)  # past it: the floor, and the library says it is too short
+    assert next(shares) == (3, 0.0)  # past it: no search (before: 1 s, and the library's own
+    # overhead on top, label after label, into the reserve and past the hard limit)
 
 
 def test_class_columns_follow_class_ids_even_with_an_absent_class() -> None:
@@ -144,6 +147,32 @@ def test_per_label_searches_share_the_budget_and_a_label_without_a_model_scores_
     # A third each of 30 s, and the time label 1 left unused goes to label 2.
     assert [label for label, _ in shares] == [0, 1, 2]
     assert shares[0][1] == pytest.approx(10, abs=1) and shares[2][1] > 15
+
+
+def test_no_label_search_starts_past_the_reserve() -> None:
+    # Labels whose turn comes after the hard limit less the reserve start no search and score
+    # their prior (before: each got a 1 s search plus the library's overhead, all 14 of them).
+    import time
+
+    started: list[int] = []
+    rng = np.random.default_rng(1)
+    inputs = {"test": rng.random((30, 5))}
+    y_train = (rng.random((40, 3)) < 0.5).astype(np.uint8)
+
+    def fit_label(label: int, share: float) -> tuple[tabular.Fitted, dict, list]:
+        started.append(label)
+        time.sleep(1.2)  # the library's overhead: the reserve is reached after label 0
+        return tabular.Prior(np.array([0.3, 0.7])), {"trials": 1}, []
+
+    task = _task(deadline=time.time() + 31.5)  # 1.5 s before the 30 s reserve
+    scores, _, notes = tabular.fit_per_label(
+        task, 10, y_train, inputs, {"min_label_seconds": 1, "reserve_seconds": 30}, fit_label,
+        library="Lib", budget_key="time_budget", count_key="trials",
+    )  # fmt: skip
+    assert started == [0]
+    assert notes["labels_without_model"] == [1, 2]
+    assert "no time left for label 1 of breastmnist" in notes["labels"][1]["no_model"]
+    np.testing.assert_allclose(scores["test"][:, 2], y_train[:, 2].mean())
 
 
 def test_per_label_searches_without_any_model_fail_the_task() -> None:
