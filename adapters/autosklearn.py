@@ -45,6 +45,7 @@ import time
 from typing import Any
 
 import numpy as np
+from decathlon_adapters import tabular
 from decathlon_adapters.tabular import class_columns, flatten, margin_seconds
 
 from decathlon.contract import MULTI_LABEL, Adapter, Environment, Predictions, Task
@@ -104,6 +105,25 @@ LEADERBOARD_COLUMNS = [
     "config_origin",
 ]
 
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse, in the harness before any task starts, what would let a search run past its
+    budget (a negative margin, a fraction of 1 or more) or give auto-sklearn nothing to run
+    with (no share of the search per model, no memory per model)."""
+    tabular.check_options(options)
+    fraction = float(options["per_run_fraction"])
+    if not 0 < fraction <= 1:
+        raise ValueError(f"option per_run_fraction: {fraction:g} is not above 0 and at most 1")
+    if float(options["per_run_min_seconds"]) < 0:
+        raise ValueError(
+            f"option per_run_min_seconds: {float(options['per_run_min_seconds']):g} is negative"
+        )
+    if int(options["memory_limit_mb"]) <= 0:
+        raise ValueError(
+            f"option memory_limit_mb: {int(options['memory_limit_mb'])} is not a size in MB"
+        )
+
+
 ADAPTER = Adapter(
     name="autosklearn",
     run="decathlon_adapters.autosklearn:run",
@@ -111,6 +131,7 @@ ADAPTER = Adapter(
     " (Python 3.9 environment)",
     environment=ENVIRONMENT,
     options=OPTIONS,
+    check_options=check_options,
     version="0.15.0",
 )
 

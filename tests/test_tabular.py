@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from decathlon_adapters import autogluon, flaml, tabular
+from decathlon_adapters import autogluon, autosklearn, flaml, tabular
 
 from decathlon.contract import Budget, DatasetInfo, Task
 from decathlon.plugins import make_registry
@@ -242,6 +242,10 @@ def test_autogluon_refuses_presets_that_download_weights() -> None:
         (flaml, {"margin_min_seconds": -1000}, "option margin_min_seconds: -1000 is negative"),
         (flaml, {"margin_fraction": 1.0}, "option margin_fraction: 1 is not from 0"),
         (flaml, {"min_label_seconds": -2}, "option min_label_seconds: -2 is negative"),
+        (autosklearn, {"margin_fraction": 1.5}, "option margin_fraction: 1.5 is not from 0"),
+        (autosklearn, {"margin_min_seconds": -60}, "option margin_min_seconds: -60 is negative"),
+        (autosklearn, {"per_run_fraction": 0}, "option per_run_fraction: 0 is not above 0"),
+        (autosklearn, {"memory_limit_mb": -1}, "option memory_limit_mb: -1 is not a size"),
     ],
 )
 def test_bad_options_are_refused_before_any_task_starts(
