@@ -571,7 +571,8 @@ class _Steps:
         self.adapter, self.build_log, self.log_path = adapter, build_log, log_path
         # Each installer holds the build's file lock too: when setup is killed (SIGKILL, the
         # OOM killer), its installer goes on writing into the environment, and the next build
-        # must wait for it rather than remove the folder under it.
+        # must wait for it rather than remove the folder under it. Through _HOLDER: a daemon
+        # the installer leaves (a compiler server) must not hold it for ever.
         self.lock_fd = lock_fd
 
     def note(self, text: str) -> None:
@@ -581,14 +582,8 @@ class _Steps:
     def run(self, cmd: list[str], environ: dict[str, str] | None = None) -> None:
         self.build_log.write("$ " + " ".join(cmd) + "\n")
         self.build_log.flush()
-        result = subprocess.run(
-            cmd,
-            stdout=self.build_log,
-            stderr=subprocess.STDOUT,
-            env=environ,
-            pass_fds=(self.lock_fd,),
-        )
-        if result.returncode != 0:
+        returncode, _ = self._holding(cmd, environ, stdout=self.build_log, stderr=subprocess.STDOUT)
+        if returncode != 0:
             self.build_log.flush()
             text = self.log_path.read_text(errors="replace")
             tail = [line for line in text.splitlines() if line.strip()]
@@ -596,14 +591,41 @@ class _Steps:
             program = cmd[2] if cmd[1] == "-m" else Path(cmd[0]).name
             raise EnvironmentBuildError(
                 f"building the environment of '{self.adapter.name}' failed ({program} exited"
-                f" {result.returncode}): {last[:200]}; full log: {self.log_path}"
+                f" {returncode}): {last[:200]}; full log: {self.log_path}"
             )
 
     def output(self, cmd: list[str], environ: dict[str, str] | None = None) -> str:
-        result = subprocess.run(
-            cmd, capture_output=True, text=True, env=environ, pass_fds=(self.lock_fd,)
+        returncode, out = self._holding(
+            cmd, environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        return result.stdout if result.returncode == 0 else ""
+        return out if returncode == 0 else ""
+
+    def _holding(
+        self, cmd: list[str], environ: dict[str, str] | None, **streams: Any
+    ) -> tuple[int, str]:
+        """Run ``cmd`` under :data:`_HOLDER`, which alone gets the lock; its exit status and
+        its output where ``streams`` pipe it. Interrupted, the installer is killed, as before."""
+        holder = [sys.executable, "-I", "-c", _HOLDER, *cmd]
+        with subprocess.Popen(holder, env=environ, pass_fds=(self.lock_fd,), **streams) as process:
+            try:
+                out, _ = process.communicate()
+            except BaseException:
+                process.terminate()  # the holder kills the installer, then ends
+                process.wait()
+                raise
+        return process.returncode, out or ""
+
+
+#: Runs an installer and waits for it, holding the build lock it was given; the installer gets
+#: no copy (close_fds), so neither does what it leaves running. SIGTERM kills the installer.
+_HOLDER = """
+import signal, subprocess, sys
+installer = subprocess.Popen(sys.argv[1:])
+signal.signal(signal.SIGINT, lambda number, _: installer.send_signal(number))
+signal.signal(signal.SIGTERM, lambda number, _: installer.kill())
+code = installer.wait()
+sys.exit(code if code >= 0 else 128 - code)
+"""
 
 
 def _requirement_names(requirements: Iterable[str]) -> list[str]:

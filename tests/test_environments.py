@@ -155,6 +155,24 @@ def test_a_setup_killed_mid_install_holds_the_build_lock_until_its_installer_end
                 os.kill(installer, signal.SIGKILL)
 
 
+def test_a_daemon_left_by_an_installer_does_not_hold_the_build_lock(tmp_path: Path) -> None:
+    """The installer held the build lock's descriptor, and so did whatever it left running (a
+    compiler server started by a package's build): every later setup, and every run of the
+    adapter, waited for that daemon forever. Now the lock is held by a process that waits for
+    the installer alone."""
+    lock, log, pid = tmp_path / ".env.lock", tmp_path / "build.log", tmp_path / "daemon.pid"
+    with open(lock, "w") as lock_file, open(log, "w") as build_log:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        steps = environments._Steps(_adapter(), build_log, log, lock_file.fileno())
+        steps.run(["sh", "-c", f"sleep 60 >/dev/null 2>&1 & echo $! > {pid}"])
+    daemon = int(pid.read_text())
+    try:
+        with open(lock) as again:
+            fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: the daemon's
+    finally:
+        os.kill(daemon, signal.SIGKILL)
+
+
 def test_missing_interpreter_is_one_line_naming_the_fixes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
