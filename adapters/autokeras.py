@@ -68,6 +68,20 @@ def tensorflow_requirement() -> str:
     return f"{package}=={TF_VERSION}"
 
 
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse, in the harness before any task starts, a negative ``reserve_seconds`` (the search
+    would stop only after the hard limit's kill), a ``batch_size`` under 1 and a negative
+    ``patience``, as the tabular adapters' are."""
+    if float(options["reserve_seconds"]) < 0:
+        raise ValueError(
+            f"option reserve_seconds: {float(options['reserve_seconds']):g} is negative"
+        )
+    if int(options["batch_size"]) < 1:
+        raise ValueError(f"option batch_size: {options['batch_size']} is not 1 or more")
+    if int(options["patience"]) < 0:
+        raise ValueError(f"option patience: {options['patience']} is negative")
+
+
 def make_adapter() -> Adapter:
     """The ``autokeras`` adapter record, its environment chosen by ``$DECATHLON_TF_PACKAGE``."""
     return Adapter(
@@ -88,6 +102,7 @@ def make_adapter() -> Adapter:
             ),
         ),
         options={"batch_size": 32, "patience": 10, "reserve_seconds": 60.0, "verbose": 2},
+        check_options=check_options,
         uses_gpu=True,
         version="autokeras-3.0.0",
     )

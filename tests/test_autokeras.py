@@ -191,3 +191,28 @@ def test_conforms_on_every_task_type(tmp_path: Path) -> None:
         tmp_path / "conformance",
         budgets_path=_budgets(tmp_path, 1, 1, 300),
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"reserve_seconds": -600}, "option reserve_seconds: -600 is negative"),
+        ({"batch_size": 0}, "option batch_size: 0 is not 1 or more"),
+        ({"patience": -1}, "option patience: -1 is negative"),
+    ],
+)
+def test_bad_options_are_refused_before_any_task_starts(
+    option: dict[str, object], message: str
+) -> None:
+    # Before: accepted as autogluon's, flaml's and auto-sklearn's were before their checks; a
+    # negative reserve put the search's stop after the hard limit's kill (a timeout row), a
+    # batch size of 0 failed inside every task.
+    from decathlon import budgets as budgets_file
+    from decathlon.errors import BudgetError
+
+    record = adapter.make_adapter()
+    assert record.check_options is not None
+    record.check_options(dict(record.options))  # the defaults pass
+    budgets = budgets_file.load(Path(__file__).parents[1] / "budgets.toml")
+    with pytest.raises(BudgetError, match=f"adapter 'autokeras': {message}"):
+        budgets.options("quick", record, option)
