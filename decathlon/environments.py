@@ -29,6 +29,7 @@ part that stands alone, is already its own module.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -499,15 +500,14 @@ def build(
     if why:
         raise _unwritable(adapter, directory.parent, why)
     say = on_step or (lambda message: log.info(message))
-    with open(directory.parent / f".{directory.name}.lock", "w") as lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(
-                f"the environment of '{adapter.name}' is being built by another setup or run"
-                " (or by the installer of one that was killed): waiting for it to end"
-            )
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
+
+    def busy() -> None:
+        say(
+            f"the environment of '{adapter.name}' is being built by another setup or run"
+            " (or by the installer of one that was killed): waiting for it to end"
+        )
+
+    with _build_lock(directory, busy) as lock_fd:
         problem = damage(adapter, root)
         if problem is None and not force:
             return _env_python(directory)
@@ -529,7 +529,7 @@ def build(
         started = time.monotonic()
         log_path = directory.parent / f"{directory.name}.build.log"
         with open(log_path, "w") as build_log:
-            steps = _Steps(adapter, build_log, log_path, lock_file.fileno())
+            steps = _Steps(adapter, build_log, log_path, lock_fd)
             if tool == "uv":
                 version, packages = _build_with_uv(steps, env, base, directory, lock, adapter.name)
             else:
@@ -555,6 +555,20 @@ def build(
         files.write_text(directory / _MARKER, json.dumps(marker, indent=2))
         say(f"environment of '{adapter.name}' built by {version} from {source} in {seconds:.0f} s")
         return _env_python(directory)
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path, busy: Callable[[], None]) -> Iterator[int]:
+    """Hold the build lock of the environment in ``directory`` (``.<name>.lock`` beside it) and
+    yield its descriptor. When another process holds it, ``busy()`` is called first: it says so,
+    and this then waits for the lock, or it raises."""
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            busy()
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        yield lock_file.fileno()
 
 
 def _unwritable(adapter: Adapter, folder: Path, why: str) -> EnvironmentBuildError:
@@ -827,17 +841,17 @@ def adopt(
     why = files.why_not_writable(directory.parent)
     if why:
         raise _unwritable(adapter, directory.parent, why)
+
+    def busy() -> None:
+        raise EnvironmentBuildError(
+            f"setup --adopt {python}: the environment of '{adapter.name}' is being built by"
+            " another setup or run (or by the installer of one that was killed); adopt"
+            " again when it has ended"
+        ) from None
+
     # The build lock, as build() takes it: an adopt beside a build of the same environment
     # would remove the folder under the installer, which would then write into the wrapper's.
-    with open(directory.parent / f".{directory.name}.lock", "w") as lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EnvironmentBuildError(
-                f"setup --adopt {python}: the environment of '{adapter.name}' is being built by"
-                " another setup or run (or by the installer of one that was killed); adopt"
-                " again when it has ended"
-            ) from None
+    with _build_lock(directory, busy):
         return _write_adopted(adapter, directory, executable, extra_paths)
 
 
