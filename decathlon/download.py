@@ -222,18 +222,21 @@ def _write(out: BinaryIO, chunk: bytes, dest: Path) -> None:
 @contextlib.contextmanager
 def _writing(tmp: Path, dest: Path) -> Iterator[BinaryIO]:
     """``tmp`` open for writing; failing to open it, or to flush its last bytes on closing,
-    is :func:`_unwritable` too."""
+    is :func:`_unwritable` too, unless another error is already on its way out."""
     try:
         out = open(tmp, "wb")
     except OSError as exc:
         raise _unwritable(dest, exc) from None
     try:
         yield out
-    finally:
-        try:
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error on its way out is the one to tell
             out.close()
-        except OSError as exc:
-            raise _unwritable(dest, exc) from None
+        raise
+    try:
+        out.close()
+    except OSError as exc:
+        raise _unwritable(dest, exc) from None
 
 
 class _Stalled(Exception):

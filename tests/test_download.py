@@ -575,3 +575,18 @@ def test_what_a_mirror_has_to_withhold(url: str, secret: bool) -> None:
     from decathlon.download import has_secrets
 
     assert has_secrets(url) is secret
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_error_on_its_way_out_is_kept_when_closing_the_file_fails_too(tmp_path: Path) -> None:
+    """A download's file whose last bytes could not be flushed on closing (a full disk) raised
+    'cannot write' in place of the error already on its way out (a truncated or stalled
+    transfer), so the user saw the close error, not the cause. /dev/full refuses the flush."""
+    dest = tmp_path / "breastmnist.npz"
+    with pytest.raises(DownloadError, match="was truncated"):
+        with download_module._writing(Path("/dev/full"), dest) as out:
+            out.write(b"x")  # buffered: flushed on closing, where /dev/full refuses it
+            raise DownloadError("download of breastmnist.npz was truncated")
+    with pytest.raises(DownloadError, match="cannot write breastmnist.npz"):
+        with download_module._writing(Path("/dev/full"), dest) as out:
+            out.write(b"x")  # nothing else on its way out: the close error is the one
