@@ -797,7 +797,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     catalog = datasets.Catalog.load(datasets.BUNDLED_INFO)
     flags = list(dict.fromkeys(catalog.resolve(name) for name in args.datasets or catalog.flags))
-    if args.root.exists() and (not args.root.is_dir() or any(args.root.iterdir())):
+    found = [args.root] if args.root.exists() and not args.root.is_dir() else []
+    if args.root.is_dir():
+        # A generate killed (SIGKILL) while writing left its hidden half-written file, and with
+        # it an otherwise empty data folder: neither makes the folder one to refuse.
+        synthetic.remove_stale_temporaries(args.root)
+        data = args.root / "data"
+        empty_data = data.is_dir() and not any(data.iterdir())
+        found = [p for p in args.root.iterdir() if not (p == data and empty_data)]
+    if found:
         # Never over real files: generate writes into a new or empty folder only.
         raise DataError(f"{args.root} is not an empty folder: generate writes only into a new one")
     sizes = synthetic.PUBLISHED if args.published else None

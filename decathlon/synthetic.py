@@ -14,8 +14,16 @@ from typing import Any
 
 import numpy as np
 
+from decathlon import download
 from decathlon.contract import MULTI_LABEL
-from decathlon.datasets import BUNDLED_INFO, DEFAULT_SIZE, dataset_file, file_md5, size_suffix
+from decathlon.datasets import (
+    BUNDLED_INFO,
+    DEFAULT_SIZE,
+    SIZES,
+    dataset_file,
+    file_md5,
+    size_suffix,
+)
 from decathlon.files import replacing
 
 TINY_SIZES: dict[str, int] = {"train": 60, "val": 30, "test": 30}
@@ -157,6 +165,20 @@ def write_tiny(
 def write_info(meta: dict[str, Any], path: Path) -> Path:
     path.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     return path
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Remove the hidden half-written files that a killed :func:`write_catalog` into ``root``
+    left (``data/.NAME.PID.THREAD.tmp`` for a file NAME it writes, its process gone, see
+    :func:`decathlon.download.remove_stale_temporaries`); return them. No other file is touched."""
+    data_dir = root / "data"
+    if not data_dir.is_dir():
+        return []
+    removed: list[Path] = []
+    for flag in bundled_info()["datasets"]:
+        for size in SIZES:
+            removed += download.remove_stale_temporaries(dataset_file(data_dir, flag, size))
+    return removed
 
 
 def write_catalog(

@@ -1205,6 +1205,42 @@ def test_an_interrupted_generate_says_so_and_leaves_no_half_file(tmp_path: Path)
     assert not list((root / "data").glob(".*"))  # no hidden half-written file
 
 
+def test_a_killed_generates_half_file_does_not_refuse_the_next_generate(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A generate killed (SIGKILL) while writing left its hidden .NAME.PID.THREAD.tmp, and the
+    next generate into that folder was refused ("not an empty folder") for a file it had made
+    itself. Now it removes its own stale temporaries, and nothing else, and generates."""
+    import time
+
+    root = tmp_path / "gen"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "decathlon", "generate", str(root), "--published"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((root / "data").glob(".*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first file is being written
+    finally:
+        proc.kill()
+        proc.wait()
+    left = sorted(p.name for p in (root / "data").iterdir())
+    assert len(left) == 1 and left[0].endswith(".tmp")  # the half file alone
+    code, out, err = main(capsys, "generate", str(root), "--datasets", "breastmnist")
+    assert code == 0, out + err
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["breastmnist.npz"]
+    # A temporary whose writer is alive (here: this process) is not stale: kept, and refused.
+    other = tmp_path / "other"
+    (other / "data").mkdir(parents=True)
+    live = other / "data" / f".breastmnist.npz.{os.getpid()}.1.tmp"
+    live.write_bytes(b"")
+    code, _, err = main(capsys, "generate", str(other), "--datasets", "breastmnist")
+    assert_one_line_error(code, err, "is not an empty folder")
+    assert sorted(p.name for p in (other / "data").iterdir()) == [live.name]
+
+
 def test_a_generate_that_runs_out_of_disk_says_what_it_left(tmp_path: Path) -> None:
     """A full disk midway said only "cannot write into ROOT: ...", and the next try was refused
     ("not an empty folder") for the files the failed one had left. A child with a 200 KB file
