@@ -585,6 +585,11 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
     parent = args.run_dir or Path("runs")
     live = not args.no_progress and console.is_terminal
     progress = RichReporter.make_progress(console) if live else None
+    executor = None
+    if args.scheduler or args.workers is not None:  # a bad --scheduler: one line, once, now
+        from decathlon.distributed import DaskExecutor
+
+        executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
     planned: list[tuple[Runner, Path]] = []
     for name in names:
         config = _config(args, name)
@@ -613,11 +618,6 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
         progress.start()
     try:
         for runner, run_dir in planned:
-            executor = None
-            if args.scheduler or args.workers is not None:
-                from decathlon.distributed import DaskExecutor
-
-                executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
             try:
                 runner.run(run_dir, executor=executor)
             except DecathlonError as exc:

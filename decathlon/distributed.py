@@ -66,6 +66,8 @@ SHIP_OUTPUT_LIMIT = 256 * 2**20
 #: Task states kept on the scheduler, one Variable per task: attempts and whether one is running.
 _STATE_PREFIX = "decathlon-task-state"
 NEW_STATE: dict[str, Any] = {"attempts": 0, "deaths": 0, "running": False, "worker": ""}
+#: How long the client tries to reach a ``--scheduler`` before giving up (seconds).
+CONNECT_TIMEOUT = 30
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class DaskExecutor:
             raise DecathlonError(f"--retries must be 0 or more, got {retries}")
         if scheduler is not None:
             _check_address(scheduler)
+            self._client(scheduler).close()  # reached now, before the run folder is written
         self.scheduler = scheduler
         self.workers = workers
         self.retries = retries
@@ -116,20 +119,28 @@ class DaskExecutor:
 
     # ------------------------------------------------------------------ client side
 
-    def _connect(self) -> tuple[Any, Any]:
-        from distributed import Client, LocalCluster
+    @staticmethod
+    def _client(scheduler: str) -> Any:
+        """A client of the scheduler at ``scheduler``, or one line on why it cannot be reached."""
+        from distributed import Client
 
         if not log.isEnabledFor(logging.INFO):  # Dask's own INFO lines only with --verbose
             logging.getLogger("distributed").setLevel(logging.WARNING)
+        try:
+            return Client(scheduler, timeout=f"{CONNECT_TIMEOUT}s")
+        except OSError as exc:
+            raise DecathlonError(
+                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with"
+                " `dask scheduler` and pass the address it prints"
+            ) from None
+
+    def _connect(self) -> tuple[Any, Any]:
+        from distributed import Client, LocalCluster
 
         if self.scheduler:
-            try:
-                return Client(self.scheduler, timeout="30s"), None
-            except OSError as exc:
-                raise DecathlonError(
-                    f"cannot reach the Dask scheduler at {self.scheduler} ({exc}); start one with"
-                    " `dask scheduler` and pass the address it prints"
-                ) from None
+            return self._client(self.scheduler), None
+        if not log.isEnabledFor(logging.INFO):  # Dask's own INFO lines only with --verbose
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         gpus = len(gpu_names())
         with warnings.catch_warnings():  # the scheduler's HTTP server falls back to a free port
             warnings.filterwarnings("ignore", message="Port .* is already in use")

@@ -1131,6 +1131,30 @@ def test_a_scheduler_address_dask_cannot_use_is_one_line(
     assert not (tmp_path / "run").exists()
 
 
+def test_an_unreachable_scheduler_is_one_line_once_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A --scheduler that could not be reached (after the connect timeout) left the run folder
+    behind, so the same command was then refused ("already holds a run"); with --adapter a,b
+    it was said once per adapter. Now it is reached before anything is written, and said once."""
+    pytest.importorskip("distributed")
+    from decathlon import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT", 1)
+    args = ("--scheduler", "tcp://127.0.0.1:9", "--network", "off")  # nothing listens there
+    for _ in range(2):  # the same command, again: the same line, not "already holds a run"
+        code, _, err = run_baseline(capsys, str(tmp_path / "data"), str(tmp_path / "run"), *args)
+        assert_one_line_error(code, err, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+        assert not (tmp_path / "run").exists()
+    code, _, err = main(
+        capsys, "run", "--adapter", "baseline,flaml", "--profile", "quick",
+        "--datasets", "breastmnist", "--no-download", "--no-progress",
+        "--run-dir", str(tmp_path / "runs"), *args,
+    )  # fmt: skip
+    assert_one_line_error(code, err, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_check_and_export_refuse_an_output_folder_they_cannot_write(
     capsys: pytest.CaptureFixture[str], tiny_catalog, tmp_path: Path
 ) -> None:
