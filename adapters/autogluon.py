@@ -31,9 +31,9 @@ What it does with a task (its footing, shared with ``autosklearn``, is in
   but never past the reserve before the hard limit (AutoGluon has no multi-label mode; its
   documented ``MultilabelPredictor`` recipe is the same loop). A label whose search trains no
   model in its time scores its training prior (AUC 0.5) and is named in the notes
-  (``labels_without_model``); the task is an error only when no label has a model, as is a
-  single-label search that trains none ("give it more time"). A label with
-  one value in the training split is predicted as that constant.
+  (``labels_without_model``); the task is an error only when no label has a model but some
+  label's search ran, as is a single-label search that trains none ("give it more time"). A
+  label with one value in the training split is predicted as that constant.
 - Output: the predictors live in the task's scratch folder (deleted afterwards); AutoGluon's
   ``leaderboard()`` (every model, its val score, fit and predict times) is saved as
   ``leaderboard.csv`` in the task's output folder (with a ``label`` column for chestmnist); the

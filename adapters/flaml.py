@@ -24,7 +24,7 @@ What it does with a task (its footing, shared with ``autosklearn``, is in
   multi-label mode). A label with one value in the training split is predicted as that
   constant; a label whose search finished no model scores its training prior (AUC 0.5) and is
   named in the notes (``labels_without_model``); the task is an error only when no label has a
-  model.
+  model but some label's search ran.
 - Output: FLAML's search log of every trial (``flaml.log``, ``log_type="all"``; one per label for
   chestmnist) and ``leaderboard.csv`` made from it (trial, estimator, val loss, times, config) are
   kept in the task's output folder; the notes name the trials run and the chosen estimator with

@@ -181,9 +181,11 @@ def fit_per_label(
     Each label's time comes from :func:`label_budgets`. A label whose search ends without a
     model (:class:`NoModel`), or whose turn comes when no time is left before the reserve (no
     search is started then), scores its training prior while the other labels' models stand;
-    when no label has a model the task fails. Returns the scores per split (N, n_labels), the
-    libraries' leaderboard rows with a ``label`` column, and the notes: ``count_key`` summed
-    over the labels, ``labels_without_model`` and each label's own notes.
+    when no label has a model the task fails, unless no label's search started at all (the
+    reserve had passed as the task's search began: every label scores its prior, as a
+    single-label task's search then still gets its 1 s). Returns the scores per split
+    (N, n_labels), the libraries' leaderboard rows with a ``label`` column, and the notes:
+    ``count_key`` summed over the labels, ``labels_without_model`` and each label's own notes.
     """
     n_labels = y_train.shape[1]
     rows: list[dict[str, Any]] = []
@@ -195,6 +197,7 @@ def fit_per_label(
         minimum=float(options["min_label_seconds"]),
         latest=task.deadline - float(options["reserve_seconds"]),
     )
+    searched = False
     for label, share in shares:
         fitted: Fitted
         try:
@@ -203,6 +206,7 @@ def fit_per_label(
                     f"{library}: no time left for label {label} of {task.dataset.flag} before"
                     f" the hard limit's reserve of {float(options['reserve_seconds']):g} s"
                 )
+            searched = True
             fitted, notes, board = fit_label(label, share)
         except NoModel as exc:
             # The other labels' models stand; this label scores its training prior.
@@ -214,7 +218,7 @@ def fit_per_label(
         for split, values in inputs.items():
             columns[split].append(fitted.proba(values, 2)[:, 1])
     without = [notes["label"] for notes in per_label if "no_model" in notes]
-    if len(without) == n_labels:
+    if len(without) == n_labels and searched:
         raise NoModel(
             f"{library} finished no model for any label of {task.dataset.flag} in"
             f" {seconds:g} s; give it more time"

@@ -175,6 +175,32 @@ def test_no_label_search_starts_past_the_reserve() -> None:
     np.testing.assert_allclose(scores["test"][:, 2], y_train[:, 2].mean())
 
 
+def test_a_multi_label_task_begun_past_the_reserve_scores_every_labels_prior() -> None:
+    # The hard limit less the reserve had passed as the search began: every label got 0 s and
+    # the task failed ("no model for any label"), where a single-label task still gets a 1 s
+    # search. Now no search starts, every label scores its prior and the notes say why.
+    import time
+
+    started: list[int] = []
+    rng = np.random.default_rng(2)
+    inputs = {"test": rng.random((30, 5))}
+    y_train = (rng.random((40, 3)) < 0.5).astype(np.uint8)
+
+    def fit_label(label: int, share: float) -> tuple[tabular.Fitted, dict, list]:
+        started.append(label)
+        return tabular.Prior(np.array([0.3, 0.7])), {"trials": 1}, []
+
+    task = _task(deadline=time.time() + 20)  # 10 s past the 30 s reserve already
+    scores, rows, notes = tabular.fit_per_label(
+        task, 1, y_train, inputs, {"min_label_seconds": 1, "reserve_seconds": 30}, fit_label,
+        library="Lib", budget_key="time_budget", count_key="trials",
+    )  # fmt: skip
+    assert started == [] and rows == []
+    assert notes["labels_without_model"] == [0, 1, 2]
+    assert all("no time left for label" in n["no_model"] for n in notes["labels"])
+    np.testing.assert_allclose(scores["test"], np.tile(y_train.mean(axis=0), (30, 1)))
+
+
 def test_per_label_searches_without_any_model_fail_the_task() -> None:
     def fit_label(label: int, share: float) -> tuple[tabular.Fitted, dict, list]:
         raise tabular.NoModel(f"nothing for label {label}")
