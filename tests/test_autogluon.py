@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from helpers import run_real_quick
 
 from decathlon import leaderboard
 from decathlon.conformance import assert_conforms
+from decathlon.contract import Budget, DatasetInfo, Task
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -80,3 +83,48 @@ def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
     assert scores.shape == (156, 2)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-6)
     assert not (task_dir / "scratch").exists()  # the predictors lived in the scratch folder
+
+
+@pytest.mark.parametrize(
+    ("raised", "no_model"),
+    [
+        (AssertionError("Not enough time left to train models. Time remaining: 0.0s"), True),
+        (RuntimeError("No models were trained successfully during fit()."), True),
+        (AssertionError("columns do not match"), False),
+        (RuntimeError("cannot pickle '_thread.lock' object"), False),
+    ],
+)
+def test_only_autogluons_no_model_errors_read_as_no_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raised: Exception, no_model: bool
+) -> None:
+    """Any AssertionError or RuntimeError from fit (a bug, here or in AutoGluon) read as "trained
+    no model; give it more time". Only AutoGluon's own no-model errors (the messages it raises
+    them with, in autogluon/tabular/trainer/abstract_trainer.py and predictor/predictor.py) do;
+    the others go on as they are. A stand-in TabularPredictor raises each."""
+    pd = pytest.importorskip("pandas")
+    from decathlon_adapters import autogluon, tabular
+
+    class Predictor:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def fit(self, **kwargs: object) -> None:
+            raise raised
+
+    fake = types.ModuleType("autogluon.tabular")
+    fake.TabularPredictor = Predictor  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "autogluon", types.ModuleType("autogluon"))
+    monkeypatch.setitem(sys.modules, "autogluon.tabular", fake)
+    empty = np.zeros((0, 28, 28), np.uint8)
+    task = Task(
+        dataset=DatasetInfo("breastmnist", "binary-class", 1, 2, {"0": "a", "1": "b"}, {}),
+        x_train=empty, y_train=np.zeros((0, 1), np.uint8), x_val=empty,
+        y_val=np.zeros((0, 1), np.uint8), x_test=empty,
+        budget=Budget(hard_limit_seconds=60, time_seconds=30), seed=0,
+        scratch_dir=tmp_path, output_dir=tmp_path, options=dict(autogluon.ADAPTER.options),
+    )  # fmt: skip
+    train = pd.DataFrame({"x": [0.0, 1.0], "label": [0, 1]})
+    expected = tabular.NoModel if no_model else type(raised)
+    with pytest.raises(expected) as caught:
+        autogluon._fit_one(task, train, train, "binary", 10, tmp_path / "ag", {})
+    assert (caught.value is raised) != no_model
