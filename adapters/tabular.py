@@ -134,14 +134,16 @@ def label_budgets(
     unused goes to the ones after it, and an overrun is taken from them. A share under
     ``minimum`` (what the library needs to train anything) is raised to it, but no search is
     given time past ``latest`` (a ``clock()`` reading: the hard limit less the reserve): a label
-    whose turn comes less than a second before it gets 0, no search.
+    whose turn comes less than a second before it gets 0, no search. Shares are rounded down
+    to a tenth of a second, as the notes and messages show them.
     """
     end = clock() + total_seconds
     for label in range(n_labels):
         now = clock()
         share = max(minimum, (end - now) / (n_labels - label))
         left = latest - now
-        yield label, (max(1.0, min(share, left)) if left >= 1.0 else 0.0)
+        seconds = max(1.0, min(share, left)) if left >= 1.0 else 0.0
+        yield label, math.floor(seconds * 10) / 10
 
 
 class Fitted(Protocol):

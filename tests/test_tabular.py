@@ -71,9 +71,9 @@ def test_labels_share_what_is_left() -> None:
     first = next(shares)
     assert first == (0, 10.0)
     now[0] = 4.0  # label 0 finished early: the 6 s it left go to the 13 others
-    assert next(shares) == (1, pytest.approx(136 / 13))
+    assert next(shares) == (1, 10.4)  # 136 / 13 s, rounded down to a tenth
     now[0] = 40.0  # label 1 overran: the others get less
-    assert next(shares) == (2, pytest.approx(100 / 12))
+    assert next(shares) == (2, 8.3)  # 100 / 12 s
 
 
 def test_label_shares_keep_a_minimum_but_not_past_the_latest() -> None:
