@@ -506,12 +506,21 @@ class Runner:
         if not isinstance(recorded, dict):
             return  # a config.json older than the record
         now = json.loads(json.dumps(self.options, default=str))  # as config.json spells them
-        changed = sorted(k for k in recorded.keys() & now.keys() if recorded[k] != now[k])
+        # An option the adapter has gained or lost since is a change too: the earlier tasks ran
+        # without it (or with it), the remaining ones would run with its default (or without).
+        absent = object()
+        changed = sorted(
+            k for k in recorded.keys() | now.keys() if recorded.get(k, absent) != now.get(k, absent)
+        )
         if changed:
             key = changed[0]
+
+            def value(options: dict[str, Any]) -> str:
+                return repr(options[key]) if key in options else "absent"
+
             raise DecathlonError(
                 f"{rundir.config_path(run_dir)}: adapter '{self.adapter.name}' option '{key}' is"
-                f" {now[key]!r} now, {recorded[key]!r} when the run started"
+                f" {value(now)} now, {value(recorded)} when the run started"
                 + (f" ({len(changed) - 1} more changed)" if len(changed) > 1 else "")
                 + ": its remaining tasks would run otherwise; restore the adapter, or start a"
                 " new run"

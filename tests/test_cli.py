@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import misbehaving
 import pytest
@@ -302,6 +303,28 @@ def test_resume_of_a_run_whose_adapter_options_changed_since(
     assert_one_line_error(
         code, err, "config.json: adapter 'mis_good' option 'sleep_seconds' is 0.0 now, 2.5 when"
     )
+    assert snapshot(finished_run) == {**before, ".lock": snapshot(finished_run)[".lock"]}
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda options: options.pop("sleep_seconds"), "'sleep_seconds' is 0.0 now, absent when"),
+        (lambda options: options.update(aa_gone=1), "'aa_gone' is absent now, 1 when"),
+    ],
+)
+def test_resume_of_a_run_whose_adapter_gained_or_lost_an_option_since(
+    capsys: pytest.CaptureFixture[str], finished_run: Path, edit: Any, said: str
+) -> None:
+    """Options were compared only where both config.json and the adapter had them: an option
+    the adapter gained since (an upgrade) gave the remaining tasks its default silently, beside
+    rows made without it. Now it is refused as a changed value is, and so is one it lost."""
+    record = json.loads((finished_run / "config.json").read_text())
+    edit(record["adapter"]["options"])  # the options of the run's start
+    (finished_run / "config.json").write_text(json.dumps(record))
+    before = snapshot(finished_run)
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert_one_line_error(code, err, f"config.json: adapter 'mis_good' option {said}")
     assert snapshot(finished_run) == {**before, ".lock": snapshot(finished_run)[".lock"]}
 
 
