@@ -500,28 +500,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or Path("runs") / name
         resume = False
     reporter = None if args.no_progress or not console.is_terminal else RichReporter(console)
-    executor = None
-    if args.scheduler or args.workers is not None:
-        from decathlon.distributed import DaskExecutor, local_jobs
+    executor = _dask_executor(args, config)
+    if executor is not None and args.workers and not args.resume and not args.jobs:
+        from decathlon.distributed import local_jobs
 
-        if args.scheduler and not args.scheduler.startswith("tls://"):
-            if config.sandbox != "off" and config.network == "on":
-                # Its workers run what they are sent unsealed, with the harness's view.
-                raise DecathlonError(
-                    f"--scheduler {args.scheduler}: a task with the network on could reach a"
-                    " plain-TCP scheduler and run code on its workers outside the sandbox; use"
-                    " a tls:// scheduler (Dask's distributed.comm.tls settings) or --network off"
-                )
-
-        if args.redownload:
-            raise DecathlonError(
-                "--redownload replaces files where the run starts, not on Dask workers; run"
-                " without --scheduler/--workers, or delete the files on the workers"
-            )
-
-        if args.workers and not args.resume and not args.jobs:
-            config.n_jobs = local_jobs(args.workers)
-        executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
+        config.n_jobs = local_jobs(args.workers)
     run_dir = run_dir.resolve()  # the worker runs in another folder
     runner = Runner(config, registry, reporter=reporter or PlainReporter(console))
     path = runner.run(run_dir, resume=resume, executor=executor, retry_failed=args.retry_failed)
@@ -541,6 +524,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
     _say(f"leaderboard: {path}")
     return _say_not_ok([path])
+
+
+def _dask_executor(args: argparse.Namespace, config: RunConfig) -> Any:
+    """The Dask executor that ``--scheduler`` or ``--workers`` asks for (None without them), once
+    what cannot go with it is refused in one line, before anything is written."""
+    if not (args.scheduler or args.workers is not None):
+        return None
+    from decathlon.distributed import DaskExecutor
+
+    if args.scheduler and not args.scheduler.startswith("tls://"):
+        if config.sandbox != "off" and config.network == "on":
+            # Its workers run what they are sent unsealed, with the harness's view.
+            raise DecathlonError(
+                f"--scheduler {args.scheduler}: a task with the network on could reach a"
+                " plain-TCP scheduler and run code on its workers outside the sandbox; use"
+                " a tls:// scheduler (Dask's distributed.comm.tls settings) or --network off"
+            )
+    if args.redownload:
+        raise DecathlonError(
+            "--redownload replaces files where the run starts, not on Dask workers; run"
+            " without --scheduler/--workers, or delete the files on the workers"
+        )
+    return DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
 
 
 def _say_not_ok(paths: Sequence[Path]) -> int:
@@ -585,11 +591,9 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
     parent = args.run_dir or Path("runs")
     live = not args.no_progress and console.is_terminal
     progress = RichReporter.make_progress(console) if live else None
-    executor = None
-    if args.scheduler or args.workers is not None:  # a bad --scheduler: one line, once, now
-        from decathlon.distributed import DaskExecutor
-
-        executor = DaskExecutor(args.scheduler, workers=args.workers, retries=args.retries)
+    # Once for all the adapters (their sandbox and network are the same flags): a bad
+    # --scheduler is one line, said once, before anything is written.
+    executor = _dask_executor(args, _config(args, names[0]))
     planned: list[tuple[Runner, Path]] = []
     for name in names:
         config = _config(args, name)

@@ -1134,6 +1134,36 @@ def test_a_plain_tcp_scheduler_needs_the_network_off(
 
 
 @pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--scheduler", "tcp://127.0.0.1:9", "--no-download"), "could reach a plain-TCP"),
+        (("--workers", "1", "--redownload"), "--redownload replaces files where the run starts"),
+    ],
+)
+def test_several_adapters_on_dask_are_refused_as_one_is(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flags: tuple[str, ...],
+    said: str,
+) -> None:
+    """`run --adapter a,b` skipped the checks a run of one adapter makes before it uses Dask: a
+    plain-TCP --scheduler with the network on (which a sealed task could reach, to run code on
+    its workers outside the sandbox) and --redownload (which workers do not do) went ahead."""
+    pytest.importorskip("distributed")
+    from decathlon import distributed
+
+    monkeypatch.setattr(distributed, "CONNECT_TIMEOUT", 1)  # nothing listens at port 9
+    code, _, err = main(
+        capsys, "run", "--adapter", "baseline,flaml", "--profile", "quick",
+        "--datasets", "breastmnist", "--no-progress", "--run-dir", str(tmp_path / "runs"),
+        *flags,
+    )  # fmt: skip
+    assert_one_line_error(code, err, said)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
     ("address", "fragment"),
     [
         ("tcp://127.0.0.1:notaport", "not a Dask scheduler address"),
