@@ -87,7 +87,7 @@ def make_registry(extra_plugins: Iterable[object] = (), *, entry_points: bool = 
             impl.function(register=register)
         except PluginError:
             raise
-        except Exception as exc:  # a third-party plugin's bug: name it
+        except (Exception, SystemExit) as exc:  # a third-party plugin's bug: name it
             raise PluginError(
                 f"plugin '{name}' failed in decathlon_register_adapters: {exc}"
             ) from exc
@@ -102,7 +102,9 @@ def _import_entry_points() -> None:
     for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
         try:
             ep.load()
-        except Exception as exc:
+        # SystemExit too: a plugin that calls sys.exit() (or parses the command line) when
+        # imported would end every command, silently and with the status it chose
+        except (Exception, SystemExit) as exc:
             dist = f" of {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
             fix = f"; fix the file or uninstall {ep.dist.name}" if ep.dist is not None else ""
             raise PluginError(
@@ -131,7 +133,7 @@ def add_commands(registry: Registry, commands: argparse._SubParsersAction[Any]) 
             impl.function(commands=commands)
         except argparse.ArgumentError as exc:  # argparse's "conflicting subparser: NAME"
             raise PluginError(f"plugin '{impl.plugin_name}' adds a command: {exc}") from exc
-        except Exception as exc:  # a third-party plugin's bug: name it
+        except (Exception, SystemExit) as exc:  # a third-party plugin's bug: name it
             raise PluginError(
                 f"plugin '{impl.plugin_name}' failed in decathlon_add_commands: {exc}"
             ) from exc

@@ -955,8 +955,9 @@ def _plugin_file(site: Path, name: str, source: str) -> Path:
     [
         ("import nonexistent_pkg", "ModuleNotFoundError: No module named 'nonexistent_pkg'"),
         ("def broken(:", "SyntaxError: invalid syntax"),
+        ("import sys; sys.exit(0)", "SystemExit: 0"),
     ],
-    ids=["missing-package", "syntax-error"],
+    ids=["missing-package", "syntax-error", "exits"],
 )
 @pytest.mark.parametrize("command", ["list", "check"])
 def test_a_plugin_file_that_fails_to_import_is_one_line(

@@ -111,12 +111,15 @@ def test_malformed_adapters_name_the_plugin(item: object, fragment: str) -> None
     assert "\n" not in str(caught.value)
 
 
-def test_a_plugin_that_raises_is_named() -> None:
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit], ids=["raises", "exits"])
+def test_a_plugin_that_raises_is_named(error: type[BaseException]) -> None:
+    """A plugin that calls ``sys.exit("...")`` when asked for its adapters ended the harness
+    with its message and no name."""
     module = types.ModuleType("exploding_plugin")
 
     @hookimpl
     def decathlon_register_adapters(register) -> None:
-        raise RuntimeError("no config found")
+        raise error("no config found")
 
     module.decathlon_register_adapters = decathlon_register_adapters  # type: ignore[attr-defined]
     with pytest.raises(PluginError) as caught:
