@@ -98,20 +98,37 @@ def _import_entry_points() -> None:
     """Import every module of the ``decathlon`` entry-point group, so that one that raises (a
     plugin file with a syntax error, or importing a package that is not installed) is a
     :class:`PluginError` naming the plugin, its file and the exception in one line, not a
-    traceback from inside pluggy; pluggy then finds them imported."""
-    for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+    traceback from inside pluggy; pluggy then finds them imported. Two plugins of one
+    entry-point name are a :class:`PluginError` naming both: pluggy loads the first it meets
+    and skips the other without a word."""
+    found = importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)
+    first: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in found:
+        other = first.setdefault(ep.name, ep)
+        if other.value != ep.value:
+            raise PluginError(
+                f"plugins '{other.name} = {other.value}'{_of(other)} and"
+                f" '{ep.name} = {ep.value}'{_of(ep)} take the same entry-point name '{ep.name}':"
+                " only one of them would be loaded; uninstall one, or rename its entry point"
+            )
+    for ep in found:
         try:
             ep.load()
         # SystemExit too: a plugin that calls sys.exit() (or parses the command line) when
         # imported would end every command, silently and with the status it chose
         except (Exception, SystemExit) as exc:
-            dist = f" of {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
+            dist = _of(ep)
             fix = f"; fix the file or uninstall {ep.dist.name}" if ep.dist is not None else ""
             raise PluginError(
                 f"plugin '{ep.name}' (entry point '{ep.name} = {ep.value}'{dist}) cannot be"
                 f" imported: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
                 f" while importing {_file_of(ep.module)}{fix}"
             ) from exc
+
+
+def _of(ep: importlib.metadata.EntryPoint) -> str:
+    """`` of DISTRIBUTION VERSION``, the distribution that declares ``ep``; empty if unknown."""
+    return f" of {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
 
 
 def _file_of(module: str) -> str:

@@ -988,6 +988,31 @@ def test_a_plugin_file_that_fails_to_import_is_one_line(
     assert out == ""
 
 
+def test_two_plugins_of_one_entry_point_name_are_named(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A plugin whose entry point is named as a built-in one's (``baseline``): pluggy loaded the
+    first of the two it met and skipped the other without a word, so either the plugin's
+    adapters or the built-in baseline were missing from every command."""
+    name = "plugin_same_entry_point"
+    _plugin_file(tmp_path / "site", name, PLUGIN_FILE.format(name=name))
+    dist = tmp_path / "site" / f"{name}-0.1.dist-info"
+    (dist / "entry_points.txt").write_text(f"[decathlon]\nbaseline = {name}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    try:
+        code, out, err = main(capsys, "list")
+    finally:
+        sys.modules.pop(name, None)
+    assert_one_line_error(
+        code,
+        err,
+        "'baseline = decathlon_adapters.baseline' of medmnist-decathlon",
+        f"'baseline = {name}' of {name} 0.1",
+        "take the same entry-point name 'baseline': only one of them would be loaded",
+    )
+    assert out == ""
+
+
 def test_check_of_a_plugin_file_that_fails_to_import_in_the_task_names_it(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
