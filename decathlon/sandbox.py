@@ -357,6 +357,24 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def _shown_at(hidden: Iterable[str], shown: Iterable[str]) -> list[str]:
+    """Where each ``hidden`` folder would show inside the sandbox through a ``shown`` one (bound
+    at its own path): at its own path when it lies in (or is) that folder, and also under the
+    shown path when the shown one is a link, or lies under one, that leads to a folder holding
+    it (``proj-link/data`` for a hidden ``proj/data``)."""
+    found = []
+    for h in hidden:
+        if not os.path.isdir(h):
+            continue
+        real = os.path.realpath(h)
+        for v in shown:
+            if _inside(h, v):
+                found.append(h)
+            if _inside(real, os.path.realpath(v)):
+                found.append(os.path.join(v, os.path.relpath(real, os.path.realpath(v))))
+    return [os.path.normpath(p) for p in dict.fromkeys(found)]
+
+
 def _under_system(path: str) -> bool:
     return any(_inside(os.path.realpath(path), os.path.realpath(s)) for s in SYSTEM_PATHS)
 
@@ -391,13 +409,13 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
     bound = [p for p in view.readable if not _under_system(p)]
     # A hidden folder is emptied only where something bound would show it (elsewhere it is
     # absent already). Mounts go outermost first: a hidden folder inside a bound one is emptied
-    # after that bind, and a bound folder inside a hidden one is bound after the emptying.
-    shown = [*SYSTEM_PATHS, *bound]
-    hidden = [
-        h for h in view.hidden if os.path.isdir(h) and any(_inside(h, v) and h != v for v in shown)
-    ]
+    # after that bind, and a bound folder inside a hidden one is bound after the emptying; a
+    # hidden folder that is itself bound (a folder on the interpreter's sys.path) is emptied
+    # after its bind.
+    shown = [*(s for s in SYSTEM_PATHS if not os.path.islink(s)), *bound]
+    hidden = _shown_at(view.hidden, shown)
     mounts = [(p, "--ro-bind") for p in bound] + [(h, "--tmpfs") for h in hidden]
-    for path, how in sorted(mounts, key=lambda m: (m[0].count("/"), m[1] == "--ro-bind")):
+    for path, how in sorted(mounts, key=lambda m: (m[0].count("/"), m[1] == "--tmpfs")):
         args += [how, path] if how == "--tmpfs" else [how, path, path]
     for path in view.writable:
         args += ["--bind", path, path]

@@ -171,6 +171,28 @@ def test_a_sealed_adapter_cannot_find_the_test_labels(
     assert float(test["auc"]) < 0.99
 
 
+@pytest.mark.parametrize("layout", ["is the bound folder", "lies in a linked bound folder"])
+def test_the_data_folder_stays_hidden_where_a_bound_folder_shows_it(
+    tmp_path: Path, layout: str
+) -> None:
+    """A folder on the interpreter's sys.path is bound read-only (an editable install's project
+    folder): when it was the data folder itself (``--data-dir .`` there), or a link to a folder
+    holding the data folder, the data showed through whole."""
+    project = tmp_path / "project"
+    data = project if layout == "is the bound folder" else project / "data"
+    data.mkdir(parents=True)
+    (data / "breastmnist.npz").write_bytes(b"test labels")
+    bound = project
+    if layout == "lies in a linked bound folder":
+        bound = tmp_path / "project-link"
+        bound.symlink_to(project)
+    view = sandbox.View(readable=(str(bound),), writable=(), hidden=(str(data.resolve()),))
+    args = sandbox.bwrap_arguments(view, ["find", str(bound)], network=False)
+    done = subprocess.run(["bwrap", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert str(bound) in done.stdout and "breastmnist.npz" not in done.stdout
+
+
 def test_unsealed_the_same_adapter_finds_them(tiny_catalog: TinyData, tmp_path: Path) -> None:
     """The control: with --sandbox off the hunter finds the .npz (through the run's config.json)
     and scores a perfect test AUC, and every row says the run was not sealed."""
