@@ -693,6 +693,7 @@ class Runner:
                 hidden=hidden,
                 env=env,
                 cwd=spec["scratch_dir"],
+                gpu=spec["device"] == "cuda",
             )
         return sandbox.seal(self.sandbox, tag=tag, memory_mb=memory_mb, view=view)
 

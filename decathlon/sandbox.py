@@ -23,12 +23,13 @@ allows it, so that three guarantees do not depend on the adapter behaving:
   and the task becomes an ``error`` row that says so (the cgroup itself: :mod:`decathlon.cgroups`).
   Elsewhere the sampler in :mod:`decathlon.enforcement` stays.
 
-GPU device files (``/dev/nvidia*``, ``/dev/dri``) are bound in, ``CUDA_VISIBLE_DEVICES`` passes
-through, and the network is shared unless ``--network off`` (a network namespace with only a
-loopback device). ``--sandbox auto`` (the default) runs unsealed, saying so once, where bwrap is
-missing or cannot create namespaces; ``required`` refuses to start; ``off`` runs as before the
-sandbox existed (process-group sweep and sampled memory only). Every leaderboard row records
-``sealed``.
+GPU device files (``/dev/nvidia*``, ``/dev/dri``) are bound in for a task on ``cuda`` (a task on
+``cpu`` gets none: it could otherwise unset ``CUDA_VISIBLE_DEVICES`` and train on the GPU, its
+row still saying ``cpu``), ``CUDA_VISIBLE_DEVICES`` passes through, and the network is shared
+unless ``--network off`` (a network namespace with only a loopback device). ``--sandbox auto``
+(the default) runs unsealed, saying so once, where bwrap is missing or cannot create namespaces;
+``required`` refuses to start; ``off`` runs as before the sandbox existed (process-group sweep
+and sampled memory only). Every leaderboard row records ``sealed``.
 
 An unsealed task (``auto`` without bwrap, or ``off``) still gets a cgroup of its own where one
 can be made, without a limit (:mod:`decathlon.cgroups`): it only tracks the task's processes.
@@ -249,6 +250,7 @@ class View:
     array files it is given).
     ``hidden``: emptied (an empty tmpfs) where they would otherwise show through a readable
     folder: the data folder, the run folder, the caches. ``cwd``: the working directory inside.
+    ``gpu``: the GPU device files are bound in (a task on ``cuda``).
     """
 
     readable: tuple[str, ...]
@@ -256,6 +258,7 @@ class View:
     arrays: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
     cwd: str | None = None
+    gpu: bool = False
 
 
 @functools.cache
@@ -295,11 +298,13 @@ def task_view(
     hidden: Iterable[str],
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
+    gpu: bool = False,
 ) -> View:
     """The view of one task: ``python``'s installation and packages, the ``code`` folders or
     files the worker imports, its ``task_file`` read-only, its ``task_dirs`` (scratch, output,
     predictions) and the ``shared`` paths read-write, the ``arrays`` files read-only,
-    with the ``hidden`` folders emptied wherever they fall inside what is bound.
+    with the ``hidden`` folders emptied wherever they fall inside what is bound, and the GPU
+    device files when ``gpu`` (a task on ``cuda``).
 
     The task's own folder is not bound, only those folders in it: what the harness writes
     there after the task (``result.json``, ``evaluator/``) and reads (``task.json`` on a resume)
@@ -323,6 +328,7 @@ def task_view(
         arrays=(task_file, *arrays),
         hidden=tuple(os.path.abspath(h) for h in dict.fromkeys(hidden) if h),
         cwd=cwd,
+        gpu=gpu,
     )
 
 
@@ -397,7 +403,7 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
         "/dev/null",
         "/proc/1/task/1/mem",
     ]
-    for pattern in GPU_DEVICES:
+    for pattern in GPU_DEVICES if view.gpu else ():
         for device in sorted(glob.glob(pattern)):
             args += ["--dev-bind", device, device]
     private = ["/tmp", "/var/tmp", "/run"]

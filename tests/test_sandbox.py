@@ -193,6 +193,26 @@ def test_the_data_folder_stays_hidden_where_a_bound_folder_shows_it(
     assert str(bound) in done.stdout and "breastmnist.npz" not in done.stdout
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_gpu_device_files_are_bound_for_a_task_on_cuda_only(
+    tiny_catalog: TinyData,
+    real_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    device: str,
+) -> None:
+    """A task on ``cpu`` got the GPU device files all the same (``CUDA_VISIBLE_DEVICES=""`` is
+    only a request): it could train on the GPU while its row said ``cpu``. Here a real
+    MedMNIST file (outside the run's data folder, and outside /tmp, which every task gets
+    empty) stands for the device, one the hunter recognises; it walks the whole view for it."""
+    device_file = str(real_data_dir / "breastmnist.npz")
+    monkeypatch.setattr(sandbox, "GPU_DEVICES", (device_file,))
+    rows = run("mis_npz_hunter", tiny_catalog, tmp_path / "run", device=device)
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["sealed"] == "true" and test["device"] == device
+    assert json.loads(test["notes"])["found"] == ([device_file] if device == "cuda" else [])
+
+
 def test_unsealed_the_same_adapter_finds_them(tiny_catalog: TinyData, tmp_path: Path) -> None:
     """The control: with --sandbox off the hunter finds the .npz (through the run's config.json)
     and scores a perfect test AUC, and every row says the run was not sealed."""
