@@ -71,11 +71,19 @@ def make_registry(extra_plugins: Iterable[object] = (), *, entry_points: bool = 
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    if entry_points:
-        _import_entry_points()
-        pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
-    for plugin in extra_plugins:
-        pm.register(plugin)
+    try:
+        if entry_points:
+            _import_entry_points()
+            pm.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
+        for plugin in extra_plugins:
+            pm.register(plugin)
+        pm.check_pending()  # a hook of a name no spec has (a typo) would never be called
+    except pluggy.PluginValidationError as exc:  # a hook implementation the spec does not take
+        name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+        raise PluginError(
+            f"plugin '{name}' does not match decathlon's hook specifications:"
+            f" {' '.join(str(exc).split())}"
+        ) from exc
     registry = Registry(pm)
     for impl in pm.hook.decathlon_register_adapters.get_hookimpls():
         name = impl.plugin_name

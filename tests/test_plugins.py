@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import re
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import misbehaving
@@ -127,6 +128,41 @@ def test_a_plugin_that_raises_is_named(error: type[BaseException]) -> None:
     assert str(caught.value) == (
         "plugin 'exploding_plugin' failed in decathlon_register_adapters: no config found"
     )
+
+
+def _takes_registry(registry: object) -> None:
+    pass
+
+
+def _takes_register(register: object) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("hook", "function", "fragment"),
+    [
+        ("decathlon_register_adapters", _takes_registry, "Argument(s) {'registry'} are declared"),
+        (
+            "decathlon_register_adapter",
+            _takes_register,
+            "unknown hook 'decathlon_register_adapter'",
+        ),
+    ],
+    ids=["wrong-argument", "misspelt-hook"],
+)
+def test_a_hook_the_specs_do_not_take_is_named(
+    hook: str, function: Callable[[object], None], fragment: str
+) -> None:
+    """A hook implementation whose argument the spec does not have was a traceback from inside
+    pluggy; one whose name no spec has (a typo) was never called, the plugin's adapters missing
+    without a word."""
+    module = types.ModuleType("misfit_plugin")
+    setattr(module, hook, hookimpl(function))
+    with pytest.raises(PluginError) as caught:
+        make_registry([module], entry_points=False)
+    message = str(caught.value)
+    assert message.startswith("plugin 'misfit_plugin' does not match decathlon's hook spec")
+    assert fragment in message and "\n" not in message
 
 
 def test_unknown_adapter_suggests_the_closest() -> None:
