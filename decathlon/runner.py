@@ -365,7 +365,7 @@ class Runner:
         self.reporter.run_finished()
         try:
             self.registry.pm.hook.decathlon_run_finished(run_dir=run_dir, leaderboard=path)
-        except Exception:
+        except (Exception, SystemExit):  # a plugin's sys.exit() must not end the command
             log.exception("a plugin failed in decathlon_run_finished")
         return path
 
@@ -707,7 +707,7 @@ class Runner:
         self.write_leaderboard(run_dir)
         try:
             self.registry.pm.hook.decathlon_task_finished(rows=rows, task_dir=task_dir)
-        except Exception:
+        except (Exception, SystemExit):  # a plugin's sys.exit() must not end the run
             log.exception("a plugin failed in decathlon_task_finished")
         self.reporter.task_finished(task, rows)
 

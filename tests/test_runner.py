@@ -397,9 +397,12 @@ def test_one_failure_never_stops_the_other_datasets(tiny_catalog: TinyData, tmp_
     assert tuple(header.split(",")) == leaderboard.COLUMNS
 
 
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit], ids=["raises", "exits"])
 def test_hooks_hear_every_task_and_a_failing_hook_stops_nothing(
-    tiny_catalog: TinyData, tmp_path: Path
+    tiny_catalog: TinyData, tmp_path: Path, error: type[BaseException]
 ) -> None:
+    """A hook that called ``sys.exit()`` ended the run after the first task (exit 0 from
+    ``sys.exit(0)``: a run that looked finished, its other tasks never started)."""
     from decathlon.hookspecs import hookimpl
 
     heard: list[tuple[str, Any]] = []
@@ -408,7 +411,7 @@ def test_hooks_hear_every_task_and_a_failing_hook_stops_nothing(
         @hookimpl
         def decathlon_task_finished(self, rows: list[dict[str, Any]], task_dir: Path) -> None:
             heard.append(("task", (rows[0]["dataset"], [r["status"] for r in rows], task_dir)))
-            raise RuntimeError("a tracker plugin that breaks")
+            raise error("a tracker plugin that breaks")
 
         @hookimpl
         def decathlon_run_finished(self, run_dir: Path, leaderboard: Path) -> None:
