@@ -262,17 +262,35 @@ class View:
 
 
 @functools.cache
-def interpreter_paths(python: str, env_items: tuple[tuple[str, str], ...] = ()) -> tuple[str, ...]:
+def interpreter_paths(
+    python: str, env_items: tuple[tuple[str, str], ...] = (), hidden: tuple[str, ...] = ()
+) -> tuple[str, ...]:
     """The folders an interpreter reads its standard library and packages from: its prefixes and
-    every folder on its ``sys.path`` (asked of the interpreter itself, once per process)."""
+    every folder on its ``sys.path`` (asked of the interpreter itself, once per process).
+
+    The interpreter starts as a task's does, running the ``import`` lines of the ``.pth`` files
+    its packages installed: where bwrap works, it is asked sealed (every file read-only, the
+    ``hidden`` folders emptied, no network, its processes ended with it), so that this code
+    cannot reach the test labels, nor leave them, nor anything running, where a task would
+    find them."""
     code = (
         "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix,"
         " sys.base_exec_prefix, *sys.path]))"
     )
     found = {str(Path(python).parent.parent)}  # a venv's own folder (bin/python inside it)
+    seal: list[str] = []
+    if bwrap_problem() is None:
+        seal = ["bwrap", *_namespace_flags(network=False), "--ro-bind", "/", "/"]
+        seal += ["--proc", "/proc", "--dev", "/dev"]
+        itself = (os.path.abspath(python), os.path.realpath(python))
+        for folder in dict.fromkeys(os.path.realpath(h) for h in hidden):
+            # by its real path (bwrap mounts nothing on a link); never over the interpreter
+            if os.path.isdir(folder) and not any(_inside(p, folder) for p in itself):
+                seal += ["--tmpfs", folder]
+        seal.append("--")
     try:
         out = subprocess.run(
-            [python, "-c", code],
+            [*seal, python, "-c", code],
             capture_output=True,
             text=True,
             timeout=120,
@@ -312,7 +330,8 @@ def task_view(
     read-only (the interpreter's folders, the code) is left out: code a task could rewrite would
     run unsealed in the next task, in ``setup`` or in the harness."""
     env_items = tuple(sorted((env or os.environ).items()))
-    readable = [*interpreter_paths(python, env_items), *code]
+    emptied = tuple(os.path.abspath(h) for h in dict.fromkeys(hidden) if h)
+    readable = [*interpreter_paths(python, env_items, emptied), *code]
     resolv = os.path.realpath("/etc/resolv.conf")  # often a link into /run
     if os.path.exists(resolv):
         readable.append(resolv)
@@ -326,7 +345,7 @@ def task_view(
         readable=tuple(_outermost(readable)),
         writable=(*task_dirs, *shared),
         arrays=(task_file, *arrays),
-        hidden=tuple(os.path.abspath(h) for h in dict.fromkeys(hidden) if h),
+        hidden=emptied,
         cwd=cwd,
         gpu=gpu,
     )

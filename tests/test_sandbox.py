@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -211,6 +212,49 @@ def test_gpu_device_files_are_bound_for_a_task_on_cuda_only(
     test = task_rows(rows, "breastmnist")["test"]
     assert test["sealed"] == "true" and test["device"] == device
     assert json.loads(test["notes"])["found"] == ([device_file] if device == "cuda" else [])
+
+
+def test_an_environments_startup_code_runs_sealed_when_its_paths_are_asked(
+    tmp_path: Path,
+) -> None:
+    """To know what to bind, the harness asks the task's interpreter for its sys.path, and the
+    interpreter runs the ``import`` lines of the ``.pth`` files its packages installed: that
+    ran unsealed, with the harness's whole view (the data folder, writable), before every run.
+    Now it runs sealed: read-only, the data folder empty; the path lines still count."""
+    env = tmp_path / "env"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120
+    )
+    site = Path(
+        subprocess.run(
+            [str(env / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+    )
+    data, extra = tmp_path / "data", tmp_path / "extra"
+    data.mkdir()
+    extra.mkdir()
+    (data / "breastmnist.npz").write_bytes(b"test labels")
+    seen, planted = tmp_path / "seen.txt", tmp_path / "planted.txt"
+    (site / "startup.pth").write_text(
+        f"{extra}\n"
+        "import os, pathlib;"
+        f" pathlib.Path({str(seen)!r}).write_text(str(os.listdir({str(data)!r})))\n"
+        f"import pathlib; pathlib.Path({str(planted)!r}).write_text('here')\n"
+    )
+    view = sandbox.task_view(
+        python=str(env / "bin" / "python"),
+        code=[],
+        task_dirs=[],
+        task_file=str(tmp_path / "task.json"),
+        arrays=[],
+        hidden=[str(data)],
+    )
+    assert str(env) in view.readable and str(extra) in view.readable
+    assert not seen.exists() and not planted.exists()
 
 
 def test_unsealed_the_same_adapter_finds_them(tiny_catalog: TinyData, tmp_path: Path) -> None:
