@@ -393,7 +393,7 @@ def _shown_at(hidden: Iterable[str], shown: Iterable[str]) -> list[str]:
             continue
         real = os.path.realpath(h)
         for v in shown:
-            if _inside(h, v):
+            if _inside(h, v) and real == os.path.abspath(h):  # bwrap mounts nothing on a link
                 found.append(h)
             if _inside(real, os.path.realpath(v)):
                 found.append(os.path.join(v, os.path.relpath(real, os.path.realpath(v))))

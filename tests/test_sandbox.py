@@ -172,22 +172,28 @@ def test_a_sealed_adapter_cannot_find_the_test_labels(
     assert float(test["auc"]) < 0.99
 
 
-@pytest.mark.parametrize("layout", ["is the bound folder", "lies in a linked bound folder"])
+@pytest.mark.parametrize(
+    "layout", ["is the bound folder", "lies in a linked bound folder", "is a link in a bound one"]
+)
 def test_the_data_folder_stays_hidden_where_a_bound_folder_shows_it(
     tmp_path: Path, layout: str
 ) -> None:
     """A folder on the interpreter's sys.path is bound read-only (an editable install's project
     folder): when it was the data folder itself (``--data-dir .`` there), or a link to a folder
-    holding the data folder, the data showed through whole."""
+    holding the data folder, the data showed through whole; when a hidden folder was a link in
+    it (``~/.medmnist`` to the data), bwrap could not mount on the link and no task started."""
     project = tmp_path / "project"
     data = project if layout == "is the bound folder" else project / "data"
     data.mkdir(parents=True)
     (data / "breastmnist.npz").write_bytes(b"test labels")
-    bound = project
+    bound, hidden = project, data
     if layout == "lies in a linked bound folder":
         bound = tmp_path / "project-link"
         bound.symlink_to(project)
-    view = sandbox.View(readable=(str(bound),), writable=(), hidden=(str(data.resolve()),))
+    if layout == "is a link in a bound one":
+        hidden = project / ".medmnist"
+        hidden.symlink_to(data)
+    view = sandbox.View(readable=(str(bound),), writable=(), hidden=(str(hidden),))
     args = sandbox.bwrap_arguments(view, ["find", str(bound)], network=False)
     done = subprocess.run(["bwrap", *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
