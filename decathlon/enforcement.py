@@ -240,7 +240,8 @@ def run_limited(
     kernel_cap = cgroup is not None and cgroup.limit_mb is not None
     started = time.monotonic()
     try:
-        with open(log_path, "ab") as out:
+        # Unbuffered: the footer's write, which can fail (below), is not left to the close.
+        with open(log_path, "ab", buffering=0) as out:
             proc = subprocess.Popen(
                 argv,
                 stdout=out,
@@ -308,7 +309,10 @@ def _footer(out: IO[bytes], outcome: Outcome, hard_limit: float, memory_mb: floa
             f", {outcome.processes_refused} new process(es) or thread(s) refused"
             f" at the cap of {outcome.max_processes}"
         )
-    out.write((footer + "\n").encode())
+    try:
+        out.write((footer + "\n").encode())
+    except OSError as exc:  # the task made its log as long as its file system allows (EFBIG)
+        log.warning("could not end the task's log with %r: %s", footer.strip(), exc)
 
 
 def _watch(

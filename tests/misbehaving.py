@@ -78,6 +78,7 @@ ADAPTERS = (
     _adapter("mis_prober", "probe_path", _LONG, options={"probe": ""}),
     _adapter("mis_tracer", "trace_init", _LONG),
     _adapter("mis_forker", "fork_bomb", _LONG, options={"processes": 300, "then": "raise"}),
+    _adapter("mis_log_filler", "fill_log", _LONG),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -585,3 +586,25 @@ def fork_bomb(task: Task) -> Predictions:
     if task.options["then"] == "raise":
         raise RuntimeError(f"started {started} processes, then {failure or 'none failed'}")
     return valid_predictions(task, notes)
+
+
+def largest_length(fd: int) -> int:
+    """Make the file open as ``fd`` as long as its file system allows (a sparse file: no disk
+    is used), so that nothing more can be appended to it; returns that length."""
+    low, high = os.fstat(fd).st_size, 2**63 - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            os.ftruncate(fd, middle)
+            low = middle
+        except OSError:  # EFBIG, or EINVAL past what the kernel takes
+            high = middle - 1
+    os.ftruncate(fd, low)
+    return low
+
+
+def fill_log(task: Task) -> Predictions:
+    """Makes its log (its stdout, which the harness opened) as long as the file system allows,
+    then predicts: the harness can append nothing more to it."""
+    sys.stdout.flush()
+    return valid_predictions(task, {"log_length": largest_length(sys.stdout.fileno())})

@@ -438,6 +438,21 @@ def test_hooks_hear_every_task_and_a_failing_hook_stops_nothing(
     assert_each_row_once(leaderboard.read(path), ("breastmnist", "octmnist"))
 
 
+def test_a_log_made_as_long_as_the_file_system_allows_stops_nothing(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """A task can lengthen its log (its stdout) to the most its file system takes: the harness's
+    closing line then failed with EFBIG, and that OSError ended the whole run, the task's rows
+    and every later task's never written. Now the line is left out, with a warning."""
+    rows = run("mis_log_filler", tiny_catalog, tmp_path / "run", ("breastmnist", "octmnist"))
+    assert_each_row_once(rows, ("breastmnist", "octmnist"))
+    for flag in ("breastmnist", "octmnist"):
+        test = task_rows(rows, flag)["test"]
+        assert test["status"] == "ok", test["reason"]
+        log = tmp_path / "run" / "tasks" / flag / "seed0" / "log.txt"
+        assert log.stat().st_size == json.loads(test["notes"])["log_length"]
+
+
 def test_no_train_scores_is_a_status_of_its_own(tiny_catalog: TinyData, tmp_path: Path) -> None:
     """Train scores are optional: without them the train row says ``not_given`` and holds no
     scores, val and test stay ``ok``, and the task counts as ok everywhere."""
