@@ -678,7 +678,7 @@ def _probe(steps: _Steps, adapter: Adapter, directory: Path, lock: Lock | None) 
     # here, and must not find the data (nor leave it where its tasks would read it).
     probe_log = directory.parent / f".{directory.name}.probe.log"
     passed, last = launcher.probe(adapter, python, code, timeout=600, log_path=probe_log)
-    steps.build_log.write(probe_log.read_text(encoding="utf-8", errors="replace"))
+    steps.build_log.write(files.tail_of(probe_log, 2**20))
     steps.build_log.flush()
     probe_log.unlink(missing_ok=True)
     if not passed:

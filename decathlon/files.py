@@ -102,6 +102,17 @@ def read_left_by_task(path: Path, limit: int) -> bytes:
     return data
 
 
+def tail_of(path: Path, limit: int) -> str:
+    """The last ``limit`` bytes of a log a task wrote, as text (UTF-8, undecodable bytes
+    replaced); a file cut at the front starts with ``[... N bytes left out]``. A task may make
+    its log as long as its file system allows (a sparse file), more than any memory holds."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, size - limit))
+        text = handle.read(limit).decode("utf-8", errors="replace")
+    return f"[... {size - limit} bytes left out]\n{text}" if size > limit else text
+
+
 def load_npy(raw: bytes) -> np.ndarray:
     """The array in the bytes of an ``.npy`` file a task left, without trusting its header.
 

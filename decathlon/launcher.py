@@ -16,11 +16,13 @@ import tempfile
 from pathlib import Path
 
 import decathlon
-from decathlon import datasets, environments, leaderboard, rundir, sandbox
+from decathlon import datasets, environments, files, leaderboard, rundir, sandbox
 from decathlon.contract import Adapter, Budget
 from decathlon.enforcement import Outcome, new_tag, run_limited
 from decathlon.errors import DecathlonError
 
+#: The most of an import check's log that is read: its last line is what it says.
+LOG_TAIL = 2**16
 #: The worker script, run by the adapter environment's interpreter.
 WORKER = Path(__file__).resolve().parent / "worker.py"
 
@@ -124,7 +126,7 @@ def probe(
         return False, f"still importing after {timeout:.0f} s; stopped"
     lines = [
         x.strip()
-        for x in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for x in files.tail_of(log_path, LOG_TAIL).splitlines()
         if x.strip() and not x.startswith("[decathlon] exit")
     ]
     if outcome.returncode != 0:  # what it printed is the module's: one printable line

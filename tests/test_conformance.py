@@ -141,6 +141,17 @@ if os.environ.get("HOSTILE_SHOUT"):  # terminal escapes on its last line, then a
     sys.stderr.write("\\x1b[31mRED\\x1b[0m \\x1b]0;pwned-title\\x07 Error\\n")
     sys.stderr.flush()
     os._exit(3)
+if os.environ.get("HOSTILE_FILL_LOG"):  # its log as long as its file system allows, then exit 3
+    low, high = os.fstat(1).st_size, 2**63 - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            os.ftruncate(1, middle)
+            low = middle
+        except OSError:
+            high = middle - 1
+    os.ftruncate(1, low)
+    os._exit(3)
 if os.environ.get("HOSTILE_HANG"):  # a daemon of its own, then an import that never ends
     subprocess.Popen(["setsid", "sleep", os.environ["HOSTILE_HANG"]])
     time.sleep(100000)
@@ -242,6 +253,27 @@ def test_an_import_that_never_ends_is_a_failed_check_and_leaves_nothing(
 
     gone, alive = psutil.wait_procs(daemons(), timeout=30)
     assert alive == [], alive
+
+
+def test_an_import_that_makes_its_log_as_long_as_the_file_system_allows_is_a_failed_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_catalog: Any
+) -> None:
+    """The imports check read the whole log of the import to find its last line: a module that
+    made that log (its stdout) as long as the file system allows, one sparse file, stopped the
+    check with a MemoryError (or, where memory is overcommitted, had it read terabytes). Only
+    the log's end is read now."""
+    monkeypatch.setenv("HOSTILE_FILL_LOG", "1")
+    registry = _hostile_registry(tmp_path, monkeypatch)
+    checks = check_adapter(
+        "hostile_import",
+        tmp_path / "work",
+        registry=registry,
+        datasets=("breastmnist",),
+        scale_factor=0.1,
+    )
+    imports = next(c for c in checks if c.name == "imports")
+    assert not imports.passed
+    assert imports.detail == "hostile_plugin.evil: exit 3"
 
 
 def test_what_a_failing_import_printed_is_one_printable_line(
