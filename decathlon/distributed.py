@@ -12,9 +12,10 @@ same scoring. Rows come back as tasks finish (``as_completed``) and the client a
 The run folder need not be shared. A worker that sees the run's ``config.json`` (the same bytes)
 writes the task's folder in place; one that does not runs the task in a staging folder under
 ``$DECATHLON_HOME`` and sends the folder back zipped (``output/`` only when it is under
-:data:`SHIP_OUTPUT_LIMIT`). The budgets file and any dataset metadata file travel with the tasks.
-Plugins the client registered outside the entry points are imported on the worker by module name,
-or loaded from their file when that name is not importable there.
+:data:`SHIP_OUTPUT_LIMIT`, the other files up to as much together, a longer log by its end).
+The budgets file and any dataset metadata file travel with the tasks. Plugins the client
+registered outside the entry points are imported on the worker by module name, or loaded from
+their file when that name is not importable there.
 
 A worker that dies mid-task (killed, out of memory, machine lost) gives the task rows with status
 ``error`` and reason ``worker died ...``; with ``retries=N`` the task is run again up to N times
@@ -61,8 +62,11 @@ from decathlon.runner import (
 
 log = logging.getLogger(__name__)
 
-#: The largest ``output/`` folder a worker without the shared run folder sends back (bytes).
+#: The largest ``output/`` folder a worker without the shared run folder sends back (bytes),
+#: and the most the task's other files send back together.
 SHIP_OUTPUT_LIMIT = 256 * 2**20
+#: How much of a task's log is sent back when the log is longer than what is left of that.
+SHIP_LOG_TAIL = 2**20
 #: Task states kept on the scheduler, one Variable per task: attempts and whether one is running.
 _STATE_PREFIX = "decathlon-task-state"
 NEW_STATE: dict[str, Any] = {"attempts": 0, "deaths": 0, "running": False, "worker": ""}
@@ -506,13 +510,29 @@ def _result(
         p.lstat().st_size for p in shipped if p.is_relative_to(output) and not p.is_dir()
     )
     ship_output = output_size <= SHIP_OUTPUT_LIMIT
+    # The task's other files travel up to SHIP_OUTPUT_LIMIT in all, the smallest first (the
+    # harness's own): a task can make its log, or a file of its own in predictions/, as long as
+    # its file system allows (sparse, terabytes), which zipping would read for hours into
+    # memory. A log past that sends its end; any other such file stays behind.
+    rest = SHIP_OUTPUT_LIMIT
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
-        for path in shipped:
+        for path in sorted(shipped, key=lambda p: 0 if p.is_dir() else p.lstat().st_size):
             relative = path.relative_to(task_dir)
-            if not ship_output and relative.parts[0] == rundir.OUTPUT and len(relative.parts) > 1:
+            in_output = relative.parts[0] == rundir.OUTPUT and len(relative.parts) > 1
+            if in_output and not ship_output:
                 continue
-            bundle.write(path, relative.as_posix())  # folders too: an empty output/ stays
+            if in_output or path.is_dir():
+                bundle.write(path, relative.as_posix())  # folders too: an empty output/ stays
+                continue
+            size = path.lstat().st_size
+            if size <= rest:
+                rest -= size
+                bundle.write(path, relative.as_posix())
+            elif relative == Path(rundir.LOG):
+                bundle.writestr(relative.as_posix(), files.tail_of(path, SHIP_LOG_TAIL))
+            else:
+                log.warning("%s holds %d bytes, more than is sent back; left out", path, size)
     kept_on = None
     if ship_output:
         rundir.remove_tree(task_dir)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from decathlon import leaderboard, rundir
-from decathlon.distributed import DaskExecutor
+from decathlon.distributed import SHIP_OUTPUT_LIMIT, DaskExecutor
 from decathlon.distributed import _result as task_folder_result
 from decathlon.plugins import Registry, make_registry
 from decathlon.runner import RunConfig, Runner
@@ -433,3 +433,38 @@ def test_a_task_folder_sent_back_holds_no_link_and_no_fifo(tmp_path: Path) -> No
     bundle = zipfile.ZipFile(io.BytesIO(result["archive"]))
     assert sorted(bundle.namelist()) == ["output/", "output/model.txt"]
     assert bundle.read("output/model.txt") == b"kept"
+
+
+def test_a_task_folder_sent_back_holds_no_file_longer_than_the_limit(tmp_path: Path) -> None:
+    """A task can make its log, or a file of its own in predictions/, as long as its file system
+    allows (one sparse ftruncate, terabytes): zipping the folder back read all of it into
+    memory, for hours. Past SHIP_OUTPUT_LIMIT the log sends its end, and another file stays."""
+
+    class Runner:  # the one thing _result asks of the runner
+        def task_dir(self, where: Path, task: Any) -> Path:
+            return where / "task"
+
+    task = tmp_path / "task"
+    (task / "predictions").mkdir(parents=True)
+    (task / "task.json").write_text("{}")
+    (task / "predictions" / "test.npy").write_bytes(b"scores")
+    longer = SHIP_OUTPUT_LIMIT + 1
+    with open(task / "log.txt", "wb") as handle:
+        handle.write(b"the adapter starts\n")
+        handle.truncate(longer - len(b"the end\n"))
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"the end\n")
+    with open(task / "predictions" / "junk.bin", "wb") as handle:
+        handle.truncate(longer)
+    result = task_folder_result([], Runner(), tmp_path, None, shared=False)  # type: ignore[arg-type]
+    bundle = zipfile.ZipFile(io.BytesIO(result["archive"]))
+    assert sorted(bundle.namelist()) == [
+        "log.txt",
+        "predictions/",
+        "predictions/test.npy",
+        "task.json",
+    ]
+    assert bundle.getinfo("log.txt").file_size < SHIP_OUTPUT_LIMIT
+    sent = bundle.read("log.txt").decode()
+    assert sent.startswith("[... ") and sent.endswith("the end\n")
+    assert bundle.read("predictions/test.npy") == b"scores"
