@@ -153,6 +153,39 @@ def test_a_test_time_angle_outside_0_to_45_degrees_is_refused_before_any_task(an
         portfolio._check_options({**portfolio.OPTIONS, "tta_angle": angle})
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("eta", 1, "not 2 or more"),  # was clamped to 2 silently
+        ("batch_size", 0, "not 1 or more"),  # failed inside the task
+        ("batch_size", 0.5, "not a whole number"),  # a number, read as int 0
+        ("processes", -1, "not 0 .* or more"),
+        ("threads", -2, "not 0 .* or more"),
+        ("width", -8, "not 0 .* or more"),
+        ("ensemble_size", 0, "not 1 or more"),
+        ("max_epochs", 0, "not 1 or more"),
+        ("ordinal_alpha", -1.0, "not 0 .* or more"),
+        ("intensity", 1.5, "not 0 .* to 1"),
+        ("folds", 1, "not 0 .* or 2 or more"),  # cross-fitted nothing, silently
+        ("folds", -3, "not 0 .* or 2 or more"),
+        ("subsample", 1.5, "not 0 .* to 1"),
+        ("subsample", -0.1, "not 0 .* to 1"),
+    ],
+)
+def test_a_numeric_option_out_of_range_is_refused_in_one_line_before_any_task(
+    key: str, value: float, words: str
+) -> None:
+    portfolio._check_options(dict(portfolio.OPTIONS))  # the defaults pass
+    with pytest.raises(ValueError, match=f"option {key}: {value} is {words}"):
+        portfolio._check_options({**portfolio.OPTIONS, key: value})
+    # Through the harness's options, as --option gives them: a BudgetError, one line.
+    from decathlon.budgets import load
+
+    adapter = make_registry().get("portfolio")
+    with pytest.raises(BudgetError, match=f"adapter 'portfolio': option {key}"):
+        load().options("quick", adapter, {key: value})
+
+
 def test_precision_trains_in_bfloat16_only_on_a_cpu_with_bfloat16_instructions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
