@@ -56,6 +56,24 @@ OPTIONS: dict[str, Any] = {
     "predict_train": True,  # also score the training set with the best epoch's weights
 }
 
+OPTIMIZERS = ("adam", "sgd")
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse, in the harness before any task starts, a ``batch_size`` or ``eval_batch_size``
+    that is not a whole number of 1 or more, an ``lr`` that is not above 0 and an ``optimizer``
+    that is none of :data:`OPTIMIZERS` (each failed only inside the task, or trained nothing)."""
+    for key in ("batch_size", "eval_batch_size"):
+        value = float(options[key])
+        if not value.is_integer() or value < 1:
+            raise ValueError(f"option {key}: {options[key]} is not a whole number of 1 or more")
+    if not float(options["lr"]) > 0:
+        raise ValueError(f"option lr: {options['lr']} is not above 0")
+    if str(options["optimizer"]).lower() not in OPTIMIZERS:
+        known = ", ".join(OPTIMIZERS)
+        raise ValueError(f"option optimizer: {options['optimizer']!r} is not one of {known}")
+
+
 #: (adapter name, torchvision architecture, input size)
 VARIANTS = (
     ("resnet18_28", "resnet18", 28),
@@ -75,6 +93,7 @@ ADAPTERS = tuple(
         ),
         environment=ENVIRONMENT,
         options=dict(OPTIONS),
+        check_options=check_options,
         uses_gpu=True,
         sizes=(28, 64, 128, 224),
     )

@@ -45,6 +45,31 @@ def _rows(path: Path) -> dict[str, dict]:
     }
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("batch_size", 0, "not a whole number of 1 or more"),
+        ("batch_size", 12.5, "not a whole number of 1 or more"),
+        ("eval_batch_size", -1, "not a whole number of 1 or more"),
+        ("lr", 0, "not above 0"),
+        ("lr", -0.1, "not above 0"),
+        ("optimizer", "adamw", "not one of adam, sgd"),
+    ],
+)
+def test_an_option_out_of_range_is_refused_in_one_line_before_any_task(
+    key: str, value: object, words: str
+) -> None:
+    from decathlon.budgets import load
+    from decathlon.errors import BudgetError
+
+    budgets = load()
+    for name in NAMES:
+        adapter = make_registry().get(name)
+        budgets.options("quick", adapter, {"optimizer": "SGD"})  # any case, as run() reads it
+        with pytest.raises(BudgetError, match=f"adapter '{name}': option {key}: .* is {words}"):
+            budgets.options("quick", adapter, {key: value})
+
+
 def test_train_predictions_come_only_when_the_time_left_covers_them() -> None:
     # The wall5 measurement's pneumoniamnist task: stopped after epoch 1 with 25 s before the
     # deadline; the val pass (524 images) took 9 s, so the 4,708 training images need about 81 s.
