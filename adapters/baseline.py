@@ -12,6 +12,7 @@ a slice of the training set when it has over 10,000 images.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -20,11 +21,25 @@ from decathlon.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse, in the harness before any task starts, a ``pca_components`` or ``max_iter`` that
+    is not a whole number of 1 or more and a ``learning_rate`` that is not above 0 (each failed
+    the task inside scikit-learn, or read 2.5 components as 2)."""
+    for key in ("pca_components", "max_iter"):
+        value = float(options[key])
+        if not value.is_integer() or value < 1:
+            raise ValueError(f"option {key}: {options[key]} is not a whole number of 1 or more")
+    if not float(options["learning_rate"]) > 0:
+        raise ValueError(f"option learning_rate: {options['learning_rate']} is not above 0")
+
+
 ADAPTER = Adapter(
     name="baseline",
     run="decathlon_adapters.baseline:run",
     description="scikit-learn HistGradientBoosting on PCA features of the pixels (fast, CPU)",
     options={"pca_components": 64, "max_iter": 200, "learning_rate": 0.1},
+    check_options=check_options,
     sizes=(28, 64, 128, 224),
 )
 
