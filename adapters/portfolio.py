@@ -1237,7 +1237,8 @@ def ensemble_selection(
 ) -> np.ndarray:
     """Weights over the candidates: greedy forward selection with replacement on val AUC
     (Caruana et al., 2004), started from the ``init`` best candidates ("sorted initialisation"),
-    averaged over ``bags`` random halves of the candidates ("bagged ensemble selection")."""
+    averaged over ``bags`` random halves of the candidates ("bagged ensemble selection").
+    Where no candidate's AUC is defined, the candidates with finite scores weigh alike."""
     n = len(val_scores)
     singles = np.array([fast_auc(task_type, y_val, s) for s in val_scores])
     singles = np.where(np.isnan(singles), -np.inf, singles)
@@ -1270,7 +1271,11 @@ def ensemble_selection(
             total = total + val_scores[best]
         weights += counts / counts.sum()
     if weights.sum() == 0:
-        weights[:] = 1.0
+        # No AUC defined (val lacks a class, or a label is all 0 or all 1 there): the mean of
+        # the runs with finite scores; one that diverged would make every score NaN.
+        weights[:] = [float(np.all(np.isfinite(s))) for s in val_scores]
+        if weights.sum() == 0:
+            weights[:] = 1.0
     return weights / weights.sum()
 
 

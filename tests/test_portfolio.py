@@ -62,6 +62,27 @@ def test_ensemble_selection_weights_the_informative_members() -> None:
     assert weights[-1] == weights.max() and weights[-1] > 0.5
 
 
+@pytest.mark.parametrize(
+    ("task", "y"),
+    [
+        (BINARY, np.ones((20, 1), dtype=int)),  # val of one class
+        (MULTI_LABEL, np.eye(20, 2, dtype=int)[:, [0, 1]] * [1, 0]),  # label 1 all 0
+    ],
+)
+def test_a_diverged_run_gets_no_weight_where_validation_defines_no_auc(task, y) -> None:
+    # chestmnist's hernia label can be all 0 in a small val: no candidate's AUC is defined, and
+    # the fallback must still leave out a run that diverged, or every score is NaN.
+    rng = np.random.default_rng(0)
+    good = [rng.random((20, 2)) for _ in range(3)]
+    diverged = np.full((20, 2), np.nan)
+    weights = portfolio.ensemble_selection(
+        [good[0], diverged, *good[1:]], y, task, size=5, bags=4, seed=0
+    )
+    assert weights[1] == 0 and weights.sum() == pytest.approx(1.0)
+    ensemble = portfolio.weighted(weights, [good[0], diverged, *good[1:]])
+    assert np.all(np.isfinite(ensemble))
+
+
 def test_test_time_views_are_dropped_only_where_validation_shows_them_worse_beyond_its_noise():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, size=(78, 1))  # breastmnist's validation size
