@@ -412,6 +412,9 @@ WHITENING_IMAGES = 10_000
 SLACK = 0.92
 #: Seconds kept before the end for the ensemble selection and the result.
 FINAL_MARGIN_S = 20.0
+#: Seconds before the end at which the ensemble selection stops, at most: for the calibration,
+#: the kept runs and the result (half the margin where that is less).
+RESULT_RESERVE_S = 60.0
 
 
 @dataclass
@@ -1207,22 +1210,28 @@ def plain_wins_share(
     task_type: str,
     seed: int,
     resamples: int = 200,
+    until: float = math.inf,
 ) -> float:
     """The share of ``resamples`` bootstrap resamples of the validation images (the same images
     for both) in which the scores without test-time views have the higher AUC. The views are
     the training's own transforms, so they are kept unless validation shows them worse beyond
     its noise: on 78 or 120 images, a difference of a few thousandths in AUC is a coin toss
     (benchmarks/RESULTS.md, "test-time views at small angles"). A resample that lacks a class
-    counts as no win; views without finite scores where the plain ones have them lose outright."""
+    counts as no win; views without finite scores where the plain ones have them lose outright.
+    At ``until`` (``time.time()``) it stops and gives the share of the resamples drawn so far
+    (none: 0, the views kept)."""
     if math.isnan(fast_auc(task_type, y, tta)) and not math.isnan(fast_auc(task_type, y, plain)):
         return 1.0
     rng = np.random.default_rng(seed)
     n = len(y)
-    wins = 0
+    wins = drawn = 0
     for _ in range(resamples):
+        if time.time() >= until:
+            break
         rows = rng.integers(0, n, n)
         wins += fast_auc(task_type, y[rows], plain[rows]) > fast_auc(task_type, y[rows], tta[rows])
-    return wins / resamples
+        drawn += 1
+    return wins / drawn if drawn else 0.0
 
 
 def ensemble_selection(
@@ -1234,17 +1243,23 @@ def ensemble_selection(
     bags: int,
     seed: int,
     init: int = 3,
+    until: float = math.inf,
 ) -> np.ndarray:
     """Weights over the candidates: greedy forward selection with replacement on val AUC
     (Caruana et al., 2004), started from the ``init`` best candidates ("sorted initialisation"),
     averaged over ``bags`` random halves of the candidates ("bagged ensemble selection").
-    Where no candidate's AUC is defined, the candidates with finite scores weigh alike."""
+    Where no candidate's AUC is defined, the candidates with finite scores weigh alike.
+
+    At ``until`` (``time.time()``) the selection stops where it is: the bag under way keeps the
+    members chosen so far (at least its ``init`` best), and no further bag starts."""
     n = len(val_scores)
     singles = np.array([fast_auc(task_type, y_val, s) for s in val_scores])
     singles = np.where(np.isnan(singles), -np.inf, singles)
     rng = np.random.default_rng(seed)
     weights = np.zeros(n)
-    for _bag in range(max(1, bags)):
+    for bag in range(max(1, bags)):
+        if bag > 0 and time.time() >= until:
+            break
         if bags <= 1 or n < 4:
             pool = np.arange(n)
         else:
@@ -1259,6 +1274,8 @@ def ensemble_selection(
             counts[i] += 1
         total = sum(val_scores[i] for i in chosen)
         for _ in range(max(0, size - len(chosen))):
+            if time.time() >= until:
+                break
             best, best_auc = None, -np.inf
             for i in pool:
                 score = fast_auc(task_type, y_val, (total + val_scores[i]) / (len(chosen) + 1))
@@ -1432,6 +1449,7 @@ def run(task: Task) -> Predictions:
             min_epochs=min_epochs,
             epoch_bounded=epoch_bounded,
             stop_at=stop_at,
+            end=end,
         )
     finally:
         executor.shutdown(cancel_futures=True)
@@ -1502,6 +1520,7 @@ def _race(
     min_epochs: int,
     epoch_bounded: bool,
     stop_at: float,
+    end: float,
 ) -> Predictions:
     """Successive halving with restarts over :data:`PORTFOLIO` (or the configurations the
     option ``configs`` names), then the ensemble."""
@@ -1684,7 +1703,12 @@ def _race(
     val_rows = np.arange(len(data.y_train), len(y_pooled)) if pooled else np.arange(len(y_val))
     kind = task.dataset.task
     chosen: dict[str, Any] = {}
-    for key in ("plain", "tta"):
+    # Selection costs (runs x steps x bags) AUCs of val: minutes for hundreds of runs on
+    # chestmnist's 11,219 images, more than the margin left for it. It stops where it is at
+    # the end less RESULT_RESERVE_S, or less half the margin where that is less (the
+    # calibration, the kept runs and the result come after); each key gets half the time left.
+    select_until = end - min((end - stop_at) / 2, RESULT_RESERVE_S)
+    for i, key in enumerate(("plain", "tta")):
         weights = ensemble_selection(
             [r.val[key] for r in records],
             y_val,
@@ -1692,10 +1716,14 @@ def _race(
             size=int(opts["ensemble_size"]),
             bags=int(opts["bags"]),
             seed=task.seed,
+            until=time.time() + (select_until - time.time()) / (2 - i),
         )
         val = weighted(weights, [r.val[key] for r in records])
         chosen[key] = (weights, val, _safe_auc(auc, kind, y_val, val))
-    plain_wins = plain_wins_share(y_val, chosen["plain"][1], chosen["tta"][1], kind, task.seed)
+    plain_wins = plain_wins_share(
+        y_val, chosen["plain"][1], chosen["tta"][1], kind, task.seed, until=select_until
+    )
+    selection_cut = time.time() >= select_until
     key = "plain" if plain_wins >= PLAIN_WINS_NEEDED else "tta"
     weights, val, val_auc = chosen[key]
     test = weighted(weights, [r.test[key] for r in records])
@@ -1737,6 +1765,9 @@ def _race(
             "val_log_loss_after": round(log_loss(kind, y_val, val), 4),
         },
         "deadline_cut": deadline_cut,
+        # Whether the time kept for the result stopped the ensemble selection (its weights are
+        # then those of the steps and bags it finished).
+        "selection_cut": selection_cut,
         "epoch_bounded": epoch_bounded,
         "runs_file": runs_file,
         "folds": folds if pooled else 0,
