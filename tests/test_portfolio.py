@@ -144,6 +144,15 @@ def test_a_diverged_run_of_weight_zero_leaves_the_ensemble_finite() -> None:
     assert np.array_equal(ensemble, good)
 
 
+def test_the_fallback_run_gets_most_of_a_short_time_left_before_the_hard_limit() -> None:
+    # The quick budgets at --scale-factor 0.1 (conformance check): a hard limit of 18 s, 12 s
+    # left after the probe. A fixed 10 s reserve left the fallback run 2 s, less than a fresh
+    # training process takes to its first step: no prediction, the task failed.
+    assert portfolio.fallback_stop(1000.0, now=988.0) == pytest.approx(997.0)
+    assert portfolio.fallback_stop(1000.0, now=900.0) == pytest.approx(990.0)  # 10 s at most
+    assert portfolio.fallback_stop(1000.0, now=1001.0) == pytest.approx(1000.0)
+
+
 def test_folds_are_even_in_size_and_in_class_shares_and_fixed_by_the_seed() -> None:
     # Breastmnist's train + val: 624 images, 73% of them label 1.
     labels = np.r_[np.zeros(168), np.ones(456)].astype(int)[:, None]
