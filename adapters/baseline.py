@@ -102,18 +102,13 @@ def run(task: Task) -> Predictions:
         models = [model().fit(x_train, y_train[:, i]) for i in range(y_train.shape[1])]
 
         def predict(x: np.ndarray) -> np.ndarray:
-            return np.stack([m.predict_proba(x)[:, 1] for m in models], axis=1)
+            return np.stack([class_scores(m, x, 2)[:, 1] for m in models], axis=1)
 
     else:
         fitted = model().fit(x_train, y_train.ravel())
-        classes = list(fitted.classes_)
 
         def predict(x: np.ndarray) -> np.ndarray:
-            # Columns in class-id order, one per class of the dataset, even if one is unseen.
-            proba = fitted.predict_proba(x)
-            out = np.zeros((len(x), task.dataset.n_classes))
-            out[:, classes] = proba
-            return out
+            return class_scores(fitted, x, task.dataset.n_classes)
 
     return Predictions(
         train=predict(x_train),
@@ -121,3 +116,14 @@ def run(task: Task) -> Predictions:
         test=predict(x_test),
         info={"pca_components": n_components},
     )
+
+
+def class_scores(fitted: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """``fitted``'s probabilities of ``x`` in class-id order, one column per class of the
+    dataset (0 for a class that train lacks). A classifier fitted on one class has one class in
+    ``classes_`` but two columns of ``predict_proba`` (scikit-learn's gradient boosting: that
+    class 1.0, then 0.0): only the first ``len(classes_)`` columns are classes."""
+    classes = [int(c) for c in fitted.classes_]
+    out = np.zeros((len(x), n_classes))
+    out[:, classes] = fitted.predict_proba(x)[:, : len(classes)]
+    return out
