@@ -1524,10 +1524,14 @@ def _race(
 ) -> Predictions:
     """Successive halving with restarts over :data:`PORTFOLIO` (or the configurations the
     option ``configs`` names), then the ensemble."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
     from decathlon.metrics import auc
 
     records: list[RunRecord] = []
     deadline_cut = False
+    killed = ""  # why the training processes' pool broke, if it did
     raced = portfolio_of(opts["configs"])
     raced = whitened(raced, str(opts["whiten"]), data.x_train)
     raced, handedness = mirrored(raced, str(opts["mirror"]), data.x_train)
@@ -1585,11 +1589,21 @@ def _race(
     )
 
     def launch(jobs: list[RunRecord]) -> None:
-        nonlocal deadline_cut
-        futures = [executor.submit(_train_job, configs[r.config], r, stop_at) for r in jobs]
-        finished = []
-        for future in futures:  # plan order, whatever order they finish in
-            record = future.result()
+        nonlocal deadline_cut, killed
+        finished, lost = [], set()
+        for job, future in zip(jobs, submitted(jobs)):  # plan order, whatever order they end in
+            try:
+                record = future.result()
+            except BrokenProcessPool as error:
+                # A training process killed from outside (the OOM killer under --memory-mb, a
+                # signal): the runs that finished still make the ensemble; no run starts again.
+                killed = killed or f"a training process was killed ({error})"
+                log.warning(
+                    "rung %d %s seed %d: its process was killed", job.rung, job.config, job.seed
+                )
+                lost.add(id(job))
+                finished.append(job)  # no scores: left out below
+                continue
             if record.epochs_run:
                 cost[record.config] = record.seconds / record.epochs_run
             if not record.complete:
@@ -1603,6 +1617,8 @@ def _race(
         for record in finished:
             if record.snapshots:
                 records.append(record)
+            if id(record) in lost:
+                continue
             log.info(
                 "rung %d %s seed %d: %d epochs in %.1f s, val AUC %.4f%s",
                 record.rung,
@@ -1613,6 +1629,17 @@ def _race(
                 record.val_auc,
                 "" if record.complete else " (cut by the deadline)",
             )
+
+    def submitted(jobs: list[RunRecord]) -> list[Any]:
+        futures: list[Any] = []
+        for job in jobs:
+            try:
+                futures.append(executor.submit(_train_job, configs[job.config], job, stop_at))
+            except BrokenProcessPool as error:
+                failed: Any = Future()
+                failed.set_exception(error)
+                futures.append(failed)
+        return futures
 
     survivors = order[:n]
     plan: list[dict[str, Any]] = []
@@ -1677,8 +1704,12 @@ def _race(
             }
         )
         launch(jobs)
-        if deadline_cut:
+        if deadline_cut or killed:
             break
+    if killed:
+        log.warning("%s: the search stops, the runs that finished make the ensemble", killed)
+    if not records and killed:
+        raise RuntimeError(f"{killed} before any run finished")
     if not records:
         # Nothing finished: one short run of the cheapest configuration, up to a few seconds
         # before the hard limit, rather than no prediction at all.
@@ -1776,6 +1807,8 @@ def _race(
         "mirror": all(c.mirror for c in raced),
         "mirror_auc": None if handedness is None else round(handedness, 3),
     }
+    if killed:
+        info["killed"] = killed + "; the search stopped there, the ensemble is of what finished"
     if deadline_cut:
         info["deadline_note"] = (
             "the deadline cut the search: the runs listed incomplete stopped early, later rungs"

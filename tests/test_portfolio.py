@@ -153,6 +153,96 @@ def test_the_fallback_run_gets_most_of_a_short_time_left_before_the_hard_limit()
     assert portfolio.fallback_stop(1000.0, now=1001.0) == pytest.approx(1000.0)
 
 
+class _PoolThatLosesAProcess:
+    """A training pool whose process dies (the OOM killer under --memory-mb) at the ``dies``-th
+    run: that run, and every run submitted after, fail with BrokenProcessPool, as a real
+    ProcessPoolExecutor's do; the runs before finish with scores that know the labels."""
+
+    def __init__(self, y_val: np.ndarray, y_test_like: int, dies: int) -> None:
+        self.y_val, self.n_test, self.dies, self.submitted = y_val, y_test_like, dies, 0
+
+    def submit(self, fn, config, record, stop_at):
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        self.submitted += 1
+        future: Future = Future()
+        if self.submitted >= self.dies:
+            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+            return future
+        rng = np.random.default_rng(self.submitted)
+        informative = np.eye(2)[self.y_val[:, 0]] * 0.6 + rng.random((len(self.y_val), 2)) * 0.4
+        test = rng.random((self.n_test, 2))
+        for split, scores in ((record.val, informative), (record.test, test)):
+            split.update(
+                plain=scores / scores.sum(1, keepdims=True),
+                tta=scores / scores.sum(1, keepdims=True),
+            )
+        record.snapshots, record.epochs_run, record.complete = 1, record.epochs, True
+        record.val_auc = portfolio.fast_auc(BINARY, self.y_val, informative)
+        future.set_result(record)
+        return future
+
+
+def test_a_killed_training_process_leaves_the_ensemble_of_the_runs_that_finished(
+    tmp_path: Path,
+) -> None:
+    from decathlon.contract import Budget, DatasetInfo, Task
+
+    rng = np.random.default_rng(0)
+    y_val = (np.arange(40) % 2)[:, None]
+    info = DatasetInfo("breastmnist", BINARY, 1, 2, {"0": "a", "1": "b"}, {})
+    task = Task(
+        info,
+        rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
+        y_val.astype(np.uint8),
+        rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
+        y_val.astype(np.uint8),
+        rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        Budget(hard_limit_seconds=900, epochs=2),
+        0,
+        tmp_path,
+        tmp_path,
+    )
+    data = portfolio.TaskData(
+        BINARY, 2, task.x_train, task.y_train, task.x_val, task.y_val, task.x_test
+    )
+    opts = {**portfolio.OPTIONS, "configs": "vgg-geo,res-geo,wide-geo", "mirror": "always"}
+    far = time.time() + 900
+    pool = _PoolThatLosesAProcess(y_val, 20, dies=3)  # rung 0's third run: two finished
+    result = portfolio._race(
+        task,
+        pool,
+        data,
+        opts,
+        processes=1,
+        eta=3,
+        max_epochs=2,
+        min_epochs=2,
+        epoch_bounded=True,
+        stop_at=far,
+        end=far,
+    )
+    assert result.test.shape == (20, 2) and np.all(np.isfinite(result.test))
+    assert len(result.info["runs"]) == 2 and len(result.info["rungs"]) == 1  # no rung after
+    assert "training process was killed" in result.info["killed"]
+    # Killed before any run finished: a one-line reason, not the pool's traceback.
+    with pytest.raises(RuntimeError, match="killed .* before any run finished"):
+        portfolio._race(
+            task,
+            _PoolThatLosesAProcess(y_val, 20, dies=1),
+            data,
+            opts,
+            processes=1,
+            eta=3,
+            max_epochs=2,
+            min_epochs=2,
+            epoch_bounded=True,
+            stop_at=far,
+            end=far,
+        )
+
+
 def test_folds_are_even_in_size_and_in_class_shares_and_fixed_by_the_seed() -> None:
     # Breastmnist's train + val: 624 images, 73% of them label 1.
     labels = np.r_[np.zeros(168), np.ones(456)].astype(int)[:, None]
