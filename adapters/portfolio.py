@@ -1269,7 +1269,7 @@ def ensemble_selection(
             continue
         ranked = pool[np.argsort(-singles[pool], kind="stable")]
         counts = np.zeros(n)
-        chosen = list(ranked[: min(init, len(ranked))])
+        chosen = list(ranked[: min(init, size, len(ranked))])
         for i in chosen:
             counts[i] += 1
         total = sum(val_scores[i] for i in chosen)

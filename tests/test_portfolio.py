@@ -84,6 +84,19 @@ def test_a_diverged_run_gets_no_weight_where_validation_defines_no_auc(task, y) 
     assert np.all(np.isfinite(ensemble))
 
 
+@pytest.mark.parametrize("size", [1, 2])
+def test_an_ensemble_size_under_the_sorted_start_picks_that_many_steps(size: int) -> None:
+    # --option ensemble_size=1 asks for the single best run: the sorted start (3 members) gave
+    # three, whatever the size.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (100, 1))
+    scores = [
+        np.stack([1 - y[:, 0], y[:, 0]], 1) * q + rng.random((100, 2)) for q in (0.1, 0.5, 0.3)
+    ]
+    weights = portfolio.ensemble_selection(scores, y, BINARY, size=size, bags=1, seed=0)
+    assert np.count_nonzero(weights) <= size and weights[1] == weights.max()
+
+
 def test_ensemble_selection_past_its_time_keeps_the_members_chosen_so_far() -> None:
     # Hundreds of runs on chestmnist's 11,219 val images take minutes of selection, past the
     # margin the end leaves it and toward the hard limit's kill: at its time it stops where it
