@@ -1054,7 +1054,11 @@ class Runner:
         scaler = torch.amp.GradScaler("cuda", enabled=self.train_dtype == torch.float16)
         fit_rows, x_held, y_held = self.split(record.fold, record.seed)
         n = len(fit_rows)
-        steps_per_epoch = len(range(0, n - (1 if n % self.batch_size == 1 else 0), self.batch_size))
+        # A last batch of one image is dropped (batch norm), but never an epoch's only batch:
+        # a run of no steps never looks at the clock (a time-bounded one looped until the kill).
+        steps_per_epoch = max(
+            1, len(range(0, n - (1 if n % self.batch_size == 1 else 0), self.batch_size))
+        )
         timed = record.allotted_s is not None
         started = time.perf_counter()
         # Time-bounded: the schedule ends at the allotment or at stop_at, whichever is first.

@@ -442,9 +442,9 @@ def test_calibration_leaves_a_class_that_validation_lacks_at_bias_zero() -> None
     assert identity.temperature == 1.0 and not any(identity.bias)
 
 
-def _in_the_portfolio_environment(code: str) -> dict:
+def _in_the_portfolio_environment(code: str, timeout: float | None = None) -> dict:
     """What ``code`` prints as JSON, run by the adapter's own interpreter with the packages
-    mounted as its worker mounts them."""
+    mounted as its worker mounts them (stopped after ``timeout`` seconds: a failure)."""
     adapter = make_registry().get("portfolio")
     mount = launcher.import_check_code(adapter, "decathlon_adapters.portfolio")
     done = subprocess.run(
@@ -452,6 +452,7 @@ def _in_the_portfolio_environment(code: str) -> dict:
         capture_output=True,
         text=True,
         env=launcher.worker_environment(1, "cpu"),
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -778,6 +779,37 @@ json.dump({
     "image mean": per_image.mean().item(),
 }, sys.stdout)
 """
+
+
+def test_a_run_on_a_single_training_image_trains_and_predicts() -> None:
+    # One training image: the rule that drops a last batch of one image left epochs of no
+    # steps; an epoch-bounded run ended with no scores, and a time-bounded one (which looks at
+    # the clock only between steps) looped until the hard limit killed the task.
+    out = _in_the_portfolio_environment(
+        """
+import json, sys, time
+import numpy as np
+from decathlon_adapters import portfolio
+
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
+labels = np.array([[0], [1]] * 4)
+data = portfolio.TaskData("binary-class", 2, images[:1], labels[:1], images, labels, images)
+runner = portfolio.Runner(data, "cpu", 4, 16)
+config = portfolio.CONFIGS["vgg-geo"]
+out = {}
+for name, record in (
+    ("epochs", portfolio.RunRecord("vgg-geo", 0, 0, 2)),
+    ("seconds", portfolio.RunRecord("vgg-geo", 0, 0, 0, allotted_s=1.0)),
+):
+    record = runner.train(config, record, time.time() + 600)
+    out[name] = {"snapshots": record.snapshots, "epochs_run": record.epochs_run}
+json.dump(out, sys.stdout)
+""",
+        timeout=120,  # the time-bounded run's loop, before the fix, ended only at the kill
+    )
+    for name in ("epochs", "seconds"):
+        assert out[name]["snapshots"] >= 1 and out[name]["epochs_run"] >= 1, out
 
 
 def test_a_class_balanced_loss_counts_every_class_alike() -> None:
