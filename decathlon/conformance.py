@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from decathlon import environments, files, launcher, leaderboard, rundir, synthetic
+from decathlon import budgets, environments, files, launcher, leaderboard, rundir, synthetic
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry, make_registry
 from decathlon.runner import RunConfig, Runner, check_size
@@ -66,6 +66,10 @@ def check_adapter(
     """
     registry = registry or make_registry()
     check_size(registry.get(name), size)
+    # The options and the budgets file, as the run below will read them: a bad value is one
+    # line now, not after the import check (which may build an environment for minutes) and
+    # the generated data.
+    budgets.load(budgets_path).options(profile, registry.get(name), options)
     _prepare_workdir(workdir)  # before the import check, which may build an environment
     checks = [_check_registered(name, registry), _check_import(registry.get(name), workdir)]
     return checks + _check_datasets(

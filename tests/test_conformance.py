@@ -91,6 +91,20 @@ def test_invalid_scores_fail_every_dataset(tmp_path: Path) -> None:
         assert detail.startswith("invalid: test scores range over")
 
 
+@pytest.mark.parametrize("options", [{"max_iter": 0}, {"max_itr": 20}])
+def test_a_bad_option_is_refused_before_the_import_check_and_the_data(
+    tmp_path: Path, options: dict
+) -> None:
+    # The run refused it too, but only after the import check (an adapter environment's build:
+    # minutes) and the generated data had been written.
+    from decathlon.errors import BudgetError
+
+    workdir = tmp_path / "check"
+    with pytest.raises(BudgetError, match="adapter 'baseline'"):
+        check_adapter("baseline", workdir, options=options)
+    assert not workdir.exists()
+
+
 def test_an_adapter_whose_module_does_not_import(tmp_path: Path) -> None:
     from decathlon.contract import Adapter
     from decathlon.hookspecs import hookimpl
