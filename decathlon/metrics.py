@@ -45,6 +45,25 @@ def auc(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float:
     )
 
 
+def why_auc_undefined(task: str, y_true: np.ndarray, n_outputs: int) -> str:
+    """Why :func:`auc` (as ``getAUC``) is NaN for these labels: the classes (for multi-label,
+    the labels) whose one-vs-rest AUC has a single class to go on. Empty when none has."""
+    y_true = np.asarray(y_true).squeeze()
+    if task == MULTI_LABEL:
+        alike = [i for i in range(n_outputs) if len(np.unique(y_true[:, i])) < 2]
+        plural = "s" if len(alike) > 1 else ""
+        return f"a single value in label{plural} {_names(alike)}" if alike else ""
+    if task == BINARY:
+        return "a single class" if len(np.unique(y_true)) < 2 else ""
+    missing = [i for i in range(n_outputs) if not np.any(y_true == i)]
+    return f"no image of class {_names(missing)}" if missing else ""
+
+
+def _names(ids: list[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:5])
+    return shown + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+
 def acc(task: str, y_true: np.ndarray, y_score: np.ndarray, threshold: float = THRESHOLD) -> float:
     """Accuracy as MedMNIST's ``getACC``."""
     from sklearn.metrics import accuracy_score

@@ -773,20 +773,18 @@ def score(
             return failed_rows(base, "invalid", f"{split} {problem}", notes=notes)
         loaded[split] = scores.astype(np.float64)
     results: dict[str, tuple[float, float]] = {}
+    undefined: dict[str, str] = {}
     for split, scores in loaded.items():
         y_true = data.arrays[f"{split}_labels"]
         with warnings.catch_warnings():  # scikit-learn warns, then gives NaN, for one class
             warnings.simplefilter("ignore")
             auc_value = metrics.auc(info.task, y_true, scores)
             results[split] = (auc_value, metrics.acc(info.task, y_true, scores))
-        if math.isnan(results[split][0]):
-            return failed_rows(
-                base,
-                "error",
-                f"{split} AUC is undefined: the {split} labels hold a single class"
-                " (for multi-label: a label with a single value)",
-                notes=notes,
-            )
+        if math.isnan(auc_value):
+            why = metrics.why_auc_undefined(info.task, y_true, info.n_outputs)
+            undefined[split] = f"{split} AUC is undefined: the {split} labels hold {why}"
+            if split != "train":  # as getAUC gives it, NaN; train scores are optional
+                return failed_rows(base, "error", undefined[split], notes=notes)
     rows = []
     for split in leaderboard.SPLITS:
         row = dict(base, split=split, status="ok", reason="")
@@ -798,6 +796,10 @@ def score(
             rows.append(row)
             continue
         row["auc"], row["acc"] = results[split]
+        if split in undefined:  # the train row keeps its ACC; val and test are scored
+            row["auc"], row["reason"] = None, undefined[split]
+            rows.append(row)
+            continue
         metrics.save_evaluator_csv(
             evaluator_dir,
             info.flag,

@@ -683,6 +683,38 @@ def test_single_class_split_is_a_row_not_a_crash(tiny_catalog: TinyData, tmp_pat
     all_status(task_rows(rows, "octmnist"), "ok")
 
 
+def test_an_undefined_train_auc_keeps_the_task(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """A train split whose AUC is undefined (a chestmnist label all 0 in train) failed the
+    whole task, val and test scores lost; the train row now keeps its ACC and says why, and a
+    multi-class val split missing one class is named so, not 'a single class'."""
+    flags = ("chestmnist", "octmnist")
+    data_dir, info_path, meta = _catalog_copy(tiny_catalog, tmp_path, flags)
+    arrays = dict(np.load(data_dir / "chestmnist.npz"))
+    arrays["train_labels"][:, 4] = 0
+    np.savez_compressed(data_dir / "chestmnist.npz", **arrays)
+    arrays = dict(np.load(data_dir / "octmnist.npz"))
+    arrays["val_labels"][arrays["val_labels"] == 2] = 1
+    np.savez_compressed(data_dir / "octmnist.npz", **arrays)
+    for flag in flags:
+        meta["datasets"][flag]["MD5"] = file_md5(data_dir / f"{flag}.npz")
+    info_path.write_text(json.dumps(meta))
+    rows = run(
+        "mis_good", tiny_catalog, tmp_path / "run", flags, data_dir=data_dir, info_path=info_path
+    )
+    chest = task_rows(rows, "chestmnist")
+    all_status(chest, "ok")
+    assert chest["train"]["auc"] == "" and chest["train"]["acc"] != ""
+    assert chest["train"]["reason"] == (
+        "train AUC is undefined: the train labels hold a single value in label 4"
+    )
+    assert chest["val"]["auc"] != "" and chest["test"]["auc"] != ""
+    oct_rows = task_rows(rows, "octmnist")
+    all_status(oct_rows, "error")
+    assert oct_rows["test"]["reason"] == (
+        "val AUC is undefined: the val labels hold no image of class 2"
+    )
+
+
 def test_a_metadata_file_of_fewer_datasets_gives_no_decathlon_mean(
     tiny_catalog: TinyData, tmp_path: Path
 ) -> None:
