@@ -155,7 +155,8 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
 
     A file is stale when its process is gone, or when nothing has written to it for
     :data:`STALE_TEMPORARY_SECONDS` (its pid since given to another process). A file that a
-    live download is writing is kept.
+    live download is writing is kept, one of another PID namespace or host too (its writer
+    holds a lock on it: :func:`decathlon.files.held_by_writer`).
     """
     pattern = re.compile(re.escape(f".{dest.name}.") + r"(\d+)\.\d+\.tmp")
     removed = []
@@ -170,6 +171,8 @@ def remove_stale_temporaries(dest: Path) -> list[Path]:
         try:
             idle = time.time() - entry.lstat().st_mtime
             if _pid_alive(int(found[1])) and idle < STALE_TEMPORARY_SECONDS:
+                continue
+            if files.held_by_writer(entry):
                 continue
             entry.unlink()
         except OSError as exc:  # gone meanwhile, or not ours to remove

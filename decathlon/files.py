@@ -8,7 +8,9 @@ left is read without following links or blocking (:func:`read_left_by_task`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import io
 import os
 import stat
@@ -27,12 +29,43 @@ def replacing(path: Path) -> Iterator[Path]:
     that file replaces ``path`` in one rename, otherwise it is removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # Locked while it is written (the writer opens the same file): a PID in the name says
+    # nothing to a process in another PID namespace or on another host sharing the folder,
+    # the lock does (held_by_writer).
     try:
+        fd: int | None = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError:
+        fd = None  # the caller's own open says why, as it would have
+    try:
+        if fd is not None:
+            with contextlib.suppress(OSError):  # a file system without locks (ENOLCK)
+                fcntl.flock(fd, fcntl.LOCK_EX)
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def held_by_writer(path: Path) -> bool:
+    """Whether a live :func:`replacing` (in whatever process, PID namespace or host) holds the
+    lock on its temporary file ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def why_not_writable(folder: Path) -> str | None:

@@ -18,6 +18,7 @@ import pytest
 from helpers import TinyData
 
 from decathlon import download as download_module
+from decathlon import files
 from decathlon.datasets import Catalog, dataset_file, ensure_file, file_md5, load
 from decathlon.download import download
 from decathlon.errors import DataError, DownloadError
@@ -590,3 +591,23 @@ def test_an_error_on_its_way_out_is_kept_when_closing_the_file_fails_too(tmp_pat
     with pytest.raises(DownloadError, match="cannot write breastmnist.npz"):
         with download_module._writing(Path("/dev/full"), dest) as out:
             out.write(b"x")  # nothing else on its way out: the close error is the one
+
+
+def test_a_temporary_of_a_live_writer_elsewhere_is_kept(tmp_path: Path) -> None:
+    """A temporary whose PID is not alive here (its writer in another PID namespace or on
+    another host sharing the folder) was removed as stale mid-write; its writer's lock keeps
+    it now, and once the writer is gone it is removed."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    dest = tmp_path / "breastmnist.npz"
+    with files.replacing(dest) as tmp:
+        elsewhere = tmp.with_name(f".breastmnist.npz.{dead.pid}.1.tmp")
+        os.rename(tmp, elsewhere)  # the writer's file, named by a PID of its own namespace
+        assert download_module.remove_stale_temporaries(dest) == []
+        assert elsewhere.exists()
+        os.rename(elsewhere, tmp)
+        tmp.write_bytes(b"done")
+    assert dest.read_bytes() == b"done"
+    left = tmp_path / f".breastmnist.npz.{dead.pid}.2.tmp"
+    left.write_bytes(b"partial")  # no lock held: its writer is gone
+    assert download_module.remove_stale_temporaries(dest) == [left]
