@@ -66,15 +66,15 @@ def import_check_code(adapter: Adapter, module: str) -> str:
 def data_locations(data_dir: Path | None = None) -> list[str]:
     """Every folder that may hold the data (the test labels), emptied in a sealed task's view
     wherever something bound would show it: ``data_dir``, where its files really are when they
-    are links, the default data folder, ``~/.medmnist``, the harness's array and Dask caches."""
+    are links, the default data folder and ``~/.medmnist`` (the same for their files), the
+    harness's array and Dask caches."""
     found = []
-    if data_dir is not None:
-        data_dir = data_dir.expanduser().resolve()
-        found += [str(data_dir), *sorted({str(f.resolve().parent) for f in data_dir.glob("*.npz")})]
+    for folder in (data_dir, datasets.default_data_dir(), Path.home() / ".medmnist"):
+        if folder is not None:
+            folder = folder.expanduser().resolve()
+            found += [str(folder), *sorted({str(f.resolve().parent) for f in folder.glob("*.npz")})]
     return [
-        *found,
-        str(datasets.default_data_dir().expanduser().resolve()),
-        str(Path.home() / ".medmnist"),
+        *dict.fromkeys(found),
         str(environments.home() / "arrays"),
         str(environments.home() / "dask-runs"),
     ]

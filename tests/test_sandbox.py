@@ -722,3 +722,21 @@ def test_a_sealed_task_sees_only_its_own_processes(tiny_catalog: TinyData, tmp_p
     # What the adapter left running was ended when the worker was done, and the log says so.
     assert "process(es) terminated" in (tmp_path / "run" / TASK / "log.txt").read_text()
     assert_tree_gone(tmp_path / "run" / TASK)
+
+
+def test_the_default_data_folders_linked_files_are_hidden_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folders where the default data folder's files really are (links into a store) were
+    hidden only for a --data-dir, so the import check and setup's probe, which hide the default
+    folder, left them shown wherever a bound folder held them."""
+    from decathlon import launcher
+
+    store, data = tmp_path / "store", tmp_path / "data"
+    store.mkdir()
+    data.mkdir()
+    (store / "breastmnist.npz").write_bytes(b"labels")
+    (data / "breastmnist.npz").symlink_to(store / "breastmnist.npz")
+    monkeypatch.setenv("DECATHLON_DATA_DIR", str(data))
+    hidden = launcher.data_locations()
+    assert str(data.resolve()) in hidden and str(store.resolve()) in hidden
