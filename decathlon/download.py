@@ -215,6 +215,17 @@ def _unwritable(dest: Path, exc: OSError) -> DownloadError:
     )
 
 
+def _no_folder(dest: Path, exc: OSError) -> DownloadError:
+    folder = dest.parent
+    if folder.is_symlink() and not folder.is_dir():
+        why = f"{folder} is a link that leads to no folder"
+    else:
+        why = files.why_not_writable(folder) or exc.strerror or str(exc)
+    return DownloadError(
+        f"cannot put {dest.name} in {folder}: {why}; choose another data folder (--data-dir)"
+    )
+
+
 def _write(out: BinaryIO, chunk: bytes, dest: Path) -> None:
     try:
         out.write(chunk)
@@ -294,7 +305,10 @@ def download(
     """
     dest = Path(dest)
     name, shown, hint = dest.name, shown_url(url), _hint(mirror)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file, or a link that leads nowhere, where the folder should be
+        raise _no_folder(dest, exc) from None
     remove_stale_temporaries(dest)
     log.info("downloading %s from %s", name, shown)
     digest = hashlib.md5(usedforsecurity=False)

@@ -611,3 +611,21 @@ def test_a_temporary_of_a_live_writer_elsewhere_is_kept(tmp_path: Path) -> None:
     left = tmp_path / f".breastmnist.npz.{dead.pid}.2.tmp"
     left.write_bytes(b"partial")  # no lock held: its writer is gone
     assert download_module.remove_stale_temporaries(dest) == [left]
+
+
+def test_a_data_folder_that_is_a_file_or_a_link_loop_is_one_line(
+    served_breast: tuple[str, Path], tmp_path: Path
+) -> None:
+    """``--data-dir`` naming a file, or a link that leads to itself, ended the run with a
+    traceback (FileExistsError from making the folder) instead of saying what was wrong."""
+    base, _ = served_breast
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "loop").symlink_to("loop")
+    for folder, why in (("afile", "is a file, not a folder"), ("loop", "leads to no folder")):
+        dest = tmp_path / folder / "breastmnist.npz"
+        with pytest.raises(DownloadError) as err:
+            download(f"{base}/breastmnist.npz", dest, md5=None, progress=False)
+        message = str(err.value)
+        assert message.startswith(f"cannot put breastmnist.npz in {tmp_path / folder}: "), message
+        assert why in message and message.endswith("(--data-dir)"), message
+    assert (tmp_path / "afile").read_text() == "mine"
