@@ -446,7 +446,7 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
     if getattr(args, "model_dir", None):
         config.options["model_dir"] = str(args.model_dir.resolve())
     if getattr(args, "data_dir", None) is not None:  # by its full name, as run_dir: see resume
-        config.data_dir = str(Path(args.data_dir).expanduser().resolve())
+        config.data_dir = str(datasets.full_data_dir(args.data_dir))
     if getattr(args, "mirror", None) is not None:
         config.mirror = str(args.mirror)
     if getattr(args, "no_download", False):

@@ -215,6 +215,18 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".medmnist"
 
 
+def full_data_dir(folder: Path) -> Path:
+    """``folder`` (a data directory) by its full name, links followed; a loop of links (which
+    ``Path.resolve`` raises ``RuntimeError`` for) is a one-line :class:`DataError`."""
+    try:
+        return Path(folder).expanduser().resolve()
+    except (OSError, RuntimeError):
+        raise DataError(
+            f"{folder}: its symbolic links lead to no folder (a loop?); choose another data"
+            " folder (--data-dir or DECATHLON_DATA_DIR)"
+        ) from None
+
+
 def default_cache_root() -> Path:
     """Where images are materialized: ``$DECATHLON_HOME/arrays`` (default
     ``~/.cache/decathlon/arrays``)."""

@@ -236,7 +236,7 @@ class Runner:
             # Recorded by its full name, however it was found: a resume without the variable (or
             # with another one) reads the folder the run started with.
             variable = os.environ.get(DATA_DIR_VARIABLE)
-            config.data_dir = str(datasets.default_data_dir().resolve())
+            config.data_dir = str(datasets.full_data_dir(datasets.default_data_dir()))
             config.data_dir_from = DATA_DIR_VARIABLE if variable else DEFAULT
         self.data_dir = Path(config.data_dir)
         self.device = resolve_device(config.device, self.adapter)

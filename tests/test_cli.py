@@ -1368,3 +1368,19 @@ def test_a_generate_that_runs_out_of_disk_says_what_it_left(tmp_path: Path) -> N
         f"error: cannot write into {root}: File too large; what was written is left in {root}:"
         " delete it to generate again\n"
     )
+
+
+def test_a_data_folder_in_a_loop_of_links_is_one_line(
+    capsys: pytest.CaptureFixture[str], tiny_catalog: TinyData, monkeypatch, tmp_path: Path
+) -> None:
+    """``--data-dir`` (or DECATHLON_DATA_DIR) naming a link that leads to itself ended the
+    command with Path.resolve's RuntimeError traceback ("Symlink loop from ...")."""
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    code, _, err = run_baseline(capsys, str(loop), str(tmp_path / "run"))
+    assert_one_line_error(code, err, f"{loop}: its symbolic links lead to no folder")
+    monkeypatch.setenv("DECATHLON_DATA_DIR", str(loop))
+    code, _, err = main(capsys, "plan", "--adapter", "baseline", "--profile", "quick")
+    assert_one_line_error(code, err, f"{loop}: its symbolic links lead to no folder")
+    assert not (tmp_path / "run").exists()
