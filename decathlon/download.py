@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import IO, BinaryIO, Optional
 
 from decathlon import __version__, files
 from decathlon.errors import DataError, DownloadError
@@ -135,6 +135,35 @@ def _request(url: str) -> urllib.request.Request:
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         url = urllib.parse.urlunsplit(parts._replace(netloc=host))
     return urllib.request.Request(url, headers=headers)
+
+
+def _origin(url: str) -> tuple[str, str, Optional[int]]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, less the mirror's credentials once one leads to another scheme, host
+    or port: urllib sends every header of the request on, ``Authorization`` too, to whatever
+    host a redirect names (and over plain HTTP after an HTTPS mirror)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> Optional[urllib.request.Request]:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(new.full_url) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -322,7 +351,7 @@ def download(
     with files.replacing(dest) as tmp:
         with _writing(tmp, dest) as out:
             try:
-                with urllib.request.urlopen(_request(url), timeout=timeout) as response:
+                with _OPENER.open(_request(url), timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
                     kind = response.headers.get_content_type()

@@ -629,3 +629,62 @@ def test_a_data_folder_that_is_a_file_or_a_link_loop_is_one_line(
         assert message.startswith(f"cannot put breastmnist.npz in {tmp_path / folder}: "), message
         assert why in message and message.endswith("(--data-dir)"), message
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_mirror_that_redirects_elsewhere_never_gets_its_credentials_sent_on(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """urllib sends every header on with a redirect: a mirror ``https://user:password@host/m``
+    that answered 302 to another host (a CDN, or anyone) had that host sent the password, in
+    the Authorization header. A redirect within the mirror's own scheme, host and port keeps
+    it (the mirror still authenticates), one to anywhere else drops it."""
+    source = dataset_file(tiny_catalog.data_dir, "breastmnist").read_bytes()
+    seen: list[tuple[str, str | None]] = []
+
+    class Other(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(source)))
+            self.end_headers()
+            self.wfile.write(source)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    other_url = f"http://localhost:{other.server_address[1]}"
+
+    class Mirror(Other):
+        def do_GET(self) -> None:
+            if self.path.startswith("/same/"):  # the mirror's own host: served here
+                self.path = self.path.removeprefix("/same")
+                super().do_GET()
+                return
+            seen.append((self.path, self.headers.get("Authorization")))
+            where = f"/same{self.path}" if "breast" in self.path else other_url + self.path
+            self.send_response(302)
+            self.send_header("Location", where)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    mirror = ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    servers = [other, mirror]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        base = f"http://alice:s3cret@127.0.0.1:{mirror.server_address[1]}/m"
+        ensure_file(tiny_catalog.catalog, "breastmnist", tmp_path, mirror=base, progress=False)
+        with pytest.raises(DownloadError):  # breastmnist's bytes: not dermamnist's MD5
+            ensure_file(tiny_catalog.catalog, "dermamnist", tmp_path, mirror=base, progress=False)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    auth = "Basic YWxpY2U6czNjcmV0"  # alice:s3cret
+    assert seen == [
+        ("/m/breastmnist.npz", auth),
+        ("/m/breastmnist.npz", auth),  # redirected to the mirror itself
+        ("/m/dermamnist.npz", auth),
+        ("/m/dermamnist.npz", None),  # redirected to another host
+    ]
