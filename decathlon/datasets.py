@@ -33,7 +33,7 @@ from zlib import error as zlib_error
 import numpy as np
 
 from decathlon import resources
-from decathlon.contract import MULTI_LABEL, DatasetInfo
+from decathlon.contract import MULTI_LABEL, TASK_TYPES, DatasetInfo
 from decathlon.download import download as _download
 from decathlon.download import mirror_url, shown_url
 from decathlon.errors import DataError, did_you_mean
@@ -107,14 +107,24 @@ class Catalog:
         if not isinstance(datasets, dict):
             raise DataError(f"{path}: expected an object with a 'datasets' table")
         for flag, entry in datasets.items():
+            if not isinstance(entry, dict):
+                raise DataError(f"{path}: dataset '{flag}' is {entry!r}, not an object")
             missing = [k for k in _REQUIRED if k not in entry]
             if missing:
                 raise DataError(f"{path}: dataset '{flag}' lacks {', '.join(missing)}")
+            if not isinstance(entry["n_samples"], dict):
+                raise DataError(f"{path}: dataset '{flag}' has n_samples that is not an object")
             absent = [s for s in SPLITS if s not in entry["n_samples"]]
             if absent:
                 raise DataError(f"{path}: dataset '{flag}' has no n_samples for {absent}")
+            _check_entry(path, flag, entry)
+        renamed = raw.get("_v1_to_v2_flag", {})
+        if not isinstance(renamed, dict) or not all(
+            isinstance(v, str) for v in (*renamed, *renamed.values())
+        ):
+            raise DataError(f"{path}: '_v1_to_v2_flag' is not an object of names to names")
         aliases = dict(ALIASES)
-        aliases.update({k.lower(): v for k, v in raw.get("_v1_to_v2_flag", {}).items() if k != v})
+        aliases.update({k.lower(): v for k, v in renamed.items() if k != v})
         return cls(path=path, datasets=datasets, aliases=aliases)
 
     @property
@@ -156,6 +166,37 @@ class Catalog:
             python_class=d.get("python_class", ""),
             size=size,
         )
+
+
+def _check_entry(path: Path, flag: str, entry: dict[str, Any]) -> None:
+    """A one-line :class:`DataError` for a value of the wrong kind in one dataset's entry (an
+    edited metadata file), rather than a ValueError or TypeError where it is first used."""
+
+    def bad(key: str, expected: str) -> DataError:
+        return DataError(f"{path}: dataset '{flag}' has {key} {entry[key]!r}; expected {expected}")
+
+    def positive(value: Any) -> bool:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if entry["task"] not in TASK_TYPES:
+        raise bad("task", "one of " + ", ".join(repr(t) for t in TASK_TYPES))
+    if entry["n_channels"] not in (1, 3, "1", "3") or isinstance(entry["n_channels"], bool):
+        raise bad("n_channels", "1 or 3")
+    if not isinstance(entry["label"], dict) or not entry["label"]:
+        raise bad("label", "an object of class ids to names")
+    if "n_classes" in entry and not positive(entry["n_classes"]):
+        raise bad("n_classes", "a positive whole number")
+    for split in SPLITS:
+        if not positive(entry["n_samples"][split]):
+            raise DataError(
+                f"{path}: dataset '{flag}' has n_samples {split}"
+                f" {entry['n_samples'][split]!r}; expected a positive whole number"
+            )
+    for key in entry:
+        if key.startswith(("url", "MD5")) and not isinstance(entry[key], str):
+            raise bad(key, "a string")
 
 
 @functools.cache

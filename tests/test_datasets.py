@@ -130,6 +130,40 @@ def test_catalog_path_env_and_errors(
         Catalog.load(bad)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("n_samples", {"train": "abc", "val": 1, "test": 1}, "n_samples train 'abc'"),
+        ("n_samples", {"train": -5, "val": 1, "test": 1}, "n_samples train -5"),
+        ("n_channels", "x", "n_channels 'x'; expected 1 or 3"),
+        ("label", ["a", "b"], "label ['a', 'b']"),
+        ("task", "regression", "task 'regression'"),
+        ("n_classes", "two", "n_classes 'two'"),
+        ("MD5", 5, "MD5 5; expected a string"),
+        (None, 5, "dataset 'breastmnist' is 5, not an object"),
+        ("_v1_to_v2_flag", [1], "'_v1_to_v2_flag' is not an object"),
+    ],
+)
+def test_an_edited_metadata_file_is_one_line(
+    tiny_catalog: TinyData, tmp_path: Path, key: str | None, value: object, said: str
+) -> None:
+    """A value of the wrong kind in an edited info.json (a string where a count goes, a list
+    for the label names, a dataset that is not an object) ended plan and run with a ValueError,
+    TypeError or AttributeError traceback where it was first used."""
+    raw = json.loads(tiny_catalog.info_path.read_text())
+    if key is None:
+        raw["datasets"]["breastmnist"] = value
+    elif key.startswith("_"):
+        raw[key] = value
+    else:
+        raw["datasets"]["breastmnist"][key] = value
+    bad = tmp_path / "info.json"
+    bad.write_text(json.dumps(raw))
+    with pytest.raises(DataError) as err:
+        Catalog.load(bad).info("breastmnist")
+    assert str(err.value).startswith(f"{bad}: ") and said in str(err.value), str(err.value)
+
+
 def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DECATHLON_DATA_DIR", str(tmp_path / "d"))
     assert default_data_dir() == tmp_path / "d"
