@@ -513,10 +513,13 @@ def read_members(path: Path, name: str = "") -> dict[str, Member]:
     """
     name = name or Path(path).name
     with _open_archive(Path(path), name) as archive:
-        files = [f.removesuffix(".npy") for f in archive.namelist()]
-        missing = [k for k in KEYS if k not in files]
+        names = archive.namelist()
+        # By the member's full name, as it is opened below: a member "train_images" (no
+        # .npy) is not the array, and opening "train_images.npy" would raise KeyError.
+        missing = [k for k in KEYS if f"{k}.npy" not in names]
         if missing:
-            has = ", ".join(files) or "nothing"
+            shown = (f[:-4] if f.endswith(".npy") else f"'{f}' (not .npy)" for f in names)
+            has = ", ".join(shown) or "nothing"
             raise DataError(f"{name}: missing {', '.join(missing)} (has {has})")
         members = {}
         for key in KEYS:

@@ -368,6 +368,22 @@ def test_missing_key(tiny_catalog: TinyData, tmp_path: Path) -> None:
     )
 
 
+def test_a_member_without_npy_is_a_missing_key(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """An archive whose member was named "train_images" (no .npy, as np.load also reads) passed
+    the key check and then failed opening "train_images.npy" with a KeyError traceback, in the
+    loader and in a download's check alike."""
+    source = dataset_file(tiny_catalog.data_dir, "breastmnist")
+    path = dataset_file(tmp_path, "breastmnist")
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
+        for member in old.infolist():
+            name = member.filename
+            new.writestr(name.removesuffix(".npy") if "train_im" in name else name, old.read(name))
+    message = _load_error(tiny_catalog, "breastmnist", tmp_path)
+    assert message.startswith("breastmnist.npz: missing train_images (has 'train_images' (not"), (
+        message
+    )
+
+
 def test_label_out_of_range(tiny_catalog: TinyData, tmp_path: Path) -> None:
     labels = _arr(tiny_catalog, "breastmnist", "train_labels").copy()
     labels[0, 0] = 2
