@@ -72,9 +72,12 @@ KEYS: tuple[str, ...] = tuple(f"{s}_{kind}" for s in SPLITS for kind in ("images
 BUNDLED_INFO = resources.data_file("medmnist_info.json")
 _REQUIRED = ("task", "n_channels", "label", "n_samples")
 _FIX = "delete it or pass --redownload"
-#: How a damaged archive fails: in zipfile, zlib, or numpy's header parser (tokenize, ast).
+#: How a damaged archive fails: in zipfile, zlib, or numpy's header parser (tokenize, ast);
+#: zipfile raises RuntimeError for an encrypted member and NotImplementedError (a subclass) for
+#: a compression method it lacks.
 _DAMAGED = (
     OSError,
+    RuntimeError,
     ValueError,
     EOFError,
     SyntaxError,

@@ -454,6 +454,27 @@ def test_truncated_or_corrupt_npz(tiny_catalog: TinyData, tmp_path: Path) -> Non
     assert "not an .npz archive" in _load_error(tiny_catalog, "breastmnist", tmp_path)
 
 
+@pytest.mark.parametrize("how", ["encrypted", "unknown compression"])
+def test_an_encrypted_or_oddly_compressed_member_is_one_line(
+    tiny_catalog: TinyData, tmp_path: Path, how: str
+) -> None:
+    """zipfile raises RuntimeError for an encrypted member and NotImplementedError for a
+    compression method it lacks: both ended the load with a traceback."""
+    path = copy_dataset(tiny_catalog.data_dir, "breastmnist", tmp_path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")  # each central directory entry
+    while at >= 0:
+        if how == "encrypted":
+            data[at + 8] |= 1  # the general purpose flag's "encrypted" bit
+        else:
+            data[at + 10 : at + 12] = (99).to_bytes(2, "little")  # compression method 99
+        at = data.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(data))
+    message = _load_error(tiny_catalog, "breastmnist", tmp_path)
+    assert message.startswith("breastmnist.npz: is not a readable .npz"), message
+    assert message.endswith("delete it or pass --redownload")
+
+
 def test_image_data_shorter_than_its_header_is_refused(
     tiny_catalog: TinyData, tmp_path: Path
 ) -> None:
