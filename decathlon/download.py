@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import hashlib
 import http.client
 import logging
@@ -16,7 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, BinaryIO, Optional
+from typing import IO, Any, BinaryIO, Optional, cast
 
 from decathlon import __version__, files
 from decathlon.errors import DataError, DownloadError
@@ -302,6 +303,38 @@ class _Watch:
             self.start, self.received = now, 0
 
 
+class _Body:
+    """The response's bytes as they arrive, counted: against the most it may send (one byte
+    past it raises ``too_much()``), by the stall rule and on the progress bar. ``read`` is
+    ``read1``, whatever has arrived, so that the stall rule sees a slow body."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def start(
+        self,
+        response: Any,
+        limit: int,
+        watch: _Watch,
+        advance: Callable[[int], None],
+        too_much: Callable[[], DownloadError],
+    ) -> None:
+        self.response, self.limit, self.watch = response, limit, watch
+        self.advance, self.too_much = advance, too_much
+
+    def read1(self, n: int = -1) -> bytes:
+        n = CHUNK if n is None or n < 0 else n
+        chunk: bytes = self.response.read1(min(n, self.limit - self.received + 1))
+        if self.received + len(chunk) > self.limit:
+            raise self.too_much()
+        self.received += len(chunk)
+        self.advance(len(chunk))
+        self.watch.add(len(chunk))
+        return chunk
+
+    read = read1
+
+
 def download(
     url: str,
     dest: Path,
@@ -345,7 +378,8 @@ def download(
     floor = STALL_BYTES if stall_bytes is None else stall_bytes
     cap = MAX_BYTES if max_bytes is None else max_bytes
     most = f"the most {name} can be" if max_bytes is not None else "the cap for a download"
-    received = 0
+    body = _Body()
+    written = 0
     total: Optional[int] = None
     kind = ""
     with files.replacing(dest) as tmp:
@@ -355,39 +389,57 @@ def download(
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
                     kind = response.headers.get_content_type()
+                    encoding = (response.headers.get("Content-Encoding") or "identity").lower()
+                    if encoding.strip() not in ("identity", "gzip", "x-gzip"):
+                        raise DownloadError(
+                            f"{shown} sent {name} encoded as '{encoding}' (Content-Encoding),"
+                            f" which is not decoded here; {hint}"
+                        )
                     if total is not None and total > cap:
                         raise DownloadError(
                             f"{shown} announces {total} bytes for {name}, more than {most}"
                             f" ({cap} bytes); {hint}"
                         )
                     limit = cap if total is None else total
-                    watch = _Watch(window, floor)
                     with _progress_bar(name, total, progress) as advance:
-                        # read1: whatever has arrived, so that the stall rule sees a slow body;
-                        # never more than one byte past the limit
-                        while chunk := response.read1(min(CHUNK, limit - received + 1)):
-                            if received + len(chunk) > limit:
-                                raise _oversized(name, shown, limit, total, most, hint)
+                        body.start(
+                            response,
+                            limit,
+                            _Watch(window, floor),
+                            advance,
+                            lambda: _oversized(name, shown, limit, total, most, hint),
+                        )
+                        # A mirror that sends the file gzip-encoded (a web server's or a
+                        # bucket's setting): the file is what it decodes to, read a chunk at a
+                        # time (a small body can decode to a huge one).
+                        gz = encoding.strip() != "identity"
+                        source: Any = (
+                            gzip.GzipFile(fileobj=cast(IO[bytes], body), mode="rb") if gz else body
+                        )
+                        while chunk := source.read1(min(CHUNK, cap - written + 1)):
+                            if written + len(chunk) > cap:
+                                raise _oversized(name, shown, cap, None, most, hint)
                             _write(out, chunk, dest)
                             digest.update(chunk)
-                            received += len(chunk)
-                            advance(len(chunk))
-                            watch.add(len(chunk))
+                            written += len(chunk)
             except _Stalled as exc:
                 raise DownloadError(
                     f"download of {name} from {shown} stalled: {exc} (at least"
                     f" {floor} needed in {window:g} s); {hint}"
                 ) from None
             except http.client.IncompleteRead as exc:
-                raise _truncated(name, url, received + len(exc.partial), total, mirror) from exc
+                received = body.received + len(exc.partial)
+                raise _truncated(name, url, received, total, mirror) from exc
+            except EOFError as exc:  # a gzip-encoded body that ends before its end marker
+                raise _truncated(name, url, body.received, total, mirror) from exc
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 where = "check the --mirror URL" if mirror else "pass --mirror URL"
                 raise DownloadError(
                     f"could not download {name} from {shown}: {_reason(exc, url)}. Download it"
                     f" by hand and put it at {dest}, or {where}"
                 ) from exc
-        if total is not None and received < total:
-            raise _truncated(name, url, received, total, mirror)
+        if total is not None and body.received < total:
+            raise _truncated(name, url, body.received, total, mirror)
         got = digest.hexdigest()
         if md5 and got != md5.lower():
             raise DownloadError(
@@ -404,5 +456,5 @@ def download(
                     f"downloaded {name} from {shown} is not a dataset file{page}: {exc}{kept};"
                     f" {hint}"
                 ) from exc
-    log.info("downloaded %s (%d bytes)", name, received)
+    log.info("downloaded %s (%d bytes)", name, written)
     return dest

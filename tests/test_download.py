@@ -688,3 +688,50 @@ def test_a_mirror_that_redirects_elsewhere_never_gets_its_credentials_sent_on(
         ("/m/dermamnist.npz", auth),
         ("/m/dermamnist.npz", None),  # redirected to another host
     ]
+
+
+
+def test_a_mirror_that_sends_the_file_gzip_encoded(tiny_catalog: TinyData, tmp_path: Path) -> None:
+    """A mirror whose web server or bucket sends files with Content-Encoding: gzip had its
+    encoded bytes taken for the file: refused as an MD5 mismatch "(corrupt or truncated
+    transfer)" whatever --redownload tried. The file is now what the body decodes to (and
+    checked as any other); a body cut short is "truncated", an encoding not decoded here is
+    one line saying so."""
+    import gzip
+
+    source = dataset_file(tiny_catalog.data_dir, "breastmnist").read_bytes()
+    encoded = gzip.compress(source)
+
+    class Gzipping(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            short, encoding = self.path.startswith("/short/"), "gzip"
+            if self.path.startswith("/br/"):
+                encoding = "br"
+            body = encoded[: len(encoded) // 2] if short else encoded
+            self.send_response(200)
+            self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gzipping)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    catalog = tiny_catalog.catalog
+    try:
+        path, _ = ensure_file(catalog, "breastmnist", tmp_path, mirror=f"{base}/ok")
+        assert path.read_bytes() == source
+        path.unlink()
+        with pytest.raises(DownloadError) as err:
+            ensure_file(catalog, "breastmnist", tmp_path, mirror=f"{base}/short")
+        assert "was truncated" in str(err.value)
+        with pytest.raises(DownloadError) as err:
+            ensure_file(catalog, "breastmnist", tmp_path, mirror=f"{base}/br")
+        assert "encoded as 'br' (Content-Encoding), which is not decoded here" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not path.exists() and not list(tmp_path.glob(".*.tmp"))  # nothing half-written
