@@ -380,6 +380,7 @@ def download(
     most = f"the most {name} can be" if max_bytes is not None else "the cap for a download"
     body = _Body()
     written = 0
+    head = b""  # the file's first bytes
     total: Optional[int] = None
     kind = ""
     with files.replacing(dest) as tmp:
@@ -422,6 +423,8 @@ def download(
                             _write(out, chunk, dest)
                             digest.update(chunk)
                             written += len(chunk)
+                            if len(head) < 64:
+                                head += chunk[:64]
             except _Stalled as exc:
                 raise DownloadError(
                     f"download of {name} from {shown} stalled: {exc} (at least"
@@ -441,19 +444,22 @@ def download(
         if total is not None and body.received < total:
             raise _truncated(name, url, body.received, total, mirror)
         got = digest.hexdigest()
+        # An error or login page a server answers with 200: by its type, or by its first bytes
+        # (a static server types it by the file name it was asked for, .npz).
+        start = head.lstrip()[:14].lower()
+        html = "html" in kind or start.startswith((b"<!doctype html", b"<html"))
+        page = "the server sent an HTML page: an error page?"
         if md5 and got != md5.lower():
-            raise DownloadError(
-                f"downloaded {name} has MD5 {got}, expected {md5} (corrupt or truncated transfer);"
-                f" {hint}"
-            )
+            why = page if html else "corrupt or truncated transfer"
+            raise DownloadError(f"downloaded {name} has MD5 {got}, expected {md5} ({why}); {hint}")
         if check is not None:
             try:
                 check(tmp)
             except DataError as exc:
-                page = " (the server sent an HTML page: an error page?)" if "html" in kind else ""
+                said = f" ({page})" if html else ""
                 kept = f"; {name} already there is kept" if dest.exists() else ""
                 raise DownloadError(
-                    f"downloaded {name} from {shown} is not a dataset file{page}: {exc}{kept};"
+                    f"downloaded {name} from {shown} is not a dataset file{said}: {exc}{kept};"
                     f" {hint}"
                 ) from exc
     log.info("downloaded %s (%d bytes)", name, written)

@@ -735,3 +735,18 @@ def test_a_mirror_that_sends_the_file_gzip_encoded(tiny_catalog: TinyData, tmp_p
         server.shutdown()
         server.server_close()
     assert not path.exists() and not list(tmp_path.glob(".*.tmp"))  # nothing half-written
+
+
+def test_an_html_page_answered_with_200_is_named_as_such_when_the_md5_is_checked(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Without --allow-unverified an error or login page a mirror answered with 200 (typed by
+    a static server as the .npz it was asked for) was refused as an MD5 mismatch "(corrupt or
+    truncated transfer); try again", which no retry mends; the page is now named."""
+    base, served = http_server
+    (served / "dermamnist.npz").write_bytes(b"\n<!DOCTYPE html><html><body>Sign in</body></html>")
+    with pytest.raises(DownloadError) as err:
+        ensure_file(tiny_catalog.catalog, "dermamnist", tmp_path / "d", mirror=base)
+    message = str(err.value)
+    assert "(the server sent an HTML page: an error page?)" in message, message
+    assert "corrupt or truncated" not in message and _left(tmp_path / "d") == []
