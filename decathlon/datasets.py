@@ -336,6 +336,8 @@ def _ensure(
     path = dataset_file(data_dir, info.flag, size)
     # A file downloaded again replaces the one here only once it is whole, its MD5 matches and
     # it passes the loader's checks (see download.download): a failed --redownload keeps it.
+    if path.is_dir():  # a download could never take its name (os.replace: EISDIR)
+        raise DataError(f"{path}: is a folder, not the dataset file; move it out of the way")
     if redownload or not path.is_file():
         url = mirror_url(mirror, path.name) if mirror else info.url
         if not (download or redownload):

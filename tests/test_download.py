@@ -750,3 +750,21 @@ def test_an_html_page_answered_with_200_is_named_as_such_when_the_md5_is_checked
     message = str(err.value)
     assert "(the server sent an HTML page: an error page?)" in message, message
     assert "corrupt or truncated" not in message and _left(tmp_path / "d") == []
+
+
+def test_a_folder_where_the_dataset_file_goes_is_one_line(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A folder named breastmnist.npz in the data folder (an unzipped copy, say) was taken for
+    a missing file: the whole file was downloaded, then its rename over the folder ended the
+    run with an IsADirectoryError traceback."""
+    base, served = http_server
+    shutil.copyfile(dataset_file(tiny_catalog.data_dir, "breastmnist"), served / "breastmnist.npz")
+    (tmp_path / "d" / "breastmnist.npz").mkdir(parents=True)
+    with pytest.raises(DataError) as err:
+        ensure_file(tiny_catalog.catalog, "breastmnist", tmp_path / "d", mirror=base)
+    assert str(err.value) == (
+        f"{tmp_path / 'd' / 'breastmnist.npz'}: is a folder, not the dataset file; move it out"
+        " of the way"
+    )
+    assert _left(tmp_path / "d") == ["breastmnist.npz"]
