@@ -346,7 +346,10 @@ def _ensure(
                 f" {shown_url(url) if url else 'the MedMNIST release'} and put it there"
             )
         if not url:
-            raise DataError(f"{path.name}: no download URL is published; pass --mirror URL")
+            raise DataError(
+                f"{path.name} is not in {path.parent} and {catalog.path} names no URL for it;"
+                " put it there or pass --mirror URL"
+            )
 
         def check(tmp: Path) -> None:  # the loader's checks, before the file takes the name
             try:

@@ -200,4 +200,12 @@ def write_catalog(
     meta = bundled_info()
     flags = list(flags or meta["datasets"])
     write_tiny(data_dir, flags, meta, sizes, image_size, compresslevel=compresslevel)
+    for flag in flags:
+        # Only the size generated: the published URL and MD5 of the others (the real files,
+        # 16 GB for pathmnist at 224) would have a run at another size download the real file
+        # into this folder, only to refuse it for the generated split sizes.
+        written = {f"url{size_suffix(image_size)}", f"MD5{size_suffix(image_size)}"}
+        entry = meta["datasets"][flag]
+        for key in [k for k in entry if k.startswith(("url", "MD5")) and k not in written]:
+            del entry[key]
     return data_dir, write_info(meta, root / "info.json")

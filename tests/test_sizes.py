@@ -127,6 +127,27 @@ def test_a_generated_file_that_fails_midway_leaves_nothing(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
+def test_generated_data_names_no_file_of_another_size(tmp_path: Path) -> None:
+    """``generate --size 64`` kept the published URL and MD5 of the real files at 28, 128 and
+    224 in its info.json: a run at another size on the generated folder downloaded the real
+    file (16 GB for pathmnist at 224) into it, only to refuse it for the generated split
+    sizes. Only the generated size is named now, and a run at another size says so at once."""
+    from decathlon.synthetic import write_catalog
+
+    data_dir, info_path = write_catalog(tmp_path / "gen", ["breastmnist"], image_size=64)
+    entry = json.loads(info_path.read_text())["datasets"]["breastmnist"]
+    assert sorted(k for k in entry if k.startswith(("url", "MD5"))) == ["MD5_64", "url_64"]
+    catalog = Catalog.load(info_path)
+    assert datasets.load(catalog, "breastmnist", data_dir, size=64, download=False).md5
+    with pytest.raises(DataError) as err:
+        datasets.load(catalog, "breastmnist", data_dir, size=224, progress=False)
+    assert str(err.value) == (
+        f"breastmnist_224.npz is not in {data_dir} and {info_path} names no URL for it; put it"
+        " there or pass --mirror URL"
+    )
+    assert sorted(p.name for p in data_dir.glob("*.npz")) == ["breastmnist_64.npz"]
+
+
 # ------------------------------------------------------------------------- adapters and budgets
 
 
