@@ -329,7 +329,7 @@ def _ensure(
     mirror: Optional[str],
     download: bool,
     allow_unverified: bool,
-    progress: bool,
+    progress: Any,
     redownload: bool,
 ) -> tuple[Path, bool, str]:
     info = catalog.info(flag, size)
@@ -397,7 +397,7 @@ def ensure_file(
     mirror: Optional[str] = None,
     download: bool = True,
     allow_unverified: bool = False,
-    progress: bool = True,
+    progress: Any = True,
     redownload: bool = False,
 ) -> tuple[Path, bool]:
     """Make sure the file of ``flag`` at ``size`` (:func:`file_name`) is in ``data_dir`` and
@@ -613,7 +613,7 @@ def load(
     mirror: Optional[str] = None,
     download: bool = True,
     allow_unverified: bool = False,
-    progress: bool = True,
+    progress: Any = True,
     redownload: bool = False,
     cache_root: Optional[Path] = None,
     images: bool = True,

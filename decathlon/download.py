@@ -39,10 +39,17 @@ MAX_BYTES = 64 << 30
 
 
 @contextlib.contextmanager
-def _progress_bar(
-    name: str, total: Optional[int], enabled: bool
-) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n_bytes)``; draws a rich bar on stderr only when it is a terminal."""
+def _progress_bar(name: str, total: Optional[int], enabled: Any) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n_bytes)``; draws a rich bar on stderr only when it is a terminal, or,
+    when ``enabled`` is a ``rich.progress.Progress`` already on the screen (a run's live
+    display), a bar of its own in it: a second live display would draw over the first."""
+    if hasattr(enabled, "add_task"):
+        task = enabled.add_task(name, total=total, detail="downloading")
+        try:
+            yield lambda n: enabled.advance(task, n)
+        finally:
+            enabled.remove_task(task)
+        return
     if not (enabled and sys.stderr.isatty()):
         yield lambda n: None
         return
@@ -340,7 +347,7 @@ def download(
     dest: Path,
     *,
     md5: Optional[str],
-    progress: bool = True,
+    progress: Any = True,
     timeout: float = 60,
     check: Optional[Callable[[Path], None]] = None,
     mirror: bool = False,
@@ -354,7 +361,9 @@ def download(
     when it is ``None`` or empty), then by ``check(temporary_path)`` (which raises
     :class:`~decathlon.errors.DataError` saying what is wrong), and only then moved to ``dest``
     with ``os.replace``; on any failure the temporary file is removed and ``dest`` is left as it
-    was. Temporary files of ``dest`` that killed downloads left are removed first
+    was. ``progress``: a bar on stderr when it is a terminal, none when false, or a bar in the
+    ``rich.progress.Progress`` given (see :func:`_progress_bar`). Temporary files of ``dest``
+    that killed downloads left are removed first
     (:func:`remove_stale_temporaries`). ``timeout`` is the socket timeout in seconds; a transfer
     that brings fewer than ``stall_bytes`` (default :data:`STALL_BYTES`) in ``stall_seconds``
     (default :data:`STALL_SECONDS`) is given up, and so is one that brings more than the

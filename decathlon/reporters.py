@@ -57,6 +57,10 @@ class PlainReporter:
     """One line per finished task, for logs and pipes; ``prefix`` names the adapter when a
     command runs several."""
 
+    #: What a download during the run draws (``download``'s ``progress``): nothing, here; the
+    #: runner's default, for a reporter without it, is a bar on a terminal's stderr.
+    download_progress: Any = False
+
     def __init__(self, out: Console, prefix: str = "") -> None:
         self.out = out
         self.prefix = prefix
@@ -105,6 +109,11 @@ class RichReporter(PlainReporter):
         self.current: TaskID | None = None
         self.remaining: dict[str, float] = {}
         self.done_seconds = 0.0
+
+    @property
+    def download_progress(self) -> Any:
+        """A download's bar goes into this display: a second live display would draw over it."""
+        return self.progress
 
     @staticmethod
     def make_progress(out: Console) -> Progress:

@@ -460,6 +460,7 @@ class Runner:
                 download=self.config.download,
                 allow_unverified=self.config.allow_unverified,
                 redownload=redownload,
+                progress=getattr(self.reporter, "download_progress", True),
                 cache_root=environments.home() / "arrays",
             )
         except DecathlonError as exc:

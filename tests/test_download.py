@@ -768,3 +768,50 @@ def test_a_folder_where_the_dataset_file_goes_is_one_line(
         " of the way"
     )
     assert _left(tmp_path / "d") == ["breastmnist.npz"]
+
+
+def test_a_download_during_a_run_draws_in_the_runs_own_display(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A run downloading a file drew the download's bar as a second live display on stderr,
+    over the run's own on the same terminal, and drew it under --no-progress too (the runner
+    never passed progress). The run's display now gets the bar, a plain reporter none."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from decathlon.plugins import make_registry
+    from decathlon.reporters import PlainReporter, RichReporter
+    from decathlon.runner import RunConfig, Runner
+
+    class Recording(Progress):
+        names: list[str] = []
+
+        def add_task(self, description: str, *args: object, **kwargs: object) -> object:
+            self.names.append(description)
+            return super().add_task(description, *args, **kwargs)
+
+    base, served = http_server
+    shutil.copyfile(dataset_file(tiny_catalog.data_dir, "breastmnist"), served / "breastmnist.npz")
+    out = Console(file=io.StringIO())
+    display = Recording(console=out)
+    download(
+        f"{base}/breastmnist.npz", tmp_path / "a" / "breastmnist.npz", md5=None, progress=display
+    )
+    assert display.names == ["breastmnist.npz"] and display.tasks == []  # removed at the end
+
+    def config(name: str) -> RunConfig:
+        return RunConfig(
+            adapter="baseline",
+            profile="quick",
+            datasets=("breastmnist",),
+            data_dir=str(tmp_path / name),
+            mirror=base,
+            info_path=str(tiny_catalog.info_path),
+        )
+
+    rich = RichReporter(out, progress=Recording(console=out))
+    Runner(config("rich"), make_registry(), reporter=rich)._load("breastmnist")
+    assert Recording.names == ["breastmnist.npz", "breastmnist.npz"]
+    assert PlainReporter(out).download_progress is False
