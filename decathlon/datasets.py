@@ -700,8 +700,13 @@ def materialize(
             if key in loaded.files:  # an image file of another cache root: stream it again
                 _stream_member(loaded.path, key, dest)
             else:
-                with replacing(dest) as tmp, open(tmp, "wb") as f:
-                    np.save(f, np.ascontiguousarray(loaded.arrays[key]), allow_pickle=False)
+                try:
+                    with replacing(dest) as tmp, open(tmp, "wb") as f:
+                        np.save(f, np.ascontiguousarray(loaded.arrays[key]), allow_pickle=False)
+                except OSError as exc:  # a full disk, a read-only $DECATHLON_HOME
+                    raise DataError(
+                        f"{dest.parent}: cannot write {dest.name}: {exc.strerror or exc}"
+                    ) from None
         paths[key] = dest
     return paths
 

@@ -601,7 +601,10 @@ class Runner:
         base["data_verified"] = data.verified
         # The worker's folder of arrays holds no test labels: the harness scores from memory.
         worker_keys = tuple(k for k in datasets.KEYS if k != "test_labels")
-        arrays = datasets.materialize(data, environments.home() / "arrays", worker_keys)
+        try:
+            arrays = datasets.materialize(data, environments.home() / "arrays", worker_keys)
+        except DecathlonError as exc:  # a row, as a file that cannot be loaded is
+            return failed_rows(base, "error", f"data: {exc}", elapsed=0.0)
         scratch = task_dir / rundir.SCRATCH
         output = task_dir / rundir.OUTPUT
         predictions = task_dir / rundir.PREDICTIONS

@@ -733,3 +733,20 @@ def test_a_metadata_file_of_fewer_datasets_gives_no_decathlon_mean(
     (summary,) = [r for r in rows if r["dataset"] == "decathlon"]
     assert summary["status"] == "incomplete" and summary["auc"] == ""
     assert summary["reason"].startswith("1/10 datasets ok; missing: pathmnist (not run)")
+
+
+def test_an_arrays_cache_that_takes_no_label_file_is_a_row(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """Writing a task's label files into $DECATHLON_HOME/arrays (full, read-only, or a folder
+    where the file goes) raised a bare OSError out of the runner: a traceback that ended the
+    whole run, every later task not run. It is now the task's error row, and the run goes on."""
+    md5 = datasets.file_md5(datasets.dataset_file(tiny_catalog.data_dir, "breastmnist"))
+    folder = tmp_path / "home" / "arrays" / f"breastmnist-{md5[:12]}"
+    (folder / "train_labels.npy").mkdir(parents=True)  # os.replace over it: EISDIR
+    rows = run("mis_good", tiny_catalog, tmp_path / "run", ("breastmnist", "retinamnist"))
+    by = {(r["dataset"], r["split"]): r for r in rows}
+    assert by["breastmnist", "test"]["status"] == "error"
+    reason = by["breastmnist", "test"]["reason"]
+    assert reason.startswith(f"data: {folder}: cannot write train_labels.npy: "), reason
+    assert by["retinamnist", "test"]["status"] == "ok"
