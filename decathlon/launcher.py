@@ -63,6 +63,18 @@ def import_check_code(adapter: Adapter, module: str) -> str:
     )
 
 
+def _link_folders(data_dir: Path) -> set[str]:
+    """The folders the ``.npz`` files of ``data_dir`` really are in; a link in a loop (which
+    ``Path.resolve`` raises ``RuntimeError`` for) leads to no file and is left out."""
+    folders = set()
+    for path in data_dir.glob("*.npz"):
+        try:
+            folders.add(str(path.resolve().parent))
+        except (OSError, RuntimeError):
+            continue
+    return folders
+
+
 def data_locations(data_dir: Path | None = None) -> list[str]:
     """Every folder that may hold the data (the test labels), emptied in a sealed task's view
     wherever something bound would show it: ``data_dir``, where its files really are when they
@@ -72,7 +84,7 @@ def data_locations(data_dir: Path | None = None) -> list[str]:
     for folder in (data_dir, datasets.default_data_dir(), Path.home() / ".medmnist"):
         if folder is not None:
             folder = folder.expanduser().resolve()
-            found += [str(folder), *sorted({str(f.resolve().parent) for f in folder.glob("*.npz")})]
+            found += [str(folder), *sorted(_link_folders(folder))]
     return [
         *dict.fromkeys(found),
         str(environments.home() / "arrays"),

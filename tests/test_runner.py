@@ -750,3 +750,18 @@ def test_an_arrays_cache_that_takes_no_label_file_is_a_row(
     reason = by["breastmnist", "test"]["reason"]
     assert reason.startswith(f"data: {folder}: cannot write train_labels.npy: "), reason
     assert by["retinamnist", "test"]["status"] == "ok"
+
+
+def test_a_link_in_a_loop_among_the_data_files_does_not_stop_the_run(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """The sandbox's list of folders to hide resolved every .npz of the data folder: one link
+    in a loop there (pathmnist.npz -> pathmnist.npz, not even a dataset of the run) ended every
+    run on that folder with Path.resolve's RuntimeError traceback before any task ran."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for flag in ("breastmnist", "retinamnist"):
+        (data_dir / f"{flag}.npz").symlink_to(datasets.dataset_file(tiny_catalog.data_dir, flag))
+    (data_dir / "pathmnist.npz").symlink_to("pathmnist.npz")
+    rows = run("mis_good", tiny_catalog, tmp_path / "run", data_dir=data_dir)
+    assert {r["status"] for r in rows if r["dataset"] == "breastmnist"} == {"ok"}, rows
