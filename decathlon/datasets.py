@@ -587,6 +587,13 @@ def check_structure(
     return members, labels
 
 
+def _unwritable_cache(dest: Path, exc: OSError) -> DataError:
+    return DataError(
+        f"{dest.parent}: cannot write {dest.name}: {exc.strerror or exc}; free space there or"
+        " set DECATHLON_HOME to a folder you can write"
+    )
+
+
 def _stream_member(path: Path, key: str, dest: Path, chunk: int = 1 << 22) -> None:
     """Copy the ``{key}.npy`` member out of the archive to ``dest`` in chunks.
 
@@ -600,7 +607,7 @@ def _stream_member(path: Path, key: str, dest: Path, chunk: int = 1 << 22) -> No
                 shutil.copyfileobj(member, out, chunk)
     except _DAMAGED as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # disk full, permissions
-            raise DataError(f"{dest.parent}: cannot write {dest.name}: {exc.strerror}") from exc
+            raise _unwritable_cache(dest, exc) from exc
         raise _unreadable(path.name, exc) from exc
 
 
@@ -704,9 +711,7 @@ def materialize(
                     with replacing(dest) as tmp, open(tmp, "wb") as f:
                         np.save(f, np.ascontiguousarray(loaded.arrays[key]), allow_pickle=False)
                 except OSError as exc:  # a full disk, a read-only $DECATHLON_HOME
-                    raise DataError(
-                        f"{dest.parent}: cannot write {dest.name}: {exc.strerror or exc}"
-                    ) from None
+                    raise _unwritable_cache(dest, exc) from None
         paths[key] = dest
     return paths
 

@@ -297,6 +297,21 @@ def test_an_arrays_cache_that_cannot_be_made_is_one_line(
         datasets_module.materialize(data, tmp_path / "home" / "a")
 
 
+def test_an_arrays_cache_that_takes_no_file_says_what_to_do(
+    tiny_published: TinyData, tmp_path: Path
+) -> None:
+    """A full or read-only arrays cache (here: a folder where the file goes, EISDIR for
+    ENOSPC) said only "cannot write train_images.npy: ...", not what would mend it."""
+    copy_dataset(tiny_published.data_dir, "breastmnist", tmp_path)
+    md5 = file_md5(dataset_file(tmp_path, "breastmnist"))
+    (tmp_path / "cache" / f"breastmnist-{md5[:12]}" / "train_images.npy").mkdir(parents=True)
+    with pytest.raises(DataError) as err:
+        load(tiny_published.catalog, "breastmnist", tmp_path, cache_root=tmp_path / "cache")
+    message = str(err.value)
+    assert "cannot write train_images.npy: " in message and "\n" not in message
+    assert message.endswith("; free space there or set DECATHLON_HOME to a folder you can write")
+
+
 def test_unwritable_sidecar_still_verifies(tiny_published: TinyData, tmp_path: Path) -> None:
     tiny_catalog = tiny_published
     # A folder where the sidecar would go: neither readable nor writable as a file, even as root.
