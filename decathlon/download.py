@@ -90,7 +90,9 @@ def mirror_url(mirror: str, name: str) -> str:
     """The URL of file ``name`` on a mirror: ``MIRROR/name``, any query (``?token=...``) kept
     after the path."""
     parts = urllib.parse.urlsplit(mirror)
-    path = f"{parts.path.rstrip('/')}/{name}"
+    # Percent-encoded as a browser would (``/my mirror/données`` -> ``/my%20mirror/donn%C3%A9es``):
+    # http.client refuses a space and cannot send other than ASCII; an encoded one stays.
+    path = urllib.parse.quote(f"{parts.path.rstrip('/')}/{name}", safe="/%:@!$&'()*+,;=~")
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 

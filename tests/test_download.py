@@ -815,3 +815,21 @@ def test_a_download_during_a_run_draws_in_the_runs_own_display(
     Runner(config("rich"), make_registry(), reporter=rich)._load("breastmnist")
     assert Recording.names == ["breastmnist.npz", "breastmnist.npz"]
     assert PlainReporter(out).download_progress is False
+
+
+def test_a_mirror_path_with_spaces_or_accents_is_percent_encoded(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """``--mirror "http://host/my mirror/données"`` failed on every file: http.client refuses a
+    space in the request line ("URL can't contain control characters") and cannot send other
+    than ASCII. The path is now percent-encoded as a browser would; one already encoded is
+    sent as it is."""
+    base, served = http_server
+    folder = served / "my mirror" / "données"
+    folder.mkdir(parents=True)
+    shutil.copyfile(dataset_file(tiny_catalog.data_dir, "breastmnist"), folder / "breastmnist.npz")
+    for mirror in (f"{base}/my mirror/données", f"{base}/my%20mirror/donn%C3%A9es/"):
+        data_dir = tmp_path / "d"
+        path, _ = ensure_file(tiny_catalog.catalog, "breastmnist", data_dir, mirror=mirror)
+        assert file_md5(path) == file_md5(folder / "breastmnist.npz")
+        shutil.rmtree(data_dir)
