@@ -82,9 +82,13 @@ def data_locations(data_dir: Path | None = None) -> list[str]:
     harness's array and Dask caches."""
     found = []
     for folder in (data_dir, datasets.default_data_dir(), Path.home() / ".medmnist"):
-        if folder is not None:
+        if folder is None:
+            continue
+        try:
             folder = folder.expanduser().resolve()
-            found += [str(folder), *sorted(_link_folders(folder))]
+        except RuntimeError:  # a loop of links (DECATHLON_DATA_DIR left so): it holds no file
+            continue
+        found += [str(folder), *sorted(_link_folders(folder))]
     return [
         *dict.fromkeys(found),
         str(environments.home() / "arrays"),

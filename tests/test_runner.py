@@ -765,3 +765,16 @@ def test_a_link_in_a_loop_among_the_data_files_does_not_stop_the_run(
     (data_dir / "pathmnist.npz").symlink_to("pathmnist.npz")
     rows = run("mis_good", tiny_catalog, tmp_path / "run", data_dir=data_dir)
     assert {r["status"] for r in rows if r["dataset"] == "breastmnist"} == {"ok"}, rows
+
+
+def test_a_default_data_folder_in_a_loop_of_links_does_not_stop_a_run_given_another(
+    tiny_catalog: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --data-dir naming the data, a DECATHLON_DATA_DIR left pointing at a link in a loop
+    still ended every run with Path.resolve's RuntimeError traceback, from the sandbox's list
+    of folders to hide, before any task ran."""
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    monkeypatch.setenv("DECATHLON_DATA_DIR", str(loop))
+    rows = run("mis_good", tiny_catalog, tmp_path / "run")
+    assert {r["status"] for r in rows if r["dataset"] == "breastmnist"} == {"ok"}, rows
