@@ -552,6 +552,11 @@ def read_members(path: Path, name: str = "") -> dict[str, Member]:
                     f"{name}: {key} holds {held} bytes of data but its header declares shape"
                     f" {member.shape} ({declared} bytes): truncated or corrupt; {_FIX}"
                 )
+            if held > declared:  # all of it would be streamed into the cache: up to the disk
+                raise DataError(
+                    f"{name}: {key} holds {held} bytes of data but its header declares shape"
+                    f" {member.shape} ({declared} bytes): more than its array; {_FIX}"
+                )
     return members
 
 

@@ -520,6 +520,36 @@ def test_image_data_shorter_than_its_header_is_refused(
     assert not cache.exists() or not list(cache.rglob("*.npy"))
 
 
+def test_image_data_longer_than_its_header_is_refused(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """A member holding more than its array (bytes after it, or a zip entry that declares
+    terabytes and decompresses to them) passed the checks with --allow-unverified, and every
+    byte of it was streamed into the arrays cache, up to a full disk."""
+    source = dataset_file(tiny_catalog.data_dir, "breastmnist")
+    path = dataset_file(tmp_path / "data", "breastmnist")
+    path.parent.mkdir()
+    with zipfile.ZipFile(source) as whole, zipfile.ZipFile(path, "w") as longer:
+        for name in whole.namelist():
+            data = whole.read(name)
+            longer.writestr(name, data + bytes(500) if name == "train_images.npy" else data)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as err:
+        load(
+            tiny_catalog.catalog,
+            "breastmnist",
+            path.parent,
+            allow_unverified=True,
+            download=False,
+            cache_root=cache,
+        )
+    assert str(err.value) == (
+        "breastmnist.npz: train_images holds 47540 bytes of data but its header declares shape"
+        " (60, 28, 28) (47040 bytes): more than its array; delete it or pass --redownload"
+    )
+    assert not cache.exists() or not list(cache.rglob("*.npy"))
+
+
 # --- materialize ----------------------------------------------------------------------------
 
 
