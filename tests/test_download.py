@@ -690,7 +690,6 @@ def test_a_mirror_that_redirects_elsewhere_never_gets_its_credentials_sent_on(
     ]
 
 
-
 def test_a_mirror_that_sends_the_file_gzip_encoded(tiny_catalog: TinyData, tmp_path: Path) -> None:
     """A mirror whose web server or bucket sends files with Content-Encoding: gzip had its
     encoded bytes taken for the file: refused as an MD5 mismatch "(corrupt or truncated
