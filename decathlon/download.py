@@ -456,9 +456,12 @@ def download(
             raise _truncated(name, url, body.received, total, mirror)
         got = digest.hexdigest()
         # An error or login page a server answers with 200: by its type, or by its first bytes
-        # (a static server types it by the file name it was asked for, .npz).
+        # (a static server types it by the file name it was asked for, .npz); never a zip, as
+        # a real .npz is, whatever a server that types everything text/html says.
         start = head.lstrip()[:14].lower()
-        html = "html" in kind or start.startswith((b"<!doctype html", b"<html"))
+        html = not head.startswith(b"PK") and (
+            "html" in kind or start.startswith((b"<!doctype html", b"<html"))
+        )
         page = "the server sent an HTML page: an error page?"
         if md5 and got != md5.lower():
             why = page if html else "corrupt or truncated transfer"

@@ -751,6 +751,21 @@ def test_an_html_page_answered_with_200_is_named_as_such_when_the_md5_is_checked
     assert "corrupt or truncated" not in message and _left(tmp_path / "d") == []
 
 
+def test_a_real_npz_typed_as_html_is_not_called_a_page(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A server that types what it sends as text/html (here by the name it was asked for,
+    as a misconfigured one does for everything) had a real archive that failed its MD5 named
+    "the server sent an HTML page": its first bytes, a zip's, say it is none."""
+    base, served = http_server
+    shutil.copyfile(dataset_file(tiny_catalog.data_dir, "octmnist"), served / "dermamnist.html")
+    md5 = tiny_catalog.catalog.info("dermamnist").md5
+    with pytest.raises(DownloadError) as err:
+        download(f"{base}/dermamnist.html", tmp_path / "dermamnist.npz", md5=md5, progress=False)
+    message = str(err.value)
+    assert "(corrupt or truncated transfer)" in message and "HTML" not in message, message
+
+
 def test_a_folder_where_the_dataset_file_goes_is_one_line(
     tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
 ) -> None:
