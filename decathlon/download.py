@@ -457,8 +457,9 @@ def download(
         got = digest.hexdigest()
         # An error or login page a server answers with 200: by its type, or by its first bytes
         # (a static server types it by the file name it was asked for, .npz); never a zip, as
-        # a real .npz is, whatever a server that types everything text/html says.
-        start = head.lstrip()[:14].lower()
+        # a real .npz is, whatever a server that types everything text/html says. A page saved
+        # "with BOM" starts with UTF-8's byte order mark.
+        start = head.removeprefix(b"\xef\xbb\xbf").lstrip()[:14].lower()
         html = not head.startswith(b"PK") and (
             "html" in kind or start.startswith((b"<!doctype html", b"<html"))
         )

@@ -751,6 +751,21 @@ def test_an_html_page_answered_with_200_is_named_as_such_when_the_md5_is_checked
     assert "corrupt or truncated" not in message and _left(tmp_path / "d") == []
 
 
+def test_an_html_page_starting_with_a_byte_order_mark_is_named_as_such(
+    tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A page saved as UTF-8 "with BOM" (as Windows editors and some frameworks write it)
+    starts with EF BB BF before its <!DOCTYPE html>: it was refused as "(corrupt or truncated
+    transfer); try again", which no retry mends."""
+    base, served = http_server
+    page = b"\xef\xbb\xbf<!DOCTYPE html><html><body>Sign in</body></html>"
+    (served / "dermamnist.npz").write_bytes(page)
+    with pytest.raises(DownloadError) as err:
+        ensure_file(tiny_catalog.catalog, "dermamnist", tmp_path / "d", mirror=base)
+    message = str(err.value)
+    assert "(the server sent an HTML page: an error page?)" in message, message
+
+
 def test_a_real_npz_typed_as_html_is_not_called_a_page(
     tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
 ) -> None:
