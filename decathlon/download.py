@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Optional, cast
@@ -446,7 +447,8 @@ def download(
                 raise _truncated(name, url, received, total, mirror) from exc
             except EOFError as exc:  # a gzip-encoded body that ends before its end marker
                 raise _truncated(name, url, body.received, total, mirror) from exc
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            # zlib.error: a gzip-encoded body whose data is damaged (not an OSError)
+            except (OSError, http.client.HTTPException, ValueError, zlib.error) as exc:
                 where = "check the --mirror URL" if mirror else "pass --mirror URL"
                 raise DownloadError(
                     f"could not download {name} from {shown}: {_reason(exc, url)}. Download it"

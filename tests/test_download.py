@@ -707,6 +707,8 @@ def test_a_mirror_that_sends_the_file_gzip_encoded(tiny_catalog: TinyData, tmp_p
             if self.path.startswith("/br/"):
                 encoding = "br"
             body = encoded[: len(encoded) // 2] if short else encoded
+            if self.path.startswith("/corrupt/"):  # a whole gzip header, then damaged data
+                body = encoded[:10] + b"\xff" * 64 + encoded[74:]
             self.send_response(200)
             self.send_header("Content-Encoding", encoding)
             self.send_header("Content-Length", str(len(body)))
@@ -730,6 +732,9 @@ def test_a_mirror_that_sends_the_file_gzip_encoded(tiny_catalog: TinyData, tmp_p
         with pytest.raises(DownloadError) as err:
             ensure_file(catalog, "breastmnist", tmp_path, mirror=f"{base}/br")
         assert "encoded as 'br' (Content-Encoding), which is not decoded here" in str(err.value)
+        with pytest.raises(DownloadError) as err:  # was zlib.error's traceback
+            ensure_file(catalog, "breastmnist", tmp_path, mirror=f"{base}/corrupt")
+        assert str(err.value).startswith("could not download breastmnist.npz from "), err.value
     finally:
         server.shutdown()
         server.server_close()
