@@ -261,14 +261,18 @@ def default_data_dir() -> Path:
 
 def full_data_dir(folder: Path) -> Path:
     """``folder`` (a data directory) by its full name, links followed; a loop of links (which
-    ``Path.resolve`` raises ``RuntimeError`` for) is a one-line :class:`DataError`."""
+    ``Path.resolve`` raises ``RuntimeError`` for up to Python 3.12, and from 3.13 leaves as the
+    link it stopped at) is a one-line :class:`DataError`."""
     try:
-        return Path(folder).expanduser().resolve()
+        full: Optional[Path] = Path(folder).expanduser().resolve()
     except (OSError, RuntimeError):
+        full = None
+    if full is None or full.is_symlink():  # resolved, yet still a link: a loop (Python >= 3.13)
         raise DataError(
             f"{folder}: its symbolic links lead to no folder (a loop?); choose another data"
             " folder (--data-dir or DECATHLON_DATA_DIR)"
-        ) from None
+        )
+    return full
 
 
 def default_cache_root() -> Path:
