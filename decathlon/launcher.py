@@ -19,7 +19,7 @@ import decathlon
 from decathlon import datasets, environments, files, leaderboard, rundir, sandbox
 from decathlon.contract import Adapter, Budget
 from decathlon.enforcement import Outcome, new_tag, run_limited
-from decathlon.errors import DecathlonError
+from decathlon.errors import DataError, DecathlonError
 
 #: The most of an import check's log that is read: its last line is what it says.
 LOG_TAIL = 2**16
@@ -85,8 +85,8 @@ def data_locations(data_dir: Path | None = None) -> list[str]:
         if folder is None:
             continue
         try:
-            folder = folder.expanduser().resolve()
-        except RuntimeError:  # a loop of links (DECATHLON_DATA_DIR left so): it holds no file
+            folder = datasets.full_data_dir(folder)
+        except DataError:  # a loop of links (DECATHLON_DATA_DIR left so): it holds no file
             continue
         found += [str(folder), *sorted(_link_folders(folder))]
     return [
