@@ -741,6 +741,41 @@ def test_a_mirror_that_sends_the_file_gzip_encoded(tiny_catalog: TinyData, tmp_p
     assert not path.exists() and not list(tmp_path.glob(".*.tmp"))  # nothing half-written
 
 
+def test_a_small_gzip_encoded_body_never_decodes_past_the_files_cap(
+    http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A few KiB of gzip decode to any size: the file's cap bounds what the body decodes to,
+    not only what is received, and nothing of it is left."""
+    import gzip
+
+    base, served = http_server
+    bomb = gzip.compress(bytes(8 << 20))  # 8 MiB of zeros in about 8 KiB
+
+    class Bomb(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Bomb)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    dest = tmp_path / "d" / "breastmnist.npz"
+    try:
+        with pytest.raises(DownloadError) as err:
+            url = f"http://127.0.0.1:{server.server_address[1]}/breastmnist.npz"
+            download(url, dest, md5=None, progress=False, max_bytes=1 << 20)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "stopped: it sent more than the most breastmnist.npz can be (1048576" in str(err.value)
+    assert _left(dest.parent) == []
+
+
 def test_an_html_page_answered_with_200_is_named_as_such_when_the_md5_is_checked(
     tiny_catalog: TinyData, http_server: tuple[str, Path], tmp_path: Path
 ) -> None:
