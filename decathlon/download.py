@@ -91,9 +91,7 @@ def mirror_url(mirror: str, name: str) -> str:
     """The URL of file ``name`` on a mirror: ``MIRROR/name``, any query (``?token=...``) kept
     after the path."""
     parts = urllib.parse.urlsplit(mirror)
-    # Percent-encoded as a browser would (``/my mirror/données`` -> ``/my%20mirror/donn%C3%A9es``):
-    # http.client refuses a space and cannot send other than ASCII; an encoded one stays.
-    path = urllib.parse.quote(f"{parts.path.rstrip('/')}/{name}", safe="/%:@!$&'()*+,;=~")
+    path = f"{parts.path.rstrip('/')}/{name}"
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
@@ -136,9 +134,13 @@ def _reason(exc: BaseException, url: str) -> str:
 def _request(url: str) -> urllib.request.Request:
     """The request for ``url``; credentials in it (``https://user:password@host/...``, a mirror
     behind HTTP basic authentication) go into an ``Authorization`` header, which urllib does
-    not do by itself (it read ``password@host`` as the host)."""
+    not do by itself (it read ``password@host`` as the host). Its path is percent-encoded as
+    a browser would (``/my mirror/données`` -> ``/my%20mirror/donn%C3%A9es``): http.client
+    refuses a space and cannot send other than ASCII; one already encoded stays as it is."""
     headers = {"User-Agent": f"medmnist-decathlon/{__version__}"}
     parts = urllib.parse.urlsplit(url)
+    parts = parts._replace(path=urllib.parse.quote(parts.path, safe="/%:@!$&'()*+,;=~"))
+    url = urllib.parse.urlunsplit(parts)
     if "@" in parts.netloc:
         userinfo, _, host = parts.netloc.rpartition("@")
         user, _, password = userinfo.partition(":")

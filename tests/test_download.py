@@ -902,3 +902,7 @@ def test_a_mirror_path_with_spaces_or_accents_is_percent_encoded(
         path, _ = ensure_file(tiny_catalog.catalog, "breastmnist", data_dir, mirror=mirror)
         assert file_md5(path) == file_md5(folder / "breastmnist.npz")
         shutil.rmtree(data_dir)
+    # A URL an info.json names (DECATHLON_INFO pointing at a server of one's own) alike
+    url = f"{base}/my mirror/données/breastmnist.npz"
+    download(url, tmp_path / "e" / "breastmnist.npz", md5=None, progress=False)
+    assert file_md5(tmp_path / "e" / "breastmnist.npz") == file_md5(folder / "breastmnist.npz")
