@@ -25,7 +25,9 @@ What it does with a task:
   ``margin_min_seconds``), but at least 30 s, auto-sklearn's minimum; ``per_run_time_limit`` is
   ``per_run_fraction`` of that, at least ``per_run_min_seconds`` and at most half of it. The
   memory limit per model is the option ``memory_limit_mb``, lowered to fit ``budget.memory_mb``
-  shared by ``n_jobs`` workers when the task has a memory cap. ``n_jobs`` and ``seed`` come from
+  shared by ``n_jobs`` workers when the task has a memory cap. The search also ends the margin
+  before the harness's hard limit; a hard limit that leaves under 30 s for it is refused at once
+  (:func:`search_limits`). ``n_jobs`` and ``seed`` come from
   the task. A search that finishes no model (only auto-sklearn's dummy predictor) is an error.
 - Tasks: binary, multi-class and ordinal (as multi-class, like the evaluator) through
   auto-sklearn's classification; chestmnist's 14 labels as a (N, 14) indicator matrix (its
@@ -152,9 +154,39 @@ def time_limits(budget_seconds: float, options: dict[str, Any]) -> tuple[int, in
     """
     margin = margin_seconds(budget_seconds, options)
     total = max(MIN_SEARCH_SECONDS, int(math.floor(budget_seconds - margin)))
+    return total, _per_run_limit(total, options)
+
+
+def _per_run_limit(total: int, options: dict[str, Any]) -> int:
     per_run = max(float(options["per_run_min_seconds"]), float(options["per_run_fraction"]) * total)
     # auto-sklearn itself halves a per-model limit that leaves room for fewer than two models.
-    return total, max(1, min(total // 2, int(per_run)))
+    return max(1, min(total // 2, int(per_run)))
+
+
+def search_limits(task: Task, options: dict[str, Any], now: float) -> tuple[int, int]:
+    """:func:`time_limits` for the task's soft budget, the search also ending the margin before
+    the harness's hard limit (``task.deadline``), counted from ``now`` (``time.time()``).
+
+    auto-sklearn cannot search less than 30 s: when the hard limit leaves less, the task would
+    only be killed there, so this refuses it at once, in one line saying what would fit.
+    """
+    assert task.budget.time_seconds is not None
+    total, per_run = time_limits(task.budget.time_seconds, options)
+    margin = margin_seconds(task.budget.time_seconds, options)
+    room = task.deadline - now - margin
+    if room >= total:
+        return total, per_run
+    if room < MIN_SEARCH_SECONDS:
+        hard = task.budget.hard_limit_seconds
+        raise RuntimeError(
+            f"auto-sklearn searches at least {MIN_SEARCH_SECONDS} s, but the hard limit of"
+            f" {hard:g} s leaves {max(0.0, room):.0f} s for it (less {margin:g} s kept to"
+            f" predict); give the task a hard limit of at least"
+            f" {math.ceil(hard - room + MIN_SEARCH_SECONDS)} s (hard_limit_seconds or"
+            " grace_seconds in budgets.toml, or a larger --scale-factor)"
+        )
+    total = int(math.floor(room))
+    return total, _per_run_limit(total, options)
 
 
 def memory_limit(task: Task) -> int:
@@ -179,17 +211,17 @@ def _dummy_weight(model: Any) -> float:
 
 def run(task: Task) -> Predictions:
     """Fit auto-sklearn on train with the val split for selection; score train, val and test."""
-    import autosklearn
-    import pandas as pd
-    from autosklearn.classification import AutoSklearnClassifier
-
     started = time.monotonic()
     opts = task.options
     if task.budget.time_seconds is None:
         raise ValueError(
             "the autosklearn adapter needs a time budget (time_seconds in budgets.toml)"
         )
-    total, per_run = time_limits(task.budget.time_seconds, opts)
+    search_limits(task, opts, time.time())  # refuses at once a hard limit too short to search
+    import autosklearn
+    import pandas as pd
+    from autosklearn.classification import AutoSklearnClassifier
+
     memory = memory_limit(task)
     multi_label = task.dataset.task == MULTI_LABEL
 
@@ -207,6 +239,7 @@ def run(task: Task) -> Predictions:
     if int(np.floor(train_size * len(x_fit))) != len(x_train):  # auto-sklearn's own arithmetic
         raise RuntimeError(f"holdout train_size {train_size!r} does not cut at the val split")
 
+    total, per_run = search_limits(task, opts, time.time())  # after the import and the data
     tmp_folder = task.scratch_dir / "autosklearn_tmp"  # auto-sklearn creates it; must not exist
     settings: dict[str, Any] = {
         "time_left_for_this_task": total,

@@ -7,9 +7,11 @@ The fast tests need no auto-sklearn. The slow ones build the adapter's Python 3.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,28 @@ def test_time_limits(budget: float, expected: tuple[int, int]) -> None:
 def test_time_limits_follow_options() -> None:
     opts = _options(margin_fraction=0.0, margin_min_seconds=0, per_run_fraction=0.5)
     assert adapter.time_limits(1000, opts) == (1000, 500)
+
+
+def test_search_ends_before_the_hard_limit(tmp_path: Path) -> None:
+    # Budget 60 s (search 50 s), hard limit 180 s: the soft budget decides.
+    task = dataclasses.replace(_task(tmp_path), deadline=1000.0 + 180)
+    assert adapter.search_limits(task, _options(), now=1000.0) == (50, 25)
+    # 130 s into the task, 50 s are left before the kill: the search ends 10 s before it.
+    assert adapter.search_limits(task, _options(), now=1130.0) == (40, 20)
+
+
+def test_a_hard_limit_too_short_to_search_is_one_line_at_once(tmp_path: Path) -> None:
+    """quick profile at --scale-factor 0.05: a 6 s budget, killed at 12 s. auto-sklearn cannot
+    search under 30 s, so the task used to run into the kill; it is refused before the import of
+    auto-sklearn (which this environment lacks), saying what hard limit would do."""
+    budget = Budget(hard_limit_seconds=12, time_seconds=6)
+    task = dataclasses.replace(_task(tmp_path), budget=budget, deadline=time.time() + 12)
+    with pytest.raises(RuntimeError) as caught:
+        adapter.run(task)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "at least 30 s" in message and "hard limit of 12 s" in message
+    assert "hard limit of at least 4" in message  # about 0 s spent + 10 s margin + 30 s
 
 
 def test_memory_limit_fits_the_task_cap(tmp_path: Path) -> None:
