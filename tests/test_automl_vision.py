@@ -31,7 +31,12 @@ from decathlon_adapters.automl_vision.export import (
     split_validation,
     vertex_label_names,
 )
-from decathlon_adapters.automl_vision.inference import to_probabilities
+from decathlon_adapters.automl_vision.inference import (
+    ModelFolderError,
+    dataset_labels,
+    read_model_folder,
+    to_probabilities,
+)
 
 from decathlon import environments, leaderboard, metrics
 from decathlon.conformance import TASK_TYPE_DATASETS, assert_conforms
@@ -506,6 +511,44 @@ def test_run_without_cloud_configuration_is_an_error_row(
     assert "\n" not in reason and not reason.endswith("...")
     # It stopped before exporting anything, and no model was made up.
     assert not (task_dir / "output" / "model").exists()
+
+
+def test_unreadable_files_of_a_model_folder_are_one_line_naming_the_file(tmp_path) -> None:
+    folder = tmp_path / "breastmnist"
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(b"\0")
+    (folder / "dict.txt").write_bytes(b"malignant\n\xff\xfe\n")  # not UTF-8
+    with pytest.raises(ModelFolderError, match=r"dict\.txt: unreadable"):
+        read_model_folder(folder)
+    (folder / "dict.txt").write_text("malignant\nnormal_benign\n")
+    (folder / "tflite_metadata.json").write_text('{"inputTensorMetadata": [')  # cut short
+    with pytest.raises(ModelFolderError, match=r"tflite_metadata\.json: not readable JSON"):
+        read_model_folder(folder)
+    (folder / "tflite_metadata.json").unlink()
+    info = Catalog.load().info("breastmnist")
+    for text in ("not json", '{"dataset": "breastmnist"}', '{"labels": [{"id": 0}]}'):
+        (folder / "labels.json").write_text(text)
+        with pytest.raises(ModelFolderError, match=r"labels\.json: not"):
+            dataset_labels(info, folder)
+
+
+@pytest.mark.slow
+def test_a_corrupt_model_file_is_an_error_row_naming_it(
+    tiny_catalog, automl_python, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    models = tmp_path / "models" / "breastmnist"
+    models.mkdir(parents=True)
+    (models / "dict.txt").write_text("malignant\nnormal_benign\n")
+    for run, content in (("truncated", b"TFL3" + b"\0" * 20), ("empty", b"")):
+        (models / "model.tflite").write_bytes(content)
+        options = {"model_dir": str(tmp_path / "models")}
+        row, _ = _run_harness(tmp_path, tiny_catalog.data_dir, "breastmnist", options, run=run)
+        assert row["status"] == "error"
+        reason = row["reason"]
+        assert reason.startswith("ModelFolderError: "), reason
+        assert str(models / "model.tflite") in reason and "export the model again" in reason
+        assert "\n" not in reason
 
 
 @pytest.mark.slow

@@ -85,23 +85,45 @@ def read_model_folder(folder: Path) -> ModelFolder:
             f"{folder}: no {DICT_FILE}; the export's label list is needed to map the model's"
             " outputs onto the dataset's classes"
         )
-    labels = [line.strip() for line in dict_path.read_text(encoding="utf-8").splitlines()]
-    labels = [label for label in labels if label]
+    try:
+        text = dict_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFolderError(f"{dict_path}: unreadable ({exc}); re-export the model") from None
+    labels = [label for label in (line.strip() for line in text.splitlines()) if label]
+    if not labels:
+        raise ModelFolderError(f"{dict_path}: names no label; re-export the model")
     metadata: dict[str, Any] = {}
     if (folder / METADATA_FILE).is_file():
-        metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        loaded = _read_json(folder / METADATA_FILE)
+        metadata = loaded if isinstance(loaded, dict) else {"value": loaded}
     return ModelFolder(path=folder, model=model, labels=labels, metadata=metadata)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file of a model folder; one line naming it when it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or bad UTF-8
+        raise ModelFolderError(f"{path}: not readable JSON ({exc}); re-export it") from None
 
 
 def dataset_labels(info: DatasetInfo, folder: Optional[Path] = None) -> list[str]:
     """The Vertex label of each class id: from ``folder/labels.json`` if there, else derived."""
     if folder is not None and (Path(folder) / LABELS_FILE).is_file():
-        mapping = json.loads((Path(folder) / LABELS_FILE).read_text(encoding="utf-8"))
+        mapping = _read_json(Path(folder) / LABELS_FILE)
+        if not isinstance(mapping, dict):
+            mapping = {}
         if mapping.get("dataset") not in (None, info.flag):
             raise ModelFolderError(
                 f"{Path(folder) / LABELS_FILE} describes {mapping['dataset']}, not {info.flag}"
             )
-        by_id = {int(e["class_id"]): str(e["vertex_label"]) for e in mapping["labels"]}
+        try:
+            by_id = {int(e["class_id"]): str(e["vertex_label"]) for e in mapping["labels"]}
+        except (KeyError, TypeError, ValueError):
+            raise ModelFolderError(
+                f"{Path(folder) / LABELS_FILE}: not the export's label list (a 'labels' list"
+                " of class_id and vertex_label); delete it or export the dataset again"
+            ) from None
         if sorted(by_id) != list(range(info.n_classes)):
             raise ModelFolderError(
                 f"{Path(folder) / LABELS_FILE}: class ids {sorted(by_id)} do not match"
@@ -229,10 +251,17 @@ class TFLiteClassifier:
         self.columns = column_order(
             self.folder.labels, dataset_labels(info, folder), str(self.folder.path)
         )
-        self.interpreter = Interpreter(
-            model_path=str(self.folder.model), num_threads=max(1, int(num_threads))
-        )
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = Interpreter(
+                model_path=str(self.folder.model), num_threads=max(1, int(num_threads))
+            )
+            self.interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:  # LiteRT's words for a file it cannot load
+            reason = " ".join(str(exc).split())[:200]
+            raise ModelFolderError(
+                f"{self.folder.model}: LiteRT cannot load it as a TFLite model ({reason});"
+                " export the model again (TFLite, from Vertex AI)"
+            ) from None
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
             raise ModelFolderError(f"{self.folder.model}: {len(inputs)} inputs; expected one image")
