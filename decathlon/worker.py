@@ -120,8 +120,15 @@ def _die_with_parent() -> None:
     group, so that a killed harness leaves neither this worker nor its children behind."""
     import signal
 
+    worker = os.getpid()
+
     def forward(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != worker:
+            # A child the adapter forked inherits this handler: when its parent terminates it
+            # (a helper of auto-sklearn's, a multiprocessing pool), only that child ends.
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         try:
             os.killpg(os.getpgrp(), signal.SIGTERM)  # the group includes this process
         except OSError:

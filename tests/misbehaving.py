@@ -79,6 +79,7 @@ ADAPTERS = (
     _adapter("mis_tracer", "trace_init", _LONG),
     _adapter("mis_forker", "fork_bomb", _LONG, options={"processes": 300, "then": "raise"}),
     _adapter("mis_log_filler", "fill_log", _LONG),
+    _adapter("mis_fork_ender", "end_a_fork", _LONG),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -181,6 +182,19 @@ def good(task: Task) -> Predictions:
     if not task.options["train_scores"]:
         predictions.train = None
     return predictions
+
+
+def end_a_fork(task: Task) -> Predictions:
+    """What auto-sklearn does with a helper process: fork it, later end it with
+    SIGTERM (``Process.terminate()``), then go on to predict."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    child.start()
+    time.sleep(0.5)
+    child.terminate()
+    child.join(10)
+    return valid_predictions(task, {"child_exit": child.exitcode})
 
 
 def sleep_forever(task: Task) -> Predictions:
