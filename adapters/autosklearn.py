@@ -32,7 +32,8 @@ What it does with a task:
 - Tasks: binary, multi-class and ordinal (as multi-class, like the evaluator) through
   auto-sklearn's classification; chestmnist's 14 labels as a (N, 14) indicator matrix (its
   multilabel mode). Score columns are the dataset's class ids in order (positive class last for
-  binary), even when a class is absent from the training data.
+  binary), even when a class is absent from the training data (its column
+  scores 0, also when val has it: without a refit the models never saw it).
 - Output: auto-sklearn's temporary folder lives in the task's scratch directory and is deleted at
   the end; its ``leaderboard()`` of every model it tried is saved as ``leaderboard.csv`` in the
   task's output directory; the leaderboard's notes get the counts (``models_evaluated``,
@@ -199,6 +200,16 @@ def memory_limit(task: Task) -> int:
     return max(1024, limit)
 
 
+def model_classes(y_train: np.ndarray, y_fit: np.ndarray, refit: bool) -> np.ndarray:
+    """The class ids of auto-sklearn's ``predict_proba`` columns, in order.
+
+    auto-sklearn label-encodes train+val (sorted), but each model's columns are the classes of
+    the rows it was fit on: the train split's (a class only in val has no column), or train+val's
+    after a refit.
+    """
+    return np.unique(y_fit if refit else y_train)
+
+
 def _dummy_weight(model: Any) -> float:
     """The ensemble's weight on auto-sklearn's dummy (class-prior) model, run number 1.
 
@@ -287,7 +298,7 @@ def run(task: Task) -> Predictions:
             return np.clip(np.asarray(model.predict_proba(x), dtype=np.float64), 0.0, 1.0)
 
     else:
-        classes = np.unique(y_fit)  # auto-sklearn label-encodes, so its columns are these, sorted
+        classes = model_classes(y_train, y_fit, refit)
 
         def predict(x: np.ndarray) -> np.ndarray:
             return class_columns(model.predict_proba(x), classes, task.dataset.n_classes)

@@ -20,11 +20,13 @@ from decathlon_adapters import autosklearn as adapter
 from decathlon_adapters import tabular
 from helpers import run_real_quick
 
-from decathlon import environments
+from decathlon import environments, leaderboard
 from decathlon.conformance import assert_conforms
 from decathlon.contract import Budget, DatasetInfo, Task
 from decathlon.errors import EnvironmentBuildError
 from decathlon.plugins import make_registry
+from decathlon.runner import RunConfig, Runner
+from decathlon.synthetic import bundled_info, write_info, write_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,6 +127,15 @@ def test_columns_follow_class_ids_even_with_an_absent_class() -> None:
     np.testing.assert_allclose(tabular.class_columns(proba, np.array([0, 1]), 2), proba)
 
 
+def test_columns_are_the_classes_the_models_were_fit_on() -> None:
+    # Class 4 is in val only: without a refit the models never saw it, so their four columns
+    # are classes 0 to 3 (class 4 then scores 0); after a refit on train+val, all five.
+    y_train = np.array([0, 1, 2, 3, 3, 0])
+    y_fit = np.concatenate([y_train, [4, 2]])
+    np.testing.assert_array_equal(adapter.model_classes(y_train, y_fit, refit=False), [0, 1, 2, 3])
+    np.testing.assert_array_equal(adapter.model_classes(y_train, y_fit, refit=True), range(5))
+
+
 def test_registered_with_its_python_39_environment() -> None:
     registered = make_registry().get("autosklearn")
     assert registered is adapter.ADAPTER
@@ -196,6 +207,40 @@ def test_real_breastmnist_quick(tmp_path: Path, real_data_dir: Path) -> None:
     assert scores.shape == (156, 2)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-6)
     assert not (task_dir / "scratch").exists()
+
+
+@pytest.mark.slow
+def test_a_class_absent_from_train_scores_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """retinamnist with class 4 only in val and test: auto-sklearn's models give four columns,
+    which once failed the task with numpy's 'shape mismatch ... (60,4) ... (60,5)'."""
+    root = tmp_path / "gen"
+    meta = bundled_info()
+    write_tiny(root / "data", ["retinamnist"], meta)
+    monkeypatch.setenv("DECATHLON_INFO", str(write_info(meta, root / "info.json")))
+    path = root / "data" / "retinamnist.npz"
+    arrays = dict(np.load(path))
+    arrays["train_labels"] = np.where(arrays["train_labels"] == 4, 3, arrays["train_labels"])
+    np.savez(path, **arrays)
+    config = RunConfig(
+        adapter="autosklearn",
+        profile="quick",
+        scale_factor=0.3,  # 36 s: auto-sklearn's minimum of 30 s of search
+        datasets=("retinamnist",),
+        data_dir=str(root / "data"),
+        download=False,
+        allow_unverified=True,
+        n_jobs=1,
+    )
+    run_dir = Runner(config, make_registry()).run(tmp_path / "run")
+    rows = [r for r in leaderboard.read(run_dir) if r["dataset"] == "retinamnist"]
+    test = next(r for r in rows if r["split"] == "test")
+    assert test["status"] == "ok", test["reason"]
+    scores = np.load(
+        tmp_path / "run" / "tasks" / "retinamnist" / "seed0" / "predictions" / "test.npy"
+    )
+    assert scores.shape == (30, 5) and not scores[:, 4].any()
 
 
 @pytest.mark.slow
