@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -451,7 +452,7 @@ def _in_the_portfolio_environment(code: str, timeout: float | None = None) -> di
         [str(environments.interpreter(adapter)), "-c", mount + code],
         capture_output=True,
         text=True,
-        env=launcher.worker_environment(1, "cpu"),
+        env=launcher.worker_environment(1, "cpu", Path(tempfile.gettempdir())),
         timeout=timeout,
     )
     assert done.returncode == 0, done.stderr
