@@ -1215,6 +1215,7 @@ def plain_wins_share(
     seed: int,
     resamples: int = 200,
     until: float = math.inf,
+    stopped: list[str] | None = None,
 ) -> float:
     """The share of ``resamples`` bootstrap resamples of the validation images (the same images
     for both) in which the scores without test-time views have the higher AUC. The views are
@@ -1223,7 +1224,7 @@ def plain_wins_share(
     (benchmarks/RESULTS.md, "test-time views at small angles"). A resample that lacks a class
     counts as no win; views without finite scores where the plain ones have them lose outright.
     At ``until`` (``time.time()``) it stops and gives the share of the resamples drawn so far
-    (none: 0, the views kept)."""
+    (none: 0, the views kept); it then appends its name to ``stopped`` where that is given."""
     if math.isnan(fast_auc(task_type, y, tta)) and not math.isnan(fast_auc(task_type, y, plain)):
         return 1.0
     rng = np.random.default_rng(seed)
@@ -1231,6 +1232,8 @@ def plain_wins_share(
     wins = drawn = 0
     for _ in range(resamples):
         if time.time() >= until:
+            if stopped is not None:
+                stopped.append("plain_wins_share")
             break
         rows = rng.integers(0, n, n)
         wins += fast_auc(task_type, y[rows], plain[rows]) > fast_auc(task_type, y[rows], tta[rows])
@@ -1248,6 +1251,7 @@ def ensemble_selection(
     seed: int,
     init: int = 3,
     until: float = math.inf,
+    stopped: list[str] | None = None,
 ) -> np.ndarray:
     """Weights over the candidates: greedy forward selection with replacement on val AUC
     (Caruana et al., 2004), started from the ``init`` best candidates ("sorted initialisation"),
@@ -1255,14 +1259,18 @@ def ensemble_selection(
     Where no candidate's AUC is defined, the candidates with finite scores weigh alike.
 
     At ``until`` (``time.time()``) the selection stops where it is: the bag under way keeps the
-    members chosen so far (at least its ``init`` best), and no further bag starts."""
+    members chosen so far (at least its ``init`` best), and no further bag starts; it then
+    appends its name to ``stopped`` where that is given (once, and only where a step or a bag
+    was left undone)."""
     n = len(val_scores)
     singles = np.array([fast_auc(task_type, y_val, s) for s in val_scores])
     singles = np.where(np.isnan(singles), -np.inf, singles)
     rng = np.random.default_rng(seed)
     weights = np.zeros(n)
+    cut = False
     for bag in range(max(1, bags)):
         if bag > 0 and time.time() >= until:
+            cut = True
             break
         if bags <= 1 or n < 4:
             pool = np.arange(n)
@@ -1279,6 +1287,7 @@ def ensemble_selection(
         total = sum(val_scores[i] for i in chosen)
         for _ in range(max(0, size - len(chosen))):
             if time.time() >= until:
+                cut = True
                 break
             best, best_auc = None, -np.inf
             for i in pool:
@@ -1291,6 +1300,8 @@ def ensemble_selection(
             counts[best] += 1
             total = total + val_scores[best]
         weights += counts / counts.sum()
+    if cut and stopped is not None:
+        stopped.append("ensemble_selection")
     if weights.sum() == 0:
         # No AUC defined (val lacks a class, or a label is all 0 or all 1 there): the mean of
         # the runs with finite scores; one that diverged would make every score NaN.
@@ -1743,6 +1754,7 @@ def _race(
     # the end less RESULT_RESERVE_S, or less half the margin where that is less (the
     # calibration, the kept runs and the result come after); each key gets half the time left.
     select_until = end - min((end - stop_at) / 2, RESULT_RESERVE_S)
+    stopped: list[str] = []  # what stopped at its time with work left (the notes' selection_cut)
     for i, key in enumerate(("plain", "tta")):
         weights = ensemble_selection(
             [r.val[key] for r in records],
@@ -1752,13 +1764,20 @@ def _race(
             bags=int(opts["bags"]),
             seed=task.seed,
             until=time.time() + (select_until - time.time()) / (2 - i),
+            stopped=stopped,
         )
         val = weighted(weights, [r.val[key] for r in records])
         chosen[key] = (weights, val, _safe_auc(auc, kind, y_val, val))
     plain_wins = plain_wins_share(
-        y_val, chosen["plain"][1], chosen["tta"][1], kind, task.seed, until=select_until
+        y_val,
+        chosen["plain"][1],
+        chosen["tta"][1],
+        kind,
+        task.seed,
+        until=select_until,
+        stopped=stopped,
     )
-    selection_cut = time.time() >= select_until
+    selection_cut = bool(stopped)
     key = "plain" if plain_wins >= PLAIN_WINS_NEEDED else "tta"
     weights, val, val_auc = chosen[key]
     test = weighted(weights, [r.test[key] for r in records])

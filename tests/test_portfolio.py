@@ -113,6 +113,30 @@ def test_ensemble_selection_past_its_time_keeps_the_members_chosen_so_far() -> N
     assert np.count_nonzero(full) > 3  # without a time, every bag and step as before
 
 
+def test_selection_says_it_was_cut_only_where_it_stopped_with_work_left() -> None:
+    # The notes' selection_cut was the clock after the selection, past its time, so it said true
+    # where the selection had finished every bag and resample (just late): each says it instead.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (60, 1))
+    scores = [rng.random((60, 2)) for _ in range(6)]
+    stopped: list[str] = []
+    portfolio.ensemble_selection(scores, y, BINARY, size=5, bags=2, seed=0, stopped=stopped)
+    portfolio.plain_wins_share(y, scores[0], scores[1], BINARY, 0, resamples=5, stopped=stopped)
+    assert stopped == []
+    past = time.time() - 1.0
+    portfolio.ensemble_selection(
+        scores, y, BINARY, size=5, bags=2, seed=0, until=past, stopped=stopped
+    )
+    portfolio.plain_wins_share(y, scores[0], scores[1], BINARY, 0, until=past, stopped=stopped)
+    assert stopped == ["ensemble_selection", "plain_wins_share"]
+    # A selection of its init best alone has nothing left to cut, even past its time.
+    done: list[str] = []
+    portfolio.ensemble_selection(
+        scores, y, BINARY, size=3, bags=1, seed=0, until=past, stopped=done
+    )
+    assert done == []
+
+
 def test_test_time_views_are_dropped_only_where_validation_shows_them_worse_beyond_its_noise():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, size=(78, 1))  # breastmnist's validation size
