@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tokenize
 import zipfile
 from dataclasses import dataclass, field
@@ -610,13 +609,24 @@ def _stream_member(path: Path, key: str, dest: Path, chunk: int = 1 << 22) -> No
     zipfile checks the member's CRC when the copy reaches its end. Written beside ``dest`` and
     renamed (:func:`decathlon.files.replacing`), so ``dest`` is complete or absent.
     """
+    writing = True  # which side an OSError came from: the cache's file, or the archive
     try:
-        with replacing(dest) as tmp, open(tmp, "wb") as out, zipfile.ZipFile(path) as archive:
-            with archive.open(f"{key}.npy") as member:
-                shutil.copyfileobj(member, out, chunk)
+        with replacing(dest) as tmp, open(tmp, "wb") as out:
+            writing = False
+            with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as member:
+                while block := member.read(chunk):
+                    writing = True
+                    out.write(block)
+                    writing = False
+            writing = True  # closing and renaming the copy
     except _DAMAGED as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:  # disk full, permissions
-            raise _unwritable_cache(dest, exc) from exc
+        if isinstance(exc, OSError) and exc.errno is not None:
+            if writing:  # disk full, permissions
+                raise _unwritable_cache(dest, exc) from exc
+            raise DataError(  # the file vanished, or the disk under it fails (EIO)
+                f"{path}: cannot read {key}.npy from it: {exc.strerror or exc}; check that the"
+                f" file is there and its disk is sound, or {_FIX}"
+            ) from exc
         raise _unreadable(path.name, exc) from exc
 
 

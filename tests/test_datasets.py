@@ -330,6 +330,22 @@ def test_an_arrays_cache_that_takes_no_file_says_what_to_do(
     assert message.endswith("; free space there or set DECATHLON_HOME to a folder you can write")
 
 
+def test_an_archive_that_cannot_be_read_is_not_called_a_cache_that_cannot_be_written(
+    tiny_published: TinyData, tmp_path: Path
+) -> None:
+    """Streaming the images again for another cache, a source file that had vanished (or an
+    EIO reading it) was reported as "cannot write ...; free space there or set
+    DECATHLON_HOME": the error now names the archive and a read."""
+    copy_dataset(tiny_published.data_dir, "breastmnist", tmp_path)
+    data = load(tiny_published.catalog, "breastmnist", tmp_path, cache_root=tmp_path / "cache")
+    data.path.unlink()
+    with pytest.raises(DataError) as err:
+        datasets_module.materialize(data, tmp_path / "other")
+    message = str(err.value)
+    assert message.startswith(f"{data.path}: cannot read train_images.npy from it: ")
+    assert "free space" not in message and "DECATHLON_HOME" not in message
+
+
 def test_unwritable_sidecar_still_verifies(tiny_published: TinyData, tmp_path: Path) -> None:
     tiny_catalog = tiny_published
     # A folder where the sidecar would go: neither readable nor writable as a file, even as root.
