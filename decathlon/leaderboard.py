@@ -361,6 +361,12 @@ def _refuse_a_run_without_results(run_dir: Path) -> None:
     from decathlon import rundir  # here: rundir reads this module's names
 
     if rundir.config_path(run_dir).is_file():
+        pid = rundir.holder(run_dir)
+        if pid is not None:
+            raise LeaderboardError(
+                f"{run_dir}: the run is still going (pid {pid}) and no task has finished yet"
+                " (no leaderboard.csv); try again once one has"
+            )
         raise LeaderboardError(
             f"{run_dir}: the run has no finished task yet (no leaderboard.csv); finish it with"
             f" `run --resume {run_dir}`"

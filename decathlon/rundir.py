@@ -85,6 +85,23 @@ def hold(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def holder(run_dir: Path) -> str | None:
+    """The pid of the harness holding ``run_dir`` now (see :func:`hold`), or None if none does."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also releases the shared lock taken just now
+    return None
+
+
 def task_dir(run_dir: Path, flag: str, seed: int) -> Path:
     """The folder of one task (dataset ``flag``, ``seed``)."""
     return Path(run_dir) / TASKS / flag / f"seed{seed}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -1155,6 +1156,28 @@ def test_a_run_stopped_before_any_task_finished_says_how_to_go_on(
     (tmp_path / "empty").mkdir()  # a folder that is no run: as before
     with pytest.raises(LeaderboardError, match="not a run directory"):
         compare.read_leaderboard(tmp_path / "empty")
+
+
+def test_a_run_still_going_before_its_first_task_is_not_told_to_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While its harness holds it, a run without a leaderboard yet is still going: resuming it
+    would be refused, so the line says to wait instead."""
+    from decathlon import cli, rundir
+
+    run_dir = tmp_path / "run"
+    (run_dir / "tasks").mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    with rundir.hold(run_dir):
+        for argv in (["show", str(run_dir)], ["compare", str(run_dir)]):
+            assert cli.main(argv) == 2
+            err = capsys.readouterr().err
+            assert err == (
+                f"error: {run_dir}: the run is still going (pid {os.getpid()}) and no task has"
+                " finished yet (no leaderboard.csv); try again once one has\n"
+            )
+    assert cli.main(["compare", str(run_dir)]) == 2  # once let go: resume it, as before
+    assert "finish it with `run --resume" in capsys.readouterr().err
 
 
 def test_a_file_cut_just_before_the_last_field_is_refused(good_board: Path) -> None:
