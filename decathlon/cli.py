@@ -397,11 +397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         # Only a run has tasks to keep and a --resume (generate, compare, setup ... do not).
         err_console.print(
-            "interrupted: finished tasks are kept; finish with `run --resume RUN_DIR`"
+            "interrupted: finished tasks are kept; finish with"
+            f" `run --resume {getattr(args, 'started_run', None) or 'RUN_DIR'}`"
             if args.command == "run"
             else f"interrupted: {args.command} stopped before it finished",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         return 143 if isinstance(exc, Terminated) else 130
     finally:
@@ -506,6 +508,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         config.n_jobs = local_jobs(args.workers)
     run_dir = run_dir.resolve()  # the worker runs in another folder
+    args.started_run = run_dir  # what Ctrl-C's line tells to resume
     runner = Runner(config, registry, reporter=reporter or PlainReporter(console))
     path = runner.run(run_dir, resume=resume, executor=executor, retry_failed=args.retry_failed)
     rows = leaderboard.read(path)
@@ -623,6 +626,7 @@ def _run_several(args: argparse.Namespace, registry: Any, names: list[str]) -> i
     try:
         for runner, run_dir in planned:
             try:
+                args.started_run = run_dir
                 runner.run(run_dir, executor=executor)
             except DecathlonError as exc:
                 failed = True

@@ -1280,6 +1280,36 @@ def test_check_refuses_a_workdir_holding_a_check_before_writing_anything(
     assert snapshot(workdir) == before
 
 
+@pytest.mark.parametrize("adapters", ["mis_good", "mis_good,mis_raiser"])
+def test_an_interrupted_run_names_the_run_folder_to_resume(
+    capsys: pytest.CaptureFixture[str],
+    tiny_catalog: TinyData,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    adapters: str,
+) -> None:
+    """Ctrl-C said "finish with `run --resume RUN_DIR`", though the folder's name (adapter,
+    profile, size, time) is made by the run and, without a progress bar, printed nowhere.
+    Now the line names the folder that was interrupted."""
+    seen: list[Path] = []
+
+    def stopped(self: Runner, run_dir: Path, **kwargs: Any) -> Path:
+        seen.append(run_dir)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, "run", stopped)
+    monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main(
+        capsys, "run", "--adapter", adapters, "--profile", "quick", "--datasets", "breastmnist",
+        "--data-dir", str(tiny_catalog.data_dir), "--no-download", "--no-progress",
+    )  # fmt: skip
+    assert code == 130
+    (run_dir,) = seen
+    assert run_dir.name.startswith("mis_good-quick-28-")
+    assert err == f"interrupted: finished tasks are kept; finish with `run --resume {run_dir}`\n"
+
+
 def test_an_interrupted_generate_says_so_and_leaves_no_half_file(tmp_path: Path) -> None:
     """Ctrl-C (or SIGTERM) to any command printed "finished tasks are kept; finish with `run
     --resume RUN_DIR`", which a generate, a compare or a setup has nothing to do with."""
