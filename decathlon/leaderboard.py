@@ -254,6 +254,7 @@ def _read_leaderboard(path: Path) -> Leaderboard:
         raise LeaderboardError(f"{path}: not a leaderboard CSV ({first})") from None
 
     df.columns = [printable(str(c)).strip() for c in df.columns]
+    found = ", ".join(list(df.columns)[:6])  # the file's own, before any is filled in
     df = df.map(printable)  # a file from elsewhere may hold terminal escapes
     if "size" not in df.columns and "run_id" in df.columns:
         # Written before MedMNIST+ sizes existed: every row is at 28.
@@ -263,7 +264,6 @@ def _read_leaderboard(path: Path) -> Leaderboard:
             df[column] = ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if len(missing) == len(COLUMNS) or {"run_id", "dataset", "split"} <= set(missing):
-        found = ", ".join(list(df.columns)[:6])
         raise LeaderboardError(
             f"{path}: not a decathlon leaderboard (columns found: {found}; "
             f"expected {', '.join(COLUMNS[:8])}, ...)"

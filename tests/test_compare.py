@@ -1180,6 +1180,19 @@ def test_a_run_still_going_before_its_first_task_is_not_told_to_resume(
     assert "finish it with `run --resume" in capsys.readouterr().err
 
 
+def test_a_file_that_is_no_leaderboard_is_told_by_the_columns_it_has(tmp_path: Path) -> None:
+    """ "columns found" listed 'sealed' and 'environment', which the reader fills in for old
+    leaderboards, beside the file's own; it now lists only the file's."""
+    path = tmp_path / "notes.csv"
+    path.write_text("hello,world\n1,2\n")
+    with pytest.raises(LeaderboardError) as info:
+        compare.read_leaderboard(path)
+    assert str(info.value) == (
+        f"{path}: not a decathlon leaderboard (columns found: hello, world; expected run_id,"
+        " adapter, dataset, size, seed, split, status, auc, ...)"
+    )
+
+
 def test_a_file_cut_just_before_the_last_field_is_refused(good_board: Path) -> None:
     """Cut right after the comma before the last row's ``notes``, the row still has every
     field (notes read as empty): it was accepted and the rows after it were lost. A whole file
