@@ -110,11 +110,11 @@ def probe(
         policy = sandbox.Policy.resolve("auto", "off", max_processes=sandbox.DEFAULT_MAX_PROCESSES)
     except DecathlonError:  # no sandbox here: unsealed, in its own process all the same
         policy = sandbox.Policy.resolve("auto", "on", max_processes=sandbox.DEFAULT_MAX_PROCESSES)
+    env = worker_environment(1, "cpu")
     with tempfile.TemporaryDirectory(prefix="decathlon-probe-") as folder:
         script, scratch = Path(folder) / "probe.py", Path(folder) / "scratch"
         script.write_text(code, encoding="utf-8")
         scratch.mkdir()
-        env = worker_environment(1, "cpu", scratch)
         view = None
         if policy.sealed:
             view = sandbox.task_view(
@@ -151,19 +151,15 @@ def probe(
     return True, ""
 
 
-def worker_environment(n_jobs: int, device: str, scratch: Path) -> dict[str, str]:
+def worker_environment(n_jobs: int, device: str) -> dict[str, str]:
     """The worker's environment: the harness's, less its Python paths and the variables that
-    say where the data is, with thread counts set and the temporary folder (``TMPDIR``, ``TEMP``,
-    ``TMP``) in the task's ``scratch`` folder, so temporary files go with it."""
+    say where the data is, with thread counts set."""
     dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *sandbox.DATA_LOCATION_VARIABLES)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     threads = str(max(1, n_jobs))
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = threads
     env["PYTHONUNBUFFERED"] = "1"
-    # Unsealed, the machine's /tmp would keep what a framework leaves there (dask's scratch space).
-    for name in ("TMPDIR", "TEMP", "TMP"):
-        env[name] = str(scratch)
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env

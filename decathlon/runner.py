@@ -639,7 +639,7 @@ class Runner:
         task_file = task_dir / rundir.TASK_SPEC
         rundir.write_json(task_file, spec)
         python = str(environments.interpreter(self.adapter))
-        env = launcher.worker_environment(self.config.n_jobs, self.device, scratch)
+        env = launcher.worker_environment(self.config.n_jobs, self.device)
         try:
             outcome = run_limited(
                 launcher.command(python, task_file),

@@ -80,7 +80,6 @@ ADAPTERS = (
     _adapter("mis_forker", "fork_bomb", _LONG, options={"processes": 300, "then": "raise"}),
     _adapter("mis_log_filler", "fill_log", _LONG),
     _adapter("mis_fork_ender", "end_a_fork", _LONG),
-    _adapter("mis_temp_writer", "write_a_temp_file", _LONG),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -196,18 +195,6 @@ def end_a_fork(task: Task) -> Predictions:
     child.terminate()
     child.join(10)
     return valid_predictions(task, {"child_exit": child.exitcode})
-
-
-def write_a_temp_file(task: Task) -> Predictions:
-    """What auto-sklearn's dask does: write scratch files under ``tempfile.gettempdir()``
-    (``/tmp/dask-scratch-space``) and leave them there."""
-    import tempfile
-
-    folder = tempfile.mkdtemp(prefix="decathlon-test-left-")
-    Path(folder, "spill.bin").write_bytes(b"x")
-    return valid_predictions(
-        task, {"tempdir": tempfile.gettempdir(), "scratch": str(task.scratch_dir)}
-    )
 
 
 def sleep_forever(task: Task) -> Predictions:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -476,7 +475,7 @@ def _in_the_portfolio_environment(code: str, timeout: float | None = None) -> di
         [str(environments.interpreter(adapter)), "-c", mount + code],
         capture_output=True,
         text=True,
-        env=launcher.worker_environment(1, "cpu", Path(tempfile.gettempdir())),
+        env=launcher.worker_environment(1, "cpu"),
         timeout=timeout,
     )
     assert done.returncode == 0, done.stderr

@@ -335,20 +335,6 @@ def test_an_adapter_ending_its_own_forked_child_lives_on(
     assert_tree_gone(tmp_path / "run" / "tasks" / "breastmnist" / "seed0")
 
 
-def test_an_unsealed_tasks_temp_files_stay_in_its_scratch(
-    tiny_catalog: TinyData, tmp_path: Path
-) -> None:
-    """TMPDIR was the harness's, so an unsealed task's ``tempfile`` files (auto-sklearn's dask
-    scratch space) were written to, and left in, the machine's /tmp; they now go to the task's
-    scratch folder, removed with it."""
-    rows = run("mis_temp_writer", tiny_catalog, tmp_path / "run", sandbox="off")
-    split_rows = task_rows(rows, "breastmnist")
-    assert split_rows["test"]["status"] == "ok", split_rows["test"]["reason"]
-    notes = json.loads(split_rows["test"]["notes"])
-    assert notes["tempdir"] == notes["scratch"]
-    assert not Path(notes["scratch"]).exists()
-
-
 @pytest.mark.parametrize("how", ["kill", "ctypes"])
 def test_segfault_becomes_an_error_row(tiny_catalog: TinyData, tmp_path: Path, how: str) -> None:
     rows = run("mis_segfault", tiny_catalog, tmp_path / "run", options={"how": how})
