@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import gzip
 import hashlib
 import http.client
@@ -37,6 +38,8 @@ STALE_TEMPORARY_SECONDS = 6 * 3600
 #: file could be, pathmnist at 224 (107,180 x 224 x 224 x 3 bytes of images, about 16 GB,
 #: which its compressed .npz does not exceed). ``ensure_file`` gives each file its own cap.
 MAX_BYTES = 64 << 30
+#: How many times one download takes up a transfer that broke off (see :func:`download`).
+RESUMES = 5
 
 
 @contextlib.contextmanager
@@ -347,6 +350,58 @@ class _Body:
     read = read1
 
 
+class _Cut(Exception):
+    """The body ended (the server closed the connection) before the length it announced."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
+
+
+class _Temporary:
+    """What the attempts at one download wrote: the temporary file, the MD5 and the first bytes
+    of what it holds. A resumed attempt appends to it; one a server answers in full starts it
+    over."""
+
+    def __init__(self, out: BinaryIO, dest: Path) -> None:
+        self.out, self.dest = out, dest
+        self.digest = hashlib.md5(usedforsecurity=False)
+        self.written = 0
+        self.head = b""  # the file's first bytes
+
+    def restart(self) -> None:
+        try:
+            self.out.seek(0)
+            self.out.truncate()
+        except OSError as exc:
+            raise _unwritable(self.dest, exc) from None
+        self.digest = hashlib.md5(usedforsecurity=False)
+        self.written, self.head = 0, b""
+
+    def add(self, chunk: bytes) -> None:
+        _write(self.out, chunk, self.dest)
+        self.digest.update(chunk)
+        self.written += len(chunk)
+        if len(self.head) < 64:
+            self.head += chunk[:64]
+
+
+def _range_start(response: Any) -> Optional[int]:
+    """The first byte a 206 answer holds, by its ``Content-Range: bytes FIRST-LAST/SIZE``."""
+    found = re.fullmatch(
+        r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", response.headers.get("Content-Range") or ""
+    )
+    return int(found[1]) if found else None
+
+
+def _range_size(response: Any) -> Optional[int]:
+    """The whole file's size a 206 answer names (``Content-Range: bytes FIRST-LAST/SIZE``)."""
+    found = re.fullmatch(
+        r"\s*bytes\s+\d+-\d+/(\d+)\s*", response.headers.get("Content-Range") or ""
+    )
+    return int(found[1]) if found else None
+
+
 def download(
     url: str,
     dest: Path,
@@ -373,7 +428,11 @@ def download(
     that brings fewer than ``stall_bytes`` (default :data:`STALL_BYTES`) in ``stall_seconds``
     (default :data:`STALL_SECONDS`) is given up, and so is one that brings more than the
     server's ``Content-Length`` or than ``max_bytes`` (the most the file can be; default
-    :data:`MAX_BYTES`), or announces more than ``max_bytes``. ``mirror`` says that ``url`` is
+    :data:`MAX_BYTES`), or announces more than ``max_bytes``. A transfer that breaks off
+    (the connection closed or reset before the end) from a server that takes byte ranges
+    (``Accept-Ranges: bytes``) is taken up where it stopped, with ``Range: bytes=N-``, up to
+    :data:`RESUMES` times, each after an attempt that brought bytes; a server that answers
+    such a request with the whole file starts it over. ``mirror`` says that ``url`` is
     the user's ``--mirror``, which messages then name. Raises
     :class:`~decathlon.errors.DownloadError` with a one-line message: network failure, stall,
     truncated or oversized transfer, checksum mismatch or a file that fails ``check``. URLs in
@@ -387,42 +446,75 @@ def download(
         raise _no_folder(dest, exc) from None
     remove_stale_temporaries(dest)
     log.info("downloading %s from %s", name, shown)
-    digest = hashlib.md5(usedforsecurity=False)
     window = STALL_SECONDS if stall_seconds is None else stall_seconds
     floor = STALL_BYTES if stall_bytes is None else stall_bytes
     cap = MAX_BYTES if max_bytes is None else max_bytes
     most = f"the most {name} can be" if max_bytes is not None else "the cap for a download"
-    body = _Body()
-    written = 0
-    head = b""  # the file's first bytes
-    total: Optional[int] = None
+    total: Optional[int] = None  # the whole file's size, as the server said it
     kind = ""
+    ranges = False  # the server takes byte ranges: a broken transfer can be taken up
+    validator = ""  # the file's ETag or Last-Modified: If-Range asks for the same file
+    resumes = 0
     with files.replacing(dest) as tmp:
-        with _writing(tmp, dest) as out:
-            try:
-                with _OPENER.open(_request(url), timeout=timeout) as response:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    kind = response.headers.get_content_type()
-                    encoding = (response.headers.get("Content-Encoding") or "identity").lower()
-                    if encoding.strip() not in ("identity", "gzip", "x-gzip"):
-                        raise DownloadError(
-                            f"{shown} sent {name} encoded as '{encoding}' (Content-Encoding),"
-                            f" which is not decoded here; {hint}"
-                        )
-                    if total is not None and total > cap:
-                        raise DownloadError(
-                            f"{shown} announces {total} bytes for {name}, more than {most}"
-                            f" ({cap} bytes); {hint}"
-                        )
-                    limit = cap if total is None else total
-                    with _progress_bar(name, total, progress) as advance:
+        with _writing(tmp, dest) as out, contextlib.ExitStack() as bar:
+            file = _Temporary(out, dest)
+            advance: Optional[Callable[[int], None]] = None  # once the size is known
+            while True:
+                offset = file.written if ranges else 0
+                body = _Body()
+                encoding = "identity"
+                try:
+                    request = _request(url)
+                    if offset:
+                        request.add_header("Range", f"bytes={offset}-")
+                        if validator:
+                            request.add_header("If-Range", validator)
+                    with _OPENER.open(request, timeout=timeout) as response:
+                        partial = response.status == 206
+                        if partial and _range_start(response) != offset:
+                            raise DownloadError(
+                                f"{shown} answered the request for {name} from byte {offset}"
+                                f" with other bytes (Content-Range:"
+                                f" {response.headers.get('Content-Range')}); {hint}"
+                            )
+                        if offset and not partial:
+                            log.info("%s sent %s whole again; starting over", shown, name)
+                            file.restart()
+                            offset = 0
+                        length = response.headers.get("Content-Length")
+                        expected = int(length) if length and length.isdigit() else None
+                        if partial:
+                            total = _range_size(response)
+                        else:
+                            total = expected
+                            kind = response.headers.get_content_type()
+                            tag = response.headers.get("ETag") or ""
+                            validator = "" if tag.startswith("W/") else tag
+                            validator = validator or response.headers.get("Last-Modified") or ""
+                        accepts = response.headers.get("Accept-Ranges") or ""
+                        ranges = partial or "bytes" in accepts.lower().split()
+                        encoding = (response.headers.get("Content-Encoding") or "identity").lower()
+                        if encoding.strip() not in ("identity", "gzip", "x-gzip"):
+                            raise DownloadError(
+                                f"{shown} sent {name} encoded as '{encoding}' (Content-Encoding),"
+                                f" which is not decoded here; {hint}"
+                            )
+                        if total is not None and total > cap:
+                            raise DownloadError(
+                                f"{shown} announces {total} bytes for {name}, more than {most}"
+                                f" ({cap} bytes); {hint}"
+                            )
+                        limit = cap - offset if expected is None else expected
+                        if advance is None:
+                            advance = bar.enter_context(_progress_bar(name, total, progress))
                         body.start(
                             response,
                             limit,
                             _Watch(window, floor),
                             advance,
-                            lambda: _oversized(name, shown, limit, total, most, hint),
+                            functools.partial(
+                                _oversized, name, shown, limit + offset, total, most, hint
+                            ),
                         )
                         # A mirror that sends the file gzip-encoded (a web server's or a
                         # bucket's setting): the file is what it decodes to, read a chunk at a
@@ -431,34 +523,51 @@ def download(
                         source: Any = (
                             gzip.GzipFile(fileobj=cast(IO[bytes], body), mode="rb") if gz else body
                         )
-                        while chunk := source.read1(min(CHUNK, cap - written + 1)):
-                            if written + len(chunk) > cap:
+                        while chunk := source.read1(min(CHUNK, cap - file.written + 1)):
+                            if file.written + len(chunk) > cap:
                                 raise _oversized(name, shown, cap, None, most, hint)
-                            _write(out, chunk, dest)
-                            digest.update(chunk)
-                            written += len(chunk)
-                            if len(head) < 64:
-                                head += chunk[:64]
-            except _Stalled as exc:
-                raise DownloadError(
-                    f"download of {name} from {shown} stalled: {exc} (at least"
-                    f" {floor} needed in {window:g} s); {hint}"
-                ) from None
-            except http.client.IncompleteRead as exc:
-                received = body.received + len(exc.partial)
-                raise _truncated(name, url, received, total, mirror) from exc
-            except EOFError as exc:  # a gzip-encoded body that ends before its end marker
-                raise _truncated(name, url, body.received, total, mirror) from exc
-            # zlib.error: a gzip-encoded body whose data is damaged (not an OSError)
-            except (OSError, http.client.HTTPException, ValueError, zlib.error) as exc:
-                where = "check the --mirror URL" if mirror else "pass --mirror URL"
-                raise DownloadError(
-                    f"could not download {name} from {shown}: {_reason(exc, url)}. Download it"
-                    f" by hand and put it at {dest}, or {where}"
-                ) from exc
-        if total is not None and body.received < total:
-            raise _truncated(name, url, body.received, total, mirror)
-        got = digest.hexdigest()
+                            file.add(chunk)
+                        if expected is not None and body.received < expected:
+                            raise _Cut(body.received)
+                    break
+                except _Stalled as exc:
+                    raise DownloadError(
+                        f"download of {name} from {shown} stalled: {exc} (at least"
+                        f" {floor} needed in {window:g} s); {hint}"
+                    ) from None
+                except (_Cut, http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
+                    # the connection closed, was reset or went silent mid-way
+                    cut = exc.received if isinstance(exc, _Cut) else body.received
+                    if isinstance(exc, http.client.IncompleteRead):
+                        cut += len(exc.partial)
+                    if ranges and body.received and encoding == "identity" and resumes < RESUMES:
+                        resumes += 1
+                        log.info(
+                            "download of %s from %s broke off at byte %d; resuming",
+                            name,
+                            shown,
+                            file.written,
+                        )
+                        continue
+                    if isinstance(exc, (_Cut, http.client.IncompleteRead)):
+                        received = cut if encoding != "identity" else offset + cut
+                        raise _truncated(name, url, received, total, mirror) from exc
+                    where = "check the --mirror URL" if mirror else "pass --mirror URL"
+                    raise DownloadError(
+                        f"could not download {name} from {shown}: {_reason(exc, url)}. Download"
+                        f" it by hand and put it at {dest}, or {where}"
+                    ) from exc
+                except EOFError as exc:  # a gzip-encoded body that ends before its end marker
+                    raise _truncated(name, url, body.received, total, mirror) from exc
+                # zlib.error: a gzip-encoded body whose data is damaged (not an OSError)
+                except (OSError, http.client.HTTPException, ValueError, zlib.error) as exc:
+                    where = "check the --mirror URL" if mirror else "pass --mirror URL"
+                    raise DownloadError(
+                        f"could not download {name} from {shown}: {_reason(exc, url)}. Download"
+                        f" it by hand and put it at {dest}, or {where}"
+                    ) from exc
+        got = file.digest.hexdigest()
+        head = file.head
         # An error or login page a server answers with 200: by its type, or by its first bytes
         # (a static server types it by the file name it was asked for, .npz); never a zip, as
         # a real .npz is, whatever a server that types everything text/html says. A page saved
@@ -481,5 +590,5 @@ def download(
                     f"downloaded {name} from {shown} is not a dataset file{said}: {exc}{kept};"
                     f" {hint}"
                 ) from exc
-    log.info("downloaded %s (%d bytes)", name, written)
+    log.info("downloaded %s (%d bytes)", name, file.written)
     return dest

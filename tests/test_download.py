@@ -906,3 +906,72 @@ def test_a_mirror_path_with_spaces_or_accents_is_percent_encoded(
     url = f"{base}/my mirror/données/breastmnist.npz"
     download(url, tmp_path / "e" / "breastmnist.npz", md5=None, progress=False)
     assert file_md5(tmp_path / "e" / "breastmnist.npz") == file_md5(folder / "breastmnist.npz")
+
+
+# ------------------------------------------------------------ a transfer that breaks off
+
+
+def _cutting_server(data: bytes, cut: int, honour_range: bool) -> tuple[ThreadingHTTPServer, list]:
+    """A real HTTP server on 127.0.0.1 that sends ``data`` (and says ``Accept-Ranges: bytes``)
+    but closes the connection after ``cut`` bytes the first time; later requests get it whole,
+    or, with ``honour_range``, the bytes a ``Range: bytes=N-`` asks for (206). The list it
+    returns with the server gets each request's Range header ("" for none)."""
+    asked: list[str] = []
+
+    class Cutting(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            wanted = self.headers.get("Range") or ""
+            asked.append(wanted)
+            if len(asked) == 1:
+                self.send_response(200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            start = int(wanted.removeprefix("bytes=").removesuffix("-")) if wanted else 0
+            if honour_range and start:
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+                start = 0
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:])
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Cutting)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server, asked
+
+
+@pytest.mark.parametrize("honour_range", [True, False], ids=["range", "ignores-range"])
+def test_a_transfer_that_breaks_off_is_taken_up_where_it_stopped(
+    tmp_path: Path, honour_range: bool
+) -> None:
+    """A connection that broke mid-way failed the download ("was truncated"), and the next try
+    started from byte 0 again. From a server that takes byte ranges it now goes on from where
+    it stopped (Range: bytes=K-), appending to the temporary; one that answers that request
+    with the whole file gets the file started over. The MD5 covers the whole file either way."""
+    import hashlib
+
+    data = os.urandom(300_000)
+    cut = 123_457
+    server, asked = _cutting_server(data, cut, honour_range)
+    dest = tmp_path / "d" / "breastmnist.npz"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/breastmnist.npz"
+        download(url, dest, md5=hashlib.md5(data).hexdigest(), progress=False, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert dest.read_bytes() == data
+    assert asked == ["", f"bytes={cut}-"]
+    assert _left(dest.parent) == ["breastmnist.npz"]
