@@ -11,7 +11,9 @@ import http.client
 import logging
 import os
 import re
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -179,7 +181,110 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return new
 
 
-_OPENER = urllib.request.build_opener(_Redirects)
+class _Deadline:
+    """The stall rule before the body: connecting and the answer's headers, redirects included,
+    within ``seconds`` all together (the socket timeout is per read, so a server that sends a
+    header byte now and then would keep the request going for ever). When the time is up
+    before :meth:`close`, the connections' sockets are shut down, which ends whatever read
+    waits on them."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+        self.lock = threading.Lock()
+        self.expired = self.closed = False
+        self.sockets: list[socket.socket] = []
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _expire(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.expired = True
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def watch(self, sock: socket.socket) -> None:
+        # a duplicate of its descriptor: shutting it down ends the connection, whatever
+        # (TLS) object the connection wraps the socket in afterwards
+        with self.lock:
+            self.sockets.append(sock.dup())
+        if self.expired:
+            self._expire()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.timer.cancel()
+            for sock in self.sockets:
+                sock.close()
+
+
+_ANSWERING = threading.local()  # the _Deadline of the request this thread is opening
+
+
+def _connect(address: tuple[str, int], timeout: Any, source: Any = None) -> socket.socket:
+    deadline: Optional[_Deadline] = getattr(_ANSWERING, "deadline", None)
+    if deadline is None or not isinstance(timeout, (int, float)):
+        return socket.create_connection(address, timeout, source)
+    # connecting within what is left of the deadline; reading with the socket timeout
+    left = max(0.001, min(timeout, deadline.end - time.monotonic()))
+    sock = socket.create_connection(address, left, source)
+    sock.settimeout(timeout)
+    deadline.watch(sock)
+    return sock
+
+
+class _Watched(urllib.request.AbstractHTTPHandler):
+    """urllib's HTTP(S) handlers, whose connections' sockets the request's deadline watches."""
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> Any:
+        def connection(*args: Any, **kw: Any) -> http.client.HTTPConnection:
+            made: http.client.HTTPConnection = http_class(*args, **kw)
+            made._create_connection = _connect  # type: ignore[attr-defined]
+            return made
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _HTTPHandler(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_Watched, urllib.request.HTTPSHandler):
+    pass
+
+
+class _Unanswered(Exception):
+    """No answer (its headers) came within the stall window."""
+
+
+@contextlib.contextmanager
+def _answer(request: urllib.request.Request, timeout: float, window: float) -> Iterator[Any]:
+    """The response to ``request``, its headers in within ``window`` seconds (else
+    :class:`_Unanswered`); ``timeout`` is the socket timeout of each read."""
+    deadline = _Deadline(window)
+    _ANSWERING.deadline = deadline
+    try:
+        response = _OPENER.open(request, timeout=timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        # a connect that timed out as the deadline came (not an answer such as HTTP 404)
+        late = time.monotonic() >= deadline.end and not isinstance(exc, urllib.error.HTTPError)
+        if deadline.expired or late:
+            raise _Unanswered() from exc
+        raise
+    finally:
+        _ANSWERING.deadline = None
+        deadline.close()
+    with response:
+        if deadline.expired:  # just as the headers came: its socket is shut down
+            raise _Unanswered()
+        yield response
+
+
+_OPENER = urllib.request.build_opener(_Redirects, _HTTPHandler, _HTTPSHandler)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -428,7 +533,8 @@ def download(
     that brings fewer than ``stall_bytes`` (default :data:`STALL_BYTES`) in ``stall_seconds``
     (default :data:`STALL_SECONDS`) is given up, and so is one that brings more than the
     server's ``Content-Length`` or than ``max_bytes`` (the most the file can be; default
-    :data:`MAX_BYTES`), or announces more than ``max_bytes``. A transfer that breaks off
+    :data:`MAX_BYTES`), or announces more than ``max_bytes``; connecting and the answer's
+    headers have ``stall_seconds`` in all. A transfer that breaks off
     (the connection closed or reset before the end) from a server that takes byte ranges
     (``Accept-Ranges: bytes``) is taken up where it stopped, with ``Range: bytes=N-``, up to
     :data:`RESUMES` times, each after an attempt that brought bytes; a server that answers
@@ -469,7 +575,7 @@ def download(
                         request.add_header("Range", f"bytes={offset}-")
                         if validator:
                             request.add_header("If-Range", validator)
-                    with _OPENER.open(request, timeout=timeout) as response:
+                    with _answer(request, timeout, window) as response:
                         partial = response.status == 206
                         if partial and _range_start(response) != offset:
                             raise DownloadError(
@@ -530,6 +636,11 @@ def download(
                         if expected is not None and body.received < expected:
                             raise _Cut(body.received)
                     break
+                except _Unanswered:
+                    raise DownloadError(
+                        f"download of {name} from {shown} stalled: no answer within {window:g} s"
+                        f" (the stall timeout); {hint}"
+                    ) from None
                 except _Stalled as exc:
                     raise DownloadError(
                         f"download of {name} from {shown} stalled: {exc} (at least"

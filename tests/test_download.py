@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -975,3 +976,40 @@ def test_a_transfer_that_breaks_off_is_taken_up_where_it_stopped(
     assert dest.read_bytes() == data
     assert asked == ["", f"bytes={cut}-"]
     assert _left(dest.parent) == ["breastmnist.npz"]
+
+
+@pytest.mark.parametrize("sends", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["nothing", "a status line"])
+def test_a_server_that_never_answers_is_given_up_by_the_stall_rule(
+    tmp_path: Path, sends: bytes
+) -> None:
+    """The stall rule covered the body only: a server that accepted the connection and never
+    sent its headers (or sent them a byte now and then) held the download for the socket
+    timeout per read, for ever with a trickle. Connecting and the headers now have the stall
+    window in all, and the message says so."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            accepted.append(conn)
+            conn.sendall(sends)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/breastmnist.npz"
+    dest = tmp_path / "d" / "breastmnist.npz"
+    try:
+        with pytest.raises(DownloadError) as err:
+            download(url, dest, md5=None, progress=False, timeout=10, stall_seconds=0.5)
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert str(err.value) == (
+        f"download of breastmnist.npz from {url} stalled: no answer within 0.5 s (the stall"
+        " timeout); try again or use --mirror URL"
+    )
+    assert _left(dest.parent) == []
