@@ -455,6 +455,41 @@ class _Body:
     read = read1
 
 
+class _Inflate:
+    """A ``Content-Encoding: deflate`` body, decoded a chunk at a time (``read1``, at most ``n``
+    bytes, so that a small body cannot decode to a huge one at once). Read as browsers do: a
+    zlib stream as the standard says, or raw deflate data, which many servers send instead
+    (told apart by whether the first two bytes are a zlib header). A body that ends before the
+    stream's end raises ``EOFError``, damaged data ``zlib.error``."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+        self.inflater: Any = None
+        self.pending = b""
+
+    def read1(self, n: int) -> bytes:
+        while True:
+            if self.inflater is None:
+                more = self.body.read1(CHUNK)
+                self.pending += more
+                if more and len(self.pending) < 2:
+                    continue
+                if not self.pending:
+                    raise EOFError("the deflate stream ended before it began")
+                first, second = self.pending[0], self.pending[1:2] or b"\0"
+                wrapped = first & 0x0F == 8 and (first << 8 | second[0]) % 31 == 0
+                self.inflater = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            if self.inflater.eof:
+                return b""
+            data = self.inflater.unconsumed_tail or self.pending or self.body.read1(CHUNK)
+            self.pending = b""
+            if not data:
+                raise EOFError("the deflate stream ended before its end")
+            chunk: bytes = self.inflater.decompress(data, n)
+            if chunk:
+                return chunk
+
+
 class _Cut(Exception):
     """The body ended (the server closed the connection) before the length it announced."""
 
@@ -600,7 +635,7 @@ def download(
                         accepts = response.headers.get("Accept-Ranges") or ""
                         ranges = partial or "bytes" in accepts.lower().split()
                         encoding = (response.headers.get("Content-Encoding") or "identity").lower()
-                        if encoding.strip() not in ("identity", "gzip", "x-gzip"):
+                        if encoding.strip() not in ("identity", "gzip", "x-gzip", "deflate"):
                             raise DownloadError(
                                 f"{shown} sent {name} encoded as '{encoding}' (Content-Encoding),"
                                 f" which is not decoded here; {hint}"
@@ -622,13 +657,14 @@ def download(
                                 _oversized, name, shown, limit + offset, total, most, hint
                             ),
                         )
-                        # A mirror that sends the file gzip-encoded (a web server's or a
-                        # bucket's setting): the file is what it decodes to, read a chunk at a
-                        # time (a small body can decode to a huge one).
-                        gz = encoding.strip() != "identity"
-                        source: Any = (
-                            gzip.GzipFile(fileobj=cast(IO[bytes], body), mode="rb") if gz else body
-                        )
+                        # A mirror that sends the file gzip- or deflate-encoded (a web
+                        # server's or a bucket's setting): the file is what it decodes to, read
+                        # a chunk at a time (a small body can decode to a huge one).
+                        source: Any = body
+                        if encoding.strip() == "deflate":
+                            source = _Inflate(body)
+                        elif encoding.strip() != "identity":
+                            source = gzip.GzipFile(fileobj=cast(IO[bytes], body), mode="rb")
                         while chunk := source.read1(min(CHUNK, cap - file.written + 1)):
                             if file.written + len(chunk) > cap:
                                 raise _oversized(name, shown, cap, None, most, hint)
@@ -668,9 +704,9 @@ def download(
                         f"could not download {name} from {shown}: {_reason(exc, url)}. Download"
                         f" it by hand and put it at {dest}, or {where}"
                     ) from exc
-                except EOFError as exc:  # a gzip-encoded body that ends before its end marker
+                except EOFError as exc:  # an encoded body that ends before its end marker
                     raise _truncated(name, url, body.received, total, mirror) from exc
-                # zlib.error: a gzip-encoded body whose data is damaged (not an OSError)
+                # zlib.error: an encoded body whose data is damaged (not an OSError)
                 except (OSError, http.client.HTTPException, ValueError, zlib.error) as exc:
                     where = "check the --mirror URL" if mirror else "pass --mirror URL"
                     raise DownloadError(

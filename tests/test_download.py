@@ -1013,3 +1013,59 @@ def test_a_server_that_never_answers_is_given_up_by_the_stall_rule(
         " timeout); try again or use --mirror URL"
     )
     assert _left(dest.parent) == []
+
+
+def test_a_mirror_that_sends_the_file_deflate_encoded(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """``Content-Encoding: deflate`` was refused ("which is not decoded here") while gzip was
+    decoded. Both of its forms are now decoded, as browsers do: the zlib stream the standard
+    names and the raw deflate data many servers send; a body cut short is "truncated", and
+    the file's cap bounds what a small body decodes to."""
+    import zlib
+
+    source = dataset_file(tiny_catalog.data_dir, "breastmnist").read_bytes()
+    raw = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    bodies = {
+        "zlib": zlib.compress(source),
+        "raw": raw.compress(source) + raw.flush(),
+        "short": zlib.compress(source)[:-200],
+        "bomb": zlib.compress(bytes(8 << 20)),
+    }
+
+    class Deflating(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = bodies[self.path.split("/")[1]]
+            self.send_response(200)
+            self.send_header("Content-Encoding", "deflate")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Deflating)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    catalog = tiny_catalog.catalog
+    try:
+        for form in ("zlib", "raw"):
+            path, _ = ensure_file(catalog, "breastmnist", tmp_path, mirror=f"{base}/{form}")
+            assert path.read_bytes() == source, form
+            path.unlink()
+        with pytest.raises(DownloadError) as err:
+            ensure_file(catalog, "breastmnist", tmp_path, mirror=f"{base}/short")
+        assert "was truncated" in str(err.value)
+        dest = tmp_path / "b" / "breastmnist.npz"
+        with pytest.raises(DownloadError) as err:
+            download(
+                f"{base}/bomb/breastmnist.npz", dest, md5=None, progress=False, max_bytes=1 << 20
+            )
+        assert "stopped: it sent more than the most breastmnist.npz can be (1048576" in str(
+            err.value
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not path.exists() and not list(tmp_path.rglob(".*.tmp"))  # nothing half-written
