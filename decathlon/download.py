@@ -94,8 +94,10 @@ def shown_url(url: str) -> str:
 
 def mirror_url(mirror: str, name: str) -> str:
     """The URL of file ``name`` on a mirror: ``MIRROR/name``, any query (``?token=...``) kept
-    after the path."""
-    parts = urllib.parse.urlsplit(mirror)
+    after the path. A ``#`` in the mirror is taken literally (``%23``): a fragment means
+    nothing to a folder files are fetched from, and cutting there fetched from another one
+    (``/my#files/`` asked ``/my/NAME``)."""
+    parts = urllib.parse.urlsplit(mirror.replace("#", "%23"))
     path = f"{parts.path.rstrip('/')}/{name}"
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
@@ -141,10 +143,12 @@ def _request(url: str) -> urllib.request.Request:
     behind HTTP basic authentication) go into an ``Authorization`` header, which urllib does
     not do by itself (it read ``password@host`` as the host). Its path is percent-encoded as
     a browser would (``/my mirror/données`` -> ``/my%20mirror/donn%C3%A9es``): http.client
-    refuses a space and cannot send other than ASCII; one already encoded stays as it is."""
+    refuses a space and cannot send other than ASCII; one already encoded stays as it is, and
+    a ``%`` that starts no escape is one itself (``/100%/`` -> ``/100%25/``)."""
     headers = {"User-Agent": f"medmnist-decathlon/{__version__}"}
     parts = urllib.parse.urlsplit(url)
-    parts = parts._replace(path=urllib.parse.quote(parts.path, safe="/%:@!$&'()*+,;=~"))
+    path = re.sub("%(?![0-9A-Fa-f]{2})", "%25", parts.path)
+    parts = parts._replace(path=urllib.parse.quote(path, safe="/%:@!$&'()*+,;=~"))
     url = urllib.parse.urlunsplit(parts)
     if "@" in parts.netloc:
         userinfo, _, host = parts.netloc.rpartition("@")

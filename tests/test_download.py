@@ -1069,3 +1069,46 @@ def test_a_mirror_that_sends_the_file_deflate_encoded(
         server.shutdown()
         server.server_close()
     assert not path.exists() and not list(tmp_path.rglob(".*.tmp"))  # nothing half-written
+
+
+def test_a_literal_percent_or_hash_in_a_mirror_folder_is_encoded_once(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """A ``%`` that starts no escape (``/100%/``) went out as it was, a request line a strict
+    server refuses (400), and a ``#`` cut the mirror there: ``/my#files/`` asked ``/my/NAME``.
+    Now they go out as ``%25`` and ``%23``; an escape already there (``%20``) is kept once."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    served = tmp_path / "served"
+    asked: list[str] = []
+
+    class Recording(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    for folder in ("100%", "my#files", "my files"):
+        (served / folder).mkdir(parents=True)
+        shutil.copyfile(
+            dataset_file(tiny_catalog.data_dir, "breastmnist"), served / folder / "breastmnist.npz"
+        )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Recording, directory=str(served)))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for mirror in (f"{base}/100%/", f"{base}/my#files", f"{base}/my%20files/"):
+            data_dir = tmp_path / "d"
+            ensure_file(tiny_catalog.catalog, "breastmnist", data_dir, mirror=mirror)
+            shutil.rmtree(data_dir)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == [
+        "/100%25/breastmnist.npz",
+        "/my%23files/breastmnist.npz",
+        "/my%20files/breastmnist.npz",
+    ]
