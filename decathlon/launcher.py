@@ -151,9 +151,19 @@ def probe(
     return True, ""
 
 
-def worker_environment(n_jobs: int, device: str) -> dict[str, str]:
+def private_tmp() -> Path:
+    """A new temporary folder for one unsealed task, to be its TMPDIR (a sealed task has a
+    private ``/tmp`` already): what it leaves there goes when the task ends, not into the
+    harness's own temporary folder, shared by every task. The name is short, directly under
+    the harness's temporary folder (``/tmp/dcl-XXXXXXXX``): multiprocessing's forkserver puts
+    an AF_UNIX socket under TMPDIR, and a socket's path may have 108 bytes at the most."""
+    return Path(tempfile.mkdtemp(prefix="dcl-"))
+
+
+def worker_environment(n_jobs: int, device: str, tmp: Path | None = None) -> dict[str, str]:
     """The worker's environment: the harness's, less its Python paths and the variables that
-    say where the data is, with thread counts set."""
+    say where the data is, with thread counts set, and ``tmp`` (see :func:`private_tmp`) as
+    its TMPDIR, TEMP and TMP when given."""
     dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *sandbox.DATA_LOCATION_VARIABLES)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     threads = str(max(1, n_jobs))
@@ -162,6 +172,9 @@ def worker_environment(n_jobs: int, device: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
+    if tmp is not None:
+        for name in ("TMPDIR", "TEMP", "TMP"):
+            env[name] = str(tmp)
     return env
 
 

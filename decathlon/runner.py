@@ -639,7 +639,9 @@ class Runner:
         task_file = task_dir / rundir.TASK_SPEC
         rundir.write_json(task_file, spec)
         python = str(environments.interpreter(self.adapter))
-        env = launcher.worker_environment(self.config.n_jobs, self.device)
+        # Sealed, the task's /tmp is a private one already (see decathlon.sandbox).
+        tmp = None if self.sandbox.sealed else launcher.private_tmp()
+        env = launcher.worker_environment(self.config.n_jobs, self.device, tmp)
         try:
             outcome = run_limited(
                 launcher.command(python, task_file),
@@ -655,6 +657,8 @@ class Runner:
             )
         finally:  # also on Ctrl-C or SIGTERM, once run_limited has taken the tree down
             rundir.remove_tree(scratch)
+            if tmp is not None:
+                rundir.remove_tree(tmp)
         base["elapsed_s"] = round(outcome.elapsed, 2)
         notes = rundir.read_task_json(predictions / rundir.WORKER_INFO) or {}
         failure = launcher.failure(outcome, task.budget, predictions, task_dir / rundir.LOG)

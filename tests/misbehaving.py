@@ -80,6 +80,8 @@ ADAPTERS = (
     _adapter("mis_forker", "fork_bomb", _LONG, options={"processes": 300, "then": "raise"}),
     _adapter("mis_log_filler", "fill_log", _LONG),
     _adapter("mis_fork_ender", "end_a_fork", _LONG),
+    _adapter("mis_temp_writer", "write_temp", _LONG, options={"then": "return"}),
+    _adapter("mis_temp_sleeper", "write_temp", _SHORT, options={"then": "sleep"}),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -195,6 +197,29 @@ def end_a_fork(task: Task) -> Predictions:
     child.terminate()
     child.join(10)
     return valid_predictions(task, {"child_exit": child.exitcode})
+
+
+def write_temp(task: Task) -> Predictions:
+    """Writes where its temporary files go to ``output_dir/temp.json`` (TMPDIR, TEMP, TMP and
+    ``tempfile.gettempdir()``), leaves a file there and a read-only folder holding a read-only
+    file, then returns (``then``: ``return``) or sleeps past its hard limit (``sleep``)."""
+    import tempfile
+
+    where = tempfile.gettempdir()
+    (Path(where) / "left.txt").write_text("left behind")
+    nested = Path(tempfile.mkdtemp())
+    (nested / "deeper").mkdir()
+    (nested / "deeper" / "locked.txt").write_text("read-only")
+    for path in (nested / "deeper" / "locked.txt", nested / "deeper", nested):
+        path.chmod(0o500 if path.is_dir() else 0o400)
+    found = {name: os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")}
+    found["gettempdir"] = where
+    found["nested"] = str(nested)
+    (task.output_dir / "temp.json").write_text(json.dumps(found))
+    if task.options["then"] == "sleep":
+        while True:
+            time.sleep(1)
+    return valid_predictions(task)
 
 
 def sleep_forever(task: Task) -> Predictions:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -230,6 +231,53 @@ def test_memory_cap(tiny_catalog: TinyData, tmp_path: Path) -> None:
     assert "memory cap of 300 MB" in split_rows["test"]["reason"]
     assert float(split_rows["test"]["elapsed_s"]) < misbehaving.LONG_LIMIT
     assert_tree_gone(tmp_path / "run" / "tasks" / "breastmnist" / "seed0")
+
+
+# ---------------------------------------------------------------------------- temporary files
+
+
+def _temp_of(run_dir: Path, seed: int = 0) -> dict[str, str]:
+    task_dir = run_dir / "tasks" / "breastmnist" / f"seed{seed}"
+    return json.loads((task_dir / "output" / "temp.json").read_text())
+
+
+def test_each_unsealed_task_has_a_short_private_tmpdir_removed_after_it(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """TMPDIR, TEMP and TMP name a folder of the task's own, short enough for forkserver's
+    socket path, and it goes with what the task left there (read-only folders included)."""
+    rows = run("mis_temp_writer", tiny_catalog, tmp_path / "run", sandbox="off", seeds=(0, 1))
+    assert {r["status"] for r in rows if r["dataset"] == "breastmnist"} == {"ok"}
+    found = [_temp_of(tmp_path / "run", seed) for seed in (0, 1)]
+    for temp in found:
+        assert temp["TMPDIR"] == temp["TEMP"] == temp["TMP"] == temp["gettempdir"]
+        assert len(temp["TMPDIR"]) < 40, temp
+        assert os.path.realpath(temp["TMPDIR"]) != os.path.realpath(tempfile.gettempdir())
+        assert temp["nested"].startswith(temp["TMPDIR"] + "/")
+        assert not os.path.lexists(temp["TMPDIR"])
+    assert found[0]["TMPDIR"] != found[1]["TMPDIR"]
+
+
+def test_a_task_killed_at_its_hard_limit_leaves_no_temporary_files(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    rows = run("mis_temp_sleeper", tiny_catalog, tmp_path / "run", sandbox="off")
+    all_status(task_rows(rows, "breastmnist"), "timeout")
+    temp = _temp_of(tmp_path / "run")
+    assert len(temp["TMPDIR"]) < 40
+    assert os.path.realpath(temp["TMPDIR"]) != os.path.realpath(tempfile.gettempdir())
+    assert not os.path.lexists(temp["TMPDIR"])
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="no bwrap to seal the task")
+def test_a_sealed_task_writes_its_temporary_files_in_its_private_tmp(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    rows = run("mis_temp_writer", tiny_catalog, tmp_path / "run", sandbox="required")
+    assert {r["status"] for r in task_rows(rows, "breastmnist").values()} == {"ok"}, rows
+    temp = _temp_of(tmp_path / "run")
+    assert os.path.realpath(temp["gettempdir"]) == "/tmp"
+    assert not os.path.lexists(temp["nested"])  # the sandbox's /tmp, not the harness's
 
 
 # ---------------------------------------------------------------------------- crashes
