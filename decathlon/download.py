@@ -115,14 +115,21 @@ def _secrets(url: str) -> list[str]:
     return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
 
 
-def has_secrets(url: str) -> bool:
-    """Whether ``url`` holds what no file may keep: credentials, a query, a fragment (or it
-    cannot be parsed, so that it cannot be told)."""
+def has_secrets(mirror: str) -> bool:
+    """Whether ``mirror`` holds what no file may keep: credentials or a query (or it cannot be
+    parsed, so that it cannot be told). A ``#`` is part of its folder's path, as
+    :func:`mirror_url` takes it, not a fragment: no secret."""
     try:
-        parts = urllib.parse.urlsplit(url)
+        parts = urllib.parse.urlsplit(mirror.replace("#", "%23"))
     except ValueError:
         return True
-    return "@" in parts.netloc or bool(parts.query or parts.fragment)
+    return "@" in parts.netloc or bool(parts.query)
+
+
+def shown_mirror(mirror: str) -> str:
+    """``mirror`` as :func:`shown_url` shows a URL, its ``#`` kept in the path (``%23``), as
+    :func:`mirror_url` takes it: the folder files come from, not a shorter one."""
+    return shown_url(mirror.replace("#", "%23"))
 
 
 def _reason(exc: BaseException, url: str) -> str:

@@ -532,7 +532,7 @@ class Runner:
         The mirror is written without its credentials or query: the file is shared."""
         config = self.config.to_json()
         if self.config.mirror and download.has_secrets(self.config.mirror):
-            config["mirror"] = download.shown_url(self.config.mirror)
+            config["mirror"] = download.shown_mirror(self.config.mirror)
             config["mirror_withheld"] = True
         return {
             "config": config,

@@ -741,33 +741,38 @@ def test_redownload_replaces_a_damaged_file(
     assert_one_line_error(exited.value.code, capsys.readouterr().err, "not allowed with argument")
 
 
-@pytest.mark.parametrize("secret", ["?token=s3cret", ""], ids=["with-a-token", "without"])
+@pytest.mark.parametrize(
+    ("folder", "secret"),
+    [("m", "?token=s3cret"), ("m", ""), ("m#1", "")],
+    ids=["with-a-token", "without", "a-hash-in-the-folder"],
+)
 def test_config_json_keeps_no_mirror_secret_and_resume_takes_the_mirror_again(
     capsys: pytest.CaptureFixture[str],
     tiny_catalog: TinyData,
     monkeypatch,
     tmp_path: Path,
     http_server: tuple[str, Path],
+    folder: str,
     secret: str,
 ) -> None:
     """config.json recorded ``--mirror URL?token=...`` as given, in a file users share. Now it
     records the URL without credentials or query; a resume that must download from such a
     mirror says in one line to give --mirror again, and takes it; a mirror without a secret
-    resumes from config.json as before."""
+    resumes from config.json as before, a '#' in its folder (no secret) included."""
     monkeypatch.setenv("DECATHLON_INFO", str(tiny_catalog.info_path))
     base, served = http_server
-    (served / "m").mkdir()
-    copy_dataset(tiny_catalog.data_dir, "breastmnist", served / "m")  # retinamnist: not yet
-    mirror = f"{base}/m{secret}"
+    (served / folder).mkdir()
+    copy_dataset(tiny_catalog.data_dir, "breastmnist", served / folder)  # retinamnist: not yet
+    mirror = f"{base}/{folder}{secret}"
     data_dir, run_dir = tmp_path / "data", tmp_path / "run"
     flags = ["--adapter", "mis_good", "--datasets", "breastmnist,retinamnist"]
     code, out, err = main(capsys, *_run_args(data_dir, run_dir, "--mirror", mirror), *flags)
     assert code == 1 and "HTTP 404" in out, out + err  # retinamnist
     record = json.loads((run_dir / "config.json").read_text())
-    assert record["config"]["mirror"] == f"{base}/m"
+    assert record["config"]["mirror"] == f"{base}/{folder}"
     assert record["config"].get("mirror_withheld", False) is bool(secret)
 
-    copy_dataset(tiny_catalog.data_dir, "retinamnist", served / "m")
+    copy_dataset(tiny_catalog.data_dir, "retinamnist", served / folder)
     resume = ["run", "--resume", str(run_dir), "--retry-failed", "--no-progress"]
     if secret:
         code, out, err = main(capsys, *resume)
@@ -785,7 +790,7 @@ def test_config_json_keeps_no_mirror_secret_and_resume_takes_the_mirror_again(
     rows = leaderboard.read(run_dir / "leaderboard.csv")
     assert {r["status"] for r in rows if r["dataset"] != "decathlon"} == {"ok"}
     assert (data_dir / "retinamnist.npz").read_bytes() == (
-        served / "m" / "retinamnist.npz"
+        served / folder / "retinamnist.npz"
     ).read_bytes()
     for path in run_dir.rglob("*"):
         if path.is_file():

@@ -567,16 +567,26 @@ def test_a_mirror_with_credentials_is_asked_with_them_and_never_shows_them(
         ("https://host/m", False),
         ("https://host/m?token=x", True),
         ("https://user:pw@host/m", True),
-        ("https://host/m#frag", True),
+        ("https://host/my#files/", False),  # a literal '#' (sent as %23): part of the folder
+        ("https://host/my#files/?token=x", True),
+        ("https://u:pw@host/my#files/", True),
         ("http://[::1/m", True),  # cannot be parsed: cannot be told
     ],
 )
 def test_what_a_mirror_has_to_withhold(url: str, secret: bool) -> None:
     """config.json kept a mirror as ``shown_url`` spelled it whenever the strings differed, so a
-    resume demanded --mirror again of ``HTTP://host/m``, which holds no secret."""
+    resume demanded --mirror again of ``HTTP://host/m``, which holds no secret. A mirror's '#'
+    counted as a fragment, a secret, though it is sent as %23, part of the folder's path."""
     from decathlon.download import has_secrets
 
     assert has_secrets(url) is secret
+
+
+def test_a_withheld_mirror_is_recorded_with_its_whole_folder() -> None:
+    """A mirror with a '#' in its folder and a token was recorded cut at the '#'."""
+    from decathlon.download import shown_mirror
+
+    assert shown_mirror("https://host/my#files/?token=x") == "https://host/my%23files/"
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
