@@ -470,13 +470,16 @@ class _Inflate:
     """A ``Content-Encoding: deflate`` body, decoded a chunk at a time (``read1``, at most ``n``
     bytes, so that a small body cannot decode to a huge one at once). Read as browsers do: a
     zlib stream as the standard says, or raw deflate data, which many servers send instead
-    (told apart by whether the first two bytes are a zlib header). A body that ends before the
+    (told apart by whether the first two bytes are a zlib header). Raw data whose first two
+    bytes happen to read as a zlib header fails as a zlib stream: one that fails in its first
+    chunk, before it gave a byte, is read again as raw data. A body that ends before the
     stream's end raises ``EOFError``, damaged data ``zlib.error``."""
 
     def __init__(self, body: Any) -> None:
         self.body = body
         self.inflater: Any = None
         self.pending = b""
+        self.first: Optional[bytes] = None  # the first chunk, while it may be read again as raw
 
     def read1(self, n: int) -> bytes:
         while True:
@@ -490,14 +493,25 @@ class _Inflate:
                 first, second = self.pending[0], self.pending[1:2] or b"\0"
                 wrapped = first & 0x0F == 8 and (first << 8 | second[0]) % 31 == 0
                 self.inflater = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+                self.first = self.pending if wrapped else None
             if self.inflater.eof:
                 return b""
-            data = self.inflater.unconsumed_tail or self.pending or self.body.read1(CHUNK)
+            data = self.inflater.unconsumed_tail or self.pending
+            if not data:
+                data, self.first = self.body.read1(CHUNK), None
             self.pending = b""
             if not data:
                 raise EOFError("the deflate stream ended before its end")
-            chunk: bytes = self.inflater.decompress(data, n)
+            try:
+                chunk: bytes = self.inflater.decompress(data, n)
+            except zlib.error:
+                if self.first is None:
+                    raise
+                self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                self.pending, self.first = self.first, None
+                continue
             if chunk:
+                self.first = None
                 return chunk
 
 

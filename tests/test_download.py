@@ -1031,14 +1031,23 @@ def test_a_mirror_that_sends_the_file_deflate_encoded(
     """``Content-Encoding: deflate`` was refused ("which is not decoded here") while gzip was
     decoded. Both of its forms are now decoded, as browsers do: the zlib stream the standard
     names and the raw deflate data many servers send; a body cut short is "truncated", and
-    the file's cap bounds what a small body decodes to."""
+    the file's cap bounds what a small body decodes to. Raw deflate data whose first two bytes
+    happen to read as a zlib header (here 78 9C, a stored block of 156 bytes) failed as damaged;
+    it is now read again as raw data, as browsers do."""
     import zlib
 
     source = dataset_file(tiny_catalog.data_dir, "breastmnist").read_bytes()
     raw = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    rest = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    # a stored, not final block (first byte 0x78: BTYPE 00 and padding bits), LEN 156 = 0x009C
+    lookalike = b"\x78\x9c\x00\x63\xff" + source[:156] + rest.compress(source[156:]) + rest.flush()
+    assert zlib.decompressobj(-zlib.MAX_WBITS).decompress(lookalike) == source
+    with pytest.raises(zlib.error):  # read as a zlib stream, it is damaged
+        zlib.decompressobj().decompress(lookalike)
     bodies = {
         "zlib": zlib.compress(source),
         "raw": raw.compress(source) + raw.flush(),
+        "lookalike": lookalike,
         "short": zlib.compress(source)[:-200],
         "bomb": zlib.compress(bytes(8 << 20)),
     }
@@ -1060,7 +1069,7 @@ def test_a_mirror_that_sends_the_file_deflate_encoded(
     base = f"http://127.0.0.1:{server.server_address[1]}"
     catalog = tiny_catalog.catalog
     try:
-        for form in ("zlib", "raw"):
+        for form in ("zlib", "raw", "lookalike"):
             path, _ = ensure_file(catalog, "breastmnist", tmp_path, mirror=f"{base}/{form}")
             assert path.read_bytes() == source, form
             path.unlink()
