@@ -922,11 +922,14 @@ def test_a_mirror_path_with_spaces_or_accents_is_percent_encoded(
 # ------------------------------------------------------------ a transfer that breaks off
 
 
-def _cutting_server(data: bytes, cut: int, honour_range: bool) -> tuple[ThreadingHTTPServer, list]:
+def _cutting_server(
+    data: bytes, cut: int, honour_range: bool, *, always: bool = False
+) -> tuple[ThreadingHTTPServer, list]:
     """A real HTTP server on 127.0.0.1 that sends ``data`` (and says ``Accept-Ranges: bytes``)
     but closes the connection after ``cut`` bytes the first time; later requests get it whole,
-    or, with ``honour_range``, the bytes a ``Range: bytes=N-`` asks for (206). The list it
-    returns with the server gets each request's Range header ("" for none)."""
+    or, with ``honour_range``, the bytes a ``Range: bytes=N-`` asks for (206); ``always``: each
+    of those breaks off after ``cut`` bytes too. The list it returns with the server gets each
+    request's Range header ("" for none)."""
     asked: list[str] = []
 
     class Cutting(BaseHTTPRequestHandler):
@@ -952,7 +955,9 @@ def _cutting_server(data: bytes, cut: int, honour_range: bool) -> tuple[Threadin
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(len(data) - start))
             self.end_headers()
-            self.wfile.write(data[start:])
+            self.wfile.write(data[start : start + cut] if always else data[start:])
+            self.wfile.flush()
+            self.close_connection = always
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -986,6 +991,33 @@ def test_a_transfer_that_breaks_off_is_taken_up_where_it_stopped(
     assert dest.read_bytes() == data
     assert asked == ["", f"bytes={cut}-"]
     assert _left(dest.parent) == ["breastmnist.npz"]
+
+
+def test_a_transfer_that_breaks_off_every_time_is_truncated_after_the_last_resume(
+    tmp_path: Path,
+) -> None:
+    """A server that breaks every transfer off is taken up RESUMES times, each from where the
+    last stopped, then the download fails as truncated, saying how much came, and leaves no
+    temporary behind."""
+    from decathlon.download import RESUMES
+
+    data = os.urandom(300_000)
+    cut = 10_000
+    server, asked = _cutting_server(data, cut, True, always=True)
+    dest = tmp_path / "d" / "breastmnist.npz"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/breastmnist.npz"
+        with pytest.raises(DownloadError) as err:
+            download(url, dest, md5=None, progress=False, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert RESUMES == 5
+    assert asked == ["", *(f"bytes={cut * k}-" for k in range(1, RESUMES + 1))]
+    received = cut * (RESUMES + 1)
+    assert f"was truncated: received {received} " in str(err.value), str(err.value)
+    assert "300000" in str(err.value)
+    assert _left(dest.parent) == []
 
 
 @pytest.mark.parametrize("sends", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["nothing", "a status line"])
