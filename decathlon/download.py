@@ -44,20 +44,36 @@ MAX_BYTES = 64 << 30
 RESUMES = 5
 
 
+class _Bar:
+    """A download's bar in a rich ``Progress`` (none: nothing drawn): ``advance(n_bytes)``, and
+    ``restart()`` when a server sends the file whole again, so that it counts from 0."""
+
+    def __init__(self, progress: Any = None, task: Any = None) -> None:
+        self.progress, self.task = progress, task
+
+    def advance(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, n)
+
+    def restart(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=0)
+
+
 @contextlib.contextmanager
-def _progress_bar(name: str, total: Optional[int], enabled: Any) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n_bytes)``; draws a rich bar on stderr only when it is a terminal, or,
+def _progress_bar(name: str, total: Optional[int], enabled: Any) -> Iterator[_Bar]:
+    """Yield a :class:`_Bar`; draws a rich bar on stderr only when it is a terminal, or,
     when ``enabled`` is a ``rich.progress.Progress`` already on the screen (a run's live
     display), a bar of its own in it: a second live display would draw over the first."""
     if hasattr(enabled, "add_task"):
         task = enabled.add_task(name, total=total, detail="downloading")
         try:
-            yield lambda n: enabled.advance(task, n)
+            yield _Bar(enabled, task)
         finally:
             enabled.remove_task(task)
         return
     if not (enabled and sys.stderr.isatty()):
-        yield lambda n: None
+        yield _Bar()
         return
     from rich.console import Console
     from rich.progress import (
@@ -78,7 +94,7 @@ def _progress_bar(name: str, total: Optional[int], enabled: Any) -> Iterator[Cal
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(name, total=total)
-        yield lambda n: bar.advance(task, n)
+        yield _Bar(bar, task)
 
 
 def shown_url(url: str) -> str:
@@ -624,7 +640,7 @@ def download(
     with files.replacing(dest) as tmp:
         with _writing(tmp, dest) as out, contextlib.ExitStack() as bar:
             file = _Temporary(out, dest)
-            advance: Optional[Callable[[int], None]] = None  # once the size is known
+            shown_bar: Optional[_Bar] = None  # once the size is known
             while True:
                 offset = file.written if ranges else 0
                 body = _Body()
@@ -647,6 +663,8 @@ def download(
                             log.info("%s sent %s whole again; starting over", shown, name)
                             file.restart()
                             offset = 0
+                            if shown_bar is not None:
+                                shown_bar.restart()
                         length = response.headers.get("Content-Length")
                         expected = int(length) if length and length.isdigit() else None
                         if partial:
@@ -671,13 +689,13 @@ def download(
                                 f" ({cap} bytes); {hint}"
                             )
                         limit = cap - offset if expected is None else expected
-                        if advance is None:
-                            advance = bar.enter_context(_progress_bar(name, total, progress))
+                        if shown_bar is None:
+                            shown_bar = bar.enter_context(_progress_bar(name, total, progress))
                         body.start(
                             response,
                             limit,
                             _Watch(window, floor),
-                            advance,
+                            shown_bar.advance,
                             functools.partial(
                                 _oversized, name, shown, limit + offset, total, most, hint
                             ),

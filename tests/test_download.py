@@ -993,6 +993,34 @@ def test_a_transfer_that_breaks_off_is_taken_up_where_it_stopped(
     assert _left(dest.parent) == ["breastmnist.npz"]
 
 
+def test_the_bar_counts_from_0_again_when_the_file_is_sent_whole_again(tmp_path: Path) -> None:
+    """A server that answered the Range request with the whole file (200) had the file started
+    over, but the progress bar went on from where it was: past the file's size."""
+    from rich.progress import Progress, TaskID
+
+    class Kept(Progress):
+        """A rich Progress (never drawn) that keeps what each bar counted when it goes."""
+
+        counted: list[float] = []
+
+        def remove_task(self, task_id: TaskID) -> None:
+            self.counted.append(self._tasks[task_id].completed)
+            super().remove_task(task_id)
+
+    data = os.urandom(300_000)
+    server, asked = _cutting_server(data, 123_457, False)
+    dest = tmp_path / "d" / "breastmnist.npz"
+    shown = Kept()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/breastmnist.npz"
+        download(url, dest, md5=None, progress=shown, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["", "bytes=123457-"] and dest.read_bytes() == data
+    assert shown.counted == [len(data)]
+
+
 def test_a_transfer_that_breaks_off_every_time_is_truncated_after_the_last_resume(
     tmp_path: Path,
 ) -> None:
