@@ -487,10 +487,11 @@ def _staging_dir(run_dir: Path) -> Path:
 
 def _kill_leftovers(runner: Runner, where: Path, task: PlannedTask) -> None:
     """Stop what a dead attempt left running on this machine (its worker outlived it), then
-    remove its scratch folder, as the end of any task does."""
+    remove its scratch folder and its private temporary folder, as the end of any task does."""
     task_dir = runner.task_dir(where, task)
     rundir.stop_leftovers(task_dir, runner.config.kill_grace)
     rundir.remove_tree(task_dir / rundir.SCRATCH)
+    rundir.remove_recorded_tmp(task_dir)
 
 
 def _result(

@@ -151,19 +151,10 @@ def probe(
     return True, ""
 
 
-def private_tmp() -> Path:
-    """A new temporary folder for one unsealed task, to be its TMPDIR (a sealed task has a
-    private ``/tmp`` already): what it leaves there goes when the task ends, not into the
-    harness's own temporary folder, shared by every task. The name is short, directly under
-    the harness's temporary folder (``/tmp/dcl-XXXXXXXX``): multiprocessing's forkserver puts
-    an AF_UNIX socket under TMPDIR, and a socket's path may have 108 bytes at the most."""
-    return Path(tempfile.mkdtemp(prefix="dcl-"))
-
-
 def worker_environment(n_jobs: int, device: str, tmp: Path | None = None) -> dict[str, str]:
     """The worker's environment: the harness's, less its Python paths and the variables that
-    say where the data is, with thread counts set, and ``tmp`` (see :func:`private_tmp`) as
-    its TMPDIR, TEMP and TMP when given."""
+    say where the data is, with thread counts set, and ``tmp`` (see
+    :func:`decathlon.rundir.private_tmp`) as its TMPDIR, TEMP and TMP when given."""
     dropped = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *sandbox.DATA_LOCATION_VARIABLES)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     threads = str(max(1, n_jobs))

@@ -12,6 +12,10 @@
         result.json               the task's rows: a task is finished when this file exists
         predictions/ output/ evaluator/
         scratch/                  the adapter's scratch folder, removed when the task ends
+
+An unsealed task's TMPDIR is a folder of its own, ``/tmp/dcl-XXXXXXXX`` (see ``private_tmp``),
+named in its ``task.json`` (``tmp_dir``, with the ``tmp_host`` it is on) so that a run killed
+mid-task has it removed by the next one, as it has ``scratch/``.
         attempts/<K>/             earlier attempts (``run --retry-failed``)
 
 The runner, the Dask executor, the conformance check, ``compare`` and ``show`` read and write it
@@ -24,8 +28,11 @@ import contextlib
 import fcntl
 import json
 import os
+import platform
+import re
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,8 @@ WORKER_ERROR = "error.json"
 SCRATCH = "scratch"
 ATTEMPTS = "attempts"
 LOCK = ".lock"
+#: The prefix of a task's private temporary folder, directly under the temporary folder.
+TMP_PREFIX = "dcl-"
 
 
 @contextlib.contextmanager
@@ -258,20 +267,59 @@ def stop_leftovers(task_folder: Path, kill_grace: float) -> None:
         kill_tree(None, tag, grace=kill_grace)
 
 
+def private_tmp() -> Path:
+    """A new temporary folder for one unsealed task, to be its TMPDIR (a sealed task has a
+    private ``/tmp`` already): what it leaves there goes when the task ends, not into the
+    harness's own temporary folder, shared by every task. The name is short, directly under
+    the harness's temporary folder (``/tmp/dcl-XXXXXXXX``): multiprocessing's forkserver puts
+    an AF_UNIX socket under TMPDIR, and a socket's path may have 108 bytes at the most."""
+    return Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+
+
+def tmp_record(tmp: Path | None) -> dict[str, str | None]:
+    """What ``task.json`` says of the task's private temporary folder (``None`` when sealed)."""
+    return {"tmp_dir": None if tmp is None else str(tmp), "tmp_host": platform.node()}
+
+
+def remove_recorded_tmp(task_folder: Path) -> None:
+    """Remove the private temporary folder a task's ``task.json`` names, which a harness (or a
+    Dask worker) killed mid-task left. Only a real folder of ours on this machine, named as
+    :func:`private_tmp` names them and directly under the temporary folder, is removed: the
+    file is the task's folder's, which the task could write in."""
+    spec = read_json(task_folder / TASK_SPEC) or {}
+    raw = spec.get("tmp_dir")
+    if not isinstance(raw, str) or spec.get("tmp_host") != platform.node():
+        return
+    path = Path(raw)
+    if path.parent != Path(tempfile.gettempdir()) or not re.fullmatch(
+        re.escape(TMP_PREFIX) + r"[A-Za-z0-9_]{8}", path.name
+    ):
+        return
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+        remove_tree(path)
+
+
 def clear_stale_task(task_folder: Path, kill_grace: float) -> None:
     """A task folder left by a run that was killed mid-task: stop its worker, empty it (earlier
     attempts stay)."""
     stop_leftovers(task_folder, kill_grace)
+    remove_recorded_tmp(task_folder)
     clear_task_dir(task_folder)
 
 
 def clear_scratch(task_folder: Path, kill_grace: float) -> None:
-    """Remove the scratch folder an interrupted task left, after stopping its worker."""
+    """Remove the scratch folder and the private temporary folder an interrupted task left,
+    after stopping its worker."""
     scratch = task_folder / SCRATCH
-    if not scratch.exists():
+    if not scratch.exists() and not (read_json(task_folder / TASK_SPEC) or {}).get("tmp_dir"):
         return
     stop_leftovers(task_folder, kill_grace)
     remove_tree(scratch)
+    remove_recorded_tmp(task_folder)
 
 
 def archive_attempt(task_folder: Path) -> Path:

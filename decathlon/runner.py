@@ -636,11 +636,14 @@ class Runner:
             "options": self.options,
             "sealed": self.sandbox.sealed,
         }
+        # Sealed, the task's /tmp is a private one already (see decathlon.sandbox). Unsealed,
+        # it has one of its own, named in task.json for the next run to remove if this
+        # harness is killed before it does.
+        tmp = None if self.sandbox.sealed else rundir.private_tmp()
+        spec.update(rundir.tmp_record(tmp))
         task_file = task_dir / rundir.TASK_SPEC
         rundir.write_json(task_file, spec)
         python = str(environments.interpreter(self.adapter))
-        # Sealed, the task's /tmp is a private one already (see decathlon.sandbox).
-        tmp = None if self.sandbox.sealed else launcher.private_tmp()
         env = launcher.worker_environment(self.config.n_jobs, self.device, tmp)
         try:
             outcome = run_limited(

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +21,7 @@ import misbehaving
 import pytest
 from helpers import TinyData
 
-from decathlon import leaderboard
+from decathlon import leaderboard, rundir
 from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
 
@@ -291,3 +292,73 @@ def test_a_run_folder_renamed_then_resumed_is_one_run(
     assert {r["run_id"] for r in rows} == {"moved"}
     summary = [r for r in rows if r["dataset"] == "decathlon"]
     assert len(summary) == 1 and summary[0]["reason"].startswith("2/10 datasets ok")
+
+
+def test_a_killed_runs_private_tmpdir_is_removed_by_the_resume(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """`kill -9` of the harness mid-task leaves the unsealed task's ``/tmp/dcl-*`` folder;
+    its ``task.json`` names it and ``--resume`` removes it, as it removes ``scratch/``."""
+    run_dir = tmp_path / "run"
+    task_dir = run_dir / "tasks" / "breastmnist" / "seed0"
+    proc = start_run(
+        tmp_path,
+        tiny_catalog,
+        "mis_temp_sleeper",
+        "--sandbox",
+        "off",
+        "--scale-factor",
+        "5",  # a hard limit of 15 s, not 3: the harness is killed before it
+        flags=("breastmnist",),
+        seeds=(0,),
+    )
+    try:
+        wait_for(lambda: (task_dir / "output" / "temp.json").exists(), "temp.json", proc, tmp_path)
+        kill_harness(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = Path(json.loads((task_dir / "output" / "temp.json").read_text())["TMPDIR"])
+    assert json.loads((task_dir / "task.json").read_text())["tmp_dir"] == str(left)
+    assert wait_gone(misbehaving.task_tag(task_dir)) == []
+    assert (left / "left.txt").exists()  # SIGKILL leaves it; the resume removes it
+    done = resume(tmp_path, tiny_catalog)
+    assert "1 tasks, 0 already done" in done.stdout, done.stdout + done.stderr
+    assert not os.path.lexists(left)
+    assert (task_dir / "result.json").exists()
+    again = Path(json.loads((task_dir / "task.json").read_text())["tmp_dir"])
+    assert again != left and not os.path.lexists(again)
+
+
+def test_only_a_private_tmpdir_is_removed_whatever_task_json_says(tmp_path: Path) -> None:
+    """The task's folder is writable by the task: a ``tmp_dir`` it rewrote to name another
+    folder (not ``dcl-*`` directly under the temporary folder, a link, another host's) is
+    left alone."""
+    task_dir = tmp_path / "task"
+    task_dir.mkdir()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("the user's")
+    link = Path(tempfile.gettempdir()) / f"dcl-{os.getpid() % 10**8:08d}"
+    planted = rundir.private_tmp()
+    try:
+        link.symlink_to(precious)
+        for named, host in (
+            (precious, None),
+            (link, None),
+            (planted, "another-host"),
+            (Path(tempfile.gettempdir()) / ".." / precious.name, None),
+        ):
+            record = rundir.tmp_record(named)
+            if host:
+                record["tmp_host"] = host
+            rundir.write_json(task_dir / rundir.TASK_SPEC, {"tag": "", **record})
+            rundir.remove_recorded_tmp(task_dir)
+            assert (precious / "keep.txt").exists() and link.is_symlink() and planted.is_dir()
+        rundir.write_json(task_dir / rundir.TASK_SPEC, {"tag": "", **rundir.tmp_record(planted)})
+        rundir.remove_recorded_tmp(task_dir)
+        assert not os.path.lexists(planted)
+    finally:
+        link.unlink(missing_ok=True)
+        rundir.remove_tree(planted)
