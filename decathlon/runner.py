@@ -644,7 +644,8 @@ class Runner:
         task_file = task_dir / rundir.TASK_SPEC
         rundir.write_json(task_file, spec)
         python = str(environments.interpreter(self.adapter))
-        env = launcher.worker_environment(self.config.n_jobs, self.device, tmp)
+        # Sealed, the harness's TMPDIR may name a folder the sandbox hides: /tmp it is.
+        env = launcher.worker_environment(self.config.n_jobs, self.device, tmp or Path("/tmp"))
         try:
             outcome = run_limited(
                 launcher.command(python, task_file),

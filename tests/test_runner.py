@@ -271,11 +271,18 @@ def test_a_task_killed_at_its_hard_limit_leaves_no_temporary_files(
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="no bwrap to seal the task")
 def test_a_sealed_task_writes_its_temporary_files_in_its_private_tmp(
-    tiny_catalog: TinyData, tmp_path: Path
+    tiny_catalog: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The harness's TMPDIR (here a folder the sandbox hides) does not reach the task: its
+    TMPDIR, TEMP and TMP say /tmp, the sandbox's own."""
+    hidden = tmp_path / "harness-tmp"
+    hidden.mkdir()
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.setenv(name, str(hidden))
     rows = run("mis_temp_writer", tiny_catalog, tmp_path / "run", sandbox="required")
     assert {r["status"] for r in task_rows(rows, "breastmnist").values()} == {"ok"}, rows
     temp = _temp_of(tmp_path / "run")
+    assert temp["TMPDIR"] == temp["TEMP"] == temp["TMP"] == "/tmp", temp
     assert os.path.realpath(temp["gettempdir"]) == "/tmp"
     assert not os.path.lexists(temp["nested"])  # the sandbox's /tmp, not the harness's
 
