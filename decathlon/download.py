@@ -668,7 +668,15 @@ def download(
                         length = response.headers.get("Content-Length")
                         expected = int(length) if length and length.isdigit() else None
                         if partial:
-                            total = _range_size(response)
+                            size = _range_size(response)
+                            if total is not None and size != total:
+                                raise DownloadError(
+                                    f"{shown} answered the request for {name} from byte {offset}"
+                                    f" with the bytes of a file of another size (Content-Range:"
+                                    f" {response.headers.get('Content-Range')}, {total} bytes"
+                                    f" before); {hint}"
+                                )
+                            total = size
                         else:
                             total = expected
                             kind = response.headers.get_content_type()
@@ -756,6 +764,15 @@ def download(
                         f"could not download {name} from {shown}: {_reason(exc, url)}. Download"
                         f" it by hand and put it at {dest}, or {where}"
                     ) from exc
+        # A 206 whose Content-Length (which ends the body) is shorter than its Content-Range
+        # says: the body ended "whole", the file did not.
+        if encoding == "identity" and total is not None and file.written != total:
+            if file.written < total:
+                raise _truncated(name, url, file.written, total, mirror)
+            raise DownloadError(
+                f"{shown} sent {file.written} bytes for {name}, not the {total} it announced;"
+                f" {hint}"
+            )
         got = file.digest.hexdigest()
         head = file.head
         # An error or login page a server answers with 200: by its type, or by its first bytes

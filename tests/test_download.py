@@ -923,7 +923,13 @@ def test_a_mirror_path_with_spaces_or_accents_is_percent_encoded(
 
 
 def _cutting_server(
-    data: bytes, cut: int, honour_range: bool, *, always: bool = False
+    data: bytes,
+    cut: int,
+    honour_range: bool,
+    *,
+    always: bool = False,
+    short: int = 0,
+    size: int | None = None,
 ) -> tuple[ThreadingHTTPServer, list]:
     """A real HTTP server on 127.0.0.1 that sends ``data`` (and says ``Accept-Ranges: bytes``)
     but closes the connection after ``cut`` bytes the first time; later requests get it whole,
@@ -948,14 +954,16 @@ def _cutting_server(
             start = int(wanted.removeprefix("bytes=").removesuffix("-")) if wanted else 0
             if honour_range and start:
                 self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                whole = len(data) if size is None else size
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{whole}")
+                end = len(data) - short
             else:
                 self.send_response(200)
-                start = 0
+                start, end = 0, len(data)
             self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Length", str(len(data) - start))
+            self.send_header("Content-Length", str(end - start))
             self.end_headers()
-            self.wfile.write(data[start : start + cut] if always else data[start:])
+            self.wfile.write(data[start : start + cut] if always else data[start:end])
             self.wfile.flush()
             self.close_connection = always
 
@@ -991,6 +999,34 @@ def test_a_transfer_that_breaks_off_is_taken_up_where_it_stopped(
     assert dest.read_bytes() == data
     assert asked == ["", f"bytes={cut}-"]
     assert _left(dest.parent) == ["breastmnist.npz"]
+
+
+@pytest.mark.parametrize(
+    ("short", "size", "said"),
+    [
+        (1000, None, "was truncated: received 299000 of 300000 bytes"),
+        (0, 400_000, "with the bytes of a file of another size"),
+    ],
+    ids=["content-length-short", "another-size"],
+)
+def test_a_resume_answered_with_fewer_bytes_than_the_file_is_refused(
+    tmp_path: Path, short: int, size: int | None, said: str
+) -> None:
+    """A 206 whose Content-Length fell short of its Content-Range ended "whole" and, with no
+    MD5 to check, the file was kept short; one naming a file of another size was appended to
+    the first file's bytes. Both now fail in one line and leave no temporary."""
+    data = os.urandom(300_000)
+    server, asked = _cutting_server(data, 123_457, True, short=short, size=size)
+    dest = tmp_path / "d" / "breastmnist.npz"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/breastmnist.npz"
+        with pytest.raises(DownloadError, match=said):
+            download(url, dest, md5=None, progress=False, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["", "bytes=123457-"]
+    assert _left(dest.parent) == []
 
 
 def test_the_bar_counts_from_0_again_when_the_file_is_sent_whole_again(tmp_path: Path) -> None:
