@@ -830,13 +830,21 @@ def adopt(
     a container) and nothing can be downloaded. The environment's ``bin/python`` becomes a
     small wrapper that runs ``python`` with ``extra_paths`` on its path: a wrapper rather than a
     venv, because ``python`` may itself be a venv whose packages a new venv would not see.
-    Nothing is checked against the adapter's requirements: the user vouches for them.
+    Its Python version must be the adapter's; nothing is checked against the adapter's
+    requirements: the user vouches for them.
     """
     if adapter.environment is None:
         raise EnvironmentBuildError(f"adapter '{adapter.name}' runs in the harness's environment")
     executable = Path(shutil.which(str(python)) or python).absolute()  # a venv link: not resolved
-    if _version_of(executable) is None:
+    found = _version_of(executable)
+    if found is None:
         raise EnvironmentBuildError(f"setup --adopt {python}: does not run as a Python interpreter")
+    needed = adapter.environment.python
+    if found != needed:  # its lock, and the frameworks' wheels, are that version's
+        raise EnvironmentBuildError(
+            f"setup --adopt {python}: '{adapter.name}' needs Python {needed}, this is Python"
+            f" {found}; adopt a Python {needed} interpreter"
+        )
     directory = env_dir(adapter, root)
     why = files.why_not_writable(directory.parent)
     if why:

@@ -199,6 +199,23 @@ def test_an_adopted_interpreter_runs_the_adapter(
     assert test["status"] == "ok", test["reason"]
 
 
+def test_adopting_a_python_of_another_version_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """setup --adopt took any interpreter: one of another version than the adapter declares
+    was adopted, and its tasks failed on import. It is refused, naming both versions."""
+    monkeypatch.setenv("DECATHLON_HOME", str(tmp_path / "home"))
+    adapter = dataclasses.replace(
+        _adapter(), environment=Environment(python="3.4", requirements=())
+    )
+    with pytest.raises(EnvironmentBuildError) as caught:
+        environments.adopt(adapter, sys.executable)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "needs Python 3.4" in message and f"this is Python {HERE}" in message
+    assert not environments.is_ready(adapter)
+
+
 def test_an_adopted_interpreter_whose_path_the_shell_would_read_runs(tmp_path: Path) -> None:
     """The wrapper wrote the path between double quotes: a path with a quote gave a wrapper
     that did not run ("Unterminated quoted string"), a $ or a backquote was expanded."""
