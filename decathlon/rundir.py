@@ -259,11 +259,19 @@ def predictions_file(run_dir: Path, flag: str, seed: int, split: str) -> Path:
     return task_dir(run_dir, flag, seed) / PREDICTIONS / f"{split}.npy"
 
 
+def _task_spec(task_folder: Path) -> dict[str, Any]:
+    """What a task's ``task.json`` says, or ``{}`` when it is missing, truncated, or JSON of
+    another shape (``[]``, ``"x"``): the task could write in its folder, and a resume must not
+    stop on what it left there."""
+    spec = read_json(task_folder / TASK_SPEC)
+    return spec if isinstance(spec, dict) else {}
+
+
 def stop_leftovers(task_folder: Path, kill_grace: float) -> None:
     """Stop the process tree a task's worker left (it may have outlived the harness that started
     it): the tree is named by the ``tag`` in the task's ``task.json``."""
-    tag = (read_json(task_folder / TASK_SPEC) or {}).get("tag")
-    if tag:
+    tag = _task_spec(task_folder).get("tag")
+    if tag and isinstance(tag, str):
         kill_tree(None, tag, grace=kill_grace)
 
 
@@ -286,7 +294,7 @@ def remove_recorded_tmp(task_folder: Path) -> None:
     Dask worker) killed mid-task left. Only a real folder of ours on this machine, named as
     :func:`private_tmp` names them and directly under the temporary folder, is removed: the
     file is the task's folder's, which the task could write in."""
-    spec = read_json(task_folder / TASK_SPEC) or {}
+    spec = _task_spec(task_folder)
     raw = spec.get("tmp_dir")
     if not isinstance(raw, str) or spec.get("tmp_host") != platform.node():
         return
@@ -315,7 +323,7 @@ def clear_scratch(task_folder: Path, kill_grace: float) -> None:
     """Remove the scratch folder and the private temporary folder an interrupted task left,
     after stopping its worker."""
     scratch = task_folder / SCRATCH
-    if not scratch.exists() and not (read_json(task_folder / TASK_SPEC) or {}).get("tmp_dir"):
+    if not scratch.exists() and not _task_spec(task_folder).get("tmp_dir"):
         return
     stop_leftovers(task_folder, kill_grace)
     remove_tree(scratch)

@@ -362,3 +362,24 @@ def test_only_a_private_tmpdir_is_removed_whatever_task_json_says(tmp_path: Path
     finally:
         link.unlink(missing_ok=True)
         rundir.remove_tree(planted)
+
+
+@pytest.mark.parametrize("garbage", ["[1]", '"task"', "7", '{"tag": 5, "tmp_dir": ["x"]}'])
+def test_a_task_json_of_another_shape_does_not_stop_the_resume(
+    tiny_catalog: TinyData, tmp_path: Path, garbage: str
+) -> None:
+    """A task's ``task.json`` is in a folder the task could write in: JSON that is no record
+    (a list, a string, a number, fields of other types) left in an unfinished task's folder is
+    cleared like any stale file, and the resume runs the task again."""
+    run_dir = tmp_path / "run"
+    proc = start_run(tmp_path, tiny_catalog, "mis_good", flags=("breastmnist",), seeds=(0,))
+    assert proc.wait(timeout=240) == 0, (tmp_path / "harness-1.log").read_text()
+    task_dir = run_dir / "tasks" / "breastmnist" / "seed0"
+    (task_dir / "result.json").unlink()
+    (task_dir / "task.json").write_text(garbage)
+    done = resume(tmp_path, tiny_catalog)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "1 tasks, 0 already done" in done.stdout
+    rows = read_valid_csv(run_dir / "leaderboard.csv")
+    assert_each_row_once(rows, "ok", flags=("breastmnist",), seeds=(0,))
