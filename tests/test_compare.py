@@ -1345,3 +1345,14 @@ def test_a_score_that_prints_as_a_published_one_ties_with_it_in_the_rank(tmp_pat
     )
     ranks = {r["method"]: float(r["rank_auc"]) for r in read_rows(tmp_path / "out" / "table.csv")}
     assert ranks["tie/baseline"] == ranks["paper_v2/automl_vision"] == 1.5
+
+
+def test_a_reference_without_the_chosen_size_is_refused_not_dropped(tmp_path: Path) -> None:
+    """`compare RUN@64 --reference v2 --size 64`: v2 has 28 only, and its rows were dropped
+    without a word, leaving a table (and a report) of the run alone that passed for a
+    comparison with the published results; it is refused in one line naming what has 64."""
+    run = write_run(tmp_path, "big", {"baseline": 0.0}, size=64)
+    with pytest.raises(LeaderboardError, match=r"--reference v2 .* none at 64.*--reference plus"):
+        compare.compare_command([run], "v2", size=64, bootstrap=0)
+    text = compare.compare_command([run], "plus", size=64, bootstrap=0)
+    assert "big/baseline@64" in text and "@64" in text.split("big/baseline@64", 1)[1]

@@ -25,7 +25,14 @@ from decathlon.compare.table import (
     wrap,
 )
 from decathlon.errors import LeaderboardError, did_you_mean
-from decathlon.leaderboard import DATASETS, METRICS, SPLITS, Leaderboard, read_leaderboard
+from decathlon.leaderboard import (
+    DATASETS,
+    METRICS,
+    SPLITS,
+    Leaderboard,
+    read_leaderboard,
+    reference_path,
+)
 
 
 def compare_command(
@@ -62,7 +69,10 @@ def compare_command(
     if "csv" in wanted:
         targets.append(folder / "bootstrap_ci.csv")
     _refuse_overwriting_inputs(paths, targets, report)
-    methods = select_size(collect(list(paths), reference, datasets), size)
+    everything = collect(list(paths), reference, datasets)
+    methods = select_size(everything, size)
+    if reference and size is not None:
+        _refuse_a_reference_without_the_size(everything, reference, size)
     groups = by_size(methods)
     if len(groups) > 1 and (wanted or plots or report is not None):
         raise LeaderboardError(
@@ -124,6 +134,22 @@ def compare_command(
     if written:
         parts.append("Wrote:\n" + "\n".join(f"  {p}" for p in written))
     return "\n\n".join(parts) + "\n"
+
+
+def _refuse_a_reference_without_the_size(
+    methods: Sequence[Method], reference: str, size: int
+) -> None:
+    """One line when ``--reference`` has no results at ``--size``: the published rows of the
+    other sizes are left out (never compared across sizes), and a table without them would
+    pass for a comparison with them."""
+    published = reference_path(reference).resolve()
+    sizes = sorted({m.size for m in methods if Path(m.source).resolve() == published})
+    if sizes and size not in sizes:
+        raise LeaderboardError(
+            f"--reference {reference} has published results at image size"
+            f" {', '.join(map(str, sizes))} only, none at {size} to compare with: leave"
+            " --reference out, or pass --reference plus (28, 64, 128 and 224)"
+        )
 
 
 def _refuse_overwriting_inputs(
