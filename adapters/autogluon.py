@@ -52,6 +52,7 @@ from decathlon_adapters import tabular
 
 from decathlon.contract import MULTI_LABEL, Adapter, Environment, Predictions, Task
 from decathlon.hookspecs import hookimpl
+from decathlon.options import Choice, check_table
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,8 @@ def decathlon_register_adapters(register) -> None:
 
 
 def check_presets(presets: Any) -> str:
-    if presets not in PRESETS:
-        raise ValueError(
-            f"option presets: {presets!r} is not one of {', '.join(PRESETS)}"
-            " (the others load pre-trained weights, which this adapter never does)"
-        )
+    rule = Choice("presets", PRESETS, note="the others load pre-trained weights, never loaded here")
+    check_table({"presets": presets}, (rule,))
     return presets
 
 

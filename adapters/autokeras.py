@@ -43,6 +43,7 @@ import numpy as np
 
 from decathlon.contract import BINARY, MULTI_LABEL, Adapter, Environment, Predictions, Task
 from decathlon.hookspecs import hookimpl
+from decathlon.options import Range, check_table
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +69,18 @@ def tensorflow_requirement() -> str:
     return f"{package}=={TF_VERSION}"
 
 
+#: The options' ranges: a negative ``reserve_seconds`` would stop the search only after the hard
+#: limit's kill; a ``batch_size`` of 0 fails inside every task.
+RANGES = (
+    Range("reserve_seconds", 0),
+    Range("batch_size", 1, whole=True),
+    Range("patience", 0, whole=True),
+)
+
+
 def check_options(options: dict[str, Any]) -> None:
-    """Refuse, in the harness before any task starts, a negative ``reserve_seconds`` (the search
-    would stop only after the hard limit's kill), a ``batch_size`` under 1 and a negative
-    ``patience``, as the tabular adapters' are."""
-    if float(options["reserve_seconds"]) < 0:
-        raise ValueError(
-            f"option reserve_seconds: {float(options['reserve_seconds']):g} is negative"
-        )
-    if int(options["batch_size"]) < 1:
-        raise ValueError(f"option batch_size: {options['batch_size']} is not 1 or more")
-    if int(options["patience"]) < 0:
-        raise ValueError(f"option patience: {options['patience']} is negative")
+    """Refuse, in the harness before any task starts, an option outside :data:`RANGES`."""
+    check_table(options, RANGES)
 
 
 def make_adapter() -> Adapter:

@@ -53,6 +53,7 @@ from decathlon_adapters.tabular import class_columns, flatten, margin_seconds
 
 from decathlon.contract import MULTI_LABEL, Adapter, Environment, Predictions, Task
 from decathlon.hookspecs import hookimpl
+from decathlon.options import Range, check_table
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +110,20 @@ LEADERBOARD_COLUMNS = [
 ]
 
 
+#: The options' ranges besides the margins': out of them auto-sklearn has nothing to run with
+#: (no share of the search per model, no memory per model).
+RANGES = (
+    Range("per_run_fraction", 0, 1, above=True),
+    Range("per_run_min_seconds", 0),
+    Range("memory_limit_mb", 1, whole=True),
+)
+
+
 def check_options(options: dict[str, Any]) -> None:
-    """Refuse, in the harness before any task starts, what would let a search run past its
-    budget (a negative margin, a fraction of 1 or more) or give auto-sklearn nothing to run
-    with (no share of the search per model, no memory per model)."""
+    """Refuse, in the harness before any task starts, margins outside
+    :data:`tabular.MARGIN_RANGES` and an option outside :data:`RANGES`."""
     tabular.check_options(options)
-    fraction = float(options["per_run_fraction"])
-    if not 0 < fraction <= 1:
-        raise ValueError(f"option per_run_fraction: {fraction:g} is not above 0 and at most 1")
-    if float(options["per_run_min_seconds"]) < 0:
-        raise ValueError(
-            f"option per_run_min_seconds: {float(options['per_run_min_seconds']):g} is negative"
-        )
-    if int(options["memory_limit_mb"]) <= 0:
-        raise ValueError(
-            f"option memory_limit_mb: {int(options['memory_limit_mb'])} is not a size in MB"
-        )
+    check_table(options, RANGES)
 
 
 ADAPTER = Adapter(

@@ -44,6 +44,7 @@ from decathlon_adapters import tabular
 
 from decathlon.contract import MULTI_LABEL, Adapter, Environment, Predictions, Task
 from decathlon.hookspecs import hookimpl
+from decathlon.options import Choice, check_table
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,7 @@ def check_options(options: dict[str, Any]) -> None:
     that is not a list of names and a ``metric`` FLAML does not know (:data:`METRICS`)."""
     tabular.check_options(options)
     tabular.check_names(options, "estimator_list", empty=False)
-    if options["metric"] not in METRICS:
-        raise ValueError(
-            f"option metric: {options['metric']!r} is not one of FLAML's: {', '.join(METRICS)}"
-        )
+    check_table(options, (Choice("metric", METRICS),))
 
 
 ADAPTER = Adapter(

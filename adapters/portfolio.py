@@ -61,6 +61,7 @@ from decathlon_adapters.resnet import ENVIRONMENT, images_tensor
 
 from decathlon.contract import BINARY, MULTI_LABEL, ORDINAL, Adapter, Predictions, Task
 from decathlon.hookspecs import hookimpl
+from decathlon.options import Choice, Range, check_table
 
 log = logging.getLogger(__name__)
 
@@ -133,51 +134,36 @@ WHITEN = ("none", "colour", "all")
 MIRROR = ("auto", "always", "never")
 
 
-#: The numeric options' ranges: (key, lowest, highest, what the range is in words); the
-#: portfolio would otherwise fail inside the task (a batch size of 0, -1 processes), clamp the
-#: value silently (eta 1 as 2), or train on nonsense (subsample 1.5, ordinal_alpha -1).
-RANGES: tuple[tuple[str, float, float, str], ...] = (
-    ("eta", 2, math.inf, "2 or more"),
-    ("r0", 0, math.inf, "0 (sized from the budget) or more"),
-    ("max_epochs", 1, math.inf, "1 or more"),
-    ("min_epochs", 1, math.inf, "1 or more"),
-    ("batch_size", 1, math.inf, "1 or more"),
-    ("ensemble_size", 1, math.inf, "1 or more"),
-    ("bags", 0, math.inf, "0 or more"),
-    ("width", 0, math.inf, "0 (16 on a CPU, 32 on a GPU) or more"),
-    ("processes", 0, math.inf, "0 (one per core) or more"),
-    ("threads", 0, math.inf, "0 (cores / processes) or more"),
-    ("ordinal_alpha", 0, math.inf, "0 (one-hot) or more"),
-    ("intensity", 0, 1, "0 (none) to 1"),
-    ("folds", 0, math.inf, "0 (off) or 2 or more"),
-    ("subsample", 0, 1, "0 (all of train) to 1"),
+#: The options' ranges and choices; the portfolio would otherwise fail inside the task (a batch
+#: size of 0, -1 processes), clamp the value silently (eta 1 as 2), cross-fit nothing (folds 1)
+#: or train on nonsense (subsample 1.5, ordinal_alpha -1).
+RANGES = (
+    Range("eta", 2, whole=True),
+    Range("r0", 0, whole=True, zero="sized from the budget"),
+    Range("max_epochs", 1, whole=True),
+    Range("min_epochs", 1, whole=True),
+    Range("batch_size", 1, whole=True),
+    Range("ensemble_size", 1, whole=True),
+    Range("bags", 0, whole=True),
+    Range("width", 0, whole=True, zero="16 on a CPU, 32 on a GPU"),
+    Range("processes", 0, whole=True, zero="one per core"),
+    Range("threads", 0, whole=True, zero="cores / processes"),
+    Range("ordinal_alpha", 0, zero="one-hot"),
+    Range("intensity", 0, 1, zero="none"),
+    Range("folds", 2, whole=True, zero="off"),
+    Range("subsample", 0, 1, zero="all of train"),
+    Range("tta_angle", 0, 45),
+    Choice("precision", PRECISIONS),
+    Choice("whiten", WHITEN),
+    Choice("mirror", MIRROR),
 )
 
 
 def _check_options(options: dict[str, Any]) -> None:
-    """Refuse, in the harness before any task starts, a numeric option outside its range or,
-    where its default is whole, not whole (:data:`RANGES`; ``folds`` 1, which would cross-fit
-    nothing, included), a ``configs`` naming no configuration, a ``precision`` that is none of
-    :data:`PRECISIONS`, a ``tta_angle`` outside 0 to 45, a ``whiten`` that is none of
-    :data:`WHITEN` and a ``mirror`` that is none of :data:`MIRROR`."""
-    for key, low, high, words in RANGES:
-        value = float(options[key])
-        if isinstance(OPTIONS[key], int) and not value.is_integer():
-            raise ValueError(f"option {key}: {options[key]} is not a whole number")
-        if not low <= value <= high or (key == "folds" and value == 1):
-            raise ValueError(f"option {key}: {options[key]} is not {words}")
+    """Refuse, in the harness before any task starts, an option outside :data:`RANGES` and a
+    ``configs`` naming no configuration."""
+    check_table(options, RANGES)
     portfolio_of(options["configs"])
-    if options["precision"] not in PRECISIONS:
-        known = ", ".join(PRECISIONS)
-        raise ValueError(f"option precision: {options['precision']!r} is not one of {known}")
-    if not 0 <= float(options["tta_angle"]) <= 45:
-        raise ValueError(f"option tta_angle: {options['tta_angle']} is not 0 to 45 (degrees)")
-    if options["whiten"] not in WHITEN:
-        known = ", ".join(WHITEN)
-        raise ValueError(f"option whiten: {options['whiten']!r} is not one of {known}")
-    if options["mirror"] not in MIRROR:
-        known = ", ".join(MIRROR)
-        raise ValueError(f"option mirror: {options['mirror']!r} is not one of {known}")
 
 
 ADAPTER = Adapter(

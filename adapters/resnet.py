@@ -38,6 +38,7 @@ import numpy as np
 
 from decathlon.contract import MULTI_LABEL, Adapter, Environment, Predictions, Task
 from decathlon.hookspecs import hookimpl
+from decathlon.options import Choice, Range, check_table
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,19 @@ OPTIONS: dict[str, Any] = {
 OPTIMIZERS = ("adam", "sgd")
 
 
+#: The options' ranges and choices: out of them, each failed only inside the task, or trained
+#: nothing.
+RANGES = (
+    Range("batch_size", 1, whole=True),
+    Range("eval_batch_size", 1, whole=True),
+    Range("lr", 0, above=True),
+    Choice("optimizer", OPTIMIZERS, any_case=True),
+)
+
+
 def check_options(options: dict[str, Any]) -> None:
-    """Refuse, in the harness before any task starts, a ``batch_size`` or ``eval_batch_size``
-    that is not a whole number of 1 or more, an ``lr`` that is not above 0 and an ``optimizer``
-    that is none of :data:`OPTIMIZERS` (each failed only inside the task, or trained nothing)."""
-    for key in ("batch_size", "eval_batch_size"):
-        value = float(options[key])
-        if not value.is_integer() or value < 1:
-            raise ValueError(f"option {key}: {options[key]} is not a whole number of 1 or more")
-    if not float(options["lr"]) > 0:
-        raise ValueError(f"option lr: {options['lr']} is not above 0")
-    if str(options["optimizer"]).lower() not in OPTIMIZERS:
-        known = ", ".join(OPTIMIZERS)
-        raise ValueError(f"option optimizer: {options['optimizer']!r} is not one of {known}")
+    """Refuse, in the harness before any task starts, an option outside :data:`RANGES`."""
+    check_table(options, RANGES)
 
 
 #: (adapter name, torchvision architecture, input size)

@@ -32,6 +32,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from decathlon.contract import MULTI_LABEL, Task
+from decathlon.options import Range, check_table
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,21 @@ MARGIN_OPTIONS: dict[str, Any] = {
 }
 
 
+#: The ranges of :data:`MARGIN_OPTIONS` and ``min_label_seconds``: out of them (a negative
+#: margin or reserve, a fraction of 1 or more) a search would run past the soft budget or the
+#: hard limit.
+MARGIN_RANGES = (
+    Range("margin_fraction", 0, 1, under=True),
+    Range("margin_min_seconds", 0),
+    Range("reserve_seconds", 0),
+    Range("min_label_seconds", 0),
+)
+
+
 def check_options(options: Mapping[str, Any]) -> None:
-    """Refuse, in the harness before any task starts, margins that would let a search run past
-    the soft budget or the hard limit (a negative margin or reserve, a fraction of 1 or more)."""
-    fraction = float(options["margin_fraction"])
-    if not 0 <= fraction < 1:
-        raise ValueError(f"option margin_fraction: {fraction:g} is not from 0 to under 1")
-    for key in ("margin_min_seconds", "reserve_seconds", "min_label_seconds"):
-        if key in options and float(options[key]) < 0:
-            raise ValueError(f"option {key}: {float(options[key]):g} is negative")
+    """Refuse, in the harness before any task starts, the margins of :data:`MARGIN_RANGES` that
+    the adapter has (auto-sklearn has no ``reserve_seconds``) outside their ranges."""
+    check_table(options, [rule for rule in MARGIN_RANGES if rule.key in options])
 
 
 def check_names(options: Mapping[str, Any], key: str, *, empty: bool = True) -> list[str]:

@@ -196,9 +196,9 @@ def test_conforms_on_every_task_type(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ({"reserve_seconds": -600}, "option reserve_seconds: -600 is negative"),
-        ({"batch_size": 0}, "option batch_size: 0 is not 1 or more"),
-        ({"patience": -1}, "option patience: -1 is negative"),
+        ({"reserve_seconds": -600}, "option reserve_seconds: -600 is not a number of 0 or more"),
+        ({"batch_size": 0}, "option batch_size: 0 is not a whole number of 1 or more"),
+        ({"patience": -1}, "option patience: -1 is not a whole number of 0 or more"),
     ],
 )
 def test_bad_options_are_refused_before_any_task_starts(

@@ -18,8 +18,8 @@ from decathlon.plugins import make_registry
         ("pca_components", 0, "not a whole number of 1 or more"),
         ("pca_components", 2.5, "not a whole number of 1 or more"),
         ("max_iter", -5, "not a whole number of 1 or more"),
-        ("learning_rate", 0, "not above 0"),
-        ("learning_rate", -0.1, "not above 0"),
+        ("learning_rate", 0, "not a number above 0"),
+        ("learning_rate", -0.1, "not a number above 0"),
     ],
 )
 def test_an_option_out_of_range_is_refused_in_one_line_before_any_task(

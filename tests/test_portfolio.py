@@ -322,27 +322,31 @@ def test_configs_names_what_is_raced_in_order_and_refuses_unknown_names() -> Non
 @pytest.mark.parametrize("angle", [-1, 46, float("nan")])
 def test_a_test_time_angle_outside_0_to_45_degrees_is_refused_before_any_task(angle) -> None:
     portfolio._check_options({**portfolio.OPTIONS, "tta_angle": 10})
-    with pytest.raises(ValueError, match="tta_angle: .* is not 0 to 45"):
+    with pytest.raises(ValueError, match="tta_angle: .* is not a number from 0 to 45"):
         portfolio._check_options({**portfolio.OPTIONS, "tta_angle": angle})
 
 
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [
-        ("eta", 1, "not 2 or more"),  # was clamped to 2 silently
-        ("batch_size", 0, "not 1 or more"),  # failed inside the task
-        ("batch_size", 0.5, "not a whole number"),  # a number, read as int 0
-        ("processes", -1, "not 0 .* or more"),
-        ("threads", -2, "not 0 .* or more"),
-        ("width", -8, "not 0 .* or more"),
-        ("ensemble_size", 0, "not 1 or more"),
-        ("max_epochs", 0, "not 1 or more"),
-        ("ordinal_alpha", -1.0, "not 0 .* or more"),
-        ("intensity", 1.5, "not 0 .* to 1"),
-        ("folds", 1, "not 0 .* or 2 or more"),  # cross-fitted nothing, silently
-        ("folds", -3, "not 0 .* or 2 or more"),
-        ("subsample", 1.5, "not 0 .* to 1"),
-        ("subsample", -0.1, "not 0 .* to 1"),
+        ("eta", 1, "not a whole number of 2 or more"),  # was clamped to 2 silently
+        ("batch_size", 0, "not a whole number of 1 or more"),  # failed inside the task
+        ("batch_size", 0.5, "not a whole number of 1 or more"),  # a number, read as int 0
+        ("processes", -1, "not a whole number of 0 .* or more"),
+        ("threads", -2, "not a whole number of 0 .* or more"),
+        ("width", -8, "not a whole number of 0 .* or more"),
+        ("ensemble_size", 0, "not a whole number of 1 or more"),
+        ("max_epochs", 0, "not a whole number of 1 or more"),
+        ("ordinal_alpha", -1.0, "not a number of 0 .* or more"),
+        ("intensity", 1.5, "not a number from 0 .* to 1"),
+        (
+            "folds",
+            1,
+            r"not 0 \(off\) or a whole number of 2 or more",
+        ),  # cross-fitted nothing, silently
+        ("folds", -3, r"not 0 \(off\) or a whole number of 2 or more"),
+        ("subsample", 1.5, "not a number from 0 .* to 1"),
+        ("subsample", -0.1, "not a number from 0 .* to 1"),
     ],
 )
 def test_a_numeric_option_out_of_range_is_refused_in_one_line_before_any_task(

@@ -51,8 +51,8 @@ def _rows(path: Path) -> dict[str, dict]:
         ("batch_size", 0, "not a whole number of 1 or more"),
         ("batch_size", 12.5, "not a whole number of 1 or more"),
         ("eval_batch_size", -1, "not a whole number of 1 or more"),
-        ("lr", 0, "not above 0"),
-        ("lr", -0.1, "not above 0"),
+        ("lr", 0, "not a number above 0"),
+        ("lr", -0.1, "not a number above 0"),
         ("optimizer", "adamw", "not one of adam, sgd"),
     ],
 )
