@@ -105,6 +105,19 @@ def _option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _options(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """The ``--option KEY=VALUE`` pairs as a dict; a key given twice is refused (which value was
+    meant is not for the harness to guess)."""
+    options: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in options:
+            raise DecathlonError(
+                f"--option {key} is given twice ({options[key]!r}, then {value!r}); give it once"
+            )
+        options[key] = value
+    return options
+
+
 def _size(text: str) -> int:
     try:
         value = int(text)
@@ -443,7 +456,7 @@ def _config(args: argparse.Namespace, adapter: str | None = None) -> RunConfig:
         budgets_path=str(Path(args.budgets).expanduser().resolve()) if args.budgets else None,
         memory_mb=args.memory_mb,
         max_processes=args.max_processes,
-        options=dict(args.option),
+        options=_options(args.option),
     )
     if getattr(args, "model_dir", None):
         config.options["model_dir"] = str(args.model_dir.resolve())
@@ -867,7 +880,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         args.adapter,
         workdir,
         scale_factor=args.scale_factor,
-        options=dict(args.option),
+        options=_options(args.option),
         budgets_path=args.budgets,
         size=args.size,
     )

@@ -201,6 +201,18 @@ def test_plan_prints_budgets_and_worst_case(capsys: pytest.CaptureFixture[str]) 
             ["plan", "--adapter", "portfolio", "--option", "precision=fp16"],
             ["adapter 'portfolio': option precision: 'fp16' is not one of auto, fp32"],
         ),
+        (
+            ["plan", "--adapter", "baseline", "--option", "max_iter=1", "--option", "max_iter=2"],
+            ["--option max_iter is given twice (1, then 2); give it once"],
+        ),
+        (
+            ["check", "baseline", "--option", "max_iter=1", "--option", "max_iter=1"],
+            ["--option max_iter is given twice"],
+        ),
+        (
+            ["run", "--adapter", "baseline", "--option", "max_iter=1", "--option", "max_iter=2"],
+            ["--option max_iter is given twice"],
+        ),
         (["plan", "--adapter", "baseline", "--budgets", "/nonexistent/b.toml"], ["no such"]),
         (["show", "/nonexistent/run"], ["/nonexistent/run"]),
         (["check", "no_such_adapter"], ["unknown adapter 'no_such_adapter'"]),
