@@ -138,15 +138,9 @@ def add_size_arg(parser: argparse.ArgumentParser, *, default: int | None = 28) -
     parser.add_argument("--size", type=_size, default=default, metavar="PIXELS", help=help_text)
 
 
-def _add_budget_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
+def _add_budget_args(parser: argparse.ArgumentParser, several: str) -> None:
     parser.add_argument(
-        "--adapter",
-        help="adapter name (see `list`)"
-        + (
-            "; several comma-separated, or 'all', each into its own run directory"
-            if several
-            else ""
-        ),
+        "--adapter", help=f"adapter name (see `list`); several comma-separated, or 'all', {several}"
     )
     add_size_arg(parser)
     parser.add_argument("--profile", default="paper", help="budget profile (default: paper)")
@@ -200,7 +194,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run an adapter on the datasets and write a leaderboard")
-    _add_budget_args(run, several=True)
+    _add_budget_args(run, several="each into its own run directory")
     run.add_argument(
         "--data-dir", type=Path, help="MedMNIST files (default: $DECATHLON_DATA_DIR or ~/.medmnist)"
     )
@@ -308,7 +302,7 @@ def build_parser(registry: Registry | None = None) -> argparse.ArgumentParser:
     )
 
     plan = commands.add_parser("plan", help="each dataset's budget and the worst-case total")
-    _add_budget_args(plan)
+    _add_budget_args(plan, several="one table each")
 
     check = commands.add_parser(
         "check", help="conformance check of an adapter on tiny generated data"
@@ -783,7 +777,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    runner = Runner(_config(args), make_registry())
+    registry = make_registry()
+    for name in adapter_names(args.adapter, registry):
+        _plan(Runner(_config(args, name), registry))
+    return 0
+
+
+def _plan(runner: Runner) -> None:
+    """One adapter's table of budgets and its worst-case total."""
     tasks = runner.plan()
     table = Table(
         title=escape(
@@ -808,7 +809,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     console.print(
         f"{len(tasks)} tasks; worst case (every task at its hard limit): {_duration(worst)}"
     )
-    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

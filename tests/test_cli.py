@@ -175,6 +175,17 @@ def test_plan_prints_budgets_and_worst_case(capsys: pytest.CaptureFixture[str]) 
     assert "worst case" in out
 
 
+def test_plan_takes_all_adapters_as_run_does(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "make_registry", make_registry)  # the built-in adapters alone
+    code, out, err = main(capsys, "plan", "--adapter", "all", "--datasets", "breastmnist")
+    assert code == 0 and err == "", err
+    titles = [line.split(",")[0].strip() for line in out.splitlines() if "profile 'paper'" in line]
+    assert titles == sorted(make_registry().adapters)
+    assert out.count("worst case") == len(titles)
+
+
 @pytest.mark.parametrize(
     ("argv", "fragments"),
     [
