@@ -118,6 +118,11 @@ def _options(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     return options
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 dataset``, ``2 datasets``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _size(text: str) -> int:
     try:
         value = int(text)
@@ -806,9 +811,8 @@ def _plan(runner: Runner) -> None:
         )
     console.print(table)
     worst = budgets_module.worst_case_seconds(t.budget for t in tasks)
-    console.print(
-        f"{len(tasks)} tasks; worst case (every task at its hard limit): {_duration(worst)}"
-    )
+    tasks_text = _count(len(tasks), "task")
+    console.print(f"{tasks_text}; worst case (every task at its hard limit): {_duration(worst)}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -840,7 +844,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise DataError(
             f"cannot write into {args.root}: {exc.strerror or exc}" + (hint if left else "")
         ) from None
-    print(f"{len(flags)} datasets in {data_dir}; run with DECATHLON_INFO={info}")
+    print(f"{_count(len(flags), 'dataset')} in {data_dir}; run with DECATHLON_INFO={info}")
     return 0
 
 

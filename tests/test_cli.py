@@ -594,6 +594,19 @@ def test_a_run_on_generated_data_is_not_verified_and_compare_says_so(
     assert "yes: every data file had its published MD5" not in text
 
 
+def test_generate_and_plan_count_one_dataset_in_the_singular(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = main(capsys, "generate", str(tmp_path), "--datasets", "breastmnist")
+    assert code == 0 and out.startswith("1 dataset in ")
+    code, out, _ = main(
+        capsys, "generate", str(tmp_path / "two"), "--datasets", "breastmnist,octmnist"
+    )
+    assert code == 0 and out.startswith("2 datasets in ")
+    code, out, _ = main(capsys, "plan", "--adapter", "baseline", "--datasets", "breastmnist")
+    assert code == 0 and "\n1 task; worst case" in out
+
+
 def test_generate_writes_the_published_sizes_each_file_verified(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -1161,7 +1174,7 @@ def test_generate_into_a_folder_that_cannot_be_made_is_one_line(
     code, out, _ = main(
         capsys, "generate", str(tmp_path / "twice"), "--datasets", "breastmnist,breastmnist"
     )
-    assert code == 0 and out.startswith("1 datasets in ")
+    assert code == 0 and out.startswith("1 dataset in ")
 
 
 def test_more_jobs_than_cores_is_one_line(
