@@ -403,6 +403,12 @@ FINAL_MARGIN_S = 20.0
 RESULT_RESERVE_S = 60.0
 
 
+def auc_note(auc: float) -> float | None:
+    """An AUC as the notes give it: to 4 places, or null where it is undefined (NaN, which
+    ``json.dumps`` writes as a bare ``NaN`` that no strict JSON reader takes)."""
+    return None if math.isnan(auc) else round(auc, 4)
+
+
 @dataclass
 class RunRecord:
     """One training run of one configuration: what it cost and what it predicts."""
@@ -432,7 +438,7 @@ class RunRecord:
             "allotted_s": None if self.allotted_s is None else round(self.allotted_s, 1),
             "epochs_run": self.epochs_run,
             "seconds": round(self.seconds, 1),
-            "val_auc": None if math.isnan(self.val_auc) else round(self.val_auc, 4),
+            "val_auc": auc_note(self.val_auc),
             "complete": self.complete,
         }
 
@@ -1794,9 +1800,9 @@ def _race(
         "runs": [r.summary() for r in records],
         "ensemble": members,
         "tta": key == "tta",
-        "ensemble_val_auc": round(val_auc, 4),
-        "ensemble_val_auc_plain": round(chosen["plain"][2], 4),
-        "ensemble_val_auc_tta": round(chosen["tta"][2], 4),
+        "ensemble_val_auc": auc_note(val_auc),
+        "ensemble_val_auc_plain": auc_note(chosen["plain"][2]),
+        "ensemble_val_auc_tta": auc_note(chosen["tta"][2]),
         "plain_wins_share": round(plain_wins, 3),
         "calibration": {
             "temperature": round(calibration.temperature, 4),

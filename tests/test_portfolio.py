@@ -17,7 +17,7 @@ from decathlon_adapters import portfolio, resnet
 
 from decathlon import environments, launcher, leaderboard, synthetic
 from decathlon.conformance import assert_conforms
-from decathlon.contract import BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL
+from decathlon.contract import BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL, Predictions
 from decathlon.errors import BudgetError
 from decathlon.metrics import auc
 from decathlon.plugins import make_registry
@@ -221,18 +221,19 @@ class _PoolThatLosesAProcess:
         return future
 
 
-def test_a_killed_training_process_leaves_the_ensemble_of_the_runs_that_finished(
-    tmp_path: Path,
-) -> None:
+def _race_binary(
+    tmp_path: Path, y_val: np.ndarray, pool: _PoolThatLosesAProcess, configs: str
+) -> Predictions:
+    """``portfolio._race`` of ``configs`` on a binary task of 40 train (both classes), 40 val
+    (``y_val``) and 20 test images, epoch-bounded, the runs trained by ``pool``."""
     from decathlon.contract import Budget, DatasetInfo, Task
 
     rng = np.random.default_rng(0)
-    y_val = (np.arange(40) % 2)[:, None]
     info = DatasetInfo("breastmnist", BINARY, 1, 2, {"0": "a", "1": "b"}, {})
     task = Task(
         info,
         rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
-        y_val.astype(np.uint8),
+        (np.arange(40) % 2)[:, None].astype(np.uint8),
         rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
         y_val.astype(np.uint8),
         rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
@@ -244,14 +245,12 @@ def test_a_killed_training_process_leaves_the_ensemble_of_the_runs_that_finished
     data = portfolio.TaskData(
         BINARY, 2, task.x_train, task.y_train, task.x_val, task.y_val, task.x_test
     )
-    opts = {**portfolio.OPTIONS, "configs": "vgg-geo,res-geo,wide-geo", "mirror": "always"}
     far = time.time() + 900
-    pool = _PoolThatLosesAProcess(y_val, 20, dies=3)  # rung 0's third run: two finished
-    result = portfolio._race(
+    return portfolio._race(
         task,
         pool,
         data,
-        opts,
+        {**portfolio.OPTIONS, "configs": configs, "mirror": "always"},
         processes=1,
         eta=3,
         max_epochs=2,
@@ -260,24 +259,36 @@ def test_a_killed_training_process_leaves_the_ensemble_of_the_runs_that_finished
         stop_at=far,
         end=far,
     )
+
+
+def test_a_killed_training_process_leaves_the_ensemble_of_the_runs_that_finished(
+    tmp_path: Path,
+) -> None:
+    y_val = (np.arange(40) % 2)[:, None]
+    configs = "vgg-geo,res-geo,wide-geo"
+    pool = _PoolThatLosesAProcess(y_val, 20, dies=3)  # rung 0's third run: two finished
+    result = _race_binary(tmp_path, y_val, pool, configs)
     assert result.test.shape == (20, 2) and np.all(np.isfinite(result.test))
     assert len(result.info["runs"]) == 2 and len(result.info["rungs"]) == 1  # no rung after
     assert "training process was killed" in result.info["killed"]
     # Killed before any run finished: a one-line reason, not the pool's traceback.
     with pytest.raises(RuntimeError, match="killed .* before any run finished"):
-        portfolio._race(
-            task,
-            _PoolThatLosesAProcess(y_val, 20, dies=1),
-            data,
-            opts,
-            processes=1,
-            eta=3,
-            max_epochs=2,
-            min_epochs=2,
-            epoch_bounded=True,
-            stop_at=far,
-            end=far,
-        )
+        _race_binary(tmp_path, y_val, _PoolThatLosesAProcess(y_val, 20, dies=1), configs)
+
+
+def test_notes_of_an_undefined_validation_auc_are_strict_json(tmp_path: Path) -> None:
+    # A val split of one class: the ensemble's val AUC is undefined (NaN), which the notes
+    # spelled as a bare NaN, no JSON at all (json.loads in other languages, jq, refuse it).
+    y_val = np.zeros((40, 1), dtype=np.uint8)
+    pool = _PoolThatLosesAProcess(y_val, 20, dies=99)  # no process dies
+    result = _race_binary(tmp_path, y_val, pool, "vgg-geo,res-geo")
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    notes = json.loads(json.dumps(result.info), parse_constant=refuse)
+    assert notes["ensemble_val_auc"] is None
+    assert notes["ensemble_val_auc_plain"] is None and notes["ensemble_val_auc_tta"] is None
 
 
 def test_folds_are_even_in_size_and_in_class_shares_and_fixed_by_the_seed() -> None:
