@@ -552,7 +552,7 @@ def build(
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": seconds,
         }
-        files.write_text(directory / _MARKER, json.dumps(marker, indent=2))
+        files.write_text(directory / _MARKER, files.json_text(marker, indent=2))
         say(f"environment of '{adapter.name}' built by {version} from {source} in {seconds:.0f} s")
         return _env_python(directory)
 
@@ -893,7 +893,7 @@ def _write_adopted(
         "key": directory.name,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    files.write_text(directory / _MARKER, json.dumps(marker, indent=2))
+    files.write_text(directory / _MARKER, files.json_text(marker, indent=2))
     return wrapper
 
 

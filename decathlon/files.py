@@ -12,6 +12,8 @@ import contextlib
 import errno
 import fcntl
 import io
+import json
+import math
 import os
 import stat
 import tempfile
@@ -19,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +90,31 @@ def why_not_writable(folder: Path) -> str | None:
                     return f"{parent} is a file, not a folder"
         return exc.strerror or str(exc)
     return None
+
+
+def json_text(payload: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """``payload`` as strict JSON: NaN and infinities (Python or numpy floats, at any depth)
+    become ``null``, numpy scalars and arrays plain numbers and lists, anything else JSON does
+    not know its ``str``. Python's ``json`` writes a bare ``NaN`` by default, which is no JSON:
+    ``jq`` and JavaScript's ``JSON.parse`` refuse the whole file. Every JSON file and JSON text
+    the harness writes goes through here (the worker's ``info.json`` included)."""
+    return json.dumps(
+        _finite(payload), indent=indent, sort_keys=sort_keys, default=str, allow_nan=False
+    )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, np.generic) and not isinstance(value, (np.str_, np.bytes_)):
+        value = value.item()  # np.float32 is no float: json would give it to default (str)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_text(path: Path, text: str) -> None:

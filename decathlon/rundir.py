@@ -157,7 +157,7 @@ def read_task_json(path: Path) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    files.write_text(path, json.dumps(payload, indent=2, default=str))
+    files.write_text(path, files.json_text(payload, indent=2))
 
 
 #: The parts of ``config.json`` that are records of their own.

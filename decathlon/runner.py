@@ -506,7 +506,7 @@ class Runner:
         recorded = ((rundir.read_config(run_dir) or {}).get("adapter") or {}).get("options")
         if not isinstance(recorded, dict):
             return  # a config.json older than the record
-        now = json.loads(json.dumps(self.options, default=str))  # as config.json spells them
+        now = json.loads(files.json_text(self.options))  # as config.json spells them
         # An option the adapter has gained or lost since is a change too: the earlier tasks ran
         # without it (or with it), the remaining ones would run with its default (or without).
         absent = object()
@@ -747,7 +747,7 @@ def failed_rows(
         if elapsed is not None:
             row["elapsed_s"] = elapsed
         if notes:
-            row["notes"] = json.dumps(notes, sort_keys=True)
+            row["notes"] = files.json_text(notes, sort_keys=True)
         rows.append(row)
     return rows
 
@@ -801,7 +801,7 @@ def score(
     for split in leaderboard.SPLITS:
         row = dict(base, split=split, status="ok", reason="")
         if notes:
-            row["notes"] = json.dumps(notes, sort_keys=True)
+            row["notes"] = files.json_text(notes, sort_keys=True)
         if split not in loaded:  # train scores are optional: a status of its own, no scores
             row["status"] = leaderboard.NOT_GIVEN
             row["reason"] = "the adapter gave no train scores"

@@ -24,7 +24,7 @@ from decathlon.datasets import (
     file_md5,
     size_suffix,
 )
-from decathlon.files import replacing
+from decathlon.files import json_text, replacing
 
 TINY_SIZES: dict[str, int] = {"train": 60, "val": 30, "test": 30}
 # ``sizes`` that asks for each dataset's published numbers of images per split (info.json's
@@ -163,7 +163,7 @@ def write_tiny(
 
 
 def write_info(meta: dict[str, Any], path: Path) -> Path:
-    path.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    path.write_text(json_text(meta, indent=2, sort_keys=True), encoding="utf-8")
     return path
 
 

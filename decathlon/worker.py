@@ -109,10 +109,16 @@ def _save(directory: Path, name: str, array: Any) -> None:
     os.replace(tmp, directory / (name + ".npy"))
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
+def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_error(path: Path, failed: dict[str, str]) -> None:
+    # Plain json: it may have to be written when the harness's package could not be mounted;
+    # its values are strings, never a float JSON has no word for.
+    _write_text(path, json.dumps(failed, indent=2))
 
 
 def _die_with_parent() -> None:
@@ -185,12 +191,13 @@ def _run(spec: Any) -> int:
     if failed is not None:  # the runner turns this into an `error` row
         print("[decathlon] {}: {}".format(failed["type"], failed["message"]), file=sys.stderr)
         sys.stderr.flush()
-        _write_json(out / "error.json", failed)
+        _write_error(out / "error.json", failed)
         return 1
 
     import numpy as np
 
     from decathlon.contract import Budget, DatasetInfo, Predictions, Task
+    from decathlon.files import json_text
 
     try:
         run = getattr(importlib.import_module(module_name), attribute)
@@ -223,11 +230,12 @@ def _run(spec: Any) -> int:
             scores = getattr(result, split)
             if scores is not None:
                 _save(out, split, scores)
-        _write_json(out / "info.json", dict(result.info))
+        # Strict JSON (an adapter's notes may hold NaN): the harness's one writer of JSON text.
+        _write_text(out / "info.json", json_text(dict(result.info), indent=2))
     except BaseException as exc:  # the runner turns this into an `error` row
         traceback.print_exc()
         sys.stderr.flush()
-        _write_json(out / "error.json", {"type": type(exc).__name__, "message": str(exc)[:500]})
+        _write_error(out / "error.json", {"type": type(exc).__name__, "message": str(exc)[:500]})
         return 1
     return 0
 

@@ -61,6 +61,7 @@ ADAPTERS = (
             "write_marker": "",
             "train_scores": True,
             "notes_kib": 0,
+            "nonfinite_notes": False,
         },
     ),
     _adapter("mis_sleeper", "sleep_forever", _SHORT, options={"ignore_sigterm": False}),
@@ -180,6 +181,10 @@ def good(task: Task) -> Predictions:
         notes["trials"] = [
             {"trial": i, "score": 0.5} for i in range(40 * task.options["notes_kib"])
         ]
+    if task.options.get("nonfinite_notes"):  # numbers JSON has no word for
+        notes["nan"], notes["inf"], notes["minus_inf"] = float("nan"), float("inf"), -np.inf
+        notes["nested"] = {"trials": [{"score": float("nan")}, {"score": np.float32("nan")}]}
+        notes["array"] = np.array([0.5, np.nan])
     predictions = valid_predictions(task, notes)
     if not task.options["train_scores"]:
         predictions.train = None

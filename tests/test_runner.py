@@ -327,6 +327,34 @@ def test_long_notes_leave_the_leaderboard_readable(tiny_catalog: TinyData, tmp_p
     assert sorted(board.rows["split"]) == ["test", "train", "val"]
 
 
+def test_nonfinite_notes_leave_every_json_file_strict(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """An adapter's notes holding NaN or infinities (a float, nested, a numpy float) were written
+    as bare ``NaN``/``Infinity`` into info.json and the leaderboard's notes, which strict JSON
+    readers (``jq``, JavaScript's ``JSON.parse``) refuse; they are now ``null``."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    run_dir = tmp_path / "run"
+    rows = run("mis_good", tiny_catalog, run_dir, options={"nonfinite_notes": True})
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["status"] == "ok"
+    notes = json.loads(test["notes"], parse_constant=refuse)
+    assert (notes["nan"], notes["inf"], notes["minus_inf"]) == (None, None, None)
+    assert notes["nested"] == {"trials": [{"score": None}, {"score": None}]}
+    assert notes["array"] == [0.5, None]
+    written = sorted(run_dir.rglob("*.json"))
+    assert any(path.name == "info.json" for path in written), written
+    for path in written:
+        json.loads(path.read_text(), parse_constant=refuse)
+    # The finished run reads back: resuming it finds every task done and writes the same board.
+    config = RunConfig.from_json(json.loads((run_dir / "config.json").read_text())["config"])
+    board = Runner(config, make_registry(extra_plugins=[misbehaving])).run(run_dir, resume=True)
+    assert task_rows(leaderboard.read(board), "breastmnist")["test"]["notes"] == test["notes"]
+
+
 @pytest.mark.parametrize(
     ("name", "first_line", "reason"),
     [
