@@ -584,8 +584,8 @@ def _say_not_ok(paths: Sequence[Path]) -> int:
         else "of each run's leaderboard.csv (`python -m decathlon show RUN_DIR`)"
     )
     err_console.print(
-        f"{sum(failed.values())} of {tests} tasks did not end ok ({statuses}); the reasons are in"
-        f" the reason column {where}",
+        f"{sum(failed.values())} of {_count(tests, 'task')} did not end ok ({statuses}); the"
+        f" reasons are in the reason column {where}",
         markup=False,
         highlight=False,
         soft_wrap=True,

@@ -222,7 +222,7 @@ def test_resume_sweeps_grandchildren_of_a_killed_run(
     done = resume(tmp_path, tiny_catalog)
     # Finished, with a task that is not ok: exit 1, and the last line says where the reason is.
     assert done.returncode == 1, done.stdout + done.stderr
-    assert done.stderr.splitlines()[-1].startswith("1 of 1 tasks did not end ok (1 timeout)")
+    assert done.stderr.splitlines()[-1].startswith("1 of 1 task did not end ok (1 timeout)")
     assert misbehaving.live_pids(descendants) == []
     assert misbehaving.tagged_processes(old_tag) == []
     assert_each_row_once(read_valid_csv(run_dir / "leaderboard.csv"), "timeout", flags, seeds)
