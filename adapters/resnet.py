@@ -249,12 +249,11 @@ class Trainer:
         in_channels = int(x_train.shape[3]) if x_train.ndim == 4 else 1
         self.model = build_model(arch, size, in_channels, n_outputs).to(self.device)
         self.model = self.model.to(memory_format=self.memory_format)
-        if optimizer == "adam":
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
-        elif optimizer == "sgd":
+        # One of OPTIMIZERS: check_options (RANGES) refused any other value before the task.
+        if optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=0.9)
         else:
-            raise ValueError(f"option optimizer={optimizer!r}: use 'adam' or 'sgd'")
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=milestones(epochs), gamma=0.1
         )
