@@ -231,6 +231,16 @@ def render(
     return "\n".join(parts) + "\n"
 
 
+def refuse_unwritable(path: Path) -> None:
+    """Raise :class:`LeaderboardError` in one line when the report cannot be written to
+    ``path`` (a folder, or in a folder that cannot be made or written). ``compare`` calls it
+    before reading, testing and resampling anything, which can take minutes."""
+    path = Path(path)
+    why = f"{path} is a folder" if path.is_dir() else files.why_not_writable(path.parent)
+    if why:
+        raise LeaderboardError(f"{path}: cannot write the report ({why}); choose another --report")
+
+
 def write(
     path: Path,
     methods: Sequence[Method],

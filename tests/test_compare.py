@@ -1356,3 +1356,32 @@ def test_a_reference_without_the_chosen_size_is_refused_not_dropped(tmp_path: Pa
         compare.compare_command([run], "v2", size=64, bootstrap=0)
     text = compare.compare_command([run], "plus", size=64, bootstrap=0)
     assert "big/baseline@64" in text and "@64" in text.split("big/baseline@64", 1)[1]
+
+
+def test_an_unwritable_report_is_refused_before_any_work(tmp_path: Path) -> None:
+    """`compare --report PATH` read, tested and resampled everything (and wrote the --format
+    files) before it found that PATH could not be written: a folder, or under a file. Now it
+    says so in one line first, and writes nothing."""
+    board = write_run(tmp_path, "runA", {"good": 0.05})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("kept\n")
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    out = tmp_path / "out"
+    asked: list[str] = []
+
+    def labels(flag: str) -> np.ndarray | None:  # the bootstrap asks for each dataset's labels
+        asked.append(flag)
+        return None
+
+    for report, why in ((folder, f"{folder} is a folder"), (blocker / "page.html", "not a folder")):
+        with pytest.raises(LeaderboardError) as caught:
+            compare.compare_command(
+                [board], None, out, ["md"], False, report=report, labels_fn=labels
+            )
+        message = str(caught.value)
+        assert len(message.splitlines()) == 1
+        assert message.startswith(f"{report}: cannot write the report") and why in message
+        assert message.endswith("choose another --report")
+    assert asked == [] and not out.exists()
+    assert blocker.read_text() == "kept\n" and list(folder.iterdir()) == []

@@ -69,6 +69,10 @@ def compare_command(
     if "csv" in wanted:
         targets.append(folder / "bootstrap_ci.csv")
     _refuse_overwriting_inputs(paths, targets, report)
+    if report is not None:  # before the statistics, the bootstrap and the plots
+        from decathlon import report as report_module
+
+        report_module.refuse_unwritable(Path(report))
     everything = collect(list(paths), reference, datasets)
     methods = select_size(everything, size)
     if reference and size is not None:
