@@ -714,6 +714,12 @@ def _read_config(run_dir: Path) -> RunConfig:
     try:
         if record is None:
             raise ValueError("no 'config' record")
+        unknown = RunConfig.unknown_fields(record["config"])
+        if unknown:  # resumed here, the run would go on without them
+            raise DecathlonError(
+                f"{path}: written by a newer decathlon: unknown settings {', '.join(unknown)};"
+                " resume it with that version"
+            )
         return RunConfig.from_json(record["config"])
     except (TypeError, ValueError) as exc:
         raise DecathlonError(f"{path}: not a run's configuration ({exc})") from None

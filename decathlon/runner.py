@@ -117,6 +117,13 @@ class RunConfig:
         return self.data_dir is not None and self.data_dir_from is None
 
     @classmethod
+    def unknown_fields(cls, data: dict[str, Any]) -> list[str]:
+        """The settings of a ``config.json`` this harness has no field for: a newer harness
+        wrote it (every field any earlier layout held is still one), and :meth:`from_json`
+        would drop them."""
+        return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
         """The configuration ``config.json`` holds; ValueError names a field of another type."""
         fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -1455,3 +1455,36 @@ def test_a_data_folder_in_a_loop_of_links_is_one_line(
     code, _, err = main(capsys, "plan", "--adapter", "baseline", "--profile", "quick")
     assert_one_line_error(code, err, f"{loop}: its symbolic links lead to no folder")
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_config_written_by_a_newer_harness(
+    capsys: pytest.CaptureFixture[str], finished_run: Path
+) -> None:
+    """Settings this harness does not know (a newer one wrote config.json) were dropped without
+    a word, and the run went on without them."""
+    record = json.loads((finished_run / "config.json").read_text())
+    record["config"].update(zz_future=1, aa_future="x")
+    (finished_run / "config.json").write_text(json.dumps(record))
+    before = snapshot(finished_run)
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert_one_line_error(
+        code,
+        err,
+        "config.json: written by a newer decathlon: unknown settings aa_future, zz_future;"
+        " resume it with that version",
+    )
+    assert snapshot(finished_run) == before
+
+
+def test_resume_of_a_config_of_the_first_layout(
+    capsys: pytest.CaptureFixture[str], finished_run: Path
+) -> None:
+    """A config.json of the first release, before size, sandbox, network, redownload,
+    max_processes, mirror_withheld, data_dir_from and info_from existed, still resumes."""
+    record = json.loads((finished_run / "config.json").read_text())
+    later = ("size", "sandbox", "network", "redownload", "max_processes", "mirror_withheld")
+    for key in (*later, "data_dir_from", "info_from"):
+        del record["config"][key]
+    (finished_run / "config.json").write_text(json.dumps(record))
+    code, _, err = main(capsys, "run", "--resume", str(finished_run), "--no-progress")
+    assert code == 0, err
