@@ -34,9 +34,9 @@ import numpy as np
 from decathlon import resources
 from decathlon.contract import MULTI_LABEL, TASK_TYPES, DatasetInfo
 from decathlon.download import download as _download
-from decathlon.download import mirror_url, shown_url
 from decathlon.errors import DataError, did_you_mean
 from decathlon.files import replacing
+from decathlon.transfer import mirror_url, shown_url
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""Fetch one file over HTTP(S) with a progress bar, an MD5 check and no partial leftovers."""
+"""Fetch one file over HTTP(S) with a progress bar, an MD5 check and no partial leftovers: the
+file-level job (the temporary file and what was written to it, stale temporaries of killed
+downloads, taking up a transfer that broke off, the checks before the file takes its name).
+Each request and its answer is :mod:`decathlon.transfer`'s."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import gzip
@@ -11,24 +13,18 @@ import http.client
 import logging
 import os
 import re
-import socket
 import sys
-import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Optional, cast
 
-from decathlon import __version__, files
+from decathlon import files, transfer
 from decathlon.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
 #: The stall rule: a transfer that brings fewer than STALL_BYTES in STALL_SECONDS is given up
 #: (the socket timeout alone is per read, so a byte now and then would keep it going for ever).
 STALL_SECONDS = 30.0
@@ -97,223 +93,6 @@ def _progress_bar(name: str, total: Optional[int], enabled: Any) -> Iterator[_Ba
         yield _Bar(bar, task)
 
 
-def shown_url(url: str) -> str:
-    """``url`` as messages show it: without credentials (``user:pass@``), query or fragment
-    (``?token=...``), which would otherwise end up in logs and in the leaderboard's reasons."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "the download URL"
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def mirror_url(mirror: str, name: str) -> str:
-    """The URL of file ``name`` on a mirror: ``MIRROR/name``, any query (``?token=...``) kept
-    after the path. A ``#`` in the mirror is taken literally (``%23``): a fragment means
-    nothing to a folder files are fetched from, and cutting there fetched from another one
-    (``/my#files/`` asked ``/my/NAME``)."""
-    parts = urllib.parse.urlsplit(mirror.replace("#", "%23"))
-    path = f"{parts.path.rstrip('/')}/{name}"
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-
-
-def _secrets(url: str) -> list[str]:
-    """The parts of ``url`` no message may show: its credentials and its query, whole and each
-    on its own (a library's message may quote any of them: ``nonnumeric port: 'pw@host'``)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return [url]
-    userinfo = parts.netloc.rpartition("@")[0]
-    found = [userinfo, *userinfo.split(":", 1), parts.query, *re.split("[&=]", parts.query)]
-    found.append(parts.fragment)
-    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
-
-
-def has_secrets(mirror: str) -> bool:
-    """Whether ``mirror`` holds what no file may keep: credentials or a query (or it cannot be
-    parsed, so that it cannot be told). A ``#`` is part of its folder's path, as
-    :func:`mirror_url` takes it, not a fragment: no secret."""
-    try:
-        parts = urllib.parse.urlsplit(mirror.replace("#", "%23"))
-    except ValueError:
-        return True
-    return "@" in parts.netloc or bool(parts.query)
-
-
-def shown_mirror(mirror: str) -> str:
-    """``mirror`` as :func:`shown_url` shows a URL, its ``#`` kept in the path (``%23``), as
-    :func:`mirror_url` takes it: the folder files come from, not a shorter one."""
-    return shown_url(mirror.replace("#", "%23"))
-
-
-def _reason(exc: BaseException, url: str) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        text = f"HTTP {exc.code} {exc.reason}"
-    elif isinstance(exc, urllib.error.URLError):
-        text = str(exc.reason)
-    else:
-        text = str(exc) or type(exc).__name__
-    text = text.replace(url, shown_url(url))
-    for secret in _secrets(url):
-        text = text.replace(secret, "***")
-    return " ".join(text.split())  # one line, no secrets
-
-
-def _request(url: str) -> urllib.request.Request:
-    """The request for ``url``; credentials in it (``https://user:password@host/...``, a mirror
-    behind HTTP basic authentication) go into an ``Authorization`` header, which urllib does
-    not do by itself (it read ``password@host`` as the host). Its path is percent-encoded as
-    a browser would (``/my mirror/données`` -> ``/my%20mirror/donn%C3%A9es``): http.client
-    refuses a space and cannot send other than ASCII; one already encoded stays as it is, and
-    a ``%`` that starts no escape is one itself (``/100%/`` -> ``/100%25/``)."""
-    headers = {"User-Agent": f"medmnist-decathlon/{__version__}"}
-    parts = urllib.parse.urlsplit(url)
-    path = re.sub("%(?![0-9A-Fa-f]{2})", "%25", parts.path)
-    parts = parts._replace(path=urllib.parse.quote(path, safe="/%:@!$&'()*+,;=~"))
-    url = urllib.parse.urlunsplit(parts)
-    if "@" in parts.netloc:
-        userinfo, _, host = parts.netloc.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
-        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
-        url = urllib.parse.urlunsplit(parts._replace(netloc=host))
-    return urllib.request.Request(url, headers=headers)
-
-
-def _origin(url: str) -> tuple[str, str, Optional[int]]:
-    parts = urllib.parse.urlsplit(url)
-    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """urllib's redirects, less the mirror's credentials once one leads to another scheme, host
-    or port: urllib sends every header of the request on, ``Authorization`` too, to whatever
-    host a redirect names (and over plain HTTP after an HTTPS mirror)."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> Optional[urllib.request.Request]:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and _origin(new.full_url) != _origin(req.full_url):
-            new.remove_header("Authorization")
-        return new
-
-
-class _Deadline:
-    """The stall rule before the body: connecting and the answer's headers, redirects included,
-    within ``seconds`` all together (the socket timeout is per read, so a server that sends a
-    header byte now and then would keep the request going for ever). When the time is up
-    before :meth:`close`, the connections' sockets are shut down, which ends whatever read
-    waits on them."""
-
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-        self.lock = threading.Lock()
-        self.expired = self.closed = False
-        self.sockets: list[socket.socket] = []
-        self.timer = threading.Timer(seconds, self._expire)
-        self.timer.daemon = True
-        self.timer.start()
-
-    def _expire(self) -> None:
-        with self.lock:
-            if self.closed:
-                return
-            self.expired = True
-            for sock in self.sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def watch(self, sock: socket.socket) -> None:
-        # a duplicate of its descriptor: shutting it down ends the connection, whatever
-        # (TLS) object the connection wraps the socket in afterwards
-        with self.lock:
-            self.sockets.append(sock.dup())
-        if self.expired:
-            self._expire()
-
-    def close(self) -> None:
-        with self.lock:
-            self.closed = True
-            self.timer.cancel()
-            for sock in self.sockets:
-                sock.close()
-
-
-_ANSWERING = threading.local()  # the _Deadline of the request this thread is opening
-
-
-def _connect(address: tuple[str, int], timeout: Any, source: Any = None) -> socket.socket:
-    deadline: Optional[_Deadline] = getattr(_ANSWERING, "deadline", None)
-    if deadline is None or not isinstance(timeout, (int, float)):
-        return socket.create_connection(address, timeout, source)
-    # connecting within what is left of the deadline; reading with the socket timeout
-    left = max(0.001, min(timeout, deadline.end - time.monotonic()))
-    sock = socket.create_connection(address, left, source)
-    sock.settimeout(timeout)
-    deadline.watch(sock)
-    return sock
-
-
-class _Watched(urllib.request.AbstractHTTPHandler):
-    """urllib's HTTP(S) handlers, whose connections' sockets the request's deadline watches."""
-
-    def do_open(self, http_class: Any, req: urllib.request.Request, **kwargs: Any) -> Any:
-        def connection(*args: Any, **kw: Any) -> http.client.HTTPConnection:
-            made: http.client.HTTPConnection = http_class(*args, **kw)
-            made._create_connection = _connect  # type: ignore[attr-defined]
-            return made
-
-        return super().do_open(connection, req, **kwargs)
-
-
-class _HTTPHandler(_Watched, urllib.request.HTTPHandler):
-    pass
-
-
-class _HTTPSHandler(_Watched, urllib.request.HTTPSHandler):
-    pass
-
-
-class _Unanswered(Exception):
-    """No answer (its headers) came within the stall window."""
-
-
-@contextlib.contextmanager
-def _answer(request: urllib.request.Request, timeout: float, window: float) -> Iterator[Any]:
-    """The response to ``request``, its headers in within ``window`` seconds (else
-    :class:`_Unanswered`); ``timeout`` is the socket timeout of each read."""
-    deadline = _Deadline(window)
-    _ANSWERING.deadline = deadline
-    try:
-        response = _OPENER.open(request, timeout=timeout)
-    except (OSError, http.client.HTTPException) as exc:
-        # a connect that timed out as the deadline came (not an answer such as HTTP 404)
-        late = time.monotonic() >= deadline.end and not isinstance(exc, urllib.error.HTTPError)
-        if deadline.expired or late:
-            raise _Unanswered() from exc
-        raise
-    finally:
-        _ANSWERING.deadline = None
-        deadline.close()
-    with response:
-        if deadline.expired:  # just as the headers came: its socket is shut down
-            raise _Unanswered()
-        yield response
-
-
-_OPENER = urllib.request.build_opener(_Redirects, _HTTPHandler, _HTTPSHandler)
-
-
 def _pid_alive(pid: int) -> bool:
     # not psutil: the data loader, and so this module, is imported in adapters' environments,
     # which hold numpy and pluggy only (tests/test_structure.py checks)
@@ -369,7 +148,7 @@ def _truncated(
 ) -> DownloadError:
     of = f" of {total}" if total is not None else ""
     return DownloadError(
-        f"download of {name} from {shown_url(url)} was truncated: received {received}{of}"
+        f"download of {name} from {transfer.shown_url(url)} was truncated: received {received}{of}"
         f" bytes; {_hint(mirror)}"
     )
 
@@ -430,115 +209,6 @@ def _writing(tmp: Path, dest: Path) -> Iterator[BinaryIO]:
         raise _unwritable(dest, exc) from None
 
 
-class _Stalled(Exception):
-    """The transfer went on below the minimum rate for a whole window."""
-
-
-class _Watch:
-    """The stall rule: at least ``min_bytes`` in every window of ``seconds``."""
-
-    def __init__(self, seconds: float, min_bytes: int) -> None:
-        self.seconds, self.min_bytes = seconds, min_bytes
-        self.start, self.received = time.monotonic(), 0
-
-    def add(self, n: int) -> None:
-        self.received += n
-        now = time.monotonic()
-        if now - self.start >= self.seconds:
-            if self.received < self.min_bytes:
-                raise _Stalled(f"{self.received} bytes in {now - self.start:.0f} s")
-            self.start, self.received = now, 0
-
-
-class _Body:
-    """The response's bytes as they arrive, counted: against the most it may send (one byte
-    past it raises ``too_much()``), by the stall rule and on the progress bar. ``read`` is
-    ``read1``, whatever has arrived, so that the stall rule sees a slow body."""
-
-    def __init__(self) -> None:
-        self.received = 0
-
-    def start(
-        self,
-        response: Any,
-        limit: int,
-        watch: _Watch,
-        advance: Callable[[int], None],
-        too_much: Callable[[], DownloadError],
-    ) -> None:
-        self.response, self.limit, self.watch = response, limit, watch
-        self.advance, self.too_much = advance, too_much
-
-    def read1(self, n: int = -1) -> bytes:
-        n = CHUNK if n is None or n < 0 else n
-        chunk: bytes = self.response.read1(min(n, self.limit - self.received + 1))
-        if self.received + len(chunk) > self.limit:
-            raise self.too_much()
-        self.received += len(chunk)
-        self.advance(len(chunk))
-        self.watch.add(len(chunk))
-        return chunk
-
-    read = read1
-
-
-class _Inflate:
-    """A ``Content-Encoding: deflate`` body, decoded a chunk at a time (``read1``, at most ``n``
-    bytes, so that a small body cannot decode to a huge one at once). Read as browsers do: a
-    zlib stream as the standard says, or raw deflate data, which many servers send instead
-    (told apart by whether the first two bytes are a zlib header). Raw data whose first two
-    bytes happen to read as a zlib header fails as a zlib stream: one that fails in its first
-    chunk, before it gave a byte, is read again as raw data. A body that ends before the
-    stream's end raises ``EOFError``, damaged data ``zlib.error``."""
-
-    def __init__(self, body: Any) -> None:
-        self.body = body
-        self.inflater: Any = None
-        self.pending = b""
-        self.first: Optional[bytes] = None  # the first chunk, while it may be read again as raw
-
-    def read1(self, n: int) -> bytes:
-        while True:
-            if self.inflater is None:
-                more = self.body.read1(CHUNK)
-                self.pending += more
-                if more and len(self.pending) < 2:
-                    continue
-                if not self.pending:
-                    raise EOFError("the deflate stream ended before it began")
-                first, second = self.pending[0], self.pending[1:2] or b"\0"
-                wrapped = first & 0x0F == 8 and (first << 8 | second[0]) % 31 == 0
-                self.inflater = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-                self.first = self.pending if wrapped else None
-            if self.inflater.eof:
-                return b""
-            data = self.inflater.unconsumed_tail or self.pending
-            if not data:
-                data, self.first = self.body.read1(CHUNK), None
-            self.pending = b""
-            if not data:
-                raise EOFError("the deflate stream ended before its end")
-            try:
-                chunk: bytes = self.inflater.decompress(data, n)
-            except zlib.error:
-                if self.first is None:
-                    raise
-                self.inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-                self.pending, self.first = self.first, None
-                continue
-            if chunk:
-                self.first = None
-                return chunk
-
-
-class _Cut(Exception):
-    """The body ended (the server closed the connection) before the length it announced."""
-
-    def __init__(self, received: int) -> None:
-        super().__init__(received)
-        self.received = received
-
-
 class _Temporary:
     """What the attempts at one download wrote: the temporary file, the MD5 and the first bytes
     of what it holds. A resumed attempt appends to it; one a server answers in full starts it
@@ -565,22 +235,6 @@ class _Temporary:
         self.written += len(chunk)
         if len(self.head) < 64:
             self.head += chunk[:64]
-
-
-def _range_start(response: Any) -> Optional[int]:
-    """The first byte a 206 answer holds, by its ``Content-Range: bytes FIRST-LAST/SIZE``."""
-    found = re.fullmatch(
-        r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*", response.headers.get("Content-Range") or ""
-    )
-    return int(found[1]) if found else None
-
-
-def _range_size(response: Any) -> Optional[int]:
-    """The whole file's size a 206 answer names (``Content-Range: bytes FIRST-LAST/SIZE``)."""
-    found = re.fullmatch(
-        r"\s*bytes\s+\d+-\d+/(\d+)\s*", response.headers.get("Content-Range") or ""
-    )
-    return int(found[1]) if found else None
 
 
 def download(
@@ -618,10 +272,10 @@ def download(
     the user's ``--mirror``, which messages then name. Raises
     :class:`~decathlon.errors.DownloadError` with a one-line message: network failure, stall,
     truncated or oversized transfer, checksum mismatch or a file that fails ``check``. URLs in
-    messages and logs lose credentials and query (:func:`shown_url`).
+    messages and logs lose credentials and query (:func:`decathlon.transfer.shown_url`).
     """
     dest = Path(dest)
-    name, shown, hint = dest.name, shown_url(url), _hint(mirror)
+    name, shown, hint = dest.name, transfer.shown_url(url), _hint(mirror)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file, or a link that leads nowhere, where the folder should be
@@ -643,17 +297,17 @@ def download(
             shown_bar: Optional[_Bar] = None  # once the size is known
             while True:
                 offset = file.written if ranges else 0
-                body = _Body()
+                body = transfer.Body()
                 encoding = "identity"
                 try:
-                    request = _request(url)
+                    request = transfer.request(url)
                     if offset:
                         request.add_header("Range", f"bytes={offset}-")
                         if validator:
                             request.add_header("If-Range", validator)
-                    with _answer(request, timeout, window) as response:
+                    with transfer.answer(request, timeout, window) as response:
                         partial = response.status == 206
-                        if partial and _range_start(response) != offset:
+                        if partial and transfer.range_start(response) != offset:
                             raise DownloadError(
                                 f"{shown} answered the request for {name} from byte {offset}"
                                 f" with other bytes (Content-Range:"
@@ -668,7 +322,7 @@ def download(
                         length = response.headers.get("Content-Length")
                         expected = int(length) if length and length.isdigit() else None
                         if partial:
-                            size = _range_size(response)
+                            size = transfer.range_size(response)
                             if total is not None and size != total:
                                 raise DownloadError(
                                     f"{shown} answered the request for {name} from byte {offset}"
@@ -702,7 +356,7 @@ def download(
                         body.start(
                             response,
                             limit,
-                            _Watch(window, floor),
+                            transfer.Watch(window, floor),
                             shown_bar.advance,
                             functools.partial(
                                 _oversized, name, shown, limit + offset, total, most, hint
@@ -713,29 +367,34 @@ def download(
                         # a chunk at a time (a small body can decode to a huge one).
                         source: Any = body
                         if encoding.strip() == "deflate":
-                            source = _Inflate(body)
+                            source = transfer.Inflate(body)
                         elif encoding.strip() != "identity":
                             source = gzip.GzipFile(fileobj=cast(IO[bytes], body), mode="rb")
-                        while chunk := source.read1(min(CHUNK, cap - file.written + 1)):
+                        while chunk := source.read1(min(transfer.CHUNK, cap - file.written + 1)):
                             if file.written + len(chunk) > cap:
                                 raise _oversized(name, shown, cap, None, most, hint)
                             file.add(chunk)
                         if expected is not None and body.received < expected:
-                            raise _Cut(body.received)
+                            raise transfer.Cut(body.received)
                     break
-                except _Unanswered:
+                except transfer.Unanswered:
                     raise DownloadError(
                         f"download of {name} from {shown} stalled: no answer within {window:g} s"
                         f" (the stall timeout); {hint}"
                     ) from None
-                except _Stalled as exc:
+                except transfer.Stalled as exc:
                     raise DownloadError(
                         f"download of {name} from {shown} stalled: {exc} (at least"
                         f" {floor} needed in {window:g} s); {hint}"
                     ) from None
-                except (_Cut, http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
+                except (
+                    transfer.Cut,
+                    http.client.IncompleteRead,
+                    ConnectionError,
+                    TimeoutError,
+                ) as exc:
                     # the connection closed, was reset or went silent mid-way
-                    cut = exc.received if isinstance(exc, _Cut) else body.received
+                    cut = exc.received if isinstance(exc, transfer.Cut) else body.received
                     if isinstance(exc, http.client.IncompleteRead):
                         cut += len(exc.partial)
                     if ranges and body.received and encoding == "identity" and resumes < RESUMES:
@@ -747,13 +406,13 @@ def download(
                             file.written,
                         )
                         continue
-                    if isinstance(exc, (_Cut, http.client.IncompleteRead)):
+                    if isinstance(exc, (transfer.Cut, http.client.IncompleteRead)):
                         received = cut if encoding != "identity" else offset + cut
                         raise _truncated(name, url, received, total, mirror) from exc
                     where = "check the --mirror URL" if mirror else "pass --mirror URL"
                     raise DownloadError(
-                        f"could not download {name} from {shown}: {_reason(exc, url)}. Download"
-                        f" it by hand and put it at {dest}, or {where}"
+                        f"could not download {name} from {shown}: {transfer.reason(exc, url)}."
+                        f" Download it by hand and put it at {dest}, or {where}"
                     ) from exc
                 except EOFError as exc:  # an encoded body that ends before its end marker
                     raise _truncated(name, url, body.received, total, mirror) from exc
@@ -761,8 +420,8 @@ def download(
                 except (OSError, http.client.HTTPException, ValueError, zlib.error) as exc:
                     where = "check the --mirror URL" if mirror else "pass --mirror URL"
                     raise DownloadError(
-                        f"could not download {name} from {shown}: {_reason(exc, url)}. Download"
-                        f" it by hand and put it at {dest}, or {where}"
+                        f"could not download {name} from {shown}: {transfer.reason(exc, url)}."
+                        f" Download it by hand and put it at {dest}, or {where}"
                     ) from exc
         # A 206 whose Content-Length (which ends the body) is shorter than its Content-Range
         # says: the body ended "whole", the file did not.

@@ -43,7 +43,6 @@ import decathlon
 from decathlon import budgets as budgets_module
 from decathlon import (
     datasets,
-    download,
     environments,
     files,
     launcher,
@@ -51,6 +50,7 @@ from decathlon import (
     metrics,
     rundir,
     sandbox,
+    transfer,
 )
 from decathlon.contract import Adapter, Budget, DatasetInfo
 from decathlon.enforcement import new_tag, run_limited
@@ -86,7 +86,7 @@ class RunConfig:
     # it without the variable; a Dask worker still uses its own unless it was given.
     data_dir_from: str | None = None
     mirror: str | None = None
-    # config.json keeps the mirror without credentials or query (download.shown_url), and says
+    # config.json keeps the mirror without credentials or query (transfer.shown_url), and says
     # here when it took something out: a resume then downloads from it only with --mirror again
     mirror_withheld: bool = False
     download: bool = True
@@ -538,8 +538,8 @@ class Runner:
         """config.json: the request, the adapter, the budgets file, versions, host and devices.
         The mirror is written without its credentials or query: the file is shared."""
         config = self.config.to_json()
-        if self.config.mirror and download.has_secrets(self.config.mirror):
-            config["mirror"] = download.shown_mirror(self.config.mirror)
+        if self.config.mirror and transfer.has_secrets(self.config.mirror):
+            config["mirror"] = transfer.shown_mirror(self.config.mirror)
             config["mirror_withheld"] = True
         return {
             "config": config,

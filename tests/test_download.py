@@ -577,14 +577,14 @@ def test_what_a_mirror_has_to_withhold(url: str, secret: bool) -> None:
     """config.json kept a mirror as ``shown_url`` spelled it whenever the strings differed, so a
     resume demanded --mirror again of ``HTTP://host/m``, which holds no secret. A mirror's '#'
     counted as a fragment, a secret, though it is sent as %23, part of the folder's path."""
-    from decathlon.download import has_secrets
+    from decathlon.transfer import has_secrets
 
     assert has_secrets(url) is secret
 
 
 def test_a_withheld_mirror_is_recorded_with_its_whole_folder() -> None:
     """A mirror with a '#' in its folder and a token was recorded cut at the '#'."""
-    from decathlon.download import shown_mirror
+    from decathlon.transfer import shown_mirror
 
     assert shown_mirror("https://host/my#files/?token=x") == "https://host/my%23files/"
 
