@@ -35,7 +35,7 @@ from decathlon.errors import DataError, DecathlonError
 from decathlon.plugins import Registry, add_commands, make_registry
 from decathlon.reporters import PlainReporter, RichReporter, results_table
 from decathlon.reporters import format_duration as _duration
-from decathlon.runner import RunConfig, Runner
+from decathlon.runner import RunConfig, Runner, UnknownSettingsError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -714,13 +714,9 @@ def _read_config(run_dir: Path) -> RunConfig:
     try:
         if record is None:
             raise ValueError("no 'config' record")
-        unknown = RunConfig.unknown_fields(record["config"])
-        if unknown:  # resumed here, the run would go on without them
-            raise DecathlonError(
-                f"{path}: written by a newer decathlon: unknown settings {', '.join(unknown)};"
-                " resume it with that version"
-            )
         return RunConfig.from_json(record["config"])
+    except UnknownSettingsError as exc:
+        raise DecathlonError(f"{path}: {exc}; resume it with that version") from None
     except (TypeError, ValueError) as exc:
         raise DecathlonError(f"{path}: not a run's configuration ({exc})") from None
 

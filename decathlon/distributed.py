@@ -48,6 +48,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import decathlon
 from decathlon import environments, files, rundir
 from decathlon.errors import DecathlonError
 from decathlon.plugins import Registry, make_registry
@@ -56,6 +57,7 @@ from decathlon.runner import (
     PlannedTask,
     RunConfig,
     Runner,
+    UnknownSettingsError,
     failed_rows,
     gpu_names,
 )
@@ -404,7 +406,13 @@ def _worker_runner(payload: dict[str, Any]) -> Runner:
     config = dict(payload["config"])
     for key, text in payload["files"].items():
         config[key] = str(_cached_file(key, text))
-    return Runner(RunConfig.from_json(config), registry)
+    try:
+        return Runner(RunConfig.from_json(config), registry)
+    except UnknownSettingsError as exc:  # this worker's decathlon is older than the client's
+        raise DecathlonError(
+            f"the client's run configuration was {exc}; give the Dask workers the client's"
+            f" decathlon (this worker has {decathlon.__version__})"
+        ) from None
 
 
 def _cached_file(key: str, text: str) -> Path:

@@ -70,6 +70,16 @@ INFO_VARIABLE = "DECATHLON_INFO"
 BUNDLED = "bundled"
 
 
+class UnknownSettingsError(DecathlonError):
+    """A configuration (a run's ``config.json``, a Dask client's) holding settings this
+    harness has no :class:`RunConfig` field for: a newer harness wrote it, and a run here would
+    go on without them. ``names`` are those settings."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(f"written by a newer decathlon: unknown settings {', '.join(names)}")
+
+
 @dataclass
 class RunConfig:
     """Everything a run was asked to do; saved as ``config.json`` and reused by ``--resume``."""
@@ -125,7 +135,12 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
-        """The configuration ``config.json`` holds; ValueError names a field of another type."""
+        """The configuration ``config.json`` holds; ValueError names a field of another type,
+        :class:`UnknownSettingsError` the settings this harness has no field for (never dropped
+        without a word, here or on a Dask worker)."""
+        unknown = cls.unknown_fields(data)
+        if unknown:
+            raise UnknownSettingsError(unknown)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         values = {k: v for k, v in data.items() if k in fields}
@@ -485,11 +500,23 @@ class Runner:
         if resume and not config_path.exists():
             raise DecathlonError(f"{run_dir} holds no run to resume (no config.json)")
         if resume:
+            self._check_settings(run_dir)
             self._check_budgets_file(run_dir)
             self._check_options(run_dir)
         rundir.tasks_dir(run_dir).mkdir(parents=True, exist_ok=True)
         if not config_path.exists():
             rundir.write_config(run_dir, self.record())
+
+    def _check_settings(self, run_dir: Path) -> None:
+        """Refuse to finish a run that a newer harness started with settings this one has no
+        field for (:class:`UnknownSettingsError`): the rest would run without them."""
+        recorded = (rundir.read_config(run_dir) or {}).get("config") or {}
+        unknown = RunConfig.unknown_fields(recorded)
+        if unknown:
+            raise DecathlonError(
+                f"{rundir.config_path(run_dir)}: {UnknownSettingsError(unknown)};"
+                " resume it with that version"
+            )
 
     def _budgets_sha256(self) -> str:
         return hashlib.sha256(self.budgets.path.read_bytes()).hexdigest()

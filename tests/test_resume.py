@@ -22,8 +22,9 @@ import pytest
 from helpers import TinyData
 
 from decathlon import leaderboard, rundir
+from decathlon.errors import DecathlonError
 from decathlon.plugins import make_registry
-from decathlon.runner import RunConfig, Runner
+from decathlon.runner import RunConfig, Runner, UnknownSettingsError
 
 FLAGS = ("breastmnist", "pneumoniamnist", "retinamnist")
 SEEDS = (0, 1)
@@ -383,3 +384,30 @@ def test_a_task_json_of_another_shape_does_not_stop_the_resume(
     assert "1 tasks, 0 already done" in done.stdout
     rows = read_valid_csv(run_dir / "leaderboard.csv")
     assert_each_row_once(rows, "ok", flags=("breastmnist",), seeds=(0,))
+
+
+def test_a_library_resume_of_a_run_a_newer_harness_started_is_refused(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """``Runner(...).run(resume=True)`` and a Dask worker's ``RunConfig.from_json`` went on
+    without the settings a newer harness wrote; only the command line refused them."""
+    config = RunConfig(
+        adapter="mis_good",
+        profile="quick",
+        datasets=("breastmnist",),
+        seeds=(0,),
+        data_dir=str(tiny_catalog.data_dir),
+        info_path=str(tiny_catalog.info_path),
+        download=False,
+        n_jobs=1,
+    )
+    run_dir = Runner(config, make_registry([misbehaving])).run(tmp_path / "run").parent
+    record = json.loads((run_dir / "config.json").read_text())
+    record["config"]["zz_future"] = 1
+    (run_dir / "config.json").write_text(json.dumps(record))
+    os.remove(run_dir / "tasks" / "breastmnist" / "seed0" / "result.json")
+    with pytest.raises(DecathlonError, match="unknown settings zz_future; resume it with"):
+        Runner(config, make_registry([misbehaving])).run(run_dir, resume=True)
+    assert not (run_dir / "tasks" / "breastmnist" / "seed0" / "result.json").exists()
+    with pytest.raises(UnknownSettingsError, match="newer decathlon: unknown settings zz_future"):
+        RunConfig.from_json(record["config"])
