@@ -1385,3 +1385,34 @@ def test_an_unwritable_report_is_refused_before_any_work(tmp_path: Path) -> None
         assert message.endswith("choose another --report")
     assert asked == [] and not out.exists()
     assert blocker.read_text() == "kept\n" and list(folder.iterdir()) == []
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path: Path) -> None:
+    """`compare --format md --out PATH` (and --plots) read, tested and resampled everything
+    before it found that PATH could not take the files (under a file, or a table file that is a
+    folder), as --report did."""
+    board = write_run(tmp_path, "runA", {"good": 0.05})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("kept\n")
+    taken = tmp_path / "taken"
+    (taken / "table.md").mkdir(parents=True)
+    asked: list[str] = []
+
+    def labels(flag: str) -> np.ndarray | None:
+        asked.append(flag)
+        return None
+
+    cases = (
+        (blocker / "out", ["md"], False, "not a folder"),
+        (blocker / "out", [], True, "not a folder"),
+        (taken, ["md"], False, f"{taken / 'table.md'} is a folder"),
+    )
+    for out, formats, plots, why in cases:
+        with pytest.raises(LeaderboardError) as caught:
+            compare.compare_command([board], None, out, formats, plots, labels_fn=labels)
+        message = str(caught.value)
+        assert len(message.splitlines()) == 1
+        assert message.startswith(f"{out}: cannot write the comparison's files") and why in message
+        assert message.endswith("choose another --out")
+    assert asked == []
+    assert blocker.read_text() == "kept\n"

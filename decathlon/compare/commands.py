@@ -73,6 +73,14 @@ def compare_command(
         from decathlon import report as report_module
 
         report_module.refuse_unwritable(Path(report))
+    if wanted or plots:  # so is --out
+        why = files.why_not_writable(folder) or next(
+            (f"{target} is a folder" for target in targets if target.is_dir()), None
+        )
+        if why:
+            raise LeaderboardError(
+                f"{folder}: cannot write the comparison's files ({why}); choose another --out"
+            )
     everything = collect(list(paths), reference, datasets)
     methods = select_size(everything, size)
     if reference and size is not None:
