@@ -674,13 +674,13 @@ class Runner:
         # it has one of its own, named in task.json for the next run to remove if this
         # harness is killed before it does.
         tmp = None if self.sandbox.sealed else rundir.private_tmp()
-        spec.update(rundir.tmp_record(tmp))
-        task_file = task_dir / rundir.TASK_SPEC
-        rundir.write_json(task_file, spec)
-        python = str(environments.interpreter(self.adapter))
-        # Sealed, the harness's TMPDIR may name a folder the sandbox hides: /tmp it is.
-        env = launcher.worker_environment(self.config.n_jobs, self.device, tmp or Path("/tmp"))
-        try:
+        try:  # from here on, the folders go whatever stops the task (a task.json not written)
+            spec.update(rundir.tmp_record(tmp))
+            task_file = task_dir / rundir.TASK_SPEC
+            rundir.write_json(task_file, spec)
+            python = str(environments.interpreter(self.adapter))
+            # Sealed, the harness's TMPDIR may name a folder the sandbox hides: /tmp it is.
+            env = launcher.worker_environment(self.config.n_jobs, self.device, tmp or Path("/tmp"))
             outcome = run_limited(
                 launcher.command(python, task_file),
                 hard_limit=task.budget.hard_limit_seconds,

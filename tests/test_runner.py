@@ -6,6 +6,7 @@ affected, and after a task no process of its tree is left, grandchildren include
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import json
@@ -27,7 +28,7 @@ import psutil
 import pytest
 from helpers import PLUGIN_FILE, TinyData
 
-from decathlon import cgroups, datasets, enforcement, leaderboard, metrics
+from decathlon import cgroups, datasets, enforcement, environments, leaderboard, metrics, rundir
 from decathlon.datasets import file_md5
 from decathlon.plugins import make_registry
 from decathlon.runner import RunConfig, Runner
@@ -876,3 +877,26 @@ def test_a_default_data_folder_in_a_loop_of_links_does_not_stop_a_run_given_anot
     monkeypatch.setenv("DECATHLON_DATA_DIR", str(loop))
     rows = run("mis_good", tiny_catalog, tmp_path / "run")
     assert {r["status"] for r in rows if r["dataset"] == "breastmnist"} == {"ok"}, rows
+
+
+def test_the_private_tmpdir_goes_when_the_task_cannot_be_started(
+    tiny_catalog: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task's /tmp/dcl-* folder was made before task.json was written and the worker's
+    interpreter found, outside the block that removes it: a failure there left it for good."""
+    made: list[Path] = []
+
+    def private_tmp() -> Path:
+        made.append(Path(tempfile.mkdtemp(prefix=rundir.TMP_PREFIX)))
+        return made[-1]
+
+    def interpreter(adapter: Any, root: Any = None) -> Path:
+        raise OSError("no interpreter today")
+
+    monkeypatch.setattr(rundir, "private_tmp", private_tmp)
+    monkeypatch.setattr(environments, "interpreter", interpreter)
+    with contextlib.suppress(OSError):
+        run("mis_good", tiny_catalog, tmp_path / "run", sandbox="off")
+    assert len(made) == 1
+    assert not os.path.lexists(made[0])
+    assert not (tmp_path / "run" / "tasks" / "breastmnist" / "seed0" / "scratch").exists()
