@@ -105,7 +105,7 @@ def json_text(payload: Any, *, indent: int | None = None, sort_keys: bool = Fals
 
 def _finite(value: Any) -> Any:
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {_key(key): _finite(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     if isinstance(value, np.ndarray):
@@ -115,6 +115,17 @@ def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _key(key: Any) -> Any:
+    """A record's key as JSON takes it: numpy scalars plain (``{np.int64(3): ...}``, counts per
+    label, made json raise), NaN and the infinities spelt as Python's ``json`` spelt them before
+    ``allow_nan=False`` (which raises on them), anything else JSON does not know its ``str``."""
+    if isinstance(key, np.generic) and not isinstance(key, (np.str_, np.bytes_)):
+        key = key.item()
+    if isinstance(key, float) and not math.isfinite(key):
+        return "NaN" if math.isnan(key) else "Infinity" if key > 0 else "-Infinity"
+    return key if key is None or isinstance(key, (str, int, float, bool)) else str(key)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,25 @@ def test_a_header_that_promises_more_than_the_file_holds_is_refused() -> None:
 def test_what_is_not_an_npy_array_of_numbers_is_refused(raw: bytes, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         files.load_npy(raw)
+
+
+def test_json_text_takes_the_keys_an_adapters_notes_may_have() -> None:
+    """Notes keyed by numpy scalars (counts per label) made json raise, and so did a NaN key
+    once ``allow_nan=False`` was set (json.dumps wrote it as "NaN" before): the worker then
+    turned a task with valid predictions into an error row."""
+    notes = {
+        np.int64(3): 1,
+        np.float32(0.5): 2,
+        float("nan"): 3,
+        float("-inf"): 4,
+        ("a", 1): 5,
+        np.str_("label"): 6,
+    }
+    assert json.loads(files.json_text(notes)) == {
+        "3": 1,
+        "0.5": 2,
+        "NaN": 3,
+        "-Infinity": 4,
+        "('a', 1)": 5,
+        "label": 6,
+    }
