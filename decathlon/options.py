@@ -32,14 +32,19 @@ class Range:
     def allows(self, value: Any) -> bool:
         if isinstance(value, bool):
             return False
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return False
+        number: float
+        if isinstance(value, int):  # compared as it is: float() overflows past 1e308
+            number, whole = value, True
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                return False
+            whole = number.is_integer()  # False for NaN and the infinities
         if self.zero and self.low > 0 and number == 0:
             return True
-        if self.whole and not number.is_integer():
-            return False  # NaN and the infinities included
+        if self.whole and not whole:
+            return False
         low_ok = number > self.low if self.above else number >= self.low
         high_ok = number < self.high if self.under else number <= self.high
         return low_ok and high_ok  # False for NaN

@@ -73,3 +73,14 @@ def test_every_adapter_words_an_out_of_range_option_the_same_way(
 def test_the_module_is_python_39_valid() -> None:
     # Imported inside auto-sklearn's Python 3.9 environment.
     ast.parse(Path(options.__file__).read_text(), feature_version=(3, 9))
+
+
+def test_a_whole_number_past_floats_range_is_compared_not_a_traceback() -> None:
+    """``--option batch_size=`` and 400 digits (JSON reads a Python int) stopped the harness
+    with an OverflowError traceback: float() cannot take it."""
+    huge = 10**400
+    check_table({"n": huge}, (Range("n", 1, whole=True),))
+    with pytest.raises(ValueError, match="is not a whole number of 1 or less"):
+        check_table({"n": huge}, (Range("n", high=1, whole=True),))
+    with pytest.raises(ValueError, match="is not a number from 0 to 1"):
+        check_table({"n": -huge}, (Range("n", 0, 1),))
