@@ -258,7 +258,7 @@ def run_limited(
             outcome = Outcome(returncode=None, elapsed=0.0)
             try:
                 sampled = None if kernel_cap else memory_mb
-                _watch(proc, root, tag, outcome, started, hard_limit, sampled, on_tick)
+                _watch(proc, root, tag, outcome, started, hard_limit, sampled, on_tick, seal)
             except BaseException:  # Ctrl-C or SIGTERM to the harness: take the task down with it
                 kill_tree(root, tag, grace=kill_grace, popen=proc)
                 raise
@@ -324,8 +324,10 @@ def _watch(
     hard_limit: float,
     memory_mb: float | None,
     on_tick: Callable[[float], None] | None,
+    seal: Seal | None = None,
 ) -> None:
-    """Wait for the worker; stop at the hard limit or the memory cap (recorded in ``outcome``)."""
+    """Wait for the worker; stop at the hard limit or the memory cap (recorded in ``outcome``).
+    A sealed task's memory is its processes' and what its in-memory folders hold (``/tmp``)."""
     ticks = 0
     while True:
         try:
@@ -337,6 +339,8 @@ def _watch(
         ticks += 1
         if memory_mb and ticks % 3 == 1:  # the tree scan costs a few ms: not every tick
             pss = _tree_pss_mb(root, tag)
+            if seal is not None:
+                pss += seal.held_in_memory_mb()
             outcome.peak_memory_mb = max(outcome.peak_memory_mb, pss)
             if pss > memory_mb:
                 outcome.memory_exceeded = True

@@ -404,6 +404,15 @@ def _under_system(path: str) -> bool:
     return any(_inside(os.path.realpath(path), os.path.realpath(s)) for s in SYSTEM_PATHS)
 
 
+def private_folders() -> list[str]:
+    """The folders a sealed task gets empty and its own: each an in-memory file system (tmpfs)."""
+    private = ["/tmp", "/var/tmp", "/run"]
+    home = os.path.expanduser("~")
+    if home not in ("/", "") and not _under_system(home):
+        private.append(home)
+    return private
+
+
 def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> list[str]:
     """bwrap's arguments (without the program name) that run ``command`` inside ``view``."""
     args = _namespace_flags(network=network)
@@ -425,11 +434,7 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
     for pattern in GPU_DEVICES if view.gpu else ():
         for device in sorted(glob.glob(pattern)):
             args += ["--dev-bind", device, device]
-    private = ["/tmp", "/var/tmp", "/run"]
-    home = os.path.expanduser("~")
-    if home not in ("/", "") and not _under_system(home):
-        private.append(home)
-    for folder in private:
+    for folder in private_folders():
         args += ["--tmpfs", folder]
     bound = [p for p in view.readable if not _under_system(p)]
     # A hidden folder is emptied only where something bound would show it (elsewhere it is
@@ -468,6 +473,7 @@ class Seal:
     _args_file: IO[bytes] | None = field(default=None, repr=False)
     _info_file: IO[bytes] | None = field(default=None, repr=False)
     _filter_file: IO[bytes] | None = field(default=None, repr=False)
+    _init_pid: int = field(default=0, repr=False)
 
     @property
     def sealed(self) -> bool:
@@ -503,6 +509,29 @@ class Seal:
         if self.cgroup is not None:
             argv = self.cgroup.wrap(argv)
         return argv, fds
+
+    def held_in_memory_mb(self) -> float:
+        """What the task's in-memory file systems hold (MB): its private folders and ``/dev``
+        (``/dev/shm``), tmpfs mounts of its own. Their files are pages no process need map, so
+        the processes' memory does not show them; a cap that is sampled adds them. 0 before
+        the sandbox has started, or unsealed."""
+        if self._info_file is None:
+            return 0.0
+        if not self._init_pid:
+            try:
+                info = os.pread(self._info_file.fileno(), 4096, 0)
+                self._init_pid = int(json.loads(info or b"{}").get("child-pid", 0))
+            except (OSError, ValueError):
+                return 0.0
+        total = 0
+        # Looked up inside the task's own mount namespace, through its init's root.
+        for folder in dict.fromkeys([*private_folders(), "/dev"]):
+            try:
+                fs = os.statvfs(f"/proc/{self._init_pid}/root{folder}")
+            except OSError:  # not started yet, or over
+                continue
+            total += (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+        return total / 2**20
 
     def returncode(self, code: int | None) -> int | None:
         """The worker's exit status as a plain subprocess gives it: bwrap reports a death by

@@ -83,6 +83,7 @@ ADAPTERS = (
     _adapter("mis_fork_ender", "end_a_fork", _LONG),
     _adapter("mis_temp_writer", "write_temp", _LONG, options={"then": "return"}),
     _adapter("mis_temp_sleeper", "write_temp", _SHORT, options={"then": "sleep"}),
+    _adapter("mis_tmpfs_filler", "fill_tmpfs", _LONG, options={"megabytes": 600, "hold": 4.0}),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -652,3 +653,20 @@ def fill_log(task: Task) -> Predictions:
     then predicts: the harness can append nothing more to it."""
     sys.stdout.flush()
     return valid_predictions(task, {"log_length": largest_length(sys.stdout.fileno())})
+
+
+def fill_tmpfs(task: Task) -> Predictions:
+    """Holds ``megabytes`` in files of its private, in-memory folders (a sealed task's ``/tmp``
+    and home folder are tmpfs mounts) rather than in its own address space: pages no process
+    maps, so no process's resident size shows them. Holds them ``hold`` seconds, then predicts
+    with notes saying how much it wrote where."""
+    chunk = b"\1" * 2**20
+    written: dict[str, int] = {}
+    total = int(task.options["megabytes"])
+    for folder in ("/tmp", str(Path.home())):
+        with open(Path(folder) / "held.bin", "wb") as handle:
+            for _ in range(total // 2):
+                handle.write(chunk)
+        written[folder] = total // 2
+    time.sleep(float(task.options["hold"]))
+    return valid_predictions(task, {"written_mb": written})

@@ -740,3 +740,24 @@ def test_the_default_data_folders_linked_files_are_hidden_too(
     monkeypatch.setenv("DECATHLON_DATA_DIR", str(data))
     hidden = launcher.data_locations()
     assert str(data.resolve()) in hidden and str(store.resolve()) in hidden
+
+
+def test_memory_held_in_the_private_tmp_counts_against_a_sampled_cap(
+    tiny_catalog: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a memory cgroup the cap is sampled from the processes' memory: files in a sealed
+    task's /tmp and home folder (tmpfs, in memory) are mapped by no process, so 600 MB held
+    there under --memory-mb 200 ended as an ``ok`` row. What those folders hold now counts."""
+    monkeypatch.setattr(sandbox, "cgroup_problem", lambda: "no memory cgroup (this test)")
+    rows = run(
+        "mis_tmpfs_filler",
+        tiny_catalog,
+        tmp_path / "run",
+        memory_mb=200,
+        options={"megabytes": 600, "hold": 6.0},
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["sealed"] == "true"
+    assert test["status"] == "error", test
+    assert test["reason"] == "killed over the memory cap of 200 MB"
+    assert_tree_gone(tmp_path / "run" / TASK)
