@@ -140,6 +140,16 @@ def trace_filter() -> bytes | None:
         return None
 
 
+#: Over the sandbox's own /proc, read-only: the kernel's settings (``/proc/sys``), which a task
+#: of root keeps the right to write with every capability dropped: ``kernel.core_pattern`` names
+#: a program the kernel runs as root outside every namespace at the next core dump, a way out
+#: of the sandbox; ``/proc/sysrq-trigger`` reboots the machine. bwrap covers only some of them.
+PROC_COVERS = (
+    *("--ro-bind-try", "/proc/sys", "/proc/sys"),
+    *("--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger"),
+)
+
+
 def _namespace_flags(*, network: bool) -> list[str]:
     flags = ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
     if os.geteuid() != 0:
@@ -281,7 +291,7 @@ def interpreter_paths(
     seal: list[str] = []
     if bwrap_problem() is None:
         seal = ["bwrap", *_namespace_flags(network=False), "--ro-bind", "/", "/"]
-        seal += ["--proc", "/proc", "--dev", "/dev"]
+        seal += ["--proc", "/proc", *PROC_COVERS, "--dev", "/dev"]
         itself = (os.path.abspath(python), os.path.realpath(python))
         for folder in dict.fromkeys(os.path.realpath(h) for h in hidden):
             # by its real path (bwrap mounts nothing on a link); never over the interpreter
@@ -421,7 +431,7 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind-try", "/sys", "/sys"]
+    args += ["--proc", "/proc", *PROC_COVERS, "--dev", "/dev", "--ro-bind-try", "/sys", "/sys"]
     # bwrap's init is pid 1: its memory is not the task's to write (see TRACE_SYSCALLS).
     args += [
         "--ro-bind",

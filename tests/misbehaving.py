@@ -83,6 +83,7 @@ ADAPTERS = (
     _adapter("mis_fork_ender", "end_a_fork", _LONG),
     _adapter("mis_temp_writer", "write_temp", _LONG, options={"then": "return"}),
     _adapter("mis_temp_sleeper", "write_temp", _SHORT, options={"then": "sleep"}),
+    _adapter("mis_sysctl_writer", "open_kernel_settings", _LONG),
     _adapter("mis_tmpfs_filler", "fill_tmpfs", _LONG, options={"megabytes": 600, "hold": 4.0}),
 )
 
@@ -670,3 +671,30 @@ def fill_tmpfs(task: Task) -> Predictions:
         written[folder] = total // 2
     time.sleep(float(task.options["hold"]))
     return valid_predictions(task, {"written_mb": written})
+
+
+#: Files of /proc that change the whole machine when written: ``core_pattern`` names a program
+#: the kernel runs as root outside every namespace when any process dumps core (a way out of
+#: the sandbox: a script in the task's folder, a crash), ``sysrq-trigger`` reboots it.
+KERNEL_SETTINGS = (
+    "/proc/sys/kernel/core_pattern",
+    "/proc/sys/kernel/printk_ratelimit",
+    "/proc/sys/vm/drop_caches",
+    "/proc/sysrq-trigger",
+)
+
+
+def open_kernel_settings(task: Task) -> Predictions:
+    """Opens each of :data:`KERNEL_SETTINGS` for writing, and writes nothing (a write to these
+    would change the machine the tests run on); the notes say what each open gave: ``"opened"``,
+    or the error (``EROFS``, ``EACCES``; ``ENOENT`` where the kernel has no such file)."""
+    import errno
+
+    notes: dict[str, Any] = {}
+    for name in KERNEL_SETTINGS:
+        try:
+            os.close(os.open(name, os.O_WRONLY))
+            notes[name] = "opened"
+        except OSError as exc:
+            notes[name] = errno.errorcode.get(exc.errno or 0, str(exc))
+    return valid_predictions(task, notes)

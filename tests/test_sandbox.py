@@ -761,3 +761,19 @@ def test_memory_held_in_the_private_tmp_counts_against_a_sampled_cap(
     assert test["status"] == "error", test
     assert test["reason"] == "killed over the memory cap of 200 MB"
     assert_tree_gone(tmp_path / "run" / TASK)
+
+
+def test_a_sealed_task_cannot_write_the_kernels_settings(
+    tiny_catalog: TinyData, tmp_path: Path
+) -> None:
+    """The sandbox's own /proc showed /proc/sys (and /proc/sysrq-trigger) writable: a task of
+    root, every capability dropped, could still set ``kernel.core_pattern`` to a script in its
+    folder, which the kernel runs as root outside the sandbox at the next core dump (test
+    labels, no budget), or reboot the machine. Both are read-only now."""
+    rows = run("mis_sysctl_writer", tiny_catalog, tmp_path / "run")
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["status"] == "ok" and test["sealed"] == "true"
+    notes = json.loads(test["notes"])
+    assert set(notes) == set(misbehaving.KERNEL_SETTINGS)
+    opened = [name for name, got in notes.items() if got == "opened"]
+    assert opened == [], notes
