@@ -108,6 +108,33 @@ def bwrap_version() -> str:
         return "bwrap"
 
 
+@functools.cache
+def tmpfs_size_supported() -> bool:
+    """Whether this bwrap bounds a ``--tmpfs`` it mounts (``--size BYTES``, bubblewrap 0.5+)."""
+    try:
+        out = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in out.stdout + out.stderr
+
+
+#: The size of a hidden folder's tmpfs (it stands for a folder the task must not see; nothing
+#: of the task's belongs there, and the sampled cap does not look at it).
+HIDDEN_TMPFS_BYTES = 2**20
+
+
+def tmpfs_bytes(memory_mb: int | None) -> int:
+    """The size of each in-memory folder of a sealed task (``/tmp``, ``/var/tmp``, ``/run``,
+    home, ``/dev/shm``): ``--memory-mb`` each, a cap that counts what they hold in total; else,
+    together at most half of physical memory. The kernel's default is half of memory *each*:
+    a task with no cap could fill them until the harness or the machine is killed instead
+    of it (no process owns a tmpfs page, so the OOM killer does not blame the task)."""
+    if memory_mb:
+        return int(memory_mb) * 2**20
+    folders = len(private_folders()) + 1  # and /dev/shm
+    return max(psutil.virtual_memory().total // (2 * folders), 64 * 2**20)
+
+
 #: The system calls a sealed task is refused (EPERM): with them it could take over bwrap's init
 #: (pid 1 of its namespace, same user, no capabilities needed) and clear the signal that ends
 #: the namespace with the harness, or rewrite init's environment to hide from the sweep.
@@ -211,6 +238,12 @@ class Policy:
                 "no libseccomp here: a sealed task could trace its sandbox's first process and"
                 " outlive a harness killed with kill -9"
             )
+        if problem is None and not tmpfs_size_supported():
+            notices.append(
+                f"{bwrap_version()} has no --size (0.5+ has): a sealed task's in-memory folders"
+                " (/tmp, home, /dev/shm) are bounded only by the kernel's default, half of"
+                " memory each"
+            )
         memory_problem = cgroup_problem()
         if memory_mb and memory_problem:
             notices.append(f"--memory-mb is sampled, not enforced by the kernel: {memory_problem}")
@@ -296,7 +329,7 @@ def interpreter_paths(
         for folder in dict.fromkeys(os.path.realpath(h) for h in hidden):
             # by its real path (bwrap mounts nothing on a link); never over the interpreter
             if os.path.isdir(folder) and not any(_inside(p, folder) for p in itself):
-                seal += ["--tmpfs", folder]
+                seal += _tmpfs(folder, HIDDEN_TMPFS_BYTES)
         seal.append("--")
     try:
         out = subprocess.run(
@@ -423,8 +456,20 @@ def private_folders() -> list[str]:
     return private
 
 
-def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> list[str]:
-    """bwrap's arguments (without the program name) that run ``command`` inside ``view``."""
+def _tmpfs(path: str, size: int | None) -> list[str]:
+    """bwrap's arguments for an empty in-memory folder at ``path`` of at most ``size`` bytes
+    (``--size`` goes right before the ``--tmpfs`` it bounds; unbounded where bwrap lacks it)."""
+    bound = ["--size", str(size)] if size and tmpfs_size_supported() else []
+    return [*bound, "--tmpfs", path]
+
+
+def bwrap_arguments(
+    view: View, command: Sequence[str], *, network: bool, tmpfs_size: int | None = None
+) -> list[str]:
+    """bwrap's arguments (without the program name) that run ``command`` inside ``view``;
+    each in-memory folder of the task holds at most ``tmpfs_size`` bytes (default:
+    :func:`tmpfs_bytes` of no cap)."""
+    size = tmpfs_size or tmpfs_bytes(None)
     args = _namespace_flags(network=network)
     for path in SYSTEM_PATHS:
         if os.path.islink(path):
@@ -432,6 +477,8 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
     args += ["--proc", "/proc", *PROC_COVERS, "--dev", "/dev", "--ro-bind-try", "/sys", "/sys"]
+    # --dev's /dev/shm is a folder of /dev's tmpfs, which --size cannot bound: a tmpfs of its own
+    args += _tmpfs("/dev/shm", size)
     # bwrap's init is pid 1: its memory is not the task's to write (see TRACE_SYSCALLS).
     args += [
         "--ro-bind",
@@ -445,7 +492,7 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
         for device in sorted(glob.glob(pattern)):
             args += ["--dev-bind", device, device]
     for folder in private_folders():
-        args += ["--tmpfs", folder]
+        args += _tmpfs(folder, size)
     bound = [p for p in view.readable if not _under_system(p)]
     # A hidden folder is emptied only where something bound would show it (elsewhere it is
     # absent already). Mounts go outermost first: a hidden folder inside a bound one is emptied
@@ -456,7 +503,7 @@ def bwrap_arguments(view: View, command: Sequence[str], *, network: bool) -> lis
     hidden = _shown_at(view.hidden, shown)
     mounts = [(p, "--ro-bind") for p in bound] + [(h, "--tmpfs") for h in hidden]
     for path, how in sorted(mounts, key=lambda m: (m[0].count("/"), m[1] == "--tmpfs")):
-        args += [how, path] if how == "--tmpfs" else [how, path, path]
+        args += _tmpfs(path, HIDDEN_TMPFS_BYTES) if how == "--tmpfs" else [how, path, path]
     for path in view.writable:
         args += ["--bind", path, path]
     for path in view.arrays:
@@ -480,6 +527,7 @@ class Seal:
     policy: Policy
     view: View | None = None
     cgroup: TaskCgroup | None = None
+    memory_mb: int | None = None
     _args_file: IO[bytes] | None = field(default=None, repr=False)
     _info_file: IO[bytes] | None = field(default=None, repr=False)
     _filter_file: IO[bytes] | None = field(default=None, repr=False)
@@ -494,7 +542,12 @@ class Seal:
         argv = list(command)
         fds: tuple[int, ...] = ()
         if self.view is not None:
-            args = bwrap_arguments(self.view, argv, network=self.policy.network)
+            args = bwrap_arguments(
+                self.view,
+                argv,
+                network=self.policy.network,
+                tmpfs_size=tmpfs_bytes(self.memory_mb),
+            )
             options, command = args[: args.index("--")], args[args.index("--") :]
             # bwrap reads its options from a file, so that its command line (visible as
             # /proc/1/cmdline inside) names no folder of the harness: only the worker's command.
@@ -535,7 +588,7 @@ class Seal:
                 return 0.0
         total = 0
         # Looked up inside the task's own mount namespace, through its init's root.
-        for folder in dict.fromkeys([*private_folders(), "/dev"]):
+        for folder in dict.fromkeys([*private_folders(), "/dev", "/dev/shm"]):
             try:
                 fs = os.statvfs(f"/proc/{self._init_pid}/root{folder}")
             except OSError:  # not started yet, or over
@@ -620,4 +673,5 @@ def seal(
         policy=policy,
         view=view if policy.sealed else None,
         cgroup=cgroup,
+        memory_mb=memory_mb,
     )

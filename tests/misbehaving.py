@@ -84,7 +84,7 @@ ADAPTERS = (
     _adapter("mis_temp_writer", "write_temp", _LONG, options={"then": "return"}),
     _adapter("mis_temp_sleeper", "write_temp", _SHORT, options={"then": "sleep"}),
     _adapter("mis_sysctl_writer", "open_kernel_settings", _LONG),
-    _adapter("mis_tmpfs_filler", "fill_tmpfs", _LONG, options={"megabytes": 600, "hold": 4.0}),
+    _adapter("mis_tmpfs_filler", "fill_tmpfs", _LONG, options={"megabytes": 300, "hold": 4.0}),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.

@@ -754,7 +754,7 @@ def test_memory_held_in_the_private_tmp_counts_against_a_sampled_cap(
         tiny_catalog,
         tmp_path / "run",
         memory_mb=200,
-        options={"megabytes": 600, "hold": 6.0},
+        options={"megabytes": 300, "hold": 6.0},
     )
     test = task_rows(rows, "breastmnist")["test"]
     assert test["sealed"] == "true"
@@ -777,3 +777,74 @@ def test_a_sealed_task_cannot_write_the_kernels_settings(
     assert set(notes) == set(misbehaving.KERNEL_SETTINGS)
     opened = [name for name, got in notes.items() if got == "opened"]
     assert opened == [], notes
+
+
+#: Writes up to 96 MB into each of /tmp and /dev/shm (a bound, so that old code cannot fill the
+#: machine), then prints what it wrote and the error that stopped it.
+_FILL_IN_MEMORY_FOLDERS = """
+import json, os
+found = {}
+for folder in ("/tmp", "/dev/shm"):
+    written, error = 0, None
+    try:
+        with open(folder + "/fill.bin", "wb") as handle:
+            while written < 96:
+                handle.write(b"1" * 2**20)
+                handle.flush()
+                written += 1
+    except OSError as exc:
+        error = exc.errno
+    os.remove(folder + "/fill.bin")
+    found[folder] = [written, error]
+print(json.dumps(found))
+"""
+
+
+def test_a_sealed_tasks_in_memory_folders_are_bounded_by_its_memory_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sealed task's /tmp, home folder and /dev/shm were tmpfs mounts of the kernel's default
+    size, half of the machine's memory each: a task could fill them until the harness or the
+    machine was killed in its place (no process owns a tmpfs page). Under --memory-mb 64 each
+    now holds at most 64 MB, and a write past it fails with ENOSPC, which the task sees."""
+    helps = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=30)
+    if "--size" not in helps.stdout or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("this bwrap has no --size, or no /usr/bin/python3 (a system folder)")
+    monkeypatch.setattr(sandbox, "cgroup_problem", lambda: "no memory cgroup (this test)")
+    view = sandbox.View(readable=(), writable=(), cwd="/")
+    policy = sandbox.Policy(mode="auto", sealed=True)
+    seal = sandbox.seal(policy, tag="dcl-tmpfs-test", memory_mb=64, view=view)
+    try:
+        argv, fds = seal.command(["/usr/bin/python3", "-c", _FILL_IN_MEMORY_FOLDERS])
+        done = subprocess.run(argv, pass_fds=fds, capture_output=True, text=True, timeout=120)
+    finally:
+        seal.close()
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    for folder in ("/tmp", "/dev/shm"):
+        written, error = found[folder]
+        assert error == 28 and written <= 64, (folder, found)  # ENOSPC at the bound
+
+
+def test_without_a_memory_cap_the_in_memory_folders_share_half_of_memory() -> None:
+    """Without --memory-mb each in-memory folder is bounded too: together at most half of
+    physical memory (the kernel's default is half each)."""
+    import psutil
+
+    each = sandbox.tmpfs_bytes(None)
+    folders = len(sandbox.private_folders()) + 1
+    assert each * folders <= max(psutil.virtual_memory().total // 2, folders * 64 * 2**20)
+    args = sandbox.bwrap_arguments(sandbox.View(readable=(), writable=()), ["true"], network=False)
+    if sandbox.tmpfs_size_supported():
+        for folder in [*sandbox.private_folders(), "/dev/shm"]:
+            at = [i for i, a in enumerate(args) if a == folder and args[i - 1] == "--tmpfs"]
+            assert at and args[at[0] - 3 : at[0] - 1] == ["--size", str(each)], folder
+
+
+def test_a_bwrap_without_size_is_said_once_at_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older bwrap (before 0.5) cannot bound a tmpfs: the run still seals, and says so."""
+    monkeypatch.setattr(sandbox, "tmpfs_size_supported", lambda: False)
+    policy = sandbox.Policy.resolve("auto")
+    assert policy.sealed and "has no --size" in policy.notice
+    args = sandbox.bwrap_arguments(sandbox.View(readable=(), writable=()), ["true"], network=False)
+    assert "--size" not in args and "--tmpfs" in args
