@@ -516,6 +516,86 @@ def bwrap_arguments(
 # ---------------------------------------------------------------------------- one sealed task
 
 
+def _shared_memory_unmapped(init_pid: int) -> int:
+    """Bytes of shared memory the processes under ``init_pid`` (a sandbox's init) hold that
+    their proportional set sizes do not show: ``memfd_create`` files (held by a descriptor or
+    a mapping) and the SysV segments of the sandbox's own IPC namespace (attached or not).
+
+    Such memory is counted once: its resident pages less the PSS of the task's mappings of it
+    (a page a task process maps is in that process's PSS already, which the sampled cap adds).
+    A memfd the task has handed to a process outside it, and then closed, is not seen."""
+    try:
+        init = psutil.Process(init_pid)
+        pids = [init_pid, *(c.pid for c in init.children(recursive=True))]
+    except psutil.Error:
+        return 0
+    held: dict[tuple[str, int], int] = {}  # ("memfd" | "sysv", inode or shmid): resident bytes
+    for pid in pids:
+        for kind in ("fd", "map_files"):  # map_files: a mapping whose descriptor was closed
+            try:
+                names = os.listdir(f"/proc/{pid}/{kind}")
+            except OSError:
+                continue
+            for name in names:
+                try:
+                    if not os.readlink(f"/proc/{pid}/{kind}/{name}").startswith("/memfd:"):
+                        continue
+                    st = os.stat(f"/proc/{pid}/{kind}/{name}")
+                except OSError:
+                    continue
+                held[("memfd", st.st_ino)] = st.st_blocks * 512  # allocated, not its length
+    held.update(_sysv_segments(init_pid))
+    if not held:
+        return 0
+    for pid in pids:  # what the task's own mappings of them show already
+        try:
+            with open(f"/proc/{pid}/smaps", "rb") as handle:
+                key: tuple[str, int] | None = None
+                for line in handle:
+                    fields = line.split()
+                    if fields and b"-" in fields[0] and len(fields) >= 5:  # a mapping's header
+                        path = fields[5] if len(fields) > 5 else b""
+                        kind = "memfd" if path.startswith(b"/memfd:") else "sysv"
+                        key = (
+                            (kind, int(fields[4]))
+                            if path.startswith((b"/memfd:", b"/SYSV"))
+                            else None
+                        )
+                    elif key in held and fields[0] == b"Pss:":
+                        held[key] -= int(fields[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return sum(max(0, n) for n in held.values())
+
+
+def _sysv_segments(init_pid: int) -> dict[tuple[str, int], int]:
+    """The resident bytes of each SysV shared memory segment of the sandbox's IPC namespace
+    (its own: empty when it starts), read from inside it (``/proc/sysvipc`` shows the reader's
+    namespace). Nothing where ``nsenter`` is missing or may not enter it."""
+    try:
+        if os.readlink(f"/proc/{init_pid}/ns/ipc") == os.readlink("/proc/self/ns/ipc"):
+            return {}  # not a namespace of its own: the machine's segments are not the task's
+        done = subprocess.run(
+            ["nsenter", f"--ipc=/proc/{init_pid}/ns/ipc", "cat", "/proc/sysvipc/shm"],
+            capture_output=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    lines = done.stdout.splitlines()
+    if done.returncode != 0 or not lines:
+        return {}
+    header = lines[0].split()
+    for line in lines[1:]:
+        row = dict(zip(header, line.split()))
+        try:
+            found[("sysv", int(row[b"shmid"]))] = int(row[b"rss"])
+        except (KeyError, ValueError):
+            continue
+    return found
+
+
 @dataclass
 class Seal:
     """How one task is started: its command wrapped in bwrap and its cgroup.
@@ -576,7 +656,8 @@ class Seal:
     def held_in_memory_mb(self) -> float:
         """What the task's in-memory file systems hold (MB): its private folders and ``/dev``
         (``/dev/shm``), tmpfs mounts of its own. Their files are pages no process need map, so
-        the processes' memory does not show them; a cap that is sampled adds them. 0 before
+        the processes' memory does not show them; a cap that is sampled adds them, and the
+        shared memory of :func:`_shared_memory_unmapped` (memfd files, SysV segments). 0 before
         the sandbox has started, or unsealed."""
         if self._info_file is None:
             return 0.0
@@ -594,7 +675,7 @@ class Seal:
             except OSError:  # not started yet, or over
                 continue
             total += (fs.f_blocks - fs.f_bfree) * fs.f_frsize
-        return total / 2**20
+        return (total + _shared_memory_unmapped(self._init_pid)) / 2**20
 
     def returncode(self, code: int | None) -> int | None:
         """The worker's exit status as a plain subprocess gives it: bwrap reports a death by

@@ -85,6 +85,9 @@ ADAPTERS = (
     _adapter("mis_temp_sleeper", "write_temp", _SHORT, options={"then": "sleep"}),
     _adapter("mis_sysctl_writer", "open_kernel_settings", _LONG),
     _adapter("mis_tmpfs_filler", "fill_tmpfs", _LONG, options={"megabytes": 300, "hold": 4.0}),
+    _adapter(
+        "mis_shm_holder", "hold_shared_memory", _LONG, options={"how": "memfd", "megabytes": 150}
+    ),
 )
 
 #: The message :func:`raise_error` raises, to find in the row's reason.
@@ -698,3 +701,28 @@ def open_kernel_settings(task: Task) -> Predictions:
         except OSError as exc:
             notes[name] = errno.errorcode.get(exc.errno or 0, str(exc))
     return valid_predictions(task, notes)
+
+
+def hold_shared_memory(task: Task) -> Predictions:
+    """Holds ``megabytes`` of shared memory that no process's resident size shows: written
+    into a ``memfd_create`` file it keeps open but never maps (``how="memfd"``), or into a SysV
+    segment it detaches and leaves (``how="sysv"``). Holds it 6 s, then predicts."""
+    size = int(task.options["megabytes"]) * 2**20
+    if task.options["how"] == "memfd":
+        fd = os.memfd_create("held")
+        chunk = b"\1" * 2**20
+        for _ in range(size // len(chunk)):
+            os.write(fd, chunk)
+    else:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmat.restype = ctypes.c_void_p
+        libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        libc.shmdt.argtypes = [ctypes.c_void_p]
+        shmid = libc.shmget(0, ctypes.c_size_t(size), 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+        address = libc.shmat(shmid, None, 0)
+        ctypes.memset(address, 1, size)
+        libc.shmdt(address)
+    time.sleep(6.0)
+    return valid_predictions(task, {"held_mb": size // 2**20, "how": task.options["how"]})

@@ -848,3 +848,50 @@ def test_a_bwrap_without_size_is_said_once_at_the_start(monkeypatch: pytest.Monk
     assert policy.sealed and "has no --size" in policy.notice
     args = sandbox.bwrap_arguments(sandbox.View(readable=(), writable=()), ["true"], network=False)
     assert "--size" not in args and "--tmpfs" in args
+
+
+@pytest.mark.parametrize("how", ["memfd", "sysv"])
+def test_shared_memory_no_process_maps_counts_against_a_sampled_cap(
+    tiny_catalog: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Without a memory cgroup the cap is sampled: 150 MB written into a memfd kept open but
+    never mapped, or into a SysV segment detached and left in the sandbox's IPC namespace,
+    showed in no process's memory nor in any folder, and the task ended ``ok`` under
+    --memory-mb 100. That memory now counts."""
+    monkeypatch.setattr(sandbox, "cgroup_problem", lambda: "no memory cgroup (this test)")
+    rows = run(
+        "mis_shm_holder",
+        tiny_catalog,
+        tmp_path / "run",
+        memory_mb=100,
+        options={"how": how, "megabytes": 150},
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["sealed"] == "true"
+    assert test["status"] == "error", test
+    assert test["reason"] == "killed over the memory cap of 100 MB"
+    assert_tree_gone(tmp_path / "run" / TASK)
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_memfd_counts_once_whether_mapped_or_not(mapped: bool) -> None:
+    """A memfd's pages that a process of the task maps are in its PSS already: only the rest
+    is added, so a mapped memfd (PyTorch's shared tensors) is not counted twice."""
+    code = (
+        "import mmap, os, sys, time\n"
+        "fd = os.memfd_create('held')\n"
+        "os.write(fd, b'1' * 48 * 2**20)\n"
+        f"if {mapped}:\n"
+        "    m = mmap.mmap(fd, 48 * 2**20)\n"
+        "    total = sum(m[i] for i in range(0, len(m), 4096))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        extra_mb = sandbox._shared_memory_unmapped(child.pid) / 2**20
+    finally:
+        child.kill()
+        child.wait()
+    assert (extra_mb < 2) if mapped else (46 < extra_mb < 50), extra_mb
