@@ -516,20 +516,23 @@ def bwrap_arguments(
 # ---------------------------------------------------------------------------- one sealed task
 
 
-def _shared_memory_unmapped(init_pid: int) -> int:
+def _shared_memory_unmapped(init_pid: int, folders: Mapping[int, int] | None = None) -> int:
     """Bytes of shared memory the processes under ``init_pid`` (a sandbox's init) hold that
     their proportional set sizes do not show: ``memfd_create`` files (held by a descriptor or
-    a mapping) and the SysV segments of the sandbox's own IPC namespace (attached or not).
+    a mapping), the SysV segments of the sandbox's own IPC namespace (attached or not) and the
+    files of its in-memory folders (``folders``: the bytes each holds, by its device number).
 
     Such memory is counted once: its resident pages less the PSS of the task's mappings of it
-    (a page a task process maps is in that process's PSS already, which the sampled cap adds).
+    (a page a task process maps is in that process's PSS already, which the sampled cap adds:
+    a file of ``/dev/shm`` that PyTorch's loader workers map is not counted twice).
     A memfd the task has handed to a process outside it, and then closed, is not seen."""
     try:
         init = psutil.Process(init_pid)
         pids = [init_pid, *(c.pid for c in init.children(recursive=True))]
     except psutil.Error:
-        return 0
-    held: dict[tuple[str, int], int] = {}  # ("memfd" | "sysv", inode or shmid): resident bytes
+        return sum((folders or {}).values())
+    # ("memfd" | "sysv" | "folder", inode, shmid or device): resident bytes
+    held: dict[tuple[str, int], int] = {("folder", dev): n for dev, n in (folders or {}).items()}
     for pid in pids:
         for kind in ("fd", "map_files"):  # map_files: a mapping whose descriptor was closed
             try:
@@ -555,12 +558,12 @@ def _shared_memory_unmapped(init_pid: int) -> int:
                     fields = line.split()
                     if fields and b"-" in fields[0] and len(fields) >= 5:  # a mapping's header
                         path = fields[5] if len(fields) > 5 else b""
-                        kind = "memfd" if path.startswith(b"/memfd:") else "sysv"
-                        key = (
-                            (kind, int(fields[4]))
-                            if path.startswith((b"/memfd:", b"/SYSV"))
-                            else None
-                        )
+                        if path.startswith((b"/memfd:", b"/SYSV")):
+                            kind = "memfd" if path.startswith(b"/memfd:") else "sysv"
+                            key = (kind, int(fields[4]))
+                        else:  # a file of an in-memory folder, by its device (major:minor)
+                            major, minor = (int(n, 16) for n in fields[3].split(b":"))
+                            key = ("folder", os.makedev(major, minor))
                     elif key in held and fields[0] == b"Pss:":
                         held[key] -= int(fields[1]) * 1024
         except (OSError, ValueError, IndexError):
@@ -657,8 +660,9 @@ class Seal:
         """What the task's in-memory file systems hold (MB): its private folders and ``/dev``
         (``/dev/shm``), tmpfs mounts of its own. Their files are pages no process need map, so
         the processes' memory does not show them; a cap that is sampled adds them, and the
-        shared memory of :func:`_shared_memory_unmapped` (memfd files, SysV segments). 0 before
-        the sandbox has started, or unsealed."""
+        shared memory of :func:`_shared_memory_unmapped` (memfd files, SysV segments), less
+        what the task's processes map of either (their PSS has it). 0 before the sandbox has
+        started, or unsealed."""
         if self._info_file is None:
             return 0.0
         if not self._init_pid:
@@ -667,15 +671,17 @@ class Seal:
                 self._init_pid = int(json.loads(info or b"{}").get("child-pid", 0))
             except (OSError, ValueError):
                 return 0.0
-        total = 0
+        held: dict[int, int] = {}  # what each folder holds, by its device
         # Looked up inside the task's own mount namespace, through its init's root.
         for folder in dict.fromkeys([*private_folders(), "/dev", "/dev/shm"]):
             try:
-                fs = os.statvfs(f"/proc/{self._init_pid}/root{folder}")
+                where = f"/proc/{self._init_pid}/root{folder}"
+                fs = os.statvfs(where)
+                device = os.stat(where).st_dev
             except OSError:  # not started yet, or over
                 continue
-            total += (fs.f_blocks - fs.f_bfree) * fs.f_frsize
-        return (total + _shared_memory_unmapped(self._init_pid)) / 2**20
+            held[device] = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+        return _shared_memory_unmapped(self._init_pid, held) / 2**20
 
     def returncode(self, code: int | None) -> int | None:
         """The worker's exit status as a plain subprocess gives it: bwrap reports a death by

@@ -895,3 +895,23 @@ def test_a_memfd_counts_once_whether_mapped_or_not(mapped: bool) -> None:
         child.kill()
         child.wait()
     assert (extra_mb < 2) if mapped else (46 < extra_mb < 50), extra_mb
+
+
+def test_a_mapped_file_of_dev_shm_counts_once_against_a_sampled_cap(
+    tiny_catalog: TinyData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a memory cgroup the cap is sampled: a file of /dev/shm that the task maps
+    (PyTorch's loader workers share tensors so) was counted twice, once as what the folder
+    holds and once in the process's PSS, so 150 MB of it under --memory-mb 250 was killed.
+    It counts once now."""
+    monkeypatch.setattr(sandbox, "cgroup_problem", lambda: "no memory cgroup (this test)")
+    rows = run(
+        "mis_shm_mapper",
+        tiny_catalog,
+        tmp_path / "run",
+        memory_mb=250,
+        options={"how": "shm_file", "megabytes": 150},
+    )
+    test = task_rows(rows, "breastmnist")["test"]
+    assert test["sealed"] == "true"
+    assert test["status"] == "ok", test
