@@ -510,6 +510,11 @@ def bwrap_arguments(
         args += ["--ro-bind", path, path]
     if view.cwd:
         args += ["--chdir", view.cwd]
+    # Last, once every mount point is made: bwrap's root and /dev are tmpfs mounts no --size
+    # bounds and no sampled cap counts (a task could fill memory writing /x). --remount-ro is
+    # not recursive: the folders mounted on them (/tmp, home, its task folder, /dev/shm,
+    # /dev/null ...) stay as they are.
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     return [*args, "--", *command]
 
 

@@ -8,6 +8,7 @@ need a memory cgroup skip where this machine gives none.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import subprocess
@@ -915,3 +916,46 @@ def test_a_mapped_file_of_dev_shm_counts_once_against_a_sampled_cap(
     test = task_rows(rows, "breastmnist")["test"]
     assert test["sealed"] == "true"
     assert test["status"] == "ok", test
+
+
+#: Tries to create a file in each folder, then prints the error each got (null: none).
+_CREATE_FILES = """
+import json, os, sys
+found = {}
+for folder in sys.argv[1:]:
+    try:
+        with open(os.path.join(folder, "new.txt"), "w") as handle:
+            handle.write("x")
+        found[folder] = None
+    except OSError as exc:
+        found[folder] = exc.errno
+with open("/dev/null", "w") as handle:
+    handle.write("x")
+print(json.dumps(found))
+"""
+
+
+def test_a_sealed_tasks_root_and_dev_are_read_only(tmp_path: Path) -> None:
+    """bwrap's root (``/``) and ``/dev`` are tmpfs mounts of their own that no --size bounds
+    and no sampled cap counts: a sealed task could write ``/x`` or ``/dev/x`` until memory ran
+    out. Both are read-only now (EROFS), while what is mounted on them stays writable: its
+    task folder, /tmp, home, /dev/shm, /dev/null."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("no /usr/bin/python3 (a system folder)")
+    output = tmp_path / "out"
+    output.mkdir()
+    view = sandbox.View(readable=(), writable=(str(output),), cwd="/")
+    seal = sandbox.seal(
+        sandbox.Policy(mode="auto", sealed=True), tag="dcl-ro-test", memory_mb=None, view=view
+    )
+    writable = [str(output), *sandbox.private_folders(), "/dev/shm"]
+    try:
+        argv, fds = seal.command(["/usr/bin/python3", "-c", _CREATE_FILES, "/", "/dev", *writable])
+        done = subprocess.run(argv, pass_fds=fds, capture_output=True, text=True, timeout=120)
+    finally:
+        seal.close()
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["/"] == found["/dev"] == errno.EROFS, found
+    assert all(found[folder] is None for folder in writable), found
+    assert (output / "new.txt").read_text() == "x"
