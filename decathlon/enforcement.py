@@ -12,6 +12,10 @@ subreaper on Linux, so orphans re-parent to it rather than to init), and every p
 still carries the task's tag in its environment (which also catches ones that called setsid).
 A process that does all three (double fork, setsid, an empty environment) is out of the sweep's
 sight; an unsealed task's tracking cgroup (see :mod:`decathlon.cgroups`) catches it.
+
+Where no memory cgroup holds the cap, it is sampled: the tree's proportional set sizes, and for a
+sealed task what it holds outside them (:func:`shared_memory_unmapped`: its in-memory folders'
+files, memfd files, SysV segments), each page counted once.
 """
 
 from __future__ import annotations
@@ -339,8 +343,9 @@ def _watch(
         ticks += 1
         if memory_mb and ticks % 3 == 1:  # the tree scan costs a few ms: not every tick
             pss = _tree_pss_mb(root, tag)
-            if seal is not None:
-                pss += seal.held_in_memory_mb()
+            held = seal.in_memory_folders() if seal is not None else None
+            if held is not None:
+                pss += shared_memory_unmapped(*held) / 2**20
             outcome.peak_memory_mb = max(outcome.peak_memory_mb, pss)
             if pss > memory_mb:
                 outcome.memory_exceeded = True
@@ -352,3 +357,89 @@ def _watch(
             return
         if on_tick is not None:
             on_tick(elapsed)
+
+
+# ------------------------------------------------ memory a sealed task holds outside its processes
+
+
+def shared_memory_unmapped(init_pid: int, folders: Mapping[int, int] | None = None) -> int:
+    """Bytes of shared memory the processes under ``init_pid`` (a sandbox's init) hold that
+    their proportional set sizes do not show: ``memfd_create`` files (held by a descriptor or
+    a mapping), the SysV segments of the sandbox's own IPC namespace (attached or not) and the
+    files of its in-memory folders (``folders``: the bytes each holds, by its device number).
+
+    Such memory is counted once: its resident pages less the PSS of the task's mappings of it
+    (a page a task process maps is in that process's PSS already, which the sampled cap adds:
+    a file of ``/dev/shm`` that PyTorch's loader workers map is not counted twice).
+    A memfd the task has handed to a process outside it, and then closed, is not seen."""
+    try:
+        init = psutil.Process(init_pid)
+        pids = [init_pid, *(c.pid for c in init.children(recursive=True))]
+    except psutil.Error:
+        return sum((folders or {}).values())
+    # ("memfd" | "sysv" | "folder", inode, shmid or device): resident bytes
+    held: dict[tuple[str, int], int] = {("folder", dev): n for dev, n in (folders or {}).items()}
+    for pid in pids:
+        for kind in ("fd", "map_files"):  # map_files: a mapping whose descriptor was closed
+            try:
+                names = os.listdir(f"/proc/{pid}/{kind}")
+            except OSError:
+                continue
+            for name in names:
+                try:
+                    if not os.readlink(f"/proc/{pid}/{kind}/{name}").startswith("/memfd:"):
+                        continue
+                    st = os.stat(f"/proc/{pid}/{kind}/{name}")
+                except OSError:
+                    continue
+                held[("memfd", st.st_ino)] = st.st_blocks * 512  # allocated, not its length
+    held.update(_sysv_segments(init_pid))
+    if not held:
+        return 0
+    for pid in pids:  # what the task's own mappings of them show already
+        try:
+            with open(f"/proc/{pid}/smaps", "rb") as handle:
+                key: tuple[str, int] | None = None
+                for line in handle:
+                    fields = line.split()
+                    if fields and b"-" in fields[0] and len(fields) >= 5:  # a mapping's header
+                        path = fields[5] if len(fields) > 5 else b""
+                        if path.startswith((b"/memfd:", b"/SYSV")):
+                            kind = "memfd" if path.startswith(b"/memfd:") else "sysv"
+                            key = (kind, int(fields[4]))
+                        else:  # a file of an in-memory folder, by its device (major:minor)
+                            major, minor = (int(n, 16) for n in fields[3].split(b":"))
+                            key = ("folder", os.makedev(major, minor))
+                    elif key in held and fields[0] == b"Pss:":
+                        held[key] -= int(fields[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return sum(max(0, n) for n in held.values())
+
+
+def _sysv_segments(init_pid: int) -> dict[tuple[str, int], int]:
+    """The resident bytes of each SysV shared memory segment of the sandbox's IPC namespace
+    (its own: empty when it starts), read from inside it (``/proc/sysvipc`` shows the reader's
+    namespace). Nothing where ``nsenter`` is missing or may not enter it."""
+    try:
+        if os.readlink(f"/proc/{init_pid}/ns/ipc") == os.readlink("/proc/self/ns/ipc"):
+            return {}  # not a namespace of its own: the machine's segments are not the task's
+        done = subprocess.run(
+            ["nsenter", f"--ipc=/proc/{init_pid}/ns/ipc", "cat", "/proc/sysvipc/shm"],
+            capture_output=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    found = {}
+    lines = done.stdout.splitlines()
+    if done.returncode != 0 or not lines:
+        return {}
+    header = lines[0].split()
+    for line in lines[1:]:
+        row = dict(zip(header, line.split()))
+        try:
+            found[("sysv", int(row[b"shmid"]))] = int(row[b"rss"])
+        except (KeyError, ValueError):
+            continue
+    return found

@@ -33,6 +33,12 @@ and sampled memory only). Every leaderboard row records ``sealed``.
 
 An unsealed task (``auto`` without bwrap, or ``off``) still gets a cgroup of its own where one
 can be made, without a limit (:mod:`decathlon.cgroups`): it only tracks the task's processes.
+
+Longer than 600 lines: what a task is shown (its view), what is hidden inside it, its
+namespaces, its syscall filter, its bounded in-memory folders and the bwrap command they make are
+one policy, the seal, and each part is read against the others (a folder bound in may show one
+that must be hidden). What the task's memory adds up to, its in-memory folders' files included,
+is counted in :mod:`decathlon.enforcement`; its cgroup is :mod:`decathlon.cgroups`.
 """
 
 from __future__ import annotations
@@ -521,89 +527,6 @@ def bwrap_arguments(
 # ---------------------------------------------------------------------------- one sealed task
 
 
-def _shared_memory_unmapped(init_pid: int, folders: Mapping[int, int] | None = None) -> int:
-    """Bytes of shared memory the processes under ``init_pid`` (a sandbox's init) hold that
-    their proportional set sizes do not show: ``memfd_create`` files (held by a descriptor or
-    a mapping), the SysV segments of the sandbox's own IPC namespace (attached or not) and the
-    files of its in-memory folders (``folders``: the bytes each holds, by its device number).
-
-    Such memory is counted once: its resident pages less the PSS of the task's mappings of it
-    (a page a task process maps is in that process's PSS already, which the sampled cap adds:
-    a file of ``/dev/shm`` that PyTorch's loader workers map is not counted twice).
-    A memfd the task has handed to a process outside it, and then closed, is not seen."""
-    try:
-        init = psutil.Process(init_pid)
-        pids = [init_pid, *(c.pid for c in init.children(recursive=True))]
-    except psutil.Error:
-        return sum((folders or {}).values())
-    # ("memfd" | "sysv" | "folder", inode, shmid or device): resident bytes
-    held: dict[tuple[str, int], int] = {("folder", dev): n for dev, n in (folders or {}).items()}
-    for pid in pids:
-        for kind in ("fd", "map_files"):  # map_files: a mapping whose descriptor was closed
-            try:
-                names = os.listdir(f"/proc/{pid}/{kind}")
-            except OSError:
-                continue
-            for name in names:
-                try:
-                    if not os.readlink(f"/proc/{pid}/{kind}/{name}").startswith("/memfd:"):
-                        continue
-                    st = os.stat(f"/proc/{pid}/{kind}/{name}")
-                except OSError:
-                    continue
-                held[("memfd", st.st_ino)] = st.st_blocks * 512  # allocated, not its length
-    held.update(_sysv_segments(init_pid))
-    if not held:
-        return 0
-    for pid in pids:  # what the task's own mappings of them show already
-        try:
-            with open(f"/proc/{pid}/smaps", "rb") as handle:
-                key: tuple[str, int] | None = None
-                for line in handle:
-                    fields = line.split()
-                    if fields and b"-" in fields[0] and len(fields) >= 5:  # a mapping's header
-                        path = fields[5] if len(fields) > 5 else b""
-                        if path.startswith((b"/memfd:", b"/SYSV")):
-                            kind = "memfd" if path.startswith(b"/memfd:") else "sysv"
-                            key = (kind, int(fields[4]))
-                        else:  # a file of an in-memory folder, by its device (major:minor)
-                            major, minor = (int(n, 16) for n in fields[3].split(b":"))
-                            key = ("folder", os.makedev(major, minor))
-                    elif key in held and fields[0] == b"Pss:":
-                        held[key] -= int(fields[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            continue
-    return sum(max(0, n) for n in held.values())
-
-
-def _sysv_segments(init_pid: int) -> dict[tuple[str, int], int]:
-    """The resident bytes of each SysV shared memory segment of the sandbox's IPC namespace
-    (its own: empty when it starts), read from inside it (``/proc/sysvipc`` shows the reader's
-    namespace). Nothing where ``nsenter`` is missing or may not enter it."""
-    try:
-        if os.readlink(f"/proc/{init_pid}/ns/ipc") == os.readlink("/proc/self/ns/ipc"):
-            return {}  # not a namespace of its own: the machine's segments are not the task's
-        done = subprocess.run(
-            ["nsenter", f"--ipc=/proc/{init_pid}/ns/ipc", "cat", "/proc/sysvipc/shm"],
-            capture_output=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    found = {}
-    lines = done.stdout.splitlines()
-    if done.returncode != 0 or not lines:
-        return {}
-    header = lines[0].split()
-    for line in lines[1:]:
-        row = dict(zip(header, line.split()))
-        try:
-            found[("sysv", int(row[b"shmid"]))] = int(row[b"rss"])
-        except (KeyError, ValueError):
-            continue
-    return found
-
-
 @dataclass
 class Seal:
     """How one task is started: its command wrapped in bwrap and its cgroup.
@@ -661,21 +584,22 @@ class Seal:
             argv = self.cgroup.wrap(argv)
         return argv, fds
 
-    def held_in_memory_mb(self) -> float:
-        """What the task's in-memory file systems hold (MB): its private folders and ``/dev``
-        (``/dev/shm``), tmpfs mounts of its own. Their files are pages no process need map, so
-        the processes' memory does not show them; a cap that is sampled adds them, and the
-        shared memory of :func:`_shared_memory_unmapped` (memfd files, SysV segments), less
-        what the task's processes map of either (their PSS has it). 0 before the sandbox has
-        started, or unsealed."""
+    def in_memory_folders(self) -> tuple[int, dict[int, int]] | None:
+        """The sandbox's first process and what each of the task's in-memory file systems
+        holds (bytes, by device number): its private folders and ``/dev`` (``/dev/shm``), tmpfs
+        mounts of its own, whose files are pages no process need map. ``None`` before the
+        sandbox has started, or unsealed. A sampled cap counts them with
+        :func:`decathlon.enforcement.shared_memory_unmapped`."""
         if self._info_file is None:
-            return 0.0
+            return None
         if not self._init_pid:
             try:
                 info = os.pread(self._info_file.fileno(), 4096, 0)
                 self._init_pid = int(json.loads(info or b"{}").get("child-pid", 0))
             except (OSError, ValueError):
-                return 0.0
+                return None
+            if not self._init_pid:
+                return None
         held: dict[int, int] = {}  # what each folder holds, by its device
         # Looked up inside the task's own mount namespace, through its init's root.
         for folder in dict.fromkeys([*private_folders(), "/dev", "/dev/shm"]):
@@ -686,7 +610,7 @@ class Seal:
             except OSError:  # not started yet, or over
                 continue
             held[device] = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
-        return _shared_memory_unmapped(self._init_pid, held) / 2**20
+        return self._init_pid, held
 
     def returncode(self, code: int | None) -> int | None:
         """The worker's exit status as a plain subprocess gives it: bwrap reports a death by

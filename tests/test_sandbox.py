@@ -24,7 +24,7 @@ from helpers import TinyData
 from test_resume import harness, kill_harness, start_run, wait_for
 from test_runner import all_status, assert_tree_gone, run, task_rows
 
-from decathlon import cgroups, leaderboard, sandbox
+from decathlon import cgroups, enforcement, leaderboard, sandbox
 from decathlon.hookspecs import hookimpl
 from decathlon.leaderboard import COLUMNS
 from decathlon.plugins import make_registry
@@ -891,7 +891,7 @@ def test_a_memfd_counts_once_whether_mapped_or_not(mapped: bool) -> None:
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        extra_mb = sandbox._shared_memory_unmapped(child.pid) / 2**20
+        extra_mb = enforcement.shared_memory_unmapped(child.pid) / 2**20
     finally:
         child.kill()
         child.wait()
