@@ -71,15 +71,23 @@ def held_by_writer(path: Path) -> bool:
     return False
 
 
-def why_not_writable(folder: Path) -> str | None:
+def why_not_writable(folder: Path, *, make: bool = True) -> str | None:
     """Make ``folder`` (with its parents) and write a file in it; ``None`` when that works, else
     why not, as a short phrase for a one-line message (``/etc/passwd is a file, not a folder``).
+    With ``make=False`` nothing is left behind: the write is tried in the nearest folder that
+    exists already (a command that may still refuse its inputs leaves no empty folder).
 
     Commands call it before any slow or lasting work, so that a folder that cannot take their
     output stops them at once rather than with a traceback at the end."""
     folder = Path(folder)
+    if not make:
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+        folder = existing
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if make:
+            folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, prefix=".decathlon-write-check-")
         os.close(fd)
         os.unlink(name)

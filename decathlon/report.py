@@ -236,7 +236,8 @@ def refuse_unwritable(path: Path) -> None:
     ``path`` (a folder, or in a folder that cannot be made or written). ``compare`` calls it
     before reading, testing and resampling anything, which can take minutes."""
     path = Path(path)
-    why = f"{path} is a folder" if path.is_dir() else files.why_not_writable(path.parent)
+    folder = path.parent
+    why = f"{path} is a folder" if path.is_dir() else files.why_not_writable(folder, make=False)
     if why:
         raise LeaderboardError(f"{path}: cannot write the report ({why}); choose another --report")
 

@@ -870,6 +870,9 @@ ARGUMENTS_OF_OTHERS = {"--no-cache-dir", "--disable-pip-version-check", "--upgra
                        "--unshare-user", "--cap-drop", "--unshare-net", "--ro-bind", "--symlink",
                        "--proc", "--dev", "--ro-bind-try", "--dev-bind", "--tmpfs", "--bind",
                        "--chdir", "--args", "--info-fd", "--seccomp", "--version",
+                       "--remount-ro", "--size", "--help",
+                       # nsenter's, in decathlon/enforcement.py
+                       "--ipc=/proc/",
                        # pip's and uv's, in decathlon/environments.py and pipconfig.py
                        "--pre", "--no-build-isolation", "--no-index", "--only-binary",
                        "--no-binary", "--index-url", "--extra-index-url", "--find-links",

@@ -74,7 +74,7 @@ def compare_command(
 
         report_module.refuse_unwritable(Path(report))
     if wanted or plots:  # so is --out
-        why = files.why_not_writable(folder) or next(
+        why = files.why_not_writable(folder, make=False) or next(
             (f"{target} is a folder" for target in targets if target.is_dir()), None
         )
         if why:
